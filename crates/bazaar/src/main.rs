@@ -1,0 +1,166 @@
+//! `bazaar`: the command line. Everything real happens in the library crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bazaar::config::{Config, LogFormat, Overrides};
+use bazaar::{Application, Modules};
+use clap::{Args, Parser, Subcommand};
+
+/// bazaar: an e-commerce backend that runs as one process or as microservices.
+///
+/// Configuration comes from defaults, then a TOML file (--config), then BAZAAR_*
+/// environment variables (BAZAAR_HTTP_ADDR, BAZAAR_DATA_DIR, ...), then flags.
+#[derive(Debug, Parser)]
+#[command(name = "bazaar", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// A TOML file with configuration keys (see README: Configuration).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the embedded databases and generated secrets live [default: ./data].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log output: json (one object per line, default) or pretty (for humans).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run bazaar: every module in this process (the monolith), listening on
+    /// --http-addr. On first start it creates the databases, seeds a demo catalog and,
+    /// with BAZAAR_ADMIN_EMAIL and BAZAAR_ADMIN_PASSWORD set, an admin account.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, value_name = "ADDR")]
+        http_addr: Option<SocketAddr>,
+    },
+    /// Create or upgrade every module's database schema, then exit.
+    Migrate,
+    /// Add the first N products of the deterministic demo catalog (existing SKUs are
+    /// kept), then exit.
+    Seed {
+        /// How many demo products the catalog should contain.
+        #[arg(long, default_value_t = 1000)]
+        products: u32,
+    },
+    /// Manage accounts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an admin account, or give an existing account the admin role.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// At least 8 characters. Prefer BAZAAR_ADMIN_PASSWORD in scripts: flags show
+        /// up in process listings.
+        #[arg(long, env = "BAZAAR_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+    },
+}
+
+fn load_config(global: &Global, http_addr: Option<SocketAddr>) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        http_addr,
+        data_dir: global.data_dir.clone(),
+        log_format: global.log_format.map(|f| match f {
+            LogFormatArg::Json => LogFormat::Json,
+            LogFormatArg::Pretty => LogFormat::Pretty,
+        }),
+    };
+    Ok(Config::load(global.config.as_deref(), &overrides)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let http_addr = match &cli.command {
+        Command::Serve { http_addr } => *http_addr,
+        _ => None,
+    };
+    let config = load_config(&cli.global, http_addr)?;
+    chassis::telemetry::init("bazaar", config.log_format, &config.log_filter);
+
+    match cli.command {
+        Command::Serve { .. } => {
+            let app = Application::build(config)
+                .await
+                .context("bazaar could not start")?;
+            chassis::http::cancel_on_signal(app.shutdown_token());
+            let url = format!("http://{}", app.addr());
+            tracing::info!(url = %url, "ready");
+            // For humans; stdout carries the JSON logs.
+            eprintln!("bazaar is ready at {url}  (API docs: {url}/docs)");
+            app.run_until_stopped().await.context("server failed")?;
+        }
+        Command::Migrate => {
+            let modules = Modules::open(&config).await?;
+            for store in modules.stores() {
+                eprintln!("migrated {}", store.module());
+            }
+            modules.close().await;
+        }
+        Command::Seed { products } => {
+            let modules = Modules::open(&config).await?;
+            let added = modules.catalog.seed(products).await?;
+            eprintln!("seeded {added} new products");
+            modules.close().await;
+        }
+        Command::Admin(AdminCommand::Create {
+            email,
+            password,
+            name,
+        }) => {
+            let modules = Modules::open(&config).await?;
+            let outcome = modules
+                .identity
+                .ensure_admin(&email, &password, &name)
+                .await
+                .map_err(|e| match e {
+                    identity::IdentityError::Invalid(errors) => anyhow::anyhow!(
+                        "invalid admin account: {}",
+                        errors
+                            .iter()
+                            .map(|e| format!("{} {}", e.field, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                    other => anyhow::Error::new(other),
+                })?;
+            eprintln!("admin {email}: {outcome:?}");
+            modules.close().await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! cart: one cart per user. Product existence and prices come from the catalog
+//! through its contract ([`contracts::catalog::CatalogApi`]), never its tables.
+
+pub mod domain;
+mod error;
+mod http;
+mod service;
+pub mod store;
+
+pub use error::CartError;
+pub use http::{ApiDoc, router};
+pub use service::{Cart, CartLine, CartService};
+
+/// The module's embedded schema migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub const MODULE: &str = "cart";

@@ -1,0 +1,115 @@
+//! cart's use cases.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chassis::money::Money;
+use contracts::catalog::CatalogApi;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::{LINES_MAX, Quantity};
+use crate::error::CartError;
+use crate::store::{AddOutcome, CartItems};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CartLine {
+    pub product_id: String,
+    pub quantity: u32,
+    /// Current unit price, from the catalog.
+    pub price_cents: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Cart {
+    pub items: Vec<CartLine>,
+    pub total_cents: i64,
+    pub currency: String,
+}
+
+#[derive(Clone)]
+pub struct CartService {
+    items: Arc<dyn CartItems>,
+    catalog: Arc<dyn CatalogApi>,
+}
+
+impl std::fmt::Debug for CartService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CartService").finish_non_exhaustive()
+    }
+}
+
+impl CartService {
+    pub fn new(items: Arc<dyn CartItems>, catalog: Arc<dyn CatalogApi>) -> Self {
+        Self { items, catalog }
+    }
+
+    /// The cart with current prices. Lines whose product no longer exists are left out.
+    pub async fn get(&self, user_id: &str) -> Result<Cart, CartError> {
+        let lines = self.items.lines(user_id).await?;
+        if lines.is_empty() {
+            return Ok(Cart {
+                items: Vec::new(),
+                total_cents: 0,
+                currency: chassis::money::CURRENCY.to_owned(),
+            });
+        }
+        let ids: Vec<String> = lines.iter().map(|l| l.product_id.clone()).collect();
+        let prices: HashMap<String, i64> = self
+            .catalog
+            .get_products(&ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.price_cents))
+            .collect();
+        let mut total = Money::ZERO;
+        let mut items = Vec::with_capacity(lines.len());
+        for line in lines {
+            let Some(&price_cents) = prices.get(&line.product_id) else {
+                continue;
+            };
+            let price = Money::parse(price_cents).unwrap_or(Money::ZERO);
+            total = total.plus(price.times(line.quantity));
+            items.push(CartLine {
+                product_id: line.product_id,
+                quantity: line.quantity,
+                price_cents,
+            });
+        }
+        Ok(Cart {
+            items,
+            total_cents: total.cents(),
+            currency: chassis::money::CURRENCY.to_owned(),
+        })
+    }
+
+    #[tracing::instrument(skip(self))]
+    pub async fn add(
+        &self,
+        user_id: &str,
+        product_id: &str,
+        quantity: i64,
+    ) -> Result<Cart, CartError> {
+        let quantity = Quantity::parse(quantity).map_err(|e| {
+            CartError::Invalid(vec![chassis::FieldError::new("quantity", e.to_string())])
+        })?;
+        // Existence (and price) are the catalog's to say.
+        self.catalog.get_product(product_id).await?;
+        let lines = self.items.lines(user_id).await?;
+        let is_new = !lines.iter().any(|l| l.product_id == product_id);
+        if is_new && lines.len() >= LINES_MAX {
+            return Err(CartError::CartFull);
+        }
+        match self.items.add(user_id, product_id, quantity).await? {
+            AddOutcome::Added => self.get(user_id).await,
+            AddOutcome::WouldOverflow => Err(CartError::LineFull),
+        }
+    }
+
+    /// Removes a product's line; removing an absent line is not an error.
+    #[tracing::instrument(skip(self))]
+    pub async fn remove(&self, user_id: &str, product_id: &str) -> Result<Cart, CartError> {
+        self.items.remove(user_id, product_id).await?;
+        self.get(user_id).await
+    }
+}

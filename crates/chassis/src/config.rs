@@ -1,0 +1,272 @@
+//! Configuration: defaults < TOML file (`--config`) < `BAZAAR_*` environment < flags.
+//!
+//! Every key has the same name in all four places (`http_addr` in TOML is
+//! `BAZAAR_HTTP_ADDR` in the environment and `--http-addr` on the command line).
+//! Unknown keys in the file are rejected; the environment is read only for known keys,
+//! so unrelated `BAZAAR_*` variables (test URLs, peers) never break a start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Log output: JSON lines for machines (default) or pretty for humans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+/// SQLite's `synchronous` pragma. See docs/adr/0003: `normal` in WAL mode survives a
+/// process crash and loses at most the last transactions on power loss; `full`
+/// survives power loss at the cost of an fsync per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    #[default]
+    Normal,
+    Full,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the public HTTP server listens.
+    pub http_addr: SocketAddr,
+    /// Where the embedded databases and generated secrets live.
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// A `RUST_LOG`-style filter; `RUST_LOG` itself wins when set.
+    pub log_filter: String,
+    /// HMAC secret for user tokens (at least 32 bytes). Unset: generated on first
+    /// start and kept in `<data_dir>/jwt-secret`.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of issued user tokens.
+    pub token_ttl_secs: u64,
+    /// With `admin_password`: the admin account created on first start.
+    pub admin_email: Option<String>,
+    pub admin_password: Option<String>,
+    /// Products seeded into an empty catalog on first start.
+    pub seed_products: u32,
+    /// Origins allowed by CORS; empty allows none, `["*"]` allows any.
+    pub cors_origins: Vec<String>,
+    /// Sustained requests per second per client IP at the edge; 0 turns limiting off.
+    pub rate_limit_per_second: u32,
+    /// Requests a client may burst above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Budget of one public request, after which it is abandoned with a 503.
+    pub request_timeout_ms: u64,
+    /// How long in-flight requests may take to finish once shutdown starts.
+    pub shutdown_timeout_secs: u64,
+    /// Connections per module database pool.
+    pub db_max_connections: u32,
+    pub sqlite_synchronous: SqliteSync,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            log_format: LogFormat::Json,
+            log_filter: "info".to_owned(),
+            jwt_secret: None,
+            token_ttl_secs: 24 * 3600,
+            admin_email: None,
+            admin_password: None,
+            seed_products: 1000,
+            cors_origins: Vec::new(),
+            rate_limit_per_second: 100,
+            rate_limit_burst: 200,
+            request_timeout_ms: 10_000,
+            shutdown_timeout_secs: 30,
+            db_max_connections: 8,
+            sqlite_synchronous: SqliteSync::Normal,
+        }
+    }
+}
+
+/// Every key, as it is spelled in TOML and (upper-cased, `BAZAAR_`-prefixed) in the
+/// environment.
+pub const KEYS: &[&str] = &[
+    "http_addr",
+    "data_dir",
+    "log_format",
+    "log_filter",
+    "jwt_secret",
+    "token_ttl_secs",
+    "admin_email",
+    "admin_password",
+    "seed_products",
+    "cors_origins",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+    "request_timeout_ms",
+    "shutdown_timeout_secs",
+    "db_max_connections",
+    "sqlite_synchronous",
+];
+
+/// Values given as command-line flags; `None` leaves the lower layers alone.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Figment(Box<figment::Error>),
+    #[error("invalid configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Loads the layers in order and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("BAZAAR_").only(KEYS))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Figment(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < 32 {
+                return Err(invalid("jwt_secret", "must be at least 32 bytes"));
+            }
+        }
+        if self.admin_email.is_some() != self.admin_password.is_some() {
+            return Err(invalid(
+                "admin_email",
+                "admin_email and admin_password must be set together",
+            ));
+        }
+        if self.token_ttl_secs == 0 {
+            return Err(invalid("token_ttl_secs", "must be positive"));
+        }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            return Err(invalid(
+                "rate_limit_burst",
+                "must be at least 1 when rate limiting is on",
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(invalid("request_timeout_ms", "must be positive"));
+        }
+        if self.db_max_connections == 0 {
+            return Err(invalid("db_max_connections", "must be at least 1"));
+        }
+        for origin in &self.cors_origins {
+            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+                return Err(invalid(
+                    "cors_origins",
+                    format!("`{origin}` is not a valid origin"),
+                ));
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+// figment::Jail's closures return its own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_flags_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "bazaar.toml",
+                "http_addr = \"127.0.0.1:9000\"\nseed_products = 5\n",
+            )?;
+            let overrides = Overrides {
+                http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(Path::new("bazaar.toml")), &overrides).unwrap();
+            assert_eq!(config.http_addr.port(), 9100);
+            assert_eq!(config.seed_products, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bazaar.toml", "seed_products = 5\n")?;
+            jail.set_env("BAZAAR_SEED_PRODUCTS", "7");
+            jail.set_env("BAZAAR_UNRELATED_THING", "ignored");
+            let config =
+                Config::load(Some(Path::new("bazaar.toml")), &Overrides::default()).unwrap();
+            assert_eq!(config.seed_products, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BAZAAR_REQUEST_TIMEOUT_MS", "soon");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.to_lowercase().contains("request_timeout_ms"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bazaar.toml", "no_such_key = 1\n")?;
+            let err = Config::load(Some(Path::new("bazaar.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("no_such_key"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BAZAAR_JWT_SECRET", "short");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("jwt_secret"), "{err}");
+            Ok(())
+        });
+    }
+}

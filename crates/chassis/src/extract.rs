@@ -1,0 +1,208 @@
+//! Request extractors whose rejections are our problem+json.
+//!
+//! axum's own `Json` answers 422 for both a wrong type and a missing field, in plain
+//! text. The public contract is sharper: malformed JSON or a wrong type is 400; a
+//! missing required field is a 422 naming the field, like any other invalid value.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{FieldError, Problem};
+
+/// A JSON body, or a problem+json rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !has_json_content_type(req.headers()) {
+            return Err(Problem::unsupported_media_type(
+                "expected a body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::payload_too_large(crate::http::BODY_LIMIT_BYTES)
+            } else {
+                Problem::bad_request(rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a JSON document into `T`, classifying failures per the API contract.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let value =
+        serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| classify(&error))?;
+    deserializer
+        .end()
+        .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+fn classify(error: &serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let inner = error.inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let path = error.path().to_string();
+            let message = strip_position(&inner.to_string());
+            if let Some(field) = missing_field(&message) {
+                let field = if path == "." {
+                    field.to_owned()
+                } else {
+                    format!("{path}.{field}")
+                };
+                Problem::validation(vec![FieldError::new(field, "is required")])
+            } else {
+                let field = if path == "." { String::new() } else { path };
+                Problem::bad_request(if field.is_empty() {
+                    message.clone()
+                } else {
+                    format!("{field}: {message}")
+                })
+                .with_errors(vec![FieldError::new(field, message)])
+            }
+        }
+        _ => Problem::bad_request(format!("malformed JSON: {inner}")),
+    }
+}
+
+/// serde_json appends " at line L column C"; the path already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(idx) => message[..idx].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+}
+
+/// Query parameters, or a 400 problem+json naming what could not be parsed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(|error| {
+                let field = error.path().to_string();
+                let message = error.inner().to_string();
+                Problem::bad_request(format!("invalid query string: {message}"))
+                    .with_errors(vec![FieldError::new(field, message)])
+            })
+    }
+}
+
+/// Path parameters, or a 400 problem+json.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| Problem::bad_request(rejection.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        product_id: String,
+        quantity: u32,
+    }
+
+    #[test]
+    fn malformed_json_is_400() {
+        let p = parse_json::<Item>(b"{\"product_id\": ").unwrap_err();
+        assert_eq!(p.status, 400);
+    }
+
+    #[test]
+    fn wrong_type_is_400_naming_the_field() {
+        let p = parse_json::<Item>(br#"{"product_id":"a","quantity":"two"}"#).unwrap_err();
+        assert_eq!(p.status, 400);
+        assert_eq!(p.errors[0].field, "quantity");
+    }
+
+    #[test]
+    fn missing_field_is_422_naming_the_field() {
+        let p = parse_json::<Item>(br#"{"product_id":"a"}"#).unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.errors[0].field, "quantity");
+    }
+
+    #[test]
+    fn unknown_field_is_400() {
+        let p = parse_json::<Item>(br#"{"product_id":"a","quantity":1,"x":1}"#).unwrap_err();
+        assert_eq!(p.status, 400);
+    }
+
+    #[test]
+    fn trailing_garbage_is_400() {
+        let p = parse_json::<Item>(br#"{"product_id":"a","quantity":1} x"#).unwrap_err();
+        assert_eq!(p.status, 400);
+    }
+}

@@ -1,0 +1,22 @@
+//! The platform every bazaar module stands on.
+//!
+//! Modules bring their domain, use cases and adapters; everything that would otherwise
+//! be copied between them (configuration, telemetry, the HTTP server and its layers,
+//! the store, problem+json errors, authentication extractors) lives here once.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod http;
+pub mod id;
+pub mod metrics;
+pub mod money;
+pub mod openapi;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+
+pub use error::{FieldError, Problem};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,14 @@
+//! The identity module's contract: users as others see them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A user account as the public API shows it. Credentials never leave identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    /// `customer` or `admin`.
+    pub role: String,
+}

@@ -1,0 +1,99 @@
+//! The edge: every public route behind one router, with what the edge owns (CORS,
+//! per-client rate limiting, the OpenAPI document and its docs page) on top of the
+//! layers every bazaar server has.
+//!
+//! The gateway knows no module: the composition root (the `bazaar` binary) hands it
+//! the modules' routers and OpenAPI documents.
+
+mod docs;
+mod rate_limit;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use chassis::health::Readiness;
+use chassis::http::{HttpSettings, with_common_layers};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::openapi::OpenApi;
+
+pub use rate_limit::RateLimit;
+
+/// The edge's settings.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    pub http: HttpSettings,
+    /// Allowed CORS origins; `*` allows any, empty allows none.
+    pub cors_origins: Vec<String>,
+    /// Sustained requests per second per client IP; 0 turns limiting off.
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+}
+
+/// The public OpenAPI document: every module's paths, the ops routes, the shared
+/// problem responses and bearer scheme.
+pub fn openapi(modules: Vec<OpenApi>) -> OpenApi {
+    use utoipa::{Modify, OpenApi as _};
+    let mut doc = chassis::openapi::OpsApiDoc::openapi();
+    for module in modules {
+        doc.merge(module);
+    }
+    "bazaar".clone_into(&mut doc.info.title);
+    env!("CARGO_PKG_VERSION").clone_into(&mut doc.info.version);
+    doc.info.description = Some(
+        "bazaar's public HTTP API. Errors are RFC 9457 problem+json; money is integer \
+         minor units; ids are UUIDv7 strings; lists are `{items, next_cursor}`."
+            .to_owned(),
+    );
+    chassis::openapi::CommonResponses.modify(&mut doc);
+    doc
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            chassis::http::REQUEST_ID,
+        ])
+        .expose_headers([chassis::http::REQUEST_ID, header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The whole public server: module routes (rate limited), ops routes (never limited:
+/// probes and scrapes must get through an overload), the API description, and the
+/// common layers around all of it.
+pub fn router(
+    modules: Router,
+    docs: &OpenApi,
+    readiness: Readiness,
+    settings: &EdgeSettings,
+    limiter: Option<RateLimit>,
+) -> Router {
+    let api = match limiter {
+        Some(limiter) => modules.layer(axum::middleware::from_fn_with_state(
+            limiter,
+            rate_limit::enforce,
+        )),
+        None => modules,
+    };
+    let router = Router::new()
+        .merge(api)
+        .merge(chassis::http::ops_router(readiness))
+        .merge(docs::router(docs))
+        .layer(cors(&settings.cors_origins));
+    with_common_layers(router, &settings.http)
+}

@@ -1,0 +1,74 @@
+//! Per-client rate limiting at the edge: a token bucket per client IP (GCRA, via
+//! `governor`), answered with 429 problem+json and `Retry-After`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chassis::{CancellationToken, Problem};
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
+
+type Limiter =
+    RateLimiter<IpAddr, governor::state::keyed::DefaultKeyedStateStore<IpAddr>, DefaultClock>;
+
+#[derive(Clone)]
+pub struct RateLimit {
+    limiter: Arc<Limiter>,
+}
+
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit").finish_non_exhaustive()
+    }
+}
+
+impl RateLimit {
+    /// `None` when `per_second` is 0 (limiting off).
+    pub fn new(per_second: u32, burst: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(per_second)?;
+        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+        Some(Self {
+            limiter: Arc::new(RateLimiter::keyed(
+                Quota::per_second(rate).allow_burst(burst),
+            )),
+        })
+    }
+
+    /// Forgets idle clients every minute so the table does not grow without bound.
+    pub fn spawn_sweeper(&self, shutdown: CancellationToken) {
+        let limiter = Arc::clone(&self.limiter);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        limiter.retain_recent();
+                        limiter.shrink_to_fit();
+                    }
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
+}
+
+pub(crate) async fn enforce(State(limit): State<RateLimit>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    match limit.limiter.check_key(&ip) {
+        Ok(()) => next.run(req).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            metrics::counter!("http_rate_limited_total").increment(1);
+            Problem::too_many_requests(secs.max(1)).into_response()
+        }
+    }
+}

@@ -1,0 +1,39 @@
+use chassis::{FieldError, Problem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("user not found")]
+    UnknownUser,
+    #[error("identity store failed")]
+    Store(#[from] sqlx::Error),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    #[error("token signing failed")]
+    Token(#[from] chassis::auth::TokenError),
+}
+
+/// The one place identity's failures become HTTP statuses.
+impl From<IdentityError> for Problem {
+    fn from(error: IdentityError) -> Self {
+        match error {
+            IdentityError::Invalid(errors) => Problem::validation(errors),
+            IdentityError::EmailTaken => Problem::conflict(error.to_string()),
+            IdentityError::InvalidCredentials => Problem::unauthorized(error.to_string()),
+            // A token for a deleted account is as good as no token.
+            IdentityError::UnknownUser => {
+                Problem::unauthorized("the token's user no longer exists")
+            }
+            IdentityError::Store(_) | IdentityError::Hashing(_) | IdentityError::Token(_) => {
+                Problem::internal(&error)
+            }
+        }
+    }
+}
+
+chassis::impl_into_response!(IdentityError);

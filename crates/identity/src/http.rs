@@ -1,0 +1,119 @@
+//! identity's public HTTP adapter.
+
+use axum::Router;
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use chassis::auth::{AuthUser, Tokens};
+use chassis::extract::Json;
+use contracts::identity::User;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::IdentityError;
+use crate::service::{IdentityService, Session};
+
+#[derive(Clone, Debug)]
+struct AppState {
+    service: IdentityService,
+}
+
+impl FromRef<AppState> for Tokens {
+    fn from_ref(state: &AppState) -> Tokens {
+        state.service.tokens().clone()
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegisterRequest {
+    #[schema(format = "email", max_length = 254, example = "ada@example.com")]
+    email: String,
+    #[schema(min_length = 8, max_length = 1024, example = "correct horse battery")]
+    password: String,
+    #[schema(min_length = 1, max_length = 100, example = "Ada Lovelace")]
+    name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginRequest {
+    #[schema(example = "ada@example.com")]
+    email: String,
+    #[schema(example = "correct horse battery")]
+    password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SessionResponse {
+    /// Bearer token for `Authorization: Bearer <token>`.
+    token: String,
+    user: User,
+}
+
+impl From<Session> for SessionResponse {
+    fn from(s: Session) -> Self {
+        Self {
+            token: s.token,
+            user: s.user,
+        }
+    }
+}
+
+/// Create an account and sign in.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "identity",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = SessionResponse),
+        (status = 409, description = "Email already registered", body = chassis::Problem, content_type = "application/problem+json")))]
+async fn register(
+    State(state): State<AppState>,
+    Json(req): Json<RegisterRequest>,
+) -> Result<(StatusCode, Json<SessionResponse>), IdentityError> {
+    let session = state
+        .service
+        .register(&req.email, &req.password, &req.name)
+        .await?;
+    Ok((StatusCode::CREATED, Json(session.into())))
+}
+
+/// Sign in with email and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "identity",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = SessionResponse),
+        (status = 401, description = "Wrong email or password", body = chassis::Problem, content_type = "application/problem+json")))]
+async fn login(
+    State(state): State<AppState>,
+    Json(req): Json<LoginRequest>,
+) -> Result<Json<SessionResponse>, IdentityError> {
+    let session = state.service.login(&req.email, &req.password).await?;
+    Ok(Json(session.into()))
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/v1/me", tag = "identity",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's account", body = User)))]
+async fn me(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+) -> Result<Json<User>, IdentityError> {
+    Ok(Json(state.service.me(&principal).await?))
+}
+
+/// identity's public routes.
+pub fn router(service: IdentityService) -> Router {
+    Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/me", get(me))
+        .with_state(AppState { service })
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(register, login, me),
+    components(schemas(RegisterRequest, LoginRequest, SessionResponse, User))
+)]
+pub struct ApiDoc;

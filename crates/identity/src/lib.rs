@@ -1,0 +1,20 @@
+//! identity: accounts, credentials (argon2id) and user tokens.
+//!
+//! `domain` is pure parsing; `service` holds the use cases and talks to storage only
+//! through the [`store::Users`] port; `http` is the public adapter.
+
+pub mod domain;
+mod error;
+mod http;
+mod service;
+pub mod store;
+
+pub use error::IdentityError;
+pub use http::{ApiDoc, router};
+pub use service::{AdminOutcome, IdentityService, Session};
+
+/// The module's embedded schema migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The name of this module's store and log/metric label.
+pub const MODULE: &str = "identity";

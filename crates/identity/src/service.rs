@@ -1,0 +1,215 @@
+//! identity's use cases.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use chassis::auth::{Principal, Role, Tokens};
+use chassis::error::Violations;
+use contracts::identity::User;
+
+use crate::domain::{Email, Name, Password};
+use crate::error::IdentityError;
+use crate::store::{InsertError, UserRecord, Users};
+
+/// A signed-in session: the token and who it is for.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub user: User,
+}
+
+/// What `ensure_admin` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminOutcome {
+    Created,
+    Promoted,
+    AlreadyAdmin,
+}
+
+#[derive(Clone)]
+pub struct IdentityService {
+    users: Arc<dyn Users>,
+    tokens: Tokens,
+}
+
+impl std::fmt::Debug for IdentityService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityService").finish_non_exhaustive()
+    }
+}
+
+fn public(user: &UserRecord) -> User {
+    User {
+        id: user.id.clone(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        role: user.role.as_str().to_owned(),
+    }
+}
+
+/// argon2id with the crate's defaults (the OWASP-recommended m=19 MiB, t=2, p=1).
+/// CPU-heavy, so it runs on the blocking pool, never on a runtime worker.
+async fn hash_password(password: Password) -> Result<String, IdentityError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(password.expose().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| IdentityError::Hashing(e.to_string()))
+    })
+    .await
+    .map_err(|e| IdentityError::Hashing(e.to_string()))?
+}
+
+async fn verify_password(password: String, hash: String) -> Result<bool, IdentityError> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(|e| IdentityError::Hashing(e.to_string()))?;
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(|e| IdentityError::Hashing(e.to_string()))?
+}
+
+/// A hash to verify against when the email is unknown, so a login for a missing
+/// account costs the same time as one with a wrong password.
+fn dummy_hash() -> String {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(b"not-a-real-password", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+    .clone()
+}
+
+impl IdentityService {
+    pub fn new(users: Arc<dyn Users>, tokens: Tokens) -> Self {
+        Self { users, tokens }
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    fn session(&self, user: &UserRecord) -> Result<Session, IdentityError> {
+        Ok(Session {
+            token: self.tokens.issue(&user.id, user.role)?,
+            user: public(user),
+        })
+    }
+
+    fn parse_account(
+        email: &str,
+        password: &str,
+        name: &str,
+    ) -> Result<(Email, Password, Name), IdentityError> {
+        let mut v = Violations::new();
+        let email = v.check("email", Email::parse(email));
+        let password = v.check("password", Password::parse(password));
+        let name = v.check("name", Name::parse(name));
+        match (email, password, name) {
+            (Some(e), Some(p), Some(n)) => Ok((e, p, n)),
+            _ => Err(IdentityError::Invalid(
+                v.finish().err().map(|p| p.errors).unwrap_or_default(),
+            )),
+        }
+    }
+
+    async fn create(
+        &self,
+        email: Email,
+        password: Password,
+        name: Name,
+        role: Role,
+    ) -> Result<UserRecord, IdentityError> {
+        let record = UserRecord {
+            id: chassis::id::new_id(),
+            email: email.as_str().to_owned(),
+            name: name.as_str().to_owned(),
+            password_hash: hash_password(password).await?,
+            role,
+            created_at: chassis::time::now_micros(),
+        };
+        match self.users.insert(&record).await {
+            Ok(()) => Ok(record),
+            Err(InsertError::Duplicate) => Err(IdentityError::EmailTaken),
+            Err(InsertError::Store(e)) => Err(IdentityError::Store(e)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        name: &str,
+    ) -> Result<Session, IdentityError> {
+        let (email, password, name) = Self::parse_account(email, password, name)?;
+        // Cheap check first so a taken email does not cost a hash; the unique index
+        // still decides races.
+        if self.users.by_email(email.as_str()).await?.is_some() {
+            return Err(IdentityError::EmailTaken);
+        }
+        let user = self.create(email, password, name, Role::Customer).await?;
+        tracing::info!(user_id = %user.id, "user registered");
+        self.session(&user)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, email: &str, password: &str) -> Result<Session, IdentityError> {
+        // Anything that cannot be an account is simply a failed login: no hint of
+        // which half was wrong.
+        let found = match Email::parse(email) {
+            Ok(email) => self.users.by_email(email.as_str()).await?,
+            Err(_) => None,
+        };
+        let hash = found
+            .as_ref()
+            .map_or_else(dummy_hash, |u| u.password_hash.clone());
+        let ok = verify_password(password.to_owned(), hash).await?;
+        match found {
+            Some(user) if ok => self.session(&user),
+            _ => Err(IdentityError::InvalidCredentials),
+        }
+    }
+
+    pub async fn me(&self, principal: &Principal) -> Result<User, IdentityError> {
+        self.users
+            .by_id(&principal.user_id)
+            .await?
+            .map(|u| public(&u))
+            .ok_or(IdentityError::UnknownUser)
+    }
+
+    /// Creates the admin account, or promotes an existing account with that email.
+    /// The password of an existing account is left as it is.
+    pub async fn ensure_admin(
+        &self,
+        email: &str,
+        password: &str,
+        name: &str,
+    ) -> Result<AdminOutcome, IdentityError> {
+        let (email, password, name) = Self::parse_account(email, password, name)?;
+        if let Some(existing) = self.users.by_email(email.as_str()).await? {
+            if existing.role == Role::Admin {
+                return Ok(AdminOutcome::AlreadyAdmin);
+            }
+            self.users.set_role(&existing.id, Role::Admin).await?;
+            return Ok(AdminOutcome::Promoted);
+        }
+        match self.create(email, password, name, Role::Admin).await {
+            Ok(user) => {
+                tracing::info!(user_id = %user.id, "admin created");
+                Ok(AdminOutcome::Created)
+            }
+            // Two processes bootstrapping at once: the other one won.
+            Err(IdentityError::EmailTaken) => Ok(AdminOutcome::AlreadyAdmin),
+            Err(e) => Err(e),
+        }
+    }
+}
