@@ -144,6 +144,8 @@ async fn method_not_allowed() -> Problem {
 
 /// `/health/live`, `/health/ready` and `/metrics`.
 pub fn ops_router(readiness: Readiness) -> Router {
+    // Install the recorder now: metrics recorded before it exists are lost.
+    drop(metrics::handle());
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

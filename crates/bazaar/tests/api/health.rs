@@ -1,0 +1,34 @@
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn live_and_ready() {
+    let app = spawn_app().await;
+    let live = app.get("/health/live", None).await;
+    assert_eq!(live.status(), 200);
+    let ready = app.get("/health/ready", None).await;
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["store:catalog"], "ok");
+}
+
+#[tokio::test]
+async fn metrics_expose_red_metrics_by_route_template() {
+    let app = spawn_app().await;
+    let product = app.first_product().await;
+    let id = product["id"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{id}"), None)
+            .await
+            .status(),
+        200
+    );
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(
+        text.contains("http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/api/v1/products/{id}""#), "{text}");
+    assert!(!text.contains(id), "raw ids must not become labels");
+}

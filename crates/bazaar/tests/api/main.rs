@@ -1,0 +1,7 @@
+//! The API test binary: every public route, driven over real HTTP against a bazaar
+//! built by `Application::build` on a free port with a fresh data dir.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod helpers;
+
+mod health;
