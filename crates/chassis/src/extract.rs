@@ -116,6 +116,50 @@ fn missing_field(message: &str) -> Option<&str> {
         .and_then(|rest| rest.split('`').next())
 }
 
+/// For `#[serde(deserialize_with = "chassis::extract::integer")]` on an `i64` field.
+///
+/// The OpenAPI 3.1 document types such fields `integer`, and JSON Schema counts any
+/// number with a zero fractional part as an integer: `2.0` and `2e1` are as valid as
+/// `2` and `20`. serde alone would reject them as floats, so a client following the
+/// published schema got a 400. Numbers with a fraction (`2.5`) or beyond `i64` are
+/// still the wrong type (400).
+pub fn integer<'de, D>(deserializer: D) -> Result<i64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    deserializer.deserialize_i64(IntegerVisitor)
+}
+
+struct IntegerVisitor;
+
+impl serde::de::Visitor<'_> for IntegerVisitor {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+    }
+
+    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+        // -2^63 is exact in f64; 2^63 is the first value past i64::MAX.
+        const MIN: f64 = i64::MIN as f64;
+        const MAX: f64 = -(i64::MIN as f64);
+        if v.fract() == 0.0 && (MIN..MAX).contains(&v) {
+            Ok(v as i64)
+        } else {
+            Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+        }
+    }
+}
+
 /// Query parameters, or a 400 problem+json naming what could not be parsed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
@@ -172,6 +216,44 @@ mod tests {
     struct Item {
         product_id: String,
         quantity: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Counted {
+        #[serde(deserialize_with = "integer")]
+        n: i64,
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        for (json, n) in [
+            (r#"{"n":7}"#, 7),
+            (r#"{"n":7.0}"#, 7),
+            (r#"{"n":-3.0}"#, -3),
+            (r#"{"n":2e1}"#, 20),
+            (r#"{"n":-0.0}"#, 0),
+        ] {
+            assert_eq!(
+                parse_json::<Counted>(json.as_bytes()).unwrap().n,
+                n,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn fractions_and_out_of_range_numbers_are_400() {
+        for json in [
+            r#"{"n":7.5}"#,
+            r#"{"n":1e19}"#,
+            r#"{"n":-1e19}"#,
+            r#"{"n":9223372036854775808}"#,
+            r#"{"n":"7"}"#,
+        ] {
+            let p = parse_json::<Counted>(json.as_bytes()).unwrap_err();
+            assert_eq!(p.status, 400, "{json}");
+            assert_eq!(p.errors[0].field, "n", "{json}");
+        }
     }
 
     #[test]

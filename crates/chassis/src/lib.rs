@@ -5,15 +5,20 @@
 //! the store, problem+json errors, authentication extractors) lives here once.
 
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod http;
 pub mod id;
+pub mod idempotency;
 pub mod metrics;
 pub mod money;
 pub mod openapi;
+pub mod outbox;
+pub mod retry;
 pub mod store;
 pub mod telemetry;
 pub mod time;

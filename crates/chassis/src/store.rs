@@ -17,6 +17,9 @@ use crate::config::SqliteSync;
 
 pub use sqlx::AnyPool as Pool;
 
+/// The platform tables every module store carries.
+static PLATFORM: Migrator = sqlx::migrate!("./migrations");
+
 /// A module's database: its pool and the name it is known by in logs and health.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -110,8 +113,26 @@ impl Store {
         Ok(Self { module, pool })
     }
 
-    /// Applies the module's embedded migrations.
+    /// Applies the platform tables (outbox, inbox, dead letters, idempotency keys)
+    /// and then the module's own embedded migrations.
     pub async fn migrate(&self, migrator: &'static Migrator) -> Result<(), StoreError> {
+        self.migrate_platform().await?;
+        self.run_migrator(migrator).await
+    }
+
+    /// Applies only the platform tables.
+    pub async fn migrate_platform(&self) -> Result<(), StoreError> {
+        self.run_migrator(&PLATFORM).await
+    }
+
+    async fn run_migrator(&self, migrator: &Migrator) -> Result<(), StoreError> {
+        // Platform and module migrations share one history table; each set ignores
+        // the versions that belong to the other.
+        let mut migrator = Migrator {
+            migrations: migrator.migrations.clone(),
+            ..Migrator::DEFAULT
+        };
+        migrator.set_ignore_missing(true);
         migrator
             .run(&self.pool)
             .await

@@ -140,6 +140,11 @@ pub fn current_ids() -> Option<SpanIds> {
     ids
 }
 
+/// The current span as a W3C `traceparent`, for propagation (events, outgoing calls).
+pub fn current_traceparent() -> Option<String> {
+    current_ids().map(|ids| format!("00-{}-{}-01", ids.trace_id, ids.span_id))
+}
+
 /// One JSON object per event.
 struct JsonLines {
     service: String,

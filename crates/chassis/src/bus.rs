@@ -1,0 +1,358 @@
+//! The event bus and the consuming side of at-least-once delivery.
+//!
+//! [`Bus`] is what a relay publishes to: [`InProcBus`] in the monolith (NATS
+//! JetStream in the split topology). A [`Consumer`] applies one delivery with its
+//! inbox: the event id is recorded in the same transaction as the handler's effect,
+//! so a redelivered event has no second effect. A handler that keeps failing is
+//! retried with backoff, then dead-lettered.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sqlx::{AnyConnection, AnyPool};
+use tracing::Instrument;
+
+use crate::events::Envelope;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("a consumer's store failed: {0}")]
+    Consumer(String),
+    #[error("the bus is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where relays publish.
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync {
+    /// Returns once the event is durably accepted: for the in-process bus, once every
+    /// interested consumer has applied it (or dead-lettered it).
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BusError>;
+}
+
+/// How a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying (a dependency was down, a lock timed out).
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// Will never succeed (undecodable, violates an invariant): dead-letter at once.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        HandlerError::Transient(e.to_string())
+    }
+}
+
+impl From<crate::events::DecodeError> for HandlerError {
+    fn from(e: crate::events::DecodeError) -> Self {
+        HandlerError::Permanent(e.to_string())
+    }
+}
+
+impl From<crate::outbox::OutboxError> for HandlerError {
+    fn from(e: crate::outbox::OutboxError) -> Self {
+        HandlerError::Transient(e.to_string())
+    }
+}
+
+/// A module's reaction to events. `handle` runs inside the inbox transaction: write
+/// the effect through `tx` and it commits together with the inbox record.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync {
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+/// Retries before an event is dead-lettered.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Applied,
+    /// Already in the inbox: redelivery, no effect.
+    Duplicate,
+    DeadLettered,
+}
+
+/// One consuming module: its name (the inbox scope), the topics it wants, its handler
+/// and its store.
+pub struct Consumer {
+    name: &'static str,
+    topics: Vec<String>,
+    pool: AnyPool,
+    handler: Arc<dyn Handler>,
+    policy: RetryPolicy,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub fn new(
+        name: &'static str,
+        topics: Vec<String>,
+        pool: AnyPool,
+        handler: Arc<dyn Handler>,
+        policy: RetryPolicy,
+    ) -> Self {
+        Self {
+            name,
+            topics,
+            pool,
+            handler,
+            policy,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    pub fn wants(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| t == topic)
+    }
+
+    /// Applies `envelope` once: retried on transient failure, dead-lettered when it
+    /// cannot be applied. `Err` only when the store cannot record either outcome; the
+    /// publisher then keeps the event and delivers it again later.
+    pub async fn deliver(&self, envelope: &Envelope) -> Result<Delivery, sqlx::Error> {
+        let span = tracing::info_span!(
+            "event",
+            consumer = self.name,
+            event_type = %envelope.kind,
+            event_id = %envelope.id,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(trace_id) = envelope
+            .trace_context
+            .as_deref()
+            .and_then(crate::telemetry::trace_id_from_traceparent)
+        {
+            // Recorded at creation would be better; the id layer reads it on record.
+            span.record("trace_id", trace_id.as_str());
+        }
+        self.deliver_inner(envelope).instrument(span).await
+    }
+
+    async fn deliver_inner(&self, envelope: &Envelope) -> Result<Delivery, sqlx::Error> {
+        let topic = envelope.topic();
+        let mut last_error = String::new();
+        let mut attempts = 0;
+        while attempts < self.policy.attempts {
+            attempts += 1;
+            let started = Instant::now();
+            let outcome = self.try_once(envelope).await;
+            metrics::histogram!("consumer_handler_duration_seconds", "consumer" => self.name, "topic" => topic.clone())
+                .record(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(delivery) => {
+                    let label = if delivery == Delivery::Applied {
+                        "applied"
+                    } else {
+                        "duplicate"
+                    };
+                    metrics::counter!("consumer_events_total", "consumer" => self.name, "topic" => topic.clone(), "outcome" => label)
+                        .increment(1);
+                    return Ok(delivery);
+                }
+                Err(HandlerError::Permanent(e)) => {
+                    last_error = e;
+                    break;
+                }
+                Err(HandlerError::Transient(e)) => {
+                    metrics::counter!("consumer_retries_total", "consumer" => self.name, "topic" => topic.clone())
+                        .increment(1);
+                    tracing::warn!(attempt = attempts, error = %e, "handler failed; retrying");
+                    last_error = e;
+                    if attempts < self.policy.attempts {
+                        tokio::time::sleep(crate::retry::backoff(
+                            attempts,
+                            self.policy.base,
+                            self.policy.cap,
+                        ))
+                        .await;
+                    }
+                }
+            }
+        }
+        self.dead_letter(envelope, &last_error, attempts).await?;
+        Ok(Delivery::DeadLettered)
+    }
+
+    async fn try_once(&self, envelope: &Envelope) -> Result<Delivery, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(self.name)
+        .bind(&envelope.id)
+        .bind(crate::time::now_micros())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Delivery::Duplicate);
+        }
+        self.handler.handle(&mut tx, envelope).await?;
+        tx.commit().await?;
+        Ok(Delivery::Applied)
+    }
+
+    async fn dead_letter(
+        &self,
+        envelope: &Envelope,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), sqlx::Error> {
+        tracing::error!(error = %error, attempts, "event dead-lettered");
+        metrics::counter!("dead_letters_total", "consumer" => self.name).increment(1);
+        let text = serde_json::to_string(envelope).unwrap_or_default();
+        let now = crate::time::now_micros();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (consumer, event_id, topic, envelope, error, attempts, failed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(self.name)
+        .bind(&envelope.id)
+        .bind(envelope.topic())
+        .bind(text)
+        .bind(error)
+        .bind(i64::from(attempts))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // In the inbox too: redelivery of a dead letter must not run it again.
+        sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(self.name)
+        .bind(&envelope.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+}
+
+/// A dead-lettered event, as the admin endpoint lists it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DeadLetter {
+    pub consumer: String,
+    pub event_id: String,
+    pub topic: String,
+    pub error: String,
+    pub attempts: i64,
+    pub failed_at: String,
+    /// The event as it was delivered.
+    #[schema(value_type = Object)]
+    pub envelope: serde_json::Value,
+}
+
+/// Every dead letter in one store, newest first.
+pub async fn dead_letters(pool: &AnyPool) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    let rows: Vec<(String, String, String, String, i64, i64, String)> = sqlx::query_as(
+        "SELECT consumer, event_id, topic, error, attempts, failed_at, envelope \
+         FROM dead_letters ORDER BY failed_at DESC LIMIT 1000",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(consumer, event_id, topic, error, attempts, failed_at, envelope)| DeadLetter {
+                consumer,
+                event_id,
+                topic,
+                error,
+                attempts,
+                failed_at: crate::time::micros_to_rfc3339(failed_at),
+                envelope: serde_json::from_str(&envelope).unwrap_or(serde_json::Value::Null),
+            },
+        )
+        .collect())
+}
+
+/// The monolith's bus: a publish is handed to every interested consumer in this
+/// process and returns when all have applied (or dead-lettered) it. Until then the
+/// relay keeps the outbox row unsent, so a crash mid-delivery redelivers on restart.
+#[derive(Default)]
+pub struct InProcBus {
+    consumers: RwLock<Vec<Arc<Consumer>>>,
+}
+
+impl std::fmt::Debug for InProcBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcBus").finish_non_exhaustive()
+    }
+}
+
+impl InProcBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn subscribe(&self, consumer: Arc<Consumer>) {
+        match self.consumers.write() {
+            Ok(mut consumers) => consumers.push(consumer),
+            Err(poisoned) => poisoned.into_inner().push(consumer),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for InProcBus {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
+        let topic = envelope.topic();
+        // Clone the interested consumers out so no lock is held across an await.
+        let targets: Vec<Arc<Consumer>> = {
+            let consumers = match self.consumers.read() {
+                Ok(c) => c,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            consumers
+                .iter()
+                .filter(|c| c.wants(&topic))
+                .cloned()
+                .collect()
+        };
+        let results = futures::future::join_all(targets.iter().map(|c| c.deliver(envelope))).await;
+        for result in results {
+            result.map_err(|e| BusError::Consumer(e.to_string()))?;
+        }
+        metrics::counter!("bus_published_total", "topic" => topic).increment(1);
+        Ok(())
+    }
+}
