@@ -21,7 +21,7 @@ impl From<CatalogError> for CartError {
     fn from(error: CatalogError) -> Self {
         match error {
             CatalogError::NotFound(id) => CartError::UnknownProduct(id),
-            other @ CatalogError::Unavailable(_) => CartError::Catalog(other),
+            other => CartError::Catalog(other),
         }
     }
 }

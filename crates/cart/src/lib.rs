@@ -3,6 +3,7 @@
 
 pub mod domain;
 mod error;
+pub mod events;
 mod http;
 mod service;
 pub mod store;

@@ -106,10 +106,36 @@ impl CartService {
         }
     }
 
+    /// The raw lines, without prices (the cart contract, used by orders).
+    pub async fn lines(&self, user_id: &str) -> Result<Vec<contracts::cart::CartItem>, CartError> {
+        Ok(self
+            .items
+            .lines(user_id)
+            .await?
+            .into_iter()
+            .map(|l| contracts::cart::CartItem {
+                product_id: l.product_id,
+                quantity: l.quantity,
+            })
+            .collect())
+    }
+
     /// Removes a product's line; removing an absent line is not an error.
     #[tracing::instrument(skip(self))]
     pub async fn remove(&self, user_id: &str, product_id: &str) -> Result<Cart, CartError> {
         self.items.remove(user_id, product_id).await?;
         self.get(user_id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl contracts::cart::CartApi for CartService {
+    async fn items(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<contracts::cart::CartItem>, contracts::cart::CartError> {
+        self.lines(user_id)
+            .await
+            .map_err(|e| contracts::cart::CartError::Unavailable(e.to_string()))
     }
 }

@@ -95,3 +95,12 @@ impl CartItems for SqlCartItems {
             .map(|_| ())
     }
 }
+
+/// Empties a user's cart inside the caller's transaction (the inbox's).
+pub async fn clear(conn: &mut sqlx::AnyConnection, user_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM cart_items WHERE user_id = $1")
+        .bind(user_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}

@@ -1,7 +1,5 @@
 //! Product values and page cursors, parsed before anything reaches SQL.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chassis::error::Violations;
 use chassis::money::{CURRENCY, Money};
 
@@ -10,8 +8,6 @@ pub const NAME_MAX: usize = 200;
 pub const DESCRIPTION_MAX: usize = 2000;
 pub const STOCK_MAX: i64 = 1_000_000;
 pub const QUERY_MAX: usize = 200;
-pub const PAGE_DEFAULT: u32 = 20;
-pub const PAGE_MAX: u32 = 100;
 
 /// A stock keeping unit: 1 to 64 of `A-Z a-z 0-9 . _ -`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,33 +126,6 @@ pub fn like_pattern(q: &str) -> String {
     pattern
 }
 
-/// An opaque position in the product list: the last id of the previous page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor(String);
-
-const CURSOR_PREFIX: &str = "p1:";
-
-impl Cursor {
-    pub fn after(id: &str) -> Self {
-        Self(id.to_owned())
-    }
-
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{}", self.0))
-    }
-
-    pub fn decode(raw: &str) -> Option<Self> {
-        let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let id = text.strip_prefix(CURSOR_PREFIX)?;
-        chassis::id::is_uuid(id).then(|| Self(id.to_owned()))
-    }
-
-    pub fn last_id(&self) -> &str {
-        &self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,14 +149,5 @@ mod tests {
     #[test]
     fn like_patterns_escape_wildcards() {
         assert_eq!(like_pattern("50%_Off\\"), "%50\\%\\_off\\\\%");
-    }
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let id = chassis::id::new_id();
-        let c = Cursor::after(&id);
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        assert!(Cursor::decode("not-a-cursor").is_none());
-        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("p1:not-a-uuid")).is_none());
     }
 }

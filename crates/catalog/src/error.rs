@@ -1,6 +1,8 @@
 use chassis::Problem;
 use contracts::catalog::CatalogError;
 
+use crate::store::StoreFailure;
+
 /// catalog's failures on its public routes.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogFailure {
@@ -13,7 +15,13 @@ pub enum CatalogFailure {
     #[error("a product with SKU {0} already exists")]
     DuplicateSku(String),
     #[error("catalog store failed")]
-    Store(#[from] sqlx::Error),
+    Store(#[from] StoreFailure),
+}
+
+impl From<sqlx::Error> for CatalogFailure {
+    fn from(e: sqlx::Error) -> Self {
+        CatalogFailure::Store(e.into())
+    }
 }
 
 /// The one place catalog's failures become HTTP statuses.

@@ -2,12 +2,18 @@
 
 use std::sync::Arc;
 
-use contracts::catalog::{CatalogApi, CatalogError, Product};
+use std::time::Duration;
 
-use crate::domain::{Cursor, NewProduct, PAGE_DEFAULT, PAGE_MAX, QUERY_MAX, Stock, like_pattern};
+use chassis::CancellationToken;
+use chassis::outbox::Outbox;
+use contracts::catalog::{CatalogApi, CatalogError, Product, ReservationState, StockLine};
+
+use chassis::page::{Cursor, DEFAULT_LIMIT as PAGE_DEFAULT, MAX_LIMIT as PAGE_MAX};
+
+use crate::domain::{NewProduct, QUERY_MAX, Stock, like_pattern};
 use crate::error::CatalogFailure;
 use crate::seed;
-use crate::store::{InsertError, Products};
+use crate::store::{InsertError, Products, ReserveError, Transition};
 
 /// A page of products as the list route returns it.
 #[derive(Debug, Clone)]
@@ -19,6 +25,8 @@ pub struct ProductPage {
 #[derive(Clone)]
 pub struct CatalogService {
     products: Arc<dyn Products>,
+    outbox: Outbox,
+    reservation_ttl: Duration,
 }
 
 impl std::fmt::Debug for CatalogService {
@@ -28,8 +36,72 @@ impl std::fmt::Debug for CatalogService {
 }
 
 impl CatalogService {
-    pub fn new(products: Arc<dyn Products>) -> Self {
-        Self { products }
+    /// `reservation_ttl`: how long stock stays reserved for an order that is neither
+    /// committed nor released before the sweeper gives it back.
+    pub fn new(products: Arc<dyn Products>, outbox: Outbox, reservation_ttl: Duration) -> Self {
+        Self {
+            products,
+            outbox,
+            reservation_ttl,
+        }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    async fn transition(
+        &self,
+        order_id: &str,
+        to: ReservationState,
+        reason: &str,
+    ) -> Result<Transition, CatalogError> {
+        let result = self
+            .products
+            .transition(order_id, to, reason)
+            .await
+            .map_err(|e| CatalogError::Unavailable(e.to_string()))?;
+        if matches!(result, Transition::Done(_)) {
+            self.outbox.wake();
+        }
+        Ok(result)
+    }
+
+    /// Releases reservations past their expiry; returns how many.
+    pub async fn release_expired(&self) -> Result<usize, CatalogError> {
+        let expired = self
+            .products
+            .expired(chassis::time::now_micros(), 100)
+            .await
+            .map_err(|e| CatalogError::Unavailable(e.to_string()))?;
+        let mut released = 0;
+        for order_id in expired {
+            if let Transition::Done(_) = self
+                .transition(&order_id, ReservationState::Released, "expired")
+                .await?
+            {
+                tracing::info!(order_id = %order_id, "reservation expired and released");
+                metrics::counter!("catalog_reservations_expired_total").increment(1);
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
+    /// Runs the expiry sweeper every `every` until `shutdown`.
+    pub fn spawn_sweeper(&self, every: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                if let Err(e) = service.release_expired().await {
+                    tracing::warn!(error = %e, "reservation sweeper failed");
+                }
+            }
+        })
     }
 
     pub async fn list(
@@ -91,6 +163,7 @@ impl CatalogService {
             )),
             Err(InsertError::Store(e)) => Err(e.into()),
         }
+        .inspect(|_| self.outbox.wake())
     }
 
     #[tracing::instrument(skip(self))]
@@ -103,10 +176,13 @@ impl CatalogService {
         if !chassis::id::is_uuid(id) {
             return Err(CatalogFailure::NotFound(id.to_owned()));
         }
-        self.products
+        let product = self
+            .products
             .set_stock(id, stock.units())
             .await?
-            .ok_or_else(|| CatalogFailure::NotFound(id.to_owned()))
+            .ok_or_else(|| CatalogFailure::NotFound(id.to_owned()))?;
+        self.outbox.wake();
+        Ok(product)
     }
 
     /// Seeds the demo catalog into an empty store (first start). Returns how many
@@ -141,5 +217,70 @@ impl CatalogApi for CatalogService {
             .get_many(&ids)
             .await
             .map_err(|e| CatalogFailure::from(e).into())
+    }
+
+    #[tracing::instrument(skip(self, lines))]
+    async fn reserve(
+        &self,
+        order_id: &str,
+        lines: &[StockLine],
+    ) -> Result<ReservationState, CatalogError> {
+        let ttl = i64::try_from(self.reservation_ttl.as_micros()).unwrap_or(i64::MAX);
+        let expires_at = chassis::time::now_micros().saturating_add(ttl);
+        match self.products.reserve(order_id, lines, expires_at).await {
+            Ok(state) => {
+                self.outbox.wake();
+                Ok(state)
+            }
+            Err(ReserveError::OutOfStock(id)) => {
+                metrics::counter!("catalog_reservations_rejected_total").increment(1);
+                Err(CatalogError::OutOfStock(id))
+            }
+            Err(ReserveError::UnknownProduct(id)) => Err(CatalogError::NotFound(id)),
+            Err(ReserveError::Store(e)) => Err(CatalogError::Unavailable(e.to_string())),
+        }
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn release(&self, order_id: &str) -> Result<ReservationState, CatalogError> {
+        Ok(
+            match self
+                .transition(order_id, ReservationState::Released, "released")
+                .await?
+            {
+                Transition::Done(state) => state,
+                // Nothing active: already released, expired, or never reserved.
+                Transition::Unchanged(state) => state.unwrap_or(ReservationState::Released),
+            },
+        )
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn commit(&self, order_id: &str) -> Result<ReservationState, CatalogError> {
+        match self
+            .transition(order_id, ReservationState::Committed, "committed")
+            .await?
+        {
+            Transition::Done(state) | Transition::Unchanged(Some(state @ ReservationState::Committed)) => {
+                Ok(state)
+            }
+            Transition::Unchanged(_) => Err(CatalogError::NoReservation(order_id.to_owned())),
+        }
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn restock(&self, order_id: &str) -> Result<ReservationState, CatalogError> {
+        match self
+            .transition(order_id, ReservationState::Restocked, "restocked")
+            .await?
+        {
+            Transition::Done(state) | Transition::Unchanged(Some(state @ ReservationState::Restocked)) => {
+                Ok(state)
+            }
+            // Never committed: there is nothing on the order to put back, but an
+            // active hold must not outlive the order.
+            Transition::Unchanged(Some(ReservationState::Active)) => self.release(order_id).await,
+            Transition::Unchanged(_) => Err(CatalogError::NoReservation(order_id.to_owned())),
+        }
     }
 }

@@ -2,18 +2,65 @@
 
 use std::fmt::Write as _;
 
+use chassis::outbox::{OutboxError, enqueue};
 use chassis::store::is_unique_violation;
-use contracts::catalog::Product;
-use sqlx::AnyPool;
+use contracts::catalog::{
+    Product, ProductChanged, ReservationState, StockCommitted, StockLine, StockReleased,
+    StockReserved,
+};
+use sqlx::{AnyConnection, AnyPool};
 
-use crate::domain::{Cursor, NewProduct};
+use chassis::page::Cursor;
+
+use crate::domain::NewProduct;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InsertError {
     #[error("duplicate SKU")]
     DuplicateSku,
     #[error(transparent)]
-    Store(#[from] sqlx::Error),
+    Store(#[from] StoreFailure),
+}
+
+/// The store or its outbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFailure {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// Why a reservation could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("product {0} is out of stock")]
+    OutOfStock(String),
+    #[error("product {0} not found")]
+    UnknownProduct(String),
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
+}
+
+impl From<sqlx::Error> for ReserveError {
+    fn from(e: sqlx::Error) -> Self {
+        ReserveError::Store(e.into())
+    }
+}
+
+impl From<OutboxError> for ReserveError {
+    fn from(e: OutboxError) -> Self {
+        ReserveError::Store(e.into())
+    }
+}
+
+/// The outcome of a state change on a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// This call made the change.
+    Done(ReservationState),
+    /// Nothing to do: the reservation is in this state (or absent: `None`).
+    Unchanged(Option<ReservationState>),
 }
 
 /// One page of products and whether more follow.
@@ -39,8 +86,68 @@ pub trait Products: Send + Sync {
         limit: u32,
     ) -> Result<Page, sqlx::Error>;
     /// Sets the available stock; `None` if the product does not exist.
-    async fn set_stock(&self, id: &str, available: i64) -> Result<Option<Product>, sqlx::Error>;
+    async fn set_stock(&self, id: &str, available: i64)
+    -> Result<Option<Product>, StoreFailure>;
     async fn count(&self) -> Result<i64, sqlx::Error>;
+
+    /// Reserves all `lines` for `order_id` or none; returns the existing state when
+    /// the order already has a reservation.
+    async fn reserve(
+        &self,
+        order_id: &str,
+        lines: &[StockLine],
+        expires_at: i64,
+    ) -> Result<ReservationState, ReserveError>;
+    /// Moves an `active` reservation to `to` (released, committed) or a committed one
+    /// to restocked, adjusting stock and writing the event, in one transaction.
+    async fn transition(
+        &self,
+        order_id: &str,
+        to: ReservationState,
+        reason: &str,
+    ) -> Result<Transition, StoreFailure>;
+    /// Active reservations past their expiry.
+    async fn expired(&self, now: i64, limit: i64) -> Result<Vec<String>, sqlx::Error>;
+}
+
+fn state_name(state: ReservationState) -> &'static str {
+    match state {
+        ReservationState::Active => "active",
+        ReservationState::Committed => "committed",
+        ReservationState::Released => "released",
+        ReservationState::Restocked => "restocked",
+    }
+}
+
+fn parse_state(s: &str) -> Option<ReservationState> {
+    Some(match s {
+        "active" => ReservationState::Active,
+        "committed" => ReservationState::Committed,
+        "released" => ReservationState::Released,
+        "restocked" => ReservationState::Restocked,
+        _ => return None,
+    })
+}
+
+async fn reservation_state(
+    conn: &mut AnyConnection,
+    order_id: &str,
+) -> Result<Option<ReservationState>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM reservations WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.and_then(|(s,)| parse_state(&s)))
+}
+
+/// Sums duplicate lines and sorts by product id: every transaction touches product
+/// rows in the same order, so concurrent reservations cannot deadlock (PostgreSQL).
+fn normalise(lines: &[StockLine]) -> Vec<(String, i64)> {
+    let mut merged: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for line in lines {
+        *merged.entry(line.product_id.as_str()).or_default() += i64::from(line.quantity);
+    }
+    merged.into_iter().map(|(id, q)| (id.to_owned(), q)).collect()
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +190,7 @@ const BATCH: usize = 100;
 impl Products for SqlProducts {
     async fn insert(&self, id: &str, p: &NewProduct) -> Result<Product, InsertError> {
         let now = chassis::time::now_micros();
+        let mut tx = self.pool.begin().await.map_err(StoreFailure::from)?;
         sqlx::query(INSERT)
             .bind(id)
             .bind(p.sku.as_str())
@@ -93,15 +201,24 @@ impl Products for SqlProducts {
             .bind(chassis::money::CURRENCY)
             .bind(p.stock.units())
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
                     InsertError::DuplicateSku
                 } else {
-                    InsertError::Store(e)
+                    InsertError::Store(e.into())
                 }
             })?;
+        enqueue(
+            &mut tx,
+            &ProductChanged {
+                product_id: id.to_owned(),
+            },
+        )
+        .await
+        .map_err(StoreFailure::from)?;
+        tx.commit().await.map_err(StoreFailure::from)?;
         Ok(Product {
             id: id.to_owned(),
             sku: p.sku.as_str().to_owned(),
@@ -202,21 +319,34 @@ impl Products for SqlProducts {
         Ok(Page { items, has_more })
     }
 
-    async fn set_stock(&self, id: &str, available: i64) -> Result<Option<Product>, sqlx::Error> {
+    async fn set_stock(
+        &self,
+        id: &str,
+        available: i64,
+    ) -> Result<Option<Product>, StoreFailure> {
         // Available stock is on hand minus reservations, so on hand becomes
         // `available + reserved` in one statement: no read-then-write race.
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE products SET on_hand = $1 + reserved, updated_at = $2 WHERE id = $3",
         )
         .bind(available)
         .bind(chassis::time::now_micros())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if result.rows_affected() == 0 {
             return Ok(None);
         }
-        self.get(id).await
+        enqueue(
+            &mut tx,
+            &ProductChanged {
+                product_id: id.to_owned(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(self.get(id).await?)
     }
 
     async fn count(&self) -> Result<i64, sqlx::Error> {
@@ -224,5 +354,166 @@ impl Products for SqlProducts {
             .fetch_one(&self.pool)
             .await?;
         Ok(n)
+    }
+
+    async fn reserve(
+        &self,
+        order_id: &str,
+        lines: &[StockLine],
+        expires_at: i64,
+    ) -> Result<ReservationState, ReserveError> {
+        let now = chassis::time::now_micros();
+        let mut tx = self.pool.begin().await?;
+        // Write first: on SQLite this takes the write lock at once (a transaction
+        // that reads first and writes later can fail with SQLITE_BUSY under load).
+        // The primary key makes a second reservation for the order a no-op.
+        let claimed = sqlx::query(
+            "INSERT INTO reservations (order_id, state, expires_at, created_at, updated_at) \
+             VALUES ($1, 'active', $2, $3, $3) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            let state = reservation_state(&mut tx, order_id).await?;
+            tx.rollback().await?;
+            return Ok(state.unwrap_or(ReservationState::Released));
+        }
+        let lines = normalise(lines);
+        for (product_id, quantity) in &lines {
+            // The conditional update is the oversell guard: it succeeds only while
+            // enough stock is available, atomically, whatever else runs concurrently.
+            let updated = sqlx::query(
+                "UPDATE products SET reserved = reserved + $1, updated_at = $2 \
+                 WHERE id = $3 AND on_hand - reserved >= $1",
+            )
+            .bind(quantity)
+            .bind(now)
+            .bind(product_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM products WHERE id = $1")
+                    .bind(product_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.rollback().await?;
+                return Err(if exists.is_some() {
+                    ReserveError::OutOfStock(product_id.clone())
+                } else {
+                    ReserveError::UnknownProduct(product_id.clone())
+                });
+            }
+            sqlx::query(
+                "INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES ($1, $2, $3)",
+            )
+            .bind(order_id)
+            .bind(product_id)
+            .bind(quantity)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let event_lines = lines
+            .iter()
+            .map(|(product_id, quantity)| StockLine {
+                product_id: product_id.clone(),
+                quantity: u32::try_from(*quantity).unwrap_or(u32::MAX),
+            })
+            .collect();
+        enqueue(
+            &mut tx,
+            &StockReserved {
+                order_id: order_id.to_owned(),
+                lines: event_lines,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ReservationState::Active)
+    }
+
+    async fn transition(
+        &self,
+        order_id: &str,
+        to: ReservationState,
+        reason: &str,
+    ) -> Result<Transition, StoreFailure> {
+        let (from, stock_change) = match to {
+            // reserved units go back to available
+            ReservationState::Released => ("active", "reserved = reserved - $1"),
+            // reserved units leave the shelf
+            ReservationState::Committed => {
+                ("active", "reserved = reserved - $1, on_hand = on_hand - $1")
+            }
+            // sold units come back
+            ReservationState::Restocked => ("committed", "on_hand = on_hand + $1"),
+            ReservationState::Active => {
+                return Ok(Transition::Unchanged(Some(ReservationState::Active)));
+            }
+        };
+        let now = chassis::time::now_micros();
+        let mut tx = self.pool.begin().await?;
+        // Compare-and-set on the state, first (a write: see `reserve`).
+        let moved = sqlx::query(
+            "UPDATE reservations SET state = $1, updated_at = $2 WHERE order_id = $3 AND state = $4",
+        )
+        .bind(state_name(to))
+        .bind(now)
+        .bind(order_id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            let state = reservation_state(&mut tx, order_id).await?;
+            tx.rollback().await?;
+            return Ok(Transition::Unchanged(state));
+        }
+        let lines: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT product_id, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY product_id",
+        )
+        .bind(order_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let sql = format!("UPDATE products SET {stock_change}, updated_at = $2 WHERE id = $3");
+        for (product_id, quantity) in &lines {
+            sqlx::query(&sql)
+                .bind(quantity)
+                .bind(now)
+                .bind(product_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let order_id = order_id.to_owned();
+        if to == ReservationState::Committed {
+            enqueue(&mut tx, &StockCommitted { order_id }).await?;
+        } else {
+            enqueue(
+                &mut tx,
+                &StockReleased {
+                    order_id,
+                    reason: reason.to_owned(),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Transition::Done(to))
+    }
+
+    async fn expired(&self, now: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT order_id FROM reservations WHERE state = 'active' AND expires_at < $1 \
+             ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 }

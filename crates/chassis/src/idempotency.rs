@@ -106,14 +106,19 @@ pub async fn begin(
     Ok(Begin::InProgress)
 }
 
-/// Stores the response of the request that holds `key`.
-pub async fn complete(
-    pool: &AnyPool,
+/// Stores the response of the request that holds `key`. Pass the transaction that
+/// records the request's effect, so the effect and its replayable response commit
+/// together.
+pub async fn complete<'e, E>(
+    executor: E,
     scope: &str,
     key: &str,
     status: u16,
     body: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     sqlx::query(
         "UPDATE idempotency_keys SET state = 'done', status_code = $1, response = $2, updated_at = $3 \
          WHERE scope = $4 AND idem_key = $5",
@@ -123,7 +128,7 @@ pub async fn complete(
     .bind(crate::time::now_micros())
     .bind(scope)
     .bind(key)
-    .execute(pool)
+    .execute(executor)
     .await
     .map(|_| ())
 }

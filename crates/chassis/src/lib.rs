@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod money;
 pub mod openapi;
 pub mod outbox;
+pub mod page;
 pub mod retry;
 pub mod store;
 pub mod telemetry;

@@ -23,9 +23,33 @@ pub struct Product {
 pub enum CatalogError {
     #[error("product {0} not found")]
     NotFound(String),
+    /// Not enough available stock of this product: nothing was reserved.
+    #[error("product {0} is out of stock")]
+    OutOfStock(String),
+    /// The order has no active reservation (never made, released, or expired).
+    #[error("order {0} holds no active reservation")]
+    NoReservation(String),
     /// The catalog could not answer (its store failed, or, split, it was unreachable).
     #[error("catalog unavailable: {0}")]
     Unavailable(String),
+}
+
+/// One line to reserve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLine {
+    pub product_id: String,
+    pub quantity: u32,
+}
+
+/// State of an order's reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationState {
+    Active,
+    Committed,
+    Released,
+    /// Committed, then put back on the shelf (a cancelled order).
+    Restocked,
 }
 
 /// What other modules may ask the catalog.
@@ -36,4 +60,51 @@ pub trait CatalogApi: Send + Sync {
     /// The products among `ids` that exist, in no particular order; unknown ids are
     /// left out rather than failing the batch.
     async fn get_products(&self, ids: &[String]) -> Result<Vec<Product>, CatalogError>;
+
+    /// Reserves every line for `order_id`, or nothing (`OutOfStock`, `NotFound`).
+    /// Idempotent: reserving again for the same order returns the existing state.
+    async fn reserve(&self, order_id: &str, lines: &[StockLine])
+    -> Result<ReservationState, CatalogError>;
+
+    /// Returns reserved units to available stock. Idempotent; a no-op when nothing
+    /// is reserved.
+    async fn release(&self, order_id: &str) -> Result<ReservationState, CatalogError>;
+
+    /// Turns the reservation into a sale (on hand decreases). Idempotent;
+    /// `NoReservation` if it was released or expired first.
+    async fn commit(&self, order_id: &str) -> Result<ReservationState, CatalogError>;
+
+    /// Puts a committed order's units back on hand (cancellation). Idempotent.
+    async fn restock(&self, order_id: &str) -> Result<ReservationState, CatalogError>;
 }
+
+/// Units were reserved for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReserved {
+    pub order_id: String,
+    pub lines: Vec<StockLine>,
+}
+crate::event!(StockReserved, "catalog", "StockReserved", v 1, |e| e.order_id);
+
+/// An order's reserved units went back to available stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReleased {
+    pub order_id: String,
+    /// `released` (compensation), `expired` (the sweeper) or `restocked` (cancel).
+    pub reason: String,
+}
+crate::event!(StockReleased, "catalog", "StockReleased", v 1, |e| e.order_id);
+
+/// An order's reserved units were sold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockCommitted {
+    pub order_id: String,
+}
+crate::event!(StockCommitted, "catalog", "StockCommitted", v 1, |e| e.order_id);
+
+/// A product was created or its stock set by an admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductChanged {
+    pub product_id: String,
+}
+crate::event!(ProductChanged, "catalog", "ProductChanged", v 1, |e| e.product_id);

@@ -12,3 +12,12 @@ pub struct User {
     /// `customer` or `admin`.
     pub role: String,
 }
+
+/// A new account exists. Carries what notifications need to address the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+}
+crate::event!(UserRegistered, "identity", "UserRegistered", v 1, |e| e.user_id);

@@ -16,6 +16,8 @@ pub enum IdentityError {
     Hashing(String),
     #[error("token signing failed")]
     Token(#[from] chassis::auth::TokenError),
+    #[error("cannot record the registration event")]
+    Outbox(#[from] chassis::outbox::OutboxError),
 }
 
 /// The one place identity's failures become HTTP statuses.
@@ -29,7 +31,10 @@ impl From<IdentityError> for Problem {
             IdentityError::UnknownUser => {
                 Problem::unauthorized("the token's user no longer exists")
             }
-            IdentityError::Store(_) | IdentityError::Hashing(_) | IdentityError::Token(_) => {
+            IdentityError::Store(_)
+            | IdentityError::Hashing(_)
+            | IdentityError::Token(_)
+            | IdentityError::Outbox(_) => {
                 Problem::internal(&error)
             }
         }

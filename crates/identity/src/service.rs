@@ -31,6 +31,7 @@ pub enum AdminOutcome {
 pub struct IdentityService {
     users: Arc<dyn Users>,
     tokens: Tokens,
+    outbox: chassis::outbox::Outbox,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -88,8 +89,16 @@ fn dummy_hash() -> String {
 }
 
 impl IdentityService {
-    pub fn new(users: Arc<dyn Users>, tokens: Tokens) -> Self {
-        Self { users, tokens }
+    pub fn new(users: Arc<dyn Users>, tokens: Tokens, outbox: chassis::outbox::Outbox) -> Self {
+        Self {
+            users,
+            tokens,
+            outbox,
+        }
+    }
+
+    pub fn outbox(&self) -> &chassis::outbox::Outbox {
+        &self.outbox
     }
 
     pub fn tokens(&self) -> &Tokens {
@@ -136,9 +145,13 @@ impl IdentityService {
             created_at: chassis::time::now_micros(),
         };
         match self.users.insert(&record).await {
-            Ok(()) => Ok(record),
+            Ok(()) => {
+                self.outbox.wake();
+                Ok(record)
+            }
             Err(InsertError::Duplicate) => Err(IdentityError::EmailTaken),
             Err(InsertError::Store(e)) => Err(IdentityError::Store(e)),
+            Err(InsertError::Outbox(e)) => Err(IdentityError::Outbox(e)),
         }
     }
 

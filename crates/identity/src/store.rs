@@ -21,6 +21,8 @@ pub enum InsertError {
     Duplicate,
     #[error(transparent)]
     Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Outbox(#[from] chassis::outbox::OutboxError),
 }
 
 /// What the use cases need from storage.
@@ -64,6 +66,7 @@ const COLUMNS: &str = "id, email, name, password_hash, role, created_at";
 #[async_trait::async_trait]
 impl Users for SqlUsers {
     async fn insert(&self, user: &UserRecord) -> Result<(), InsertError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO users (id, email, name, password_hash, role, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -74,7 +77,7 @@ impl Users for SqlUsers {
         .bind(&user.password_hash)
         .bind(user.role.as_str())
         .bind(user.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
@@ -83,6 +86,17 @@ impl Users for SqlUsers {
                 InsertError::Store(e)
             }
         })?;
+        // Published only if the account commits: notifications sends the welcome.
+        chassis::outbox::enqueue(
+            &mut tx,
+            &contracts::identity::UserRegistered {
+                user_id: user.id.clone(),
+                email: user.email.clone(),
+                name: user.name.clone(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
