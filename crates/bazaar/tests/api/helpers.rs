@@ -143,6 +143,29 @@ impl TestApp {
         body["token"].as_str().unwrap().to_owned()
     }
 
+    /// POSTs `body` as is, with `content_type` if given (or none at all).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        content_type: Option<&str>,
+        token: Option<&str>,
+    ) -> Response {
+        let mut req = self.client.post(self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Every product in the catalog, walking the pages `limit` at a time.
+    pub async fn all_products(&self, limit: u32) -> Vec<Value> {
+        all_products(&self.client, &self.address, limit).await
+    }
+
     /// The id of the first product in the catalog.
     pub async fn first_product(&self) -> Value {
         let body: Value = self
@@ -172,4 +195,47 @@ pub async fn assert_problem(response: Response, status: u16) -> Value {
         "{body}"
     );
     body
+}
+
+/// Every product behind `base`, walking `/api/v1/products` pages of `limit` (bounded:
+/// panics rather than loop forever on a cursor that never ends).
+pub async fn all_products(client: &Client, base: &str, limit: u32) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(cursor) = &cursor {
+            query.push(("cursor", cursor.clone()));
+        }
+        let response = client
+            .get(format!("{base}/api/v1/products"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let page: Value = response.json().await.unwrap();
+        let page_items = page["items"].as_array().expect("items is an array");
+        assert!(page_items.len() <= limit as usize, "page larger than limit");
+        items.extend(page_items.iter().cloned());
+        match &page["next_cursor"] {
+            Value::Null => return items,
+            Value::String(next) => cursor = Some(next.clone()),
+            other => panic!("next_cursor is neither a string nor null: {other}"),
+        }
+    }
+    panic!("pagination did not end after 1000 pages");
+}
+
+/// The `field` of each entry of a problem's `errors` array.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -4,4 +4,9 @@
 
 mod helpers;
 
+mod cart;
+mod catalog;
+mod edge;
 mod health;
+mod identity;
+mod process;
