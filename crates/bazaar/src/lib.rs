@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use chassis::CancellationToken;
 use chassis::auth::Tokens;
+use chassis::bus::{Consumer, InProcBus, RetryPolicy};
+use chassis::outbox::Outbox;
 use chassis::config::Config;
 use chassis::health::Readiness;
 use chassis::http::HttpSettings;
@@ -18,6 +20,11 @@ use chassis::store::{Store, StoreError};
 use tokio::net::TcpListener;
 
 pub use chassis::config;
+
+/// A relay also polls, so an event whose wake-up was missed waits at most this long.
+const RELAY_POLL: Duration = Duration::from_millis(500);
+/// How often expired reservations are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Why bazaar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,8 @@ pub struct Modules {
     pub catalog: catalog::CatalogService,
     pub cart: cart::CartService,
     pub tokens: Tokens,
+    bus: Arc<InProcBus>,
+    outboxes: Vec<Outbox>,
     stores: Vec<Store>,
 }
 
@@ -77,25 +86,38 @@ impl Modules {
             config.token_ttl_secs,
         )?;
         let identity = identity::IdentityService::new(
-            Arc::new(identity::store::SqlUsers::new(
-                identity_store.pool().clone(),
-            )),
+            Arc::new(identity::store::SqlUsers::new(identity_store.pool().clone())),
             tokens.clone(),
+            Outbox::new(identity::MODULE, identity_store.pool().clone()),
         );
-        let catalog = catalog::CatalogService::new(Arc::new(catalog::store::SqlProducts::new(
-            catalog_store.pool().clone(),
-        )));
+        let catalog = catalog::CatalogService::new(
+            Arc::new(catalog::store::SqlProducts::new(catalog_store.pool().clone())),
+            Outbox::new(catalog::MODULE, catalog_store.pool().clone()),
+            Duration::from_secs(config.reservation_ttl_secs),
+        );
         // cart reaches the catalog only through its contract; in-process here, over
         // the network once the modules run split.
         let cart = cart::CartService::new(
             Arc::new(cart::store::SqlCartItems::new(cart_store.pool().clone())),
             Arc::new(catalog.clone()),
         );
+        // The monolith's bus: events go from each module's outbox straight to the
+        // consumers in this process.
+        let bus = Arc::new(InProcBus::new());
+        bus.subscribe(Arc::new(Consumer::new(
+            cart::events::CONSUMER,
+            cart::events::topics(),
+            cart_store.pool().clone(),
+            Arc::new(cart::events::CartEvents),
+            RetryPolicy::default(),
+        )));
         Ok(Self {
+            outboxes: vec![identity.outbox().clone(), catalog.outbox().clone()],
             identity,
             catalog,
             cart,
             tokens,
+            bus,
             stores: vec![identity_store, catalog_store, cart_store],
         })
     }
@@ -125,6 +147,19 @@ impl Modules {
         &self.stores
     }
 
+    /// Starts the background workers: a relay per outbox and the catalog's
+    /// reservation sweeper. They stop with `shutdown`.
+    pub fn spawn_workers(&self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let bus: Arc<dyn chassis::bus::Bus> = self.bus.clone();
+        let mut workers: Vec<_> = self
+            .outboxes
+            .iter()
+            .map(|outbox| outbox.spawn_relay(Arc::clone(&bus), RELAY_POLL, shutdown.clone()))
+            .collect();
+        workers.push(self.catalog.spawn_sweeper(SWEEP_EVERY, shutdown.clone()));
+        workers
+    }
+
     pub async fn close(&self) {
         for store in &self.stores {
             store.close().await;
@@ -141,6 +176,7 @@ pub struct Application {
     modules: Modules,
     shutdown: CancellationToken,
     drain: Duration,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -190,8 +226,10 @@ impl Application {
             addr: config.http_addr,
             source,
         })?;
+        let workers = modules.spawn_workers(&shutdown);
         readiness.mark_started();
         Ok(Self {
+            workers,
             addr,
             listener,
             router,
@@ -228,6 +266,13 @@ impl Application {
         )
         .await;
         self.shutdown.cancel();
+        // Workers finish their current step (relays make a last pass) before the
+        // stores close under them.
+        for worker in self.workers {
+            if let Err(e) = worker.await {
+                tracing::warn!(error = %e, "a background worker failed");
+            }
+        }
         self.modules.close().await;
         tracing::info!("stopped");
         result

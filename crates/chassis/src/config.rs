@@ -65,6 +65,9 @@ pub struct Config {
     /// Connections per module database pool.
     pub db_max_connections: u32,
     pub sqlite_synchronous: SqliteSync,
+    /// How long stock stays reserved for an order that is neither confirmed nor
+    /// failed; the sweeper releases it after that.
+    pub reservation_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             shutdown_timeout_secs: 30,
             db_max_connections: 8,
             sqlite_synchronous: SqliteSync::Normal,
+            reservation_ttl_secs: 900,
         }
     }
 }
@@ -109,6 +113,7 @@ pub const KEYS: &[&str] = &[
     "shutdown_timeout_secs",
     "db_max_connections",
     "sqlite_synchronous",
+    "reservation_ttl_secs",
 ];
 
 /// Values given as command-line flags; `None` leaves the lower layers alone.
@@ -181,6 +186,9 @@ impl Config {
         }
         if self.request_timeout_ms == 0 {
             return Err(invalid("request_timeout_ms", "must be positive"));
+        }
+        if self.reservation_ttl_secs == 0 {
+            return Err(invalid("reservation_ttl_secs", "must be positive"));
         }
         if self.db_max_connections == 0 {
             return Err(invalid("db_max_connections", "must be at least 1"));
