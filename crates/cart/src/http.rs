@@ -29,6 +29,7 @@ pub(crate) struct AddItem {
     product_id: String,
     /// Units to add; the line may hold at most 100.
     #[schema(minimum = 1, maximum = 100)]
+    #[serde(deserialize_with = "chassis::extract::integer")]
     quantity: i64,
 }
 

@@ -35,7 +35,8 @@ pub(crate) struct ListQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, as returned (opaque; anything else is 400).
+    #[param(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 
@@ -62,10 +63,12 @@ pub(crate) struct CreateProduct {
     #[schema(max_length = 2000)]
     description: String,
     #[schema(minimum = 0, maximum = 1_000_000_000, example = 1299)]
+    #[serde(deserialize_with = "chassis::extract::integer")]
     price_cents: i64,
     #[schema(pattern = "^USD$", example = "USD")]
     currency: String,
     #[schema(minimum = 0, maximum = 1_000_000, example = 25)]
+    #[serde(deserialize_with = "chassis::extract::integer")]
     stock: i64,
 }
 
@@ -74,6 +77,7 @@ pub(crate) struct CreateProduct {
 pub(crate) struct SetStock {
     /// Units available to buy.
     #[schema(minimum = 0, maximum = 1_000_000)]
+    #[serde(deserialize_with = "chassis::extract::integer")]
     stock: i64,
 }
 
