@@ -65,7 +65,15 @@ fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// Parses a JSON document into `T`, classifying failures per the API contract.
+///
+/// Every request body of this API is a JSON object. serde's derived structs would
+/// also accept a positional array (`["a@b.c", "pw"]`), which no client means; refuse it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(Problem::bad_request(
+            "expected a JSON object, found an array",
+        ));
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let value =
         serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| classify(&error))?;
@@ -279,6 +287,12 @@ mod tests {
     #[test]
     fn unknown_field_is_400() {
         let p = parse_json::<Item>(br#"{"product_id":"a","quantity":1,"x":1}"#).unwrap_err();
+        assert_eq!(p.status, 400);
+    }
+
+    #[test]
+    fn arrays_in_place_of_objects_are_400() {
+        let p = parse_json::<Item>(br#" ["a", 1]"#).unwrap_err();
         assert_eq!(p.status, 400);
     }
 

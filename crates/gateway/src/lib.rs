@@ -93,7 +93,8 @@ pub fn router(
     let router = Router::new()
         .merge(api)
         .merge(chassis::http::ops_router(readiness))
-        .merge(docs::router(docs))
-        .layer(cors(&settings.cors_origins));
-    with_common_layers(router, &settings.http)
+        .merge(docs::router(docs));
+    // CORS outermost: it must see preflight OPTIONS before routing would answer them
+    // 405, and it must add its headers to every response, problems included.
+    with_common_layers(router, &settings.http).layer(cors(&settings.cors_origins))
 }
