@@ -12,10 +12,10 @@ use std::time::Duration;
 use chassis::CancellationToken;
 use chassis::auth::Tokens;
 use chassis::bus::{Consumer, InProcBus, RetryPolicy};
-use chassis::outbox::Outbox;
 use chassis::config::Config;
 use chassis::health::Readiness;
 use chassis::http::HttpSettings;
+use chassis::outbox::Outbox;
 use chassis::store::{Store, StoreError};
 use tokio::net::TcpListener;
 
@@ -25,6 +25,39 @@ pub use chassis::config;
 const RELAY_POLL: Duration = Duration::from_millis(500);
 /// How often expired reservations are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often open sagas (orders left pending by a crash) are looked for.
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
+/// How often expired idempotency keys and old sent outbox rows are purged.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
+/// Sent outbox rows are kept this long for inspection.
+const KEEP_SENT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Purges what the stores only keep for a while: idempotency keys past 24 h and sent
+/// outbox rows past a week.
+fn spawn_maintenance(
+    stores: Vec<Store>,
+    outboxes: Vec<Outbox>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            for store in &stores {
+                if let Err(e) = chassis::idempotency::purge_expired(store.pool()).await {
+                    tracing::warn!(store = store.module(), error = %e, "purging idempotency keys failed");
+                }
+            }
+            for outbox in &outboxes {
+                if let Err(e) = outbox.purge_sent(KEEP_SENT).await {
+                    tracing::warn!(module = outbox.module(), error = %e, "purging the outbox failed");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(MAINTAIN_EVERY) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+    })
+}
 
 /// Why bazaar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +68,8 @@ pub enum StartError {
     Token(#[from] chassis::auth::TokenError),
     #[error("cannot bootstrap the admin account: {0}")]
     Admin(#[source] identity::IdentityError),
+    #[error("invalid configuration: admin_email and admin_password must be set together")]
+    AdminConfig,
     #[error("cannot seed the catalog: {0}")]
     Seed(#[source] catalog::CatalogFailure),
     #[error("cannot listen on {addr}")]
@@ -51,10 +86,14 @@ pub struct Modules {
     pub identity: identity::IdentityService,
     pub catalog: catalog::CatalogService,
     pub cart: cart::CartService,
+    pub payments: payments::PaymentsService,
+    pub orders: orders::OrdersService,
     pub tokens: Tokens,
+    saga: Arc<orders::saga::Saga>,
     bus: Arc<InProcBus>,
     outboxes: Vec<Outbox>,
     stores: Vec<Store>,
+    shutdown: CancellationToken,
 }
 
 async fn open_store(
@@ -73,12 +112,34 @@ async fn open_store(
     Ok(store)
 }
 
+fn subscribe(
+    bus: &InProcBus,
+    name: &'static str,
+    topics: Vec<String>,
+    store: &Store,
+    handler: Arc<dyn chassis::bus::Handler>,
+) {
+    bus.subscribe(Arc::new(Consumer::new(
+        name,
+        topics,
+        store.pool().clone(),
+        handler,
+        RetryPolicy::default(),
+    )));
+}
+
 impl Modules {
-    /// Opens each module's own database under the data dir and applies its migrations.
+    /// Opens each module's own database under the data dir, applies its migrations
+    /// and wires the modules to each other through their contracts (in-process calls
+    /// here; the same traits are HTTP clients when the modules run split).
     pub async fn open(config: &Config) -> Result<Self, StartError> {
         let identity_store = open_store(config, identity::MODULE, &identity::MIGRATOR).await?;
         let catalog_store = open_store(config, catalog::MODULE, &catalog::MIGRATOR).await?;
         let cart_store = open_store(config, cart::MODULE, &cart::MIGRATOR).await?;
+        let payments_store = open_store(config, payments::MODULE, &payments::MIGRATOR).await?;
+        let orders_store = open_store(config, orders::MODULE, &orders::MIGRATOR).await?;
+        let shutdown = CancellationToken::new();
+        let outbox = |store: &Store| Outbox::new(store.module(), store.pool().clone());
 
         let tokens = Tokens::load_or_create(
             config.jwt_secret.as_deref(),
@@ -86,44 +147,100 @@ impl Modules {
             config.token_ttl_secs,
         )?;
         let identity = identity::IdentityService::new(
-            Arc::new(identity::store::SqlUsers::new(identity_store.pool().clone())),
+            Arc::new(identity::store::SqlUsers::new(
+                identity_store.pool().clone(),
+            )),
             tokens.clone(),
-            Outbox::new(identity::MODULE, identity_store.pool().clone()),
+            outbox(&identity_store),
         );
         let catalog = catalog::CatalogService::new(
-            Arc::new(catalog::store::SqlProducts::new(catalog_store.pool().clone())),
-            Outbox::new(catalog::MODULE, catalog_store.pool().clone()),
+            Arc::new(catalog::store::SqlProducts::new(
+                catalog_store.pool().clone(),
+            )),
+            outbox(&catalog_store),
             Duration::from_secs(config.reservation_ttl_secs),
         );
-        // cart reaches the catalog only through its contract; in-process here, over
-        // the network once the modules run split.
         let cart = cart::CartService::new(
             Arc::new(cart::store::SqlCartItems::new(cart_store.pool().clone())),
             Arc::new(catalog.clone()),
         );
+        let payments = payments::PaymentsService::new(
+            payments_store.pool().clone(),
+            outbox(&payments_store),
+            Arc::new(payments::provider::SimulatedProvider::new(
+                Duration::from_millis(config.payment_provider_latency_ms),
+                config.payment_provider_failure_rate,
+            )),
+            Duration::from_millis(config.payment_timeout_ms),
+        );
+        let orders_outbox = outbox(&orders_store);
+        let order_store = orders::store::SqlOrders::new(orders_store.pool().clone());
+        let saga = Arc::new(orders::saga::Saga::new(
+            order_store.clone(),
+            orders_outbox.clone(),
+            Arc::new(catalog.clone()),
+            Arc::new(payments.clone()),
+            orders::saga::SagaTiming::default(),
+            config
+                .fault_abort_at
+                .as_deref()
+                .and_then(orders::saga::CrashPoint::parse),
+            shutdown.clone(),
+        ));
+        let orders = orders::OrdersService::new(
+            order_store,
+            Arc::clone(&saga),
+            Arc::new(catalog.clone()),
+            Arc::new(cart.clone()),
+            Duration::from_millis(config.checkout_wait_ms),
+        );
+
         // The monolith's bus: events go from each module's outbox straight to the
         // consumers in this process.
         let bus = Arc::new(InProcBus::new());
-        bus.subscribe(Arc::new(Consumer::new(
+        subscribe(
+            &bus,
             cart::events::CONSUMER,
             cart::events::topics(),
-            cart_store.pool().clone(),
+            &cart_store,
             Arc::new(cart::events::CartEvents),
-            RetryPolicy::default(),
-        )));
+        );
         Ok(Self {
-            outboxes: vec![identity.outbox().clone(), catalog.outbox().clone()],
+            outboxes: vec![
+                identity.outbox().clone(),
+                catalog.outbox().clone(),
+                payments.outbox().clone(),
+                orders_outbox,
+            ],
             identity,
             catalog,
             cart,
+            payments,
+            orders,
             tokens,
+            saga,
             bus,
-            stores: vec![identity_store, catalog_store, cart_store],
+            stores: vec![
+                identity_store,
+                catalog_store,
+                cart_store,
+                payments_store,
+                orders_store,
+            ],
+            shutdown,
         })
+    }
+
+    /// Stops the background workers and every saga of these modules.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// First-start work: the admin account (if configured) and the demo catalog.
     pub async fn bootstrap(&self, config: &Config) -> Result<(), StartError> {
+        if config.admin_email.is_some() != config.admin_password.is_some() {
+            return Err(StartError::AdminConfig);
+        }
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
             let outcome = self
                 .identity
@@ -147,9 +264,11 @@ impl Modules {
         &self.stores
     }
 
-    /// Starts the background workers: a relay per outbox and the catalog's
-    /// reservation sweeper. They stop with `shutdown`.
-    pub fn spawn_workers(&self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the background workers: a relay per outbox, the catalog's reservation
+    /// sweeper, the saga recovery loop and store maintenance. They stop with the
+    /// modules' shutdown token.
+    pub fn spawn_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let shutdown = &self.shutdown;
         let bus: Arc<dyn chassis::bus::Bus> = self.bus.clone();
         let mut workers: Vec<_> = self
             .outboxes
@@ -157,6 +276,12 @@ impl Modules {
             .map(|outbox| outbox.spawn_relay(Arc::clone(&bus), RELAY_POLL, shutdown.clone()))
             .collect();
         workers.push(self.catalog.spawn_sweeper(SWEEP_EVERY, shutdown.clone()));
+        workers.push(self.saga.spawn_recovery(RECOVER_EVERY));
+        workers.push(spawn_maintenance(
+            self.stores.clone(),
+            self.outboxes.clone(),
+            shutdown.clone(),
+        ));
         workers
     }
 
@@ -192,6 +317,7 @@ impl Application {
             <identity::ApiDoc as utoipa::OpenApi>::openapi(),
             <catalog::ApiDoc as utoipa::OpenApi>::openapi(),
             <cart::ApiDoc as utoipa::OpenApi>::openapi(),
+            <orders::ApiDoc as utoipa::OpenApi>::openapi(),
         ]);
         let routes = axum::Router::new()
             .merge(identity::router(modules.identity.clone()))
@@ -199,7 +325,11 @@ impl Application {
                 modules.catalog.clone(),
                 modules.tokens.clone(),
             ))
-            .merge(cart::router(modules.cart.clone(), modules.tokens.clone()));
+            .merge(cart::router(modules.cart.clone(), modules.tokens.clone()))
+            .merge(orders::router(
+                modules.orders.clone(),
+                modules.tokens.clone(),
+            ));
         let settings = gateway::EdgeSettings {
             http: HttpSettings {
                 service: "bazaar",
@@ -209,7 +339,7 @@ impl Application {
             rate_per_second: config.rate_limit_per_second,
             rate_burst: config.rate_limit_burst,
         };
-        let shutdown = CancellationToken::new();
+        let shutdown = modules.shutdown_token();
         let limiter = gateway::RateLimit::new(settings.rate_per_second, settings.rate_burst);
         if let Some(limiter) = &limiter {
             limiter.spawn_sweeper(shutdown.clone());
@@ -226,7 +356,7 @@ impl Application {
             addr: config.http_addr,
             source,
         })?;
-        let workers = modules.spawn_workers(&shutdown);
+        let workers = modules.spawn_workers();
         readiness.mark_started();
         Ok(Self {
             workers,

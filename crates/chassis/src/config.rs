@@ -58,7 +58,7 @@ pub struct Config {
     pub rate_limit_per_second: u32,
     /// Requests a client may burst above the sustained rate.
     pub rate_limit_burst: u32,
-    /// Budget of one public request, after which it is abandoned with a 503.
+    /// Budget of one public request, after which it is abandoned with a 504.
     pub request_timeout_ms: u64,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_timeout_secs: u64,
@@ -68,6 +68,18 @@ pub struct Config {
     /// How long stock stays reserved for an order that is neither confirmed nor
     /// failed; the sweeper releases it after that.
     pub reservation_ttl_secs: u64,
+    /// How long one payment-provider call may take before it counts as unavailable.
+    pub payment_timeout_ms: u64,
+    /// The simulated provider's added latency (0: none).
+    pub payment_provider_latency_ms: u64,
+    /// The simulated provider's share of calls that fail as unavailable (0.0 to 1.0).
+    pub payment_provider_failure_rate: f64,
+    /// How long `POST /orders` waits for a terminal state before answering 202.
+    pub checkout_wait_ms: u64,
+    /// TEST ONLY: abort the process at a checkout step (`after_reserve`,
+    /// `after_charge`, `before_publish`) to exercise crash recovery. Never set it in
+    /// production; no request can.
+    pub fault_abort_at: Option<String>,
 }
 
 impl Default for Config {
@@ -90,6 +102,11 @@ impl Default for Config {
             db_max_connections: 8,
             sqlite_synchronous: SqliteSync::Normal,
             reservation_ttl_secs: 900,
+            payment_timeout_ms: 2_000,
+            payment_provider_latency_ms: 0,
+            payment_provider_failure_rate: 0.0,
+            checkout_wait_ms: 3_000,
+            fault_abort_at: None,
         }
     }
 }
@@ -114,6 +131,11 @@ pub const KEYS: &[&str] = &[
     "db_max_connections",
     "sqlite_synchronous",
     "reservation_ttl_secs",
+    "payment_timeout_ms",
+    "payment_provider_latency_ms",
+    "payment_provider_failure_rate",
+    "checkout_wait_ms",
+    "fault_abort_at",
 ];
 
 /// Values given as command-line flags; `None` leaves the lower layers alone.
@@ -169,12 +191,6 @@ impl Config {
                 return Err(invalid("jwt_secret", "must be at least 32 bytes"));
             }
         }
-        if self.admin_email.is_some() != self.admin_password.is_some() {
-            return Err(invalid(
-                "admin_email",
-                "admin_email and admin_password must be set together",
-            ));
-        }
         if self.token_ttl_secs == 0 {
             return Err(invalid("token_ttl_secs", "must be positive"));
         }
@@ -186,6 +202,23 @@ impl Config {
         }
         if self.request_timeout_ms == 0 {
             return Err(invalid("request_timeout_ms", "must be positive"));
+        }
+        if self.payment_timeout_ms == 0 {
+            return Err(invalid("payment_timeout_ms", "must be positive"));
+        }
+        if !(0.0..=1.0).contains(&self.payment_provider_failure_rate) {
+            return Err(invalid(
+                "payment_provider_failure_rate",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if let Some(point) = &self.fault_abort_at {
+            if !["after_reserve", "after_charge", "before_publish"].contains(&point.as_str()) {
+                return Err(invalid(
+                    "fault_abort_at",
+                    "must be after_reserve, after_charge or before_publish",
+                ));
+            }
         }
         if self.reservation_ttl_secs == 0 {
             return Err(invalid("reservation_ttl_secs", "must be positive"));

@@ -157,6 +157,7 @@ pub struct Order {
     pub payment_abandoned: bool,
     pub declined: Option<String>,
     pub payment_id: Option<String>,
+    pub refunded: bool,
     pub refunded_cents: i64,
     pub cancel_requested: bool,
     pub failure_reason: Option<String>,
@@ -226,7 +227,10 @@ pub fn apply(mut order: Order, event: &Event) -> Order {
         Event::PaymentDeclined { reason } => order.declined = Some(reason.clone()),
         Event::StockReleased => order.released = true,
         Event::ReservationLost => order.reservation_lost = true,
-        Event::PaymentRefunded { amount_cents, .. } => order.refunded_cents += amount_cents,
+        Event::PaymentRefunded { amount_cents, .. } => {
+            order.refunded = true;
+            order.refunded_cents += amount_cents;
+        }
         Event::StockCommitted => order.committed = true,
         Event::OrderConfirmed => order.status = Some(Status::Confirmed),
         Event::OrderFailed { reason } => {
@@ -271,12 +275,12 @@ pub fn next_step(order: &Order) -> Option<Step> {
             } else {
                 Step::Charge
             }
-        } else if order.reservation_lost {
+        } else if order.reservation_lost && !order.refunded {
             Step::Refund
         } else {
             Step::Commit
         }),
-        Status::Confirmed if order.cancel_requested => Some(if order.refunded_cents == 0 {
+        Status::Confirmed if order.cancel_requested => Some(if !order.refunded {
             Step::Refund
         } else {
             Step::Restock

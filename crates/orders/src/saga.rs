@@ -1,0 +1,402 @@
+//! The checkout saga: an orchestrator that moves each order through reserve → charge →
+//! commit (or compensates), persisting an event after every step.
+//!
+//! Every remote step is idempotent by the order id (reservations) or by a key derived
+//! from it (charge, refund), and its outcome is recorded before the next step starts,
+//! so the saga can be killed anywhere and resumed from the event stream: the recovery
+//! loop picks up every order whose saga is still open.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chassis::CancellationToken;
+use chassis::outbox::Outbox;
+use contracts::catalog::{CatalogApi, CatalogError, StockLine};
+use contracts::payments::{ChargeRequest, PaymentError, PaymentsApi, RefundRequest};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::domain::{Command, Event, Order, Step, decide, next_step, reason};
+use crate::store::{AppendError, SqlOrders};
+
+/// Test-only crash points (configuration, off by default; nothing a request can
+/// set): the process aborts right after the named step is persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    AfterReserve,
+    AfterCharge,
+    /// The order is confirmed in the store, its `OrderConfirmed` still unsent.
+    BeforePublish,
+}
+
+impl CrashPoint {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "after_reserve" => CrashPoint::AfterReserve,
+            "after_charge" => CrashPoint::AfterCharge,
+            "before_publish" => CrashPoint::BeforePublish,
+            _ => return None,
+        })
+    }
+
+    fn hit_by(self, events: &[Event]) -> bool {
+        events.iter().any(|e| {
+            matches!(
+                (self, e),
+                (CrashPoint::AfterReserve, Event::StockReserved)
+                    | (CrashPoint::AfterCharge, Event::PaymentCaptured { .. })
+                    | (CrashPoint::BeforePublish, Event::OrderConfirmed)
+            )
+        })
+    }
+}
+
+/// Retry timing for steps whose dependency is unavailable.
+#[derive(Debug, Clone, Copy)]
+pub struct SagaTiming {
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+impl Default for SagaTiming {
+    fn default() -> Self {
+        Self {
+            retry_base: Duration::from_millis(100),
+            retry_cap: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What performing a step gave.
+enum Outcome {
+    Record(Command),
+    /// The dependency could not answer; try the same step again later.
+    Retry(String),
+}
+
+pub struct Saga {
+    store: SqlOrders,
+    outbox: Outbox,
+    catalog: Arc<dyn CatalogApi>,
+    payments: Arc<dyn PaymentsApi>,
+    timing: SagaTiming,
+    crash: Option<CrashPoint>,
+    /// Orders being driven in this process: one driver per order.
+    running: Mutex<HashSet<String>>,
+    permits: Semaphore,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Saga {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saga")
+            .field("crash", &self.crash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sagas driven at once; more wait for a permit.
+const MAX_CONCURRENT: usize = 256;
+
+pub fn charge_key(order_id: &str) -> String {
+    format!("order:{order_id}:charge")
+}
+
+pub fn refund_key(order_id: &str) -> String {
+    format!("order:{order_id}:refund")
+}
+
+impl Saga {
+    pub fn new(
+        store: SqlOrders,
+        outbox: Outbox,
+        catalog: Arc<dyn CatalogApi>,
+        payments: Arc<dyn PaymentsApi>,
+        timing: SagaTiming,
+        crash: Option<CrashPoint>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            outbox,
+            catalog,
+            payments,
+            timing,
+            crash,
+            running: Mutex::new(HashSet::new()),
+            permits: Semaphore::new(MAX_CONCURRENT),
+            shutdown,
+        }
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        match self.running.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Drives `order_id` in the background unless this process already is. The
+    /// handle resolves to the order's state when the driver stops.
+    pub fn spawn(
+        self: &Arc<Self>,
+        order_id: &str,
+    ) -> Option<tokio::task::JoinHandle<Option<Order>>> {
+        if !self.lock_running().insert(order_id.to_owned()) {
+            return None;
+        }
+        let saga = Arc::clone(self);
+        let id = order_id.to_owned();
+        let span = tracing::info_span!("saga", order_id = %id);
+        Some(tokio::spawn(
+            async move {
+                let result = match saga.permits.acquire().await {
+                    Ok(_permit) => saga.drive(&id).await,
+                    Err(_) => Ok(None),
+                };
+                saga.lock_running().remove(&id);
+                match result {
+                    Ok(order) => order,
+                    Err(e) => {
+                        tracing::error!(error = %e, "saga stopped; the recovery loop will resume it");
+                        None
+                    }
+                }
+            }
+            .instrument(span),
+        ))
+    }
+
+    /// Resumes every open saga now and then every `every`, until shutdown.
+    pub fn spawn_recovery(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let saga = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                match saga.store.open_orders(500).await {
+                    Ok(ids) => {
+                        let resumed = ids.iter().filter(|id| saga.spawn(id).is_some()).count();
+                        if resumed > 0 {
+                            tracing::info!(resumed, "resumed open sagas");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot list open sagas"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = saga.shutdown.cancelled() => break,
+                }
+            }
+        })
+    }
+
+    /// Runs the order's saga until nothing is left to do (or shutdown).
+    async fn drive(&self, order_id: &str) -> Result<Option<Order>, AppendError> {
+        let mut retries: u32 = 0;
+        loop {
+            let Some(order) = self.store.load(order_id).await? else {
+                return Ok(None);
+            };
+            let Some(step) = next_step(&order) else {
+                return Ok(Some(order));
+            };
+            if self.shutdown.is_cancelled() {
+                // Left open in the store: the next start resumes it.
+                return Ok(Some(order));
+            }
+            let command = match self.perform(&order, &step).await {
+                Outcome::Record(command) => command,
+                Outcome::Retry(why) => {
+                    retries += 1;
+                    tracing::warn!(?step, retries, error = %why, "saga step will be retried");
+                    self.pause(retries).await;
+                    continue;
+                }
+            };
+            let unavailable = matches!(command, Command::ChargeUnavailable { .. });
+            let events = match decide(&order, command) {
+                Ok(events) => events,
+                Err(rejection) => {
+                    // Another driver moved the order on meanwhile: look again.
+                    tracing::debug!(%rejection, "step outcome no longer applies");
+                    continue;
+                }
+            };
+            match self.store.append(&order, &events, None).await {
+                Ok(after) => {
+                    retries = 0;
+                    if let Some(point) = self.crash.filter(|p| p.hit_by(&events)) {
+                        tracing::error!(
+                            ?point,
+                            order_id,
+                            "crash point reached: aborting (test fault)"
+                        );
+                        std::process::abort();
+                    }
+                    self.outbox.wake();
+                    record_metrics(&after, &events);
+                }
+                Err(AppendError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+            if unavailable {
+                // Recorded as an attempt; back off before the next one.
+                retries += 1;
+                self.pause(retries).await;
+            }
+        }
+    }
+
+    async fn pause(&self, attempt: u32) {
+        let wait = chassis::retry::backoff(attempt, self.timing.retry_base, self.timing.retry_cap);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+    }
+
+    async fn perform(&self, order: &Order, step: &Step) -> Outcome {
+        let Some(placed) = &order.placed else {
+            return Outcome::Retry("order not placed".into());
+        };
+        match step {
+            Step::Reserve => {
+                let lines: Vec<StockLine> = placed
+                    .lines
+                    .iter()
+                    .map(|l| StockLine {
+                        product_id: l.product_id.clone(),
+                        quantity: l.quantity,
+                    })
+                    .collect();
+                match self.catalog.reserve(&order.id, &lines).await {
+                    Ok(_) => Outcome::Record(Command::Reserved),
+                    Err(CatalogError::OutOfStock(product_id)) => {
+                        Outcome::Record(Command::ReservationRejected {
+                            reason: reason::OUT_OF_STOCK.into(),
+                            product_id,
+                        })
+                    }
+                    Err(CatalogError::NotFound(product_id)) => {
+                        Outcome::Record(Command::ReservationRejected {
+                            reason: reason::PRODUCT_UNAVAILABLE.into(),
+                            product_id,
+                        })
+                    }
+                    Err(e) => Outcome::Retry(e.to_string()),
+                }
+            }
+            Step::Charge => {
+                if placed.total_cents == 0 {
+                    // Nothing to charge (free items).
+                    return Outcome::Record(Command::Charged {
+                        payment_id: String::new(),
+                        amount_cents: 0,
+                    });
+                }
+                let request = ChargeRequest {
+                    idempotency_key: charge_key(&order.id),
+                    order_id: order.id.clone(),
+                    amount_cents: placed.total_cents,
+                    currency: placed.currency.clone(),
+                    payment_token: placed.payment_token.clone(),
+                };
+                match self.payments.charge(&request).await {
+                    Ok(payment) => Outcome::Record(Command::Charged {
+                        payment_id: payment.id,
+                        amount_cents: payment.amount_cents,
+                    }),
+                    Err(PaymentError::Declined(reason)) => {
+                        Outcome::Record(Command::ChargeDeclined { reason })
+                    }
+                    Err(PaymentError::Unavailable(error)) => {
+                        Outcome::Record(Command::ChargeUnavailable { error })
+                    }
+                    // Invalid or mismatched parameters cannot succeed by retrying.
+                    Err(e @ (PaymentError::Invalid(_) | PaymentError::KeyMismatch)) => {
+                        Outcome::Record(Command::ChargeDeclined {
+                            reason: format!("payment_rejected: {e}"),
+                        })
+                    }
+                    Err(e @ (PaymentError::InProgress | PaymentError::NotFound(_))) => {
+                        Outcome::Retry(e.to_string())
+                    }
+                }
+            }
+            Step::Release => {
+                // Giving up on a payment whose outcome was unknown: if it was captured
+                // after all, record it (the saga then confirms) rather than lose it.
+                match self.payments.find_by_order(&order.id).await {
+                    Ok(Some(payment)) => {
+                        return Outcome::Record(Command::Charged {
+                            payment_id: payment.id,
+                            amount_cents: payment.amount_cents,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Outcome::Retry(e.to_string()),
+                }
+                match self.catalog.release(&order.id).await {
+                    Ok(_) => Outcome::Record(Command::Released),
+                    Err(e) => Outcome::Retry(e.to_string()),
+                }
+            }
+            Step::Commit => match self.catalog.commit(&order.id).await {
+                Ok(_) => Outcome::Record(Command::Committed),
+                Err(CatalogError::NoReservation(_)) => Outcome::Record(Command::CommitRejected),
+                Err(e) => Outcome::Retry(e.to_string()),
+            },
+            Step::Refund => {
+                let payment_id = order.payment_id.clone().unwrap_or_default();
+                if payment_id.is_empty() {
+                    return Outcome::Record(Command::Refunded {
+                        payment_id,
+                        amount_cents: 0,
+                    });
+                }
+                let request = RefundRequest {
+                    idempotency_key: refund_key(&order.id),
+                    payment_id: payment_id.clone(),
+                    amount_cents: placed.total_cents,
+                };
+                match self.payments.refund(&request).await {
+                    Ok(_) => Outcome::Record(Command::Refunded {
+                        payment_id,
+                        amount_cents: placed.total_cents,
+                    }),
+                    Err(e) => Outcome::Retry(e.to_string()),
+                }
+            }
+            Step::Restock => match self.catalog.restock(&order.id).await {
+                Ok(_) => Outcome::Record(Command::Restocked),
+                Err(CatalogError::NoReservation(_)) => {
+                    tracing::warn!(order_id = %order.id, "nothing to restock");
+                    Outcome::Record(Command::Restocked)
+                }
+                Err(e) => Outcome::Retry(e.to_string()),
+            },
+        }
+    }
+}
+
+fn record_metrics(order: &Order, events: &[Event]) {
+    for event in events {
+        match event {
+            Event::OrderConfirmed => {
+                metrics::counter!("orders_total", "outcome" => "confirmed").increment(1);
+                if let Some(placed) = &order.placed {
+                    metrics::counter!("orders_revenue_cents_total")
+                        .increment(u64::try_from(placed.total_cents).unwrap_or(0));
+                }
+            }
+            Event::OrderFailed { reason } => {
+                metrics::counter!("orders_total", "outcome" => "failed", "reason" => reason.clone())
+                    .increment(1);
+            }
+            Event::OrderCancelled { .. } => {
+                metrics::counter!("orders_total", "outcome" => "cancelled").increment(1);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! orders' use cases: place (with Idempotency-Key), read, list, events, cancel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chassis::FieldError;
+use chassis::auth::{Principal, Role};
+use chassis::idempotency::{self, Begin};
+use chassis::page::Cursor;
+use contracts::cart::CartApi;
+use contracts::catalog::CatalogApi;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::{Address, Command, Line, Order, Status, decide, replay};
+use crate::error::OrdersError;
+use crate::saga::Saga;
+use crate::store::{AppendError, SqlOrders, Summary};
+
+/// Lines and quantities one order may hold.
+pub(crate) const MAX_LINES: usize = 100;
+pub(crate) const MAX_QUANTITY: u32 = 100;
+/// A client's Idempotency-Key claim held by a crashed process is taken over after this.
+const KEY_LEASE: Duration = Duration::from_secs(60);
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderView {
+    pub id: String,
+    /// `pending`, `confirmed`, `failed` or `cancelled`.
+    pub status: String,
+    pub items: Vec<Line>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+impl From<Summary> for OrderView {
+    fn from(s: Summary) -> Self {
+        Self {
+            id: s.id,
+            status: s.status.as_str().to_owned(),
+            items: s.lines,
+            total_cents: s.total_cents,
+            currency: s.currency,
+            created_at: chassis::time::micros_to_rfc3339(s.created_at),
+            updated_at: chassis::time::micros_to_rfc3339(s.updated_at),
+            failure_reason: s.failure_reason,
+        }
+    }
+}
+
+/// One stored event as `GET /orders/{id}/events` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventView {
+    pub sequence: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: String,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// A requested line before prices are known.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub product_id: String,
+    pub quantity: u32,
+}
+
+/// A validated `POST /orders`.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    /// `None`: take the cart.
+    pub items: Option<Vec<Wanted>>,
+    pub shipping_address: Address,
+    pub payment_token: String,
+    /// The request as received, for the idempotency fingerprint.
+    pub fingerprint: String,
+}
+
+/// The response to a placement: 201 when terminal, 202 while pending.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Clone)]
+pub struct OrdersService {
+    store: SqlOrders,
+    saga: Arc<Saga>,
+    catalog: Arc<dyn CatalogApi>,
+    cart: Arc<dyn CartApi>,
+    /// How long `POST /orders` waits for a terminal state before answering 202.
+    wait: Duration,
+}
+
+impl std::fmt::Debug for OrdersService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrdersService")
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redact(mut data: serde_json::Value) -> serde_json::Value {
+    if let Some(token) = data.get_mut("payment_token") {
+        *token = serde_json::Value::from("[redacted]");
+    }
+    data
+}
+
+fn can_see(principal: &Principal, owner: &str) -> bool {
+    principal.role == Role::Admin || principal.user_id == owner
+}
+
+impl OrdersService {
+    pub fn new(
+        store: SqlOrders,
+        saga: Arc<Saga>,
+        catalog: Arc<dyn CatalogApi>,
+        cart: Arc<dyn CartApi>,
+        wait: Duration,
+    ) -> Self {
+        Self {
+            store,
+            saga,
+            catalog,
+            cart,
+            wait,
+        }
+    }
+
+    pub fn store(&self) -> &SqlOrders {
+        &self.store
+    }
+
+    /// Places an order. With an Idempotency-Key, the first response is stored and
+    /// replayed; see DESIGN.md "Idempotency".
+    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+    pub async fn place(
+        &self,
+        user_id: &str,
+        key: Option<&str>,
+        request: PlaceOrder,
+    ) -> Result<Placed, OrdersError> {
+        let Some(key) = key else {
+            return self.place_new(user_id, None, request).await;
+        };
+        let scope = format!("orders:{user_id}");
+        let pool = self.store.pool();
+        match idempotency::begin(
+            pool,
+            &scope,
+            key,
+            &idempotency::fingerprint(&[&request.fingerprint]),
+            KEY_LEASE,
+        )
+        .await?
+        {
+            Begin::Proceed => {}
+            Begin::Replay { status, body } => return Ok(Placed { status, body }),
+            Begin::Mismatch => return Err(OrdersError::KeyMismatch),
+            Begin::InProgress => return Err(OrdersError::KeyInProgress),
+        }
+        match self.place_new(user_id, Some(key), request).await {
+            Ok(placed) => {
+                idempotency::complete(pool, &scope, key, placed.status, &placed.body).await?;
+                Ok(placed)
+            }
+            Err(e) => {
+                // No order was created: the client may fix the request and retry.
+                idempotency::abandon(pool, &scope, key).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn place_new(
+        &self,
+        user_id: &str,
+        key: Option<&str>,
+        request: PlaceOrder,
+    ) -> Result<Placed, OrdersError> {
+        // A crash after the order was written but before the response was stored:
+        // the key already names an order; answer with it.
+        if let Some(key) = key {
+            if let Some(order_id) = self.store.order_for_key(user_id, key).await? {
+                return self.respond(&order_id).await;
+            }
+        }
+        let lines = self.price(user_id, request.items).await?;
+        let order = Order::new(&chassis::id::new_id());
+        let events = decide(
+            &order,
+            Command::Place {
+                user_id: user_id.to_owned(),
+                lines,
+                currency: chassis::money::CURRENCY.to_owned(),
+                shipping_address: request.shipping_address,
+                payment_token: request.payment_token,
+            },
+        )
+        .map_err(|e| OrdersError::Invalid(vec![FieldError::new("items", e.to_string())]))?;
+        let key_claim = key.map(|k| (user_id, k));
+        let order_id = match self.store.append(&order, &events, key_claim).await {
+            Ok(after) => {
+                tracing::info!(order_id = %after.id, "order placed");
+                metrics::counter!("orders_placed_total").increment(1);
+                after.id
+            }
+            Err(AppendError::KeyTaken(existing)) => existing,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(handle) = self.saga.spawn(&order_id) {
+            // Wait briefly for a terminal state; the saga goes on regardless.
+            let _ = tokio::time::timeout(self.wait, handle).await;
+        }
+        self.respond(&order_id).await
+    }
+
+    async fn respond(&self, order_id: &str) -> Result<Placed, OrdersError> {
+        let summary = self
+            .store
+            .summary(order_id)
+            .await?
+            .ok_or_else(|| OrdersError::NotFound(order_id.to_owned()))?;
+        let status = if summary.status == Status::Pending {
+            202
+        } else {
+            201
+        };
+        let body = serde_json::to_string(&OrderView::from(summary))
+            .map_err(|e| OrdersError::Unavailable(e.to_string()))?;
+        Ok(Placed { status, body })
+    }
+
+    /// Resolves the lines (the request's, or the cart's) and prices them now.
+    async fn price(
+        &self,
+        user_id: &str,
+        items: Option<Vec<Wanted>>,
+    ) -> Result<Vec<Line>, OrdersError> {
+        let (wanted, field) = match items {
+            Some(items) => (items, "items"),
+            None => (
+                self.cart
+                    .items(user_id)
+                    .await
+                    .map_err(|e| OrdersError::Unavailable(e.to_string()))?
+                    .into_iter()
+                    .map(|i| Wanted {
+                        product_id: i.product_id,
+                        quantity: i.quantity,
+                    })
+                    .collect(),
+                "cart",
+            ),
+        };
+        if wanted.is_empty() {
+            let message = if field == "cart" {
+                "the cart is empty; add items or send `items`"
+            } else {
+                "must contain at least one item"
+            };
+            return Err(OrdersError::Invalid(vec![FieldError::new(
+                "items", message,
+            )]));
+        }
+        if wanted.len() > MAX_LINES {
+            return Err(OrdersError::Invalid(vec![FieldError::new(
+                "items",
+                format!("must contain at most {MAX_LINES} items"),
+            )]));
+        }
+        let ids: Vec<String> = wanted.iter().map(|w| w.product_id.clone()).collect();
+        let prices: HashMap<String, i64> = self
+            .catalog
+            .get_products(&ids)
+            .await
+            .map_err(|e| OrdersError::Unavailable(e.to_string()))?
+            .into_iter()
+            .map(|p| (p.id, p.price_cents))
+            .collect();
+        let mut errors = Vec::new();
+        let mut lines = Vec::with_capacity(wanted.len());
+        for (i, w) in wanted.into_iter().enumerate() {
+            match prices.get(&w.product_id) {
+                Some(&price_cents) => lines.push(Line {
+                    product_id: w.product_id,
+                    quantity: w.quantity,
+                    price_cents,
+                }),
+                None => errors.push(FieldError::new(
+                    format!("items[{i}].product_id"),
+                    "no such product",
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(lines)
+        } else {
+            Err(OrdersError::Invalid(errors))
+        }
+    }
+
+    async fn visible(&self, principal: &Principal, order_id: &str) -> Result<Summary, OrdersError> {
+        // Someone else's order is reported as missing, not forbidden: ids do not leak.
+        match self.store.summary(order_id).await? {
+            Some(s) if can_see(principal, &s.user_id) => Ok(s),
+            _ => Err(OrdersError::NotFound(order_id.to_owned())),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        principal: &Principal,
+        order_id: &str,
+    ) -> Result<OrderView, OrdersError> {
+        Ok(self.visible(principal, order_id).await?.into())
+    }
+
+    pub async fn list(
+        &self,
+        user_id: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<OrderView>, Option<String>), OrdersError> {
+        let limit = limit.unwrap_or(chassis::page::DEFAULT_LIMIT);
+        if !(1..=chassis::page::MAX_LIMIT).contains(&limit) {
+            return Err(OrdersError::Invalid(vec![FieldError::new(
+                "limit",
+                format!("must be between 1 and {}", chassis::page::MAX_LIMIT),
+            )]));
+        }
+        let cursor = match cursor {
+            Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
+                OrdersError::Invalid(vec![FieldError::new(
+                    "cursor",
+                    "is not a cursor this API returned",
+                )])
+            })?),
+            None => None,
+        };
+        let (items, more) = self
+            .store
+            .list_for_user(user_id, cursor.as_ref(), limit)
+            .await?;
+        let next = if more {
+            items.last().map(|s| Cursor::after(&s.id).encode())
+        } else {
+            None
+        };
+        Ok((items.into_iter().map(OrderView::from).collect(), next))
+    }
+
+    /// The order's events up to `as_of` (all when `None`), and its state then.
+    pub async fn events(
+        &self,
+        principal: &Principal,
+        order_id: &str,
+        as_of: Option<i64>,
+    ) -> Result<(Vec<EventView>, &'static str), OrdersError> {
+        self.visible(principal, order_id).await?;
+        let stored: Vec<_> = self
+            .store
+            .events(order_id)
+            .await?
+            .into_iter()
+            .filter(|s| as_of.is_none_or(|t| s.occurred_at <= t))
+            .collect();
+        let state = replay(order_id, stored.iter().map(|s| &s.event));
+        let status = if stored.is_empty() {
+            "not_yet_placed"
+        } else {
+            state.status().as_str()
+        };
+        let views = stored
+            .into_iter()
+            .map(|s| EventView {
+                sequence: s.sequence,
+                kind: s.event.name().to_owned(),
+                occurred_at: chassis::time::micros_to_rfc3339(s.occurred_at),
+                data: redact(
+                    serde_json::to_value(&s.event)
+                        .ok()
+                        .and_then(|v| v.get("data").cloned())
+                        .unwrap_or(serde_json::Value::Null),
+                ),
+            })
+            .collect();
+        Ok((views, status))
+    }
+
+    /// Cancels a confirmed order: refund, then restock. Idempotent.
+    #[tracing::instrument(skip(self, principal))]
+    pub async fn cancel(
+        &self,
+        principal: &Principal,
+        order_id: &str,
+    ) -> Result<OrderView, OrdersError> {
+        self.visible(principal, order_id).await?;
+        loop {
+            let order = self
+                .store
+                .load(order_id)
+                .await?
+                .ok_or_else(|| OrdersError::NotFound(order_id.to_owned()))?;
+            let events = decide(&order, Command::Cancel)
+                .map_err(|e| OrdersError::NotCancellable(e.to_string()))?;
+            if !events.is_empty() {
+                match self.store.append(&order, &events, None).await {
+                    Ok(_) => {}
+                    Err(AppendError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            break;
+        }
+        if let Some(handle) = self.saga.spawn(order_id) {
+            let _ = tokio::time::timeout(self.wait, handle).await;
+        }
+        self.get(principal, order_id).await
+    }
+}

@@ -1,0 +1,390 @@
+//! The order store: an append-only event table with per-order sequence numbers
+//! (optimistic concurrency through the primary key), the read projection rewritten in
+//! the same transaction, and the public events written to the outbox there too.
+
+use chassis::outbox::{OutboxError, enqueue};
+use chassis::page::Cursor;
+use chassis::store::is_unique_violation;
+use contracts::orders as published;
+use sqlx::{AnyConnection, AnyPool};
+
+use crate::domain::{Event, Line, Order, Status, apply};
+
+/// One stored event.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub sequence: u64,
+    pub occurred_at: i64,
+    pub event: Event,
+}
+
+/// The projection row the read routes serve.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub id: String,
+    pub user_id: String,
+    pub status: Status,
+    pub total_cents: i64,
+    pub currency: String,
+    pub lines: Vec<Line>,
+    pub failure_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Someone appended first: reload and decide again.
+    #[error("concurrent update of the order")]
+    Conflict,
+    /// The idempotency key already placed this other order.
+    #[error("the key already placed order {0}")]
+    KeyTaken(String),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlOrders {
+    pool: AnyPool,
+}
+
+type SummaryRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+);
+const SUMMARY_COLUMNS: &str =
+    "id, user_id, status, total_cents, currency, lines, failure_reason, created_at, updated_at";
+
+fn summary(row: SummaryRow) -> Summary {
+    let (id, user_id, status, total_cents, currency, lines, failure_reason, created_at, updated_at) =
+        row;
+    Summary {
+        id,
+        user_id,
+        status: Status::parse(&status).unwrap_or(Status::Pending),
+        total_cents,
+        currency,
+        lines: serde_json::from_str(&lines).unwrap_or_default(),
+        failure_reason,
+        created_at,
+        updated_at,
+    }
+}
+
+fn to_contract(lines: &[Line]) -> Vec<published::OrderLine> {
+    lines
+        .iter()
+        .map(|l| published::OrderLine {
+            product_id: l.product_id.clone(),
+            quantity: l.quantity,
+            price_cents: l.price_cents,
+        })
+        .collect()
+}
+
+/// Writes the contract events other modules hear about, for the domain events just
+/// appended.
+async fn publish(
+    conn: &mut AnyConnection,
+    after: &Order,
+    events: &[Event],
+) -> Result<(), AppendError> {
+    let Some(placed) = &after.placed else {
+        return Ok(());
+    };
+    for event in events {
+        match event {
+            Event::OrderPlaced { .. } => {
+                enqueue(
+                    conn,
+                    &published::OrderPlaced {
+                        order_id: after.id.clone(),
+                        user_id: placed.user_id.clone(),
+                        lines: to_contract(&placed.lines),
+                        total_cents: placed.total_cents,
+                        currency: placed.currency.clone(),
+                    },
+                )
+                .await?;
+            }
+            Event::OrderConfirmed => {
+                enqueue(
+                    conn,
+                    &published::OrderConfirmed {
+                        order_id: after.id.clone(),
+                        user_id: placed.user_id.clone(),
+                        lines: to_contract(&placed.lines),
+                        total_cents: placed.total_cents,
+                        currency: placed.currency.clone(),
+                        payment_id: after.payment_id.clone().unwrap_or_default(),
+                    },
+                )
+                .await?;
+            }
+            Event::OrderFailed { reason } => {
+                enqueue(
+                    conn,
+                    &published::OrderFailed {
+                        order_id: after.id.clone(),
+                        user_id: placed.user_id.clone(),
+                        reason: reason.clone(),
+                    },
+                )
+                .await?;
+            }
+            Event::OrderCancelled { refunded_cents } => {
+                enqueue(
+                    conn,
+                    &published::OrderCancelled {
+                        order_id: after.id.clone(),
+                        user_id: placed.user_id.clone(),
+                        lines: to_contract(&placed.lines),
+                        refunded_cents: *refunded_cents,
+                        currency: placed.currency.clone(),
+                    },
+                )
+                .await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl SqlOrders {
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The order's events in sequence order (empty if it does not exist).
+    pub async fn events(&self, order_id: &str) -> Result<Vec<Stored>, sqlx::Error> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT sequence, data, occurred_at FROM order_events WHERE order_id = $1 ORDER BY sequence",
+        )
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(sequence, data, occurred_at)| {
+                let event: Event =
+                    serde_json::from_str(&data).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                Ok(Stored {
+                    sequence: u64::try_from(sequence).unwrap_or(0),
+                    occurred_at,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    /// The order rebuilt from its events; `None` if it does not exist.
+    pub async fn load(&self, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
+        let events = self.events(order_id).await?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            events
+                .iter()
+                .fold(Order::new(order_id), |o, s| apply(o, &s.event)),
+        ))
+    }
+
+    /// Appends `events` after `before.version`, updates the projection and writes the
+    /// public events, atomically. `key`: the (user, Idempotency-Key) that placed it.
+    pub async fn append(
+        &self,
+        before: &Order,
+        events: &[Event],
+        key: Option<(&str, &str)>,
+    ) -> Result<Order, AppendError> {
+        let now = chassis::time::now_micros();
+        let mut tx = self.pool.begin().await?;
+        let mut after = before.clone();
+        for event in events {
+            let sequence = i64::try_from(after.version + 1).unwrap_or(i64::MAX);
+            // Write first (SQLite takes its write lock here); the primary key turns a
+            // concurrent append into a conflict instead of a fork.
+            let inserted = sqlx::query(
+                "INSERT INTO order_events (order_id, sequence, event_type, data, occurred_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&before.id)
+            .bind(sequence)
+            .bind(event.name())
+            .bind(serde_json::to_string(event)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => return Err(AppendError::Conflict),
+                Err(e) => return Err(e.into()),
+            }
+            after = apply(after, event);
+        }
+        if let Some((user_id, idem_key)) = key {
+            let claimed = sqlx::query(
+                "INSERT INTO order_keys (user_id, idem_key, order_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id, idem_key) DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(idem_key)
+            .bind(&before.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 0 {
+                let (existing,): (String,) = sqlx::query_as(
+                    "SELECT order_id FROM order_keys WHERE user_id = $1 AND idem_key = $2",
+                )
+                .bind(user_id)
+                .bind(idem_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                return Err(AppendError::KeyTaken(existing));
+            }
+        }
+        self.project(&mut tx, &after, now).await?;
+        publish(&mut tx, &after, events).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn project(
+        &self,
+        conn: &mut AnyConnection,
+        order: &Order,
+        now: i64,
+    ) -> Result<(), AppendError> {
+        let Some(placed) = &order.placed else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, status, saga_open, total_cents, currency, lines, failure_reason, payment_id, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, saga_open = excluded.saga_open, \
+                 failure_reason = excluded.failure_reason, payment_id = excluded.payment_id, \
+                 version = excluded.version, updated_at = excluded.updated_at",
+        )
+        .bind(&order.id)
+        .bind(&placed.user_id)
+        .bind(order.status().as_str())
+        .bind(i64::from(order.saga_open()))
+        .bind(placed.total_cents)
+        .bind(&placed.currency)
+        .bind(serde_json::to_string(&placed.lines)?)
+        .bind(order.failure_reason.as_deref())
+        .bind(order.payment_id.as_deref())
+        .bind(i64::try_from(order.version).unwrap_or(i64::MAX))
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn summary(&self, order_id: &str) -> Result<Option<Summary>, sqlx::Error> {
+        let row: Option<SummaryRow> = sqlx::query_as(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM orders WHERE id = $1"
+        ))
+        .bind(order_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(summary))
+    }
+
+    /// A user's orders, newest first.
+    pub async fn list_for_user(
+        &self,
+        user_id: &str,
+        before: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<(Vec<Summary>, bool), sqlx::Error> {
+        let fetch = i64::from(limit) + 1;
+        let rows: Vec<SummaryRow> = match before {
+            Some(cursor) => {
+                sqlx::query_as(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM orders WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                ))
+                .bind(user_id)
+                .bind(cursor.last_id())
+                .bind(fetch)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
+                ))
+                .bind(user_id)
+                .bind(fetch)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let mut items: Vec<Summary> = rows.into_iter().map(summary).collect();
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Ok((items, more))
+    }
+
+    /// Orders whose saga still has work, least recently touched first.
+    pub async fn open_orders(&self, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM orders WHERE saga_open = 1 ORDER BY updated_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    pub async fn order_for_key(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT order_id FROM order_keys WHERE user_id = $1 AND idem_key = $2")
+                .bind(user_id)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// Every order's status and total, for the audit.
+    pub async fn all_statuses(&self) -> Result<Vec<(String, Status, i64, i64)>, sqlx::Error> {
+        let rows: Vec<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT id, status, total_cents, updated_at FROM orders")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, status, total, updated)| {
+                (
+                    id,
+                    Status::parse(&status).unwrap_or(Status::Pending),
+                    total,
+                    updated,
+                )
+            })
+            .collect())
+    }
+}
