@@ -21,6 +21,8 @@ use tokio::net::TcpListener;
 
 pub use chassis::config;
 
+pub mod audit;
+
 /// A relay also polls, so an event whose wake-up was missed waits at most this long.
 const RELAY_POLL: Duration = Duration::from_millis(500);
 /// How often expired reservations are looked for.
@@ -90,6 +92,7 @@ pub struct Modules {
     pub orders: orders::OrdersService,
     pub tokens: Tokens,
     saga: Arc<orders::saga::Saga>,
+    catalog_pool: sqlx::AnyPool,
     bus: Arc<InProcBus>,
     outboxes: Vec<Outbox>,
     stores: Vec<Store>,
@@ -219,6 +222,7 @@ impl Modules {
             orders,
             tokens,
             saga,
+            catalog_pool: catalog_store.pool().clone(),
             bus,
             stores: vec![
                 identity_store,
@@ -229,6 +233,11 @@ impl Modules {
             ],
             shutdown,
         })
+    }
+
+    /// The catalog's store (the audit checks its stock invariants).
+    pub fn catalog_pool(&self) -> &sqlx::AnyPool {
+        &self.catalog_pool
     }
 
     /// Stops the background workers and every saga of these modules.

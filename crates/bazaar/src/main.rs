@@ -60,6 +60,17 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         products: u32,
     },
+    /// Check the invariants (no negative stock, money conserved, every order terminal,
+    /// one email per confirmed order, analytics exact) against the stores this
+    /// configuration points at. Exit status 1 when one is violated.
+    Audit {
+        /// An order non-terminal for longer than this counts as stuck.
+        #[arg(long, default_value_t = 300)]
+        stuck_after_secs: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -91,6 +102,18 @@ fn load_config(global: &Global, http_addr: Option<SocketAddr>) -> anyhow::Result
     };
     Ok(Config::load(global.config.as_deref(), &overrides)?)
 }
+
+/// The audit found violations (exit status 1; the report says which).
+#[derive(Debug)]
+struct AuditFailed;
+
+impl std::fmt::Display for AuditFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the audit found violations")
+    }
+}
+
+impl std::error::Error for AuditFailed {}
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let http_addr = match &cli.command {
@@ -124,6 +147,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let added = modules.catalog.seed(products).await?;
             eprintln!("seeded {added} new products");
             modules.close().await;
+        }
+        Command::Audit {
+            stuck_after_secs,
+            json,
+        } => {
+            let modules = Modules::open(&config).await?;
+            let report =
+                bazaar::audit::run(&modules, std::time::Duration::from_secs(stuck_after_secs))
+                    .await?;
+            modules.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            if !report.ok {
+                return Err(AuditFailed.into());
+            }
         }
         Command::Admin(AdminCommand::Create {
             email,

@@ -5,6 +5,7 @@
 //! `store` is the SQL adapter; `http` the public routes; `seed` the demo catalog.
 
 pub mod domain;
+pub mod audit;
 mod error;
 mod http;
 pub mod seed;

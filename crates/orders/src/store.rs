@@ -32,6 +32,16 @@ pub struct Summary {
     pub updated_at: i64,
 }
 
+/// One order, for `bazaar audit`.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub id: String,
+    pub status: Status,
+    pub saga_open: bool,
+    pub total_cents: i64,
+    pub updated_at: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// Someone appended first: reload and decide again.
@@ -369,21 +379,21 @@ impl SqlOrders {
         Ok(row.map(|(id,)| id))
     }
 
-    /// Every order's status and total, for the audit.
-    pub async fn all_statuses(&self) -> Result<Vec<(String, Status, i64, i64)>, sqlx::Error> {
-        let rows: Vec<(String, String, i64, i64)> =
-            sqlx::query_as("SELECT id, status, total_cents, updated_at FROM orders")
-                .fetch_all(&self.pool)
-                .await?;
+    /// Every order as the audit needs it.
+    pub async fn audit_rows(&self) -> Result<Vec<AuditRow>, sqlx::Error> {
+        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, status, saga_open, total_cents, updated_at FROM orders",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, status, total, updated)| {
-                (
-                    id,
-                    Status::parse(&status).unwrap_or(Status::Pending),
-                    total,
-                    updated,
-                )
+            .map(|(id, status, saga_open, total_cents, updated_at)| AuditRow {
+                id,
+                status: Status::parse(&status).unwrap_or(Status::Pending),
+                saga_open: saga_open != 0,
+                total_cents,
+                updated_at,
             })
             .collect())
     }
