@@ -150,7 +150,12 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "bazaar audit: {} orders", self.orders)?;
         for check in &self.checks {
-            writeln!(f, "  [{}] {}", if check.ok { "ok" } else { "FAIL" }, check.name)?;
+            writeln!(
+                f,
+                "  [{}] {}",
+                if check.ok { "ok" } else { "FAIL" },
+                check.name
+            )?;
             for v in check.violations.iter().take(20) {
                 writeln!(f, "         {v}")?;
             }
@@ -161,7 +166,11 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "{}",
-            if self.ok { "all invariants hold" } else { "VIOLATIONS FOUND" }
+            if self.ok {
+                "all invariants hold"
+            } else {
+                "VIOLATIONS FOUND"
+            }
         )
     }
 }

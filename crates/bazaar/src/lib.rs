@@ -327,6 +327,7 @@ impl Application {
             <catalog::ApiDoc as utoipa::OpenApi>::openapi(),
             <cart::ApiDoc as utoipa::OpenApi>::openapi(),
             <orders::ApiDoc as utoipa::OpenApi>::openapi(),
+            <chassis::bus::admin::ApiDoc as utoipa::OpenApi>::openapi(),
         ]);
         let routes = axum::Router::new()
             .merge(identity::router(modules.identity.clone()))
@@ -337,6 +338,10 @@ impl Application {
             .merge(cart::router(modules.cart.clone(), modules.tokens.clone()))
             .merge(orders::router(
                 modules.orders.clone(),
+                modules.tokens.clone(),
+            ))
+            .merge(chassis::bus::admin::router(
+                modules.stores.clone(),
                 modules.tokens.clone(),
             ));
         let settings = gateway::EdgeSettings {

@@ -356,3 +356,64 @@ impl Bus for InProcBus {
         Ok(())
     }
 }
+
+/// `GET /api/v1/admin/dead-letters`: the dead letters of every store given.
+pub mod admin {
+    use axum::Router;
+    use axum::extract::{FromRef, State};
+    use axum::routing::get;
+    use serde::Serialize;
+
+    use super::{DeadLetter, dead_letters};
+    use crate::Problem;
+    use crate::auth::{AdminUser, Tokens};
+    use crate::extract::Json;
+    use crate::store::Store;
+
+    #[derive(Clone, Debug)]
+    struct AdminState {
+        stores: Vec<Store>,
+        tokens: Tokens,
+    }
+
+    impl FromRef<AdminState> for Tokens {
+        fn from_ref(state: &AdminState) -> Tokens {
+            state.tokens.clone()
+        }
+    }
+
+    #[derive(Debug, Serialize, utoipa::ToSchema)]
+    pub struct DeadLetterList {
+        items: Vec<DeadLetter>,
+    }
+
+    /// Events consumers gave up on after their retries, newest first.
+    #[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "ops",
+        security(("bearer" = ["admin"])),
+        responses((status = 200, description = "Dead letters of every module", body = DeadLetterList)))]
+    pub(crate) async fn list(
+        State(state): State<AdminState>,
+        AdminUser(_admin): AdminUser,
+    ) -> Result<Json<DeadLetterList>, Problem> {
+        let mut items = Vec::new();
+        for store in &state.stores {
+            items.extend(
+                dead_letters(store.pool())
+                    .await
+                    .map_err(|e| Problem::internal(&e))?,
+            );
+        }
+        items.sort_by(|a, b| b.failed_at.cmp(&a.failed_at));
+        Ok(Json(DeadLetterList { items }))
+    }
+
+    pub fn router(stores: Vec<Store>, tokens: Tokens) -> Router {
+        Router::new()
+            .route("/api/v1/admin/dead-letters", get(list))
+            .with_state(AdminState { stores, tokens })
+    }
+
+    #[derive(utoipa::OpenApi)]
+    #[openapi(paths(list), components(schemas(DeadLetterList, DeadLetter)))]
+    pub struct ApiDoc;
+}
