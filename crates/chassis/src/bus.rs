@@ -391,7 +391,7 @@ pub mod admin {
     #[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "ops",
         security(("bearer" = ["admin"])),
         responses((status = 200, description = "Dead letters of every module", body = DeadLetterList)))]
-    pub(crate) async fn list(
+    async fn list(
         State(state): State<AdminState>,
         AdminUser(_admin): AdminUser,
     ) -> Result<Json<DeadLetterList>, Problem> {

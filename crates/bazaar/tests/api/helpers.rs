@@ -1,7 +1,13 @@
 //! `spawn_app()`: one fresh bazaar per test (port 0, temp data dir), plus a client
-//! that speaks its API.
+//! that speaks its API; [`Server`]: the real `bazaar` binary as a child process.
 
-use std::sync::Once;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bazaar::Application;
 use bazaar::config::Config;
@@ -238,4 +244,224 @@ pub fn error_fields(problem: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+// ---- The real `bazaar` binary: started, stopped and killed by guards. ----
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bazaar");
+pub const SEED: usize = 30;
+pub const STARTUP: Duration = Duration::from_secs(30);
+pub const EXIT: Duration = Duration::from_secs(30);
+
+/// A `bazaar` command with a clean environment: no inherited `BAZAAR_*` or
+/// `RUST_LOG`, a small demo catalog.
+pub fn bazaar(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BAZAAR_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env_remove("RUST_LOG")
+        .env("BAZAAR_SEED_PRODUCTS", SEED.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Copies `reader` line by line into `sink` until EOF, so the child never blocks on
+/// a full pipe.
+fn collect<R: Read + Send + 'static>(reader: R, sink: Arc<Mutex<Vec<String>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    sink.lock().unwrap().push(line);
+                }
+            }
+        }
+    })
+}
+
+/// A running child with its output captured; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Proc {
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("bazaar starts");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), Arc::clone(&stdout)),
+            collect(child.stderr.take().unwrap(), Arc::clone(&stderr)),
+        ];
+        Self {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) for the child to exit; then all its output has been read.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bazaar did not exit within {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        status
+    }
+
+    /// Runs to completion (bounded) and returns what it printed.
+    pub fn run(command: Command) -> Output {
+        let mut proc = Self::spawn(command);
+        let status = proc.wait(EXIT);
+        Output {
+            status,
+            stdout: proc.stdout().join("\n").into_bytes(),
+            stderr: proc.stderr().into_bytes(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port: bind port 0, read the port, let it go.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+pub fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// `bazaar serve` on a fresh port over `data_dir`, ready to take requests.
+pub struct Server {
+    pub proc: Proc,
+    pub port: u16,
+    pub base: String,
+    pub client: Client,
+}
+
+impl Server {
+    pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = bazaar(&[
+            "serve",
+            "--http-addr",
+            &addr,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ]);
+        command.envs(env.iter().copied());
+        let mut proc = Proc::spawn(command);
+        let base = format!("http://{addr}");
+        let client = client();
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                proc.wait(EXIT);
+                panic!("bazaar exited early ({status}); stderr:\n{}", proc.stderr());
+            }
+            if let Ok(response) = client.get(format!("{base}/health/ready")).send().await {
+                if response.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bazaar was not ready within {STARTUP:?}; stderr:\n{}",
+                proc.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            proc,
+            port,
+            base,
+            client,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then a bounded wait for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.proc.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        self.proc.wait(EXIT)
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Value {
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/register"))
+            .json(&json!({"email": email, "password": password, "name": "Proc"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn products(&self) -> Vec<Value> {
+        all_products(&self.client, &self.base, 100).await
+    }
 }
