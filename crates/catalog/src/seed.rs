@@ -60,8 +60,13 @@ pub fn demo_product(i: u32) -> Result<NewProduct, Problem> {
     // A small multiplicative hash spreads prices between $3.99 and $299.99.
     let h = i64::from(i).wrapping_mul(2_654_435_761).rem_euclid(29_600);
     let price_cents = (399 + h) / 100 * 100 + 99;
+    let article = if adjective.starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "An"
+    } else {
+        "A"
+    };
     let description = format!(
-        "A {} {} {} from the bazaar demo catalog, item {}.",
+        "{article} {} {} {} from the bazaar demo catalog, item {}.",
         adjective.to_lowercase(),
         material.to_lowercase(),
         noun.to_lowercase(),

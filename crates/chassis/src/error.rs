@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Where the problem type URIs point. They are identifiers first; the `/docs` page
-/// explains each one.
+/// The problem type URIs: stable identifiers a client can switch on (the slug after
+/// the base names the kind: `validation`, `not-found`, `rate-limited`, ...).
 const TYPE_BASE: &str = "https://bazaar.dev/problems/";
 
 /// One invalid field of a request.

@@ -175,6 +175,10 @@ impl IdentityService {
 
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, email: &str, password: &str) -> Result<Session, IdentityError> {
+        // A password no account can have is refused before it costs a hash.
+        if password.chars().count() > crate::domain::PASSWORD_MAX {
+            return Err(IdentityError::InvalidCredentials);
+        }
         // Anything that cannot be an account is simply a failed login: no hint of
         // which half was wrong.
         let found = match Email::parse(email) {
