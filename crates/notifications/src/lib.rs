@@ -1,0 +1,26 @@
+//! notifications: one email per event — welcome on registration, and order
+//! confirmed / failed / cancelled.
+//!
+//! `domain` renders emails (pure); `transport` is the [`MailTransport`] port with the
+//! maildir (default) and SMTP adapters; `events` the bus handler, which sends inside
+//! the inbox transaction; `store` the SQL; `service` the admin list and the audit
+//! counts; `http` the admin route.
+
+pub mod domain;
+mod error;
+pub mod events;
+mod http;
+mod service;
+pub mod store;
+pub mod transport;
+
+pub use domain::{Email, Kind, Mailbox};
+pub use error::NotificationsError;
+pub use http::{ApiDoc, router};
+pub use service::{DEFAULT_SENDER, Notification, NotificationPage, NotificationsService};
+pub use transport::{MailTransport, MaildirTransport, SmtpTransport, TransportError};
+
+/// The module's embedded schema migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub const MODULE: &str = "notifications";
