@@ -3,6 +3,7 @@
 //! for repeats; a repeat with different parameters is refused; a repeat while the
 //! first is still running is refused as in-progress. Keys are kept 24 hours.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -35,8 +36,10 @@ pub fn fingerprint(parts: &[&str]) -> String {
     hasher
         .finalize()
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 /// Claims `key` in `scope` for a request with fingerprint `hash`. An in-progress

@@ -115,7 +115,7 @@ impl Outbox {
                     // Written by this code from a valid envelope; an unreadable row
                     // can never be sent, so it must not block the ones behind it.
                     Err(e) => {
-                        tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row")
+                        tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row");
                     }
                 }
                 sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2")

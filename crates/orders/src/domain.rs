@@ -141,6 +141,9 @@ impl Event {
 }
 
 /// An order as its events left it.
+// One flag per fact the events recorded; a state enum would have to encode their
+// combinations (reserved and refunded and cancel requested ...) instead.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Order {
     pub id: String,
@@ -263,10 +266,8 @@ pub enum Step {
 }
 
 pub fn next_step(order: &Order) -> Option<Step> {
-    let placed = order.placed.as_ref()?;
-    let _ = placed;
+    order.placed.as_ref()?;
     match order.status() {
-        Status::Failed | Status::Cancelled => None,
         Status::Pending => Some(if !order.reserved {
             Step::Reserve
         } else if order.payment_id.is_none() {
@@ -280,12 +281,12 @@ pub fn next_step(order: &Order) -> Option<Step> {
         } else {
             Step::Commit
         }),
-        Status::Confirmed if order.cancel_requested => Some(if !order.refunded {
-            Step::Refund
-        } else {
+        Status::Confirmed if order.cancel_requested => Some(if order.refunded {
             Step::Restock
+        } else {
+            Step::Refund
         }),
-        Status::Confirmed => None,
+        Status::Confirmed | Status::Failed | Status::Cancelled => None,
     }
 }
 

@@ -68,9 +68,14 @@ impl Default for SagaTiming {
     }
 }
 
+fn record(command: Command) -> Outcome {
+    Outcome::Record(Box::new(command))
+}
+
 /// What performing a step gave.
 enum Outcome {
-    Record(Command),
+    /// Boxed: a placement command is large and outcomes are moved around.
+    Record(Box<Command>),
     /// The dependency could not answer; try the same step again later.
     Retry(String),
 }
@@ -205,7 +210,7 @@ impl Saga {
                 return Ok(Some(order));
             }
             let command = match self.perform(&order, &step).await {
-                Outcome::Record(command) => command,
+                Outcome::Record(command) => *command,
                 Outcome::Retry(why) => {
                     retries += 1;
                     tracing::warn!(?step, retries, error = %why, "saga step will be retried");
@@ -270,15 +275,15 @@ impl Saga {
                     })
                     .collect();
                 match self.catalog.reserve(&order.id, &lines).await {
-                    Ok(_) => Outcome::Record(Command::Reserved),
+                    Ok(_) => record(Command::Reserved),
                     Err(CatalogError::OutOfStock(product_id)) => {
-                        Outcome::Record(Command::ReservationRejected {
+                        record(Command::ReservationRejected {
                             reason: reason::OUT_OF_STOCK.into(),
                             product_id,
                         })
                     }
                     Err(CatalogError::NotFound(product_id)) => {
-                        Outcome::Record(Command::ReservationRejected {
+                        record(Command::ReservationRejected {
                             reason: reason::PRODUCT_UNAVAILABLE.into(),
                             product_id,
                         })
@@ -289,7 +294,7 @@ impl Saga {
             Step::Charge => {
                 if placed.total_cents == 0 {
                     // Nothing to charge (free items).
-                    return Outcome::Record(Command::Charged {
+                    return record(Command::Charged {
                         payment_id: String::new(),
                         amount_cents: 0,
                     });
@@ -302,19 +307,19 @@ impl Saga {
                     payment_token: placed.payment_token.clone(),
                 };
                 match self.payments.charge(&request).await {
-                    Ok(payment) => Outcome::Record(Command::Charged {
+                    Ok(payment) => record(Command::Charged {
                         payment_id: payment.id,
                         amount_cents: payment.amount_cents,
                     }),
                     Err(PaymentError::Declined(reason)) => {
-                        Outcome::Record(Command::ChargeDeclined { reason })
+                        record(Command::ChargeDeclined { reason })
                     }
                     Err(PaymentError::Unavailable(error)) => {
-                        Outcome::Record(Command::ChargeUnavailable { error })
+                        record(Command::ChargeUnavailable { error })
                     }
                     // Invalid or mismatched parameters cannot succeed by retrying.
                     Err(e @ (PaymentError::Invalid(_) | PaymentError::KeyMismatch)) => {
-                        Outcome::Record(Command::ChargeDeclined {
+                        record(Command::ChargeDeclined {
                             reason: format!("payment_rejected: {e}"),
                         })
                     }
@@ -328,7 +333,7 @@ impl Saga {
                 // after all, record it (the saga then confirms) rather than lose it.
                 match self.payments.find_by_order(&order.id).await {
                     Ok(Some(payment)) => {
-                        return Outcome::Record(Command::Charged {
+                        return record(Command::Charged {
                             payment_id: payment.id,
                             amount_cents: payment.amount_cents,
                         });
@@ -337,19 +342,19 @@ impl Saga {
                     Err(e) => return Outcome::Retry(e.to_string()),
                 }
                 match self.catalog.release(&order.id).await {
-                    Ok(_) => Outcome::Record(Command::Released),
+                    Ok(_) => record(Command::Released),
                     Err(e) => Outcome::Retry(e.to_string()),
                 }
             }
             Step::Commit => match self.catalog.commit(&order.id).await {
-                Ok(_) => Outcome::Record(Command::Committed),
-                Err(CatalogError::NoReservation(_)) => Outcome::Record(Command::CommitRejected),
+                Ok(_) => record(Command::Committed),
+                Err(CatalogError::NoReservation(_)) => record(Command::CommitRejected),
                 Err(e) => Outcome::Retry(e.to_string()),
             },
             Step::Refund => {
                 let payment_id = order.payment_id.clone().unwrap_or_default();
                 if payment_id.is_empty() {
-                    return Outcome::Record(Command::Refunded {
+                    return record(Command::Refunded {
                         payment_id,
                         amount_cents: 0,
                     });
@@ -360,7 +365,7 @@ impl Saga {
                     amount_cents: placed.total_cents,
                 };
                 match self.payments.refund(&request).await {
-                    Ok(_) => Outcome::Record(Command::Refunded {
+                    Ok(_) => record(Command::Refunded {
                         payment_id,
                         amount_cents: placed.total_cents,
                     }),
@@ -368,10 +373,10 @@ impl Saga {
                 }
             }
             Step::Restock => match self.catalog.restock(&order.id).await {
-                Ok(_) => Outcome::Record(Command::Restocked),
+                Ok(_) => record(Command::Restocked),
                 Err(CatalogError::NoReservation(_)) => {
                     tracing::warn!(order_id = %order.id, "nothing to restock");
-                    Outcome::Record(Command::Restocked)
+                    record(Command::Restocked)
                 }
                 Err(e) => Outcome::Retry(e.to_string()),
             },
