@@ -120,6 +120,50 @@ pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, Aud
         money,
     ));
 
+    // Events: every order that was confirmed (cancelled ones were, first) got exactly
+    // one confirmation email and is counted once by analytics.
+    let ever_confirmed: Vec<&str> = orders
+        .iter()
+        .filter(|o| matches!(o.status, Status::Confirmed | Status::Cancelled))
+        .map(|o| o.id.as_str())
+        .collect();
+    let emails = modules
+        .notifications
+        .confirmed_emails_per_order()
+        .await
+        .map_err(read("notifications"))?;
+    let mut email_violations: Vec<String> = ever_confirmed
+        .iter()
+        .filter_map(|id| match emails.get(*id).copied().unwrap_or(0) {
+            1 => None,
+            n => Some(format!("order {id}: {n} confirmation emails")),
+        })
+        .collect();
+    email_violations.extend(
+        emails
+            .keys()
+            .filter(|id| !ever_confirmed.contains(&id.as_str()))
+            .map(|id| format!("confirmation email for order {id}, which was never confirmed")),
+    );
+    checks.push(check("one email per confirmed order", email_violations));
+
+    let counted = modules
+        .analytics
+        .orders_confirmed()
+        .await
+        .map_err(read("analytics"))?;
+    let expected = i64::try_from(ever_confirmed.len()).unwrap_or(i64::MAX);
+    checks.push(check(
+        "analytics counts every confirmation exactly once",
+        if counted == expected {
+            Vec::new()
+        } else {
+            vec![format!(
+                "analytics counts {counted} confirmed orders, the orders store {expected}"
+            )]
+        },
+    ));
+
     let bound = i64::try_from(stuck_after.as_micros()).unwrap_or(i64::MAX);
     let now = chassis::time::now_micros();
     checks.push(check(

@@ -72,6 +72,8 @@ pub enum StartError {
     Admin(#[source] identity::IdentityError),
     #[error("invalid configuration: admin_email and admin_password must be set together")]
     AdminConfig,
+    #[error("invalid mail configuration: {0}")]
+    Mail(#[source] notifications::TransportError),
     #[error("cannot seed the catalog: {0}")]
     Seed(#[source] catalog::CatalogFailure),
     #[error("cannot listen on {addr}")]
@@ -90,6 +92,8 @@ pub struct Modules {
     pub cart: cart::CartService,
     pub payments: payments::PaymentsService,
     pub orders: orders::OrdersService,
+    pub notifications: notifications::NotificationsService,
+    pub analytics: analytics::AnalyticsService,
     pub tokens: Tokens,
     saga: Arc<orders::saga::Saga>,
     catalog_pool: sqlx::AnyPool,
@@ -121,13 +125,14 @@ fn subscribe(
     topics: Vec<String>,
     store: &Store,
     handler: Arc<dyn chassis::bus::Handler>,
+    policy: RetryPolicy,
 ) {
     bus.subscribe(Arc::new(Consumer::new(
         name,
         topics,
         store.pool().clone(),
         handler,
-        RetryPolicy::default(),
+        policy,
     )));
 }
 
@@ -141,6 +146,9 @@ impl Modules {
         let cart_store = open_store(config, cart::MODULE, &cart::MIGRATOR).await?;
         let payments_store = open_store(config, payments::MODULE, &payments::MIGRATOR).await?;
         let orders_store = open_store(config, orders::MODULE, &orders::MIGRATOR).await?;
+        let notifications_store =
+            open_store(config, notifications::MODULE, &notifications::MIGRATOR).await?;
+        let analytics_store = open_store(config, analytics::MODULE, &analytics::MIGRATOR).await?;
         let shutdown = CancellationToken::new();
         let outbox = |store: &Store| Outbox::new(store.module(), store.pool().clone());
 
@@ -198,6 +206,18 @@ impl Modules {
             Duration::from_millis(config.checkout_wait_ms),
         );
 
+        let transport = notifications::transport::from_config(
+            &config.mail_transport,
+            &config.data_dir,
+            config.sqlite_synchronous == chassis::config::SqliteSync::Full,
+        )
+        .map_err(StartError::Mail)?;
+        let notifications =
+            notifications::NotificationsService::new(notifications_store.pool().clone(), transport)
+                .with_sender(&config.mail_from)
+                .map_err(StartError::Mail)?;
+        let analytics = analytics::AnalyticsService::new(analytics_store.pool().clone());
+
         // The monolith's bus: events go from each module's outbox straight to the
         // consumers in this process.
         let bus = Arc::new(InProcBus::new());
@@ -207,6 +227,29 @@ impl Modules {
             cart::events::topics(),
             &cart_store,
             Arc::new(cart::events::CartEvents),
+            RetryPolicy::default(),
+        );
+        subscribe(
+            &bus,
+            notifications::events::CONSUMER,
+            notifications::events::topics(),
+            &notifications_store,
+            Arc::new(notifications.events()),
+            // An order's email can arrive before its buyer's UserRegistered (another
+            // module's relay): retry for longer before dead-lettering.
+            RetryPolicy {
+                attempts: 10,
+                base: Duration::from_millis(50),
+                cap: Duration::from_secs(2),
+            },
+        );
+        subscribe(
+            &bus,
+            analytics::events::CONSUMER,
+            analytics::events::topics(),
+            &analytics_store,
+            Arc::new(analytics::events::AnalyticsEvents),
+            RetryPolicy::default(),
         );
         Ok(Self {
             outboxes: vec![
@@ -220,6 +263,8 @@ impl Modules {
             cart,
             payments,
             orders,
+            notifications,
+            analytics,
             tokens,
             saga,
             catalog_pool: catalog_store.pool().clone(),
@@ -230,6 +275,8 @@ impl Modules {
                 cart_store,
                 payments_store,
                 orders_store,
+                notifications_store,
+                analytics_store,
             ],
             shutdown,
         })
@@ -327,6 +374,8 @@ impl Application {
             <catalog::ApiDoc as utoipa::OpenApi>::openapi(),
             <cart::ApiDoc as utoipa::OpenApi>::openapi(),
             <orders::ApiDoc as utoipa::OpenApi>::openapi(),
+            <notifications::ApiDoc as utoipa::OpenApi>::openapi(),
+            <analytics::ApiDoc as utoipa::OpenApi>::openapi(),
             <chassis::bus::admin::ApiDoc as utoipa::OpenApi>::openapi(),
         ]);
         let routes = axum::Router::new()
@@ -338,6 +387,14 @@ impl Application {
             .merge(cart::router(modules.cart.clone(), modules.tokens.clone()))
             .merge(orders::router(
                 modules.orders.clone(),
+                modules.tokens.clone(),
+            ))
+            .merge(notifications::router(
+                modules.notifications.clone(),
+                modules.tokens.clone(),
+            ))
+            .merge(analytics::router(
+                modules.analytics.clone(),
                 modules.tokens.clone(),
             ))
             .merge(chassis::bus::admin::router(

@@ -80,6 +80,11 @@ pub struct Config {
     /// `after_charge`, `before_publish`) to exercise crash recovery. Never set it in
     /// production; no request can.
     pub fault_abort_at: Option<String>,
+    /// Where emails go: `maildir` (`.eml` files under `<data_dir>/mail`),
+    /// `maildir:/some/dir`, or `smtp://[user:pass@]host:port` / `smtps://host:port`.
+    pub mail_transport: String,
+    /// The From of outgoing email.
+    pub mail_from: String,
 }
 
 impl Default for Config {
@@ -107,6 +112,8 @@ impl Default for Config {
             payment_provider_failure_rate: 0.0,
             checkout_wait_ms: 3_000,
             fault_abort_at: None,
+            mail_transport: "maildir".to_owned(),
+            mail_from: "bazaar <no-reply@bazaar.localhost>".to_owned(),
         }
     }
 }
@@ -136,6 +143,8 @@ pub const KEYS: &[&str] = &[
     "payment_provider_failure_rate",
     "checkout_wait_ms",
     "fault_abort_at",
+    "mail_transport",
+    "mail_from",
 ];
 
 /// Values given as command-line flags; `None` leaves the lower layers alone.
