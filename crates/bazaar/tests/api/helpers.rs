@@ -184,6 +184,251 @@ impl TestApp {
     }
 }
 
+// ---- Orders ----
+
+/// How long a test waits for something the server does in the background (a saga
+/// step, an event delivery, a sweep) before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `check` every 50 ms until it returns `Ok`, failing after [`PATIENCE`] with
+/// `what` and the last `Err` (a description of what was seen).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "gave up after {PATIENCE:?} waiting for {what}; last seen: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A valid US shipping address.
+pub fn address() -> Value {
+    json!({
+        "name": "Ada Lovelace",
+        "line1": "1 Main St",
+        "city": "Springfield",
+        "postal_code": "12345",
+        "country": "US"
+    })
+}
+
+/// A `POST /orders` body for explicit `(product_id, quantity)` lines.
+pub fn order_body(lines: &[(&str, i64)], payment_token: &str) -> Value {
+    let items: Vec<Value> = lines
+        .iter()
+        .map(|(id, quantity)| json!({"product_id": id, "quantity": quantity}))
+        .collect();
+    json!({"items": items, "shipping_address": address(), "payment_token": payment_token})
+}
+
+/// A `POST /orders` body that buys the cart.
+pub fn cart_order_body(payment_token: &str) -> Value {
+    json!({"shipping_address": address(), "payment_token": payment_token})
+}
+
+pub fn is_terminal(order: &Value) -> bool {
+    matches!(
+        order["status"].as_str(),
+        Some("confirmed" | "failed" | "cancelled")
+    )
+}
+
+/// The `type` of each item of an order's event stream.
+pub fn event_types(events: &Value) -> Vec<String> {
+    events["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl TestApp {
+    /// `POST /api/v1/orders`, with an `Idempotency-Key` if given.
+    pub async fn place_order(&self, token: &str, body: &Value, key: Option<&str>) -> Response {
+        let mut req = self
+            .client
+            .post(self.url("/api/v1/orders"))
+            .bearer_auth(token)
+            .json(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Places an order that must be accepted (201 or 202); returns (status, order).
+    pub async fn place_ok(&self, token: &str, body: &Value) -> (u16, Value) {
+        let response = self.place_order(token, body, None).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert!(
+            status == 201 || status == 202,
+            "POST /orders {body} answered {status}: {text}"
+        );
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    /// `GET /api/v1/orders/{id}`, which must answer 200.
+    pub async fn order(&self, token: &str, id: &str) -> Value {
+        let response = self.get(&format!("/api/v1/orders/{id}"), Some(token)).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "GET /orders/{id}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Polls the order (bounded) until `done` holds for it.
+    pub async fn wait_for_order(&self, token: &str, id: &str, done: fn(&Value) -> bool) -> Value {
+        eventually(&format!("order {id}"), || async {
+            let order = self.order(token, id).await;
+            if done(&order) {
+                Ok(order)
+            } else {
+                Err(order.to_string())
+            }
+        })
+        .await
+    }
+
+    /// Polls the order (bounded) until it is `confirmed`, `failed` or `cancelled`.
+    pub async fn wait_until_terminal(&self, token: &str, id: &str) -> Value {
+        self.wait_for_order(token, id, is_terminal).await
+    }
+
+    /// `GET /api/v1/orders/{id}/events[?as_of=]`, which must answer 200.
+    pub async fn order_events(&self, token: &str, id: &str, as_of: Option<&str>) -> Value {
+        let mut req = self
+            .client
+            .get(self.url(&format!("/api/v1/orders/{id}/events")))
+            .bearer_auth(token);
+        if let Some(as_of) = as_of {
+            req = req.query(&[("as_of", as_of)]);
+        }
+        let response = req.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "GET /orders/{id}/events: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The caller's orders (first page of up to 100).
+    pub async fn my_orders(&self, token: &str) -> Vec<Value> {
+        let response = self.get("/api/v1/orders?limit=100", Some(token)).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["items"].as_array().expect("items is an array").clone()
+    }
+
+    /// A product's available `stock`.
+    pub async fn stock(&self, product_id: &str) -> i64 {
+        let response = self
+            .get(&format!("/api/v1/products/{product_id}"), None)
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["stock"].as_i64().expect("stock is an integer")
+    }
+
+    /// Sets a product's stock as the admin.
+    pub async fn set_stock(&self, admin: &str, product_id: &str, stock: i64) {
+        let response = self
+            .put_json(
+                &format!("/api/v1/products/{product_id}/stock"),
+                &json!({"stock": stock}),
+                Some(admin),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+
+    /// The first `n` products of the catalog.
+    pub async fn products(&self, n: u32) -> Vec<Value> {
+        let body: Value = self
+            .get(&format!("/api/v1/products?limit={n}"), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["items"].as_array().expect("items is an array").clone()
+    }
+}
+
+/// Opens `<data_dir>/<module>.db` read-only, to check what the API cannot show (the
+/// payments ledger, the outboxes).
+pub async fn open_db(data_dir: &Path, module: &str) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(data_dir.join(format!("{module}.db")))
+        .read_only(true);
+    sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("the module database opens")
+}
+
+/// The payments ledger for `order_id`: (capture entries, captured cents, refunded
+/// cents).
+pub async fn ledger(data_dir: &Path, order_id: &str) -> (i64, i64, i64) {
+    let pool = open_db(data_dir, "payments").await;
+    let row: (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT COUNT(CASE WHEN kind = 'capture' THEN 1 END), \
+                SUM(CASE WHEN kind = 'capture' THEN amount_cents ELSE 0 END), \
+                SUM(CASE WHEN kind = 'refund' THEN amount_cents ELSE 0 END) \
+         FROM ledger WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    (row.0, row.1.unwrap_or(0), row.2.unwrap_or(0))
+}
+
+/// The payloads of the events `module` wrote to its outbox under `topic`.
+pub async fn outbox_payloads(app: &TestApp, module: &str, topic: &str) -> Vec<Value> {
+    let pool = open_db(app.data_dir.path(), module).await;
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT envelope FROM outbox WHERE topic = $1 ORDER BY created_at")
+            .bind(topic)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    rows.iter()
+        .map(|(envelope,)| {
+            let envelope: Value = serde_json::from_str(envelope).unwrap();
+            envelope["payload"].clone()
+        })
+        .collect()
+}
+
+/// Runs `bazaar audit` over `data_dir` and asserts it finds nothing wrong.
+pub async fn assert_audit_clean(data_dir: &Path) {
+    let data_dir = data_dir.to_str().unwrap().to_owned();
+    let output =
+        tokio::task::spawn_blocking(move || Proc::run(bazaar(&["audit", "--data-dir", &data_dir])))
+            .await
+            .unwrap();
+    assert!(
+        output.status.success(),
+        "bazaar audit failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Asserts a problem+json response with `status`, returning its body.
 pub async fn assert_problem(response: Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");

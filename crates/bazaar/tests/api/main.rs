@@ -6,7 +6,9 @@ mod helpers;
 
 mod cart;
 mod catalog;
+mod crash;
 mod edge;
 mod health;
 mod identity;
+mod orders;
 mod process;

@@ -2,7 +2,6 @@
 //! across restarts. Every child is killed when its guard drops, even on a failed
 //! assertion; every wait is bounded.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
