@@ -77,18 +77,17 @@ pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, Aud
     let mut confirmed_total = 0_i64;
     for order in &orders {
         let (captured, refunded) = net.get(&order.id).copied().unwrap_or((0, 0));
-        let expected = match order.status {
-            Status::Confirmed => {
-                confirmed_total += order.total_cents;
-                order.total_cents
-            }
-            Status::Failed | Status::Cancelled => 0,
-            // In flight: the saga will settle it (the next check catches it if not).
-            Status::Pending => continue,
-        };
-        if order.saga_open {
+        // In flight (pending, or a cancellation running): the saga will settle it;
+        // the stuck-order check catches it if it does not.
+        if order.saga_open || order.status == Status::Pending {
             continue;
         }
+        let expected = if order.status == Status::Confirmed {
+            confirmed_total += order.total_cents;
+            order.total_cents
+        } else {
+            0
+        };
         if captured - refunded != expected {
             money.push(format!(
                 "order {} ({}): captured {captured} - refunded {refunded} != {expected}",

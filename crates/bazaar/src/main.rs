@@ -1,5 +1,6 @@
 //! `bazaar`: the command line. Everything real happens in the library crates.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,16 +153,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             stuck_after_secs,
             json,
         } => {
+            // Auditing must not create an empty deployment and call it clean.
+            let marker = config.data_dir.join(format!("{}.db", orders::MODULE));
+            if !marker.exists() {
+                anyhow::bail!(
+                    "no bazaar data at {} (no {})",
+                    config.data_dir.display(),
+                    marker.display()
+                );
+            }
             let modules = Modules::open(&config).await?;
             let report =
                 bazaar::audit::run(&modules, std::time::Duration::from_secs(stuck_after_secs))
                     .await?;
             modules.close().await;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+            let text = if json {
+                serde_json::to_string_pretty(&report)?
             } else {
-                println!("{report}");
-            }
+                report.to_string()
+            };
+            // A closed pipe (`bazaar audit | head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
             if !report.ok {
                 return Err(AuditFailed.into());
             }
@@ -197,11 +209,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let auditing = matches!(cli.command, Command::Audit { .. });
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        // `audit`: 1 means a violated invariant, 2 that the audit could not run.
+        Err(error) if error.is::<AuditFailed>() => ExitCode::from(1),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(if auditing { 2 } else { 1 })
         }
     }
 }

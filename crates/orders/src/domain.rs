@@ -257,8 +257,9 @@ pub fn replay<'a>(id: &str, events: impl IntoIterator<Item = &'a Event>) -> Orde
 pub enum Step {
     Reserve,
     Charge,
-    /// Give reserved stock back (the payment failed); any payment that did get
-    /// captured is refunded first.
+    /// Give reserved stock back (the payment failed). If a payment turns out to have
+    /// been captured after all, it is recorded instead and the order goes on to
+    /// commit and confirm.
     Release,
     Commit,
     Refund,
@@ -315,8 +316,7 @@ pub enum Command {
     ChargeUnavailable {
         error: String,
     },
-    /// Release done; `late_refund` is a payment found captured after all (refunded
-    /// before the release).
+    /// The reserved stock went back.
     Released,
     Committed,
     CommitRejected,
@@ -589,7 +589,7 @@ mod tests {
         );
         assert!(o.payment_abandoned);
         assert_eq!(next_step(&o), Some(Step::Release));
-        // A capture that surfaces late is recorded, then refunded before failing.
+        // A capture that surfaces late is recorded; the order then commits.
         let late = run(
             o.clone(),
             Command::Charged {
