@@ -3,6 +3,8 @@
 # schemathesis (every check, authenticated as an admin), and fail on any failure.
 #
 #   scripts/schemathesis.sh            # uses target/debug/bazaar, builds it if missing
+#   scripts/schemathesis.sh --include-name 'POST /api/v1/orders' --report har
+#                                      # extra arguments go to `st run`
 #
 # Knobs (environment):
 #   BAZAAR_BIN                  the binary to start      [$CARGO_TARGET_DIR|target]/debug/bazaar
@@ -133,6 +135,17 @@ PY
 [[ -n $token ]] || die "admin login returned no token"
 log "signed in as the admin"
 
+# Real product ids for scripts/schemathesis_hooks.py to put into generated orders.
+BAZAAR_PRODUCT_IDS=$("$venv/bin/python" - "$base" <<'PY'
+import json, sys, urllib.request
+
+with urllib.request.urlopen(sys.argv[1] + "/api/v1/products?limit=100", timeout=10) as response:
+    print(",".join(p["id"] for p in json.load(response)["items"]))
+PY
+) || die "cannot list the seeded products"
+export BAZAAR_PRODUCT_IDS
+export SCHEMATHESIS_HOOKS=$root/scripts/schemathesis_hooks.py
+
 # --- the run -------------------------------------------------------------------------
 mkdir -p "$report_dir"
 cd "$st_dir"
@@ -148,7 +161,8 @@ timeout --signal=INT --kill-after=30 "$time_limit" \
     --workers 2 \
     --request-timeout 15 \
     --report junit --report-junit-path "$report_dir/junit.xml" \
-    --no-color || status=$?
+    --no-color \
+    "$@" || status=$?
 cd "$root"
 
 case $status in

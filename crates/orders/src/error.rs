@@ -4,6 +4,8 @@ use chassis::{FieldError, Problem};
 pub enum OrdersError {
     #[error("invalid order")]
     Invalid(Vec<FieldError>),
+    #[error("`cursor` is not a cursor this API returned")]
+    BadCursor,
     #[error("order {0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -25,6 +27,8 @@ impl From<OrdersError> for Problem {
     fn from(error: OrdersError) -> Self {
         match error {
             OrdersError::Invalid(errors) => Problem::validation(errors),
+            // Like every list's: a cursor is opaque, so a foreign one is malformed (400).
+            OrdersError::BadCursor => Problem::bad_request(error.to_string()),
             OrdersError::NotFound(_) => Problem::not_found(error.to_string()),
             OrdersError::NotCancellable(_) | OrdersError::KeyInProgress => {
                 Problem::conflict(error.to_string())

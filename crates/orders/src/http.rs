@@ -33,6 +33,7 @@ impl FromRef<AppState> for Tokens {
 pub(crate) struct ItemRequest {
     product_id: String,
     #[schema(minimum = 1, maximum = 100)]
+    #[serde(deserialize_with = "chassis::extract::integer")]
     quantity: i64,
 }
 
@@ -51,15 +52,27 @@ pub(crate) struct AddressRequest {
     #[schema(min_length = 1, max_length = 20)]
     postal_code: String,
     /// ISO 3166-1 alpha-2, e.g. `US`.
-    #[schema(min_length = 2, max_length = 2, example = "US")]
+    #[schema(schema_with = country_schema)]
     country: String,
+}
+
+/// The country as the schema says it: one of the officially assigned alpha-2 codes
+/// the server accepts, so that no well-formed request is refused for `XX` or `us`.
+fn country_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("ISO 3166-1 alpha-2, upper case, e.g. `US`."))
+        .enum_values(Some(crate::country::CODES.iter().copied()))
+        .examples(["US"])
+        .build()
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PlaceOrderRequest {
-    /// The lines to buy; omitted: the cart's.
+    /// The lines to buy (1 to 100); omitted: the cart's.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 100)]
     items: Option<Vec<ItemRequest>>,
     shipping_address: AddressRequest,
     /// A payment-method token (test cards: `tok_visa`, `tok_chargeDeclined`,
@@ -162,7 +175,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 /// `Idempotency-Key`, a repeat returns the first response.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders",
     request_body = PlaceOrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first response is replayed")),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes retries safe: the first response is replayed",
+        min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Order placed and terminal (confirmed or failed)", body = OrderView),
@@ -196,7 +211,8 @@ pub(crate) struct ListQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, as returned (opaque; anything else is 400).
+    #[param(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 
@@ -210,7 +226,9 @@ pub(crate) struct OrderList {
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders",
     params(ListQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "A page of orders", body = OrderList)))]
+    responses(
+        (status = 200, description = "A page of orders", body = OrderList),
+        (status = 422, description = "`limit` out of range", body = Problem, content_type = "application/problem+json")))]
 async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -242,6 +260,7 @@ async fn get_one(
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     /// RFC 3339 time: only events up to then, and the state they gave.
+    #[param(format = DateTime)]
     as_of: Option<String>,
 }
 

@@ -339,12 +339,7 @@ impl OrdersService {
             )]));
         }
         let cursor = match cursor {
-            Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
-                OrdersError::Invalid(vec![FieldError::new(
-                    "cursor",
-                    "is not a cursor this API returned",
-                )])
-            })?),
+            Some(raw) => Some(Cursor::decode(raw).ok_or(OrdersError::BadCursor)?),
             None => None,
         };
         let (items, more) = self
@@ -390,7 +385,8 @@ impl OrdersService {
                     serde_json::to_value(&s.event)
                         .ok()
                         .and_then(|v| v.get("data").cloned())
-                        .unwrap_or(serde_json::Value::Null),
+                        // Events without a payload have `{}`: `data` is always an object.
+                        .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new())),
                 ),
             })
             .collect();
