@@ -170,6 +170,7 @@ impl Modules {
             )),
             outbox(&catalog_store),
             Duration::from_secs(config.reservation_ttl_secs),
+            Duration::from_millis(config.catalog_cache_ttl_ms),
         );
         let cart = cart::CartService::new(
             Arc::new(cart::store::SqlCartItems::new(cart_store.pool().clone())),

@@ -4,8 +4,9 @@
 //! cases and implements the [`contracts::catalog::CatalogApi`] other modules call;
 //! `store` is the SQL adapter; `http` the public routes; `seed` the demo catalog.
 
-pub mod domain;
 pub mod audit;
+mod cache;
+pub mod domain;
 mod error;
 mod http;
 pub mod seed;

@@ -10,6 +10,7 @@ use contracts::catalog::{CatalogApi, CatalogError, Product, ReservationState, St
 
 use chassis::page::{Cursor, DEFAULT_LIMIT as PAGE_DEFAULT, MAX_LIMIT as PAGE_MAX};
 
+use crate::cache::ProductCache;
 use crate::domain::{NewProduct, QUERY_MAX, Stock, like_pattern};
 use crate::error::CatalogFailure;
 use crate::seed;
@@ -27,6 +28,7 @@ pub struct CatalogService {
     products: Arc<dyn Products>,
     outbox: Outbox,
     reservation_ttl: Duration,
+    cache: Arc<ProductCache>,
 }
 
 impl std::fmt::Debug for CatalogService {
@@ -38,11 +40,18 @@ impl std::fmt::Debug for CatalogService {
 impl CatalogService {
     /// `reservation_ttl`: how long stock stays reserved for an order that is neither
     /// committed nor released before the sweeper gives it back.
-    pub fn new(products: Arc<dyn Products>, outbox: Outbox, reservation_ttl: Duration) -> Self {
+    /// `cache_ttl`: how long a product read may be served from memory (0: never).
+    pub fn new(
+        products: Arc<dyn Products>,
+        outbox: Outbox,
+        reservation_ttl: Duration,
+        cache_ttl: Duration,
+    ) -> Self {
         Self {
             products,
             outbox,
             reservation_ttl,
+            cache: Arc::new(ProductCache::new(cache_ttl)),
         }
     }
 
@@ -61,7 +70,8 @@ impl CatalogService {
             .transition(order_id, to, reason)
             .await
             .map_err(|e| CatalogError::Unavailable(e.to_string()))?;
-        if matches!(result, Transition::Done(_)) {
+        if let Transition::Done(_, products) = &result {
+            self.cache.invalidate(products.iter().map(String::as_str));
             self.outbox.wake();
         }
         Ok(result)
@@ -76,7 +86,7 @@ impl CatalogService {
             .map_err(|e| CatalogError::Unavailable(e.to_string()))?;
         let mut released = 0;
         for order_id in expired {
-            if let Transition::Done(_) = self
+            if let Transition::Done(..) = self
                 .transition(&order_id, ReservationState::Released, "expired")
                 .await?
             {
@@ -89,7 +99,11 @@ impl CatalogService {
     }
 
     /// Runs the expiry sweeper every `every` until `shutdown`.
-    pub fn spawn_sweeper(&self, every: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_sweeper(
+        &self,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let service = self.clone();
         tokio::spawn(async move {
             loop {
@@ -144,10 +158,16 @@ impl CatalogService {
         if !chassis::id::is_uuid(id) {
             return Err(CatalogFailure::NotFound(id.to_owned()));
         }
-        self.products
+        if let Some(product) = self.cache.get(id) {
+            return Ok(product);
+        }
+        let product = self
+            .products
             .get(id)
             .await?
-            .ok_or_else(|| CatalogFailure::NotFound(id.to_owned()))
+            .ok_or_else(|| CatalogFailure::NotFound(id.to_owned()))?;
+        self.cache.put(&product);
+        Ok(product)
     }
 
     #[tracing::instrument(skip_all)]
@@ -181,6 +201,7 @@ impl CatalogService {
             .set_stock(id, stock.units())
             .await?
             .ok_or_else(|| CatalogFailure::NotFound(id.to_owned()))?;
+        self.cache.invalidate([id]);
         self.outbox.wake();
         Ok(product)
     }
@@ -229,6 +250,8 @@ impl CatalogApi for CatalogService {
         let expires_at = chassis::time::now_micros().saturating_add(ttl);
         match self.products.reserve(order_id, lines, expires_at).await {
             Ok(state) => {
+                self.cache
+                    .invalidate(lines.iter().map(|l| l.product_id.as_str()));
                 self.outbox.wake();
                 Ok(state)
             }
@@ -248,7 +271,7 @@ impl CatalogApi for CatalogService {
                 .transition(order_id, ReservationState::Released, "released")
                 .await?
             {
-                Transition::Done(state) => state,
+                Transition::Done(state, _) => state,
                 // Nothing active: already released, expired, or never reserved.
                 Transition::Unchanged(state) => state.unwrap_or(ReservationState::Released),
             },
@@ -261,9 +284,8 @@ impl CatalogApi for CatalogService {
             .transition(order_id, ReservationState::Committed, "committed")
             .await?
         {
-            Transition::Done(state) | Transition::Unchanged(Some(state @ ReservationState::Committed)) => {
-                Ok(state)
-            }
+            Transition::Done(state, _)
+            | Transition::Unchanged(Some(state @ ReservationState::Committed)) => Ok(state),
             Transition::Unchanged(_) => Err(CatalogError::NoReservation(order_id.to_owned())),
         }
     }
@@ -274,9 +296,8 @@ impl CatalogApi for CatalogService {
             .transition(order_id, ReservationState::Restocked, "restocked")
             .await?
         {
-            Transition::Done(state) | Transition::Unchanged(Some(state @ ReservationState::Restocked)) => {
-                Ok(state)
-            }
+            Transition::Done(state, _)
+            | Transition::Unchanged(Some(state @ ReservationState::Restocked)) => Ok(state),
             // Never committed: there is nothing on the order to put back, but an
             // active hold must not outlive the order.
             Transition::Unchanged(Some(ReservationState::Active)) => self.release(order_id).await,

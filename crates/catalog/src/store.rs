@@ -55,10 +55,10 @@ impl From<OutboxError> for ReserveError {
 }
 
 /// The outcome of a state change on a reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    /// This call made the change.
-    Done(ReservationState),
+    /// This call made the change, to these products' stock.
+    Done(ReservationState, Vec<String>),
     /// Nothing to do: the reservation is in this state (or absent: `None`).
     Unchanged(Option<ReservationState>),
 }
@@ -86,8 +86,7 @@ pub trait Products: Send + Sync {
         limit: u32,
     ) -> Result<Page, sqlx::Error>;
     /// Sets the available stock; `None` if the product does not exist.
-    async fn set_stock(&self, id: &str, available: i64)
-    -> Result<Option<Product>, StoreFailure>;
+    async fn set_stock(&self, id: &str, available: i64) -> Result<Option<Product>, StoreFailure>;
     async fn count(&self) -> Result<i64, sqlx::Error>;
 
     /// Reserves all `lines` for `order_id` or none; returns the existing state when
@@ -133,10 +132,11 @@ async fn reservation_state(
     conn: &mut AnyConnection,
     order_id: &str,
 ) -> Result<Option<ReservationState>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM reservations WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT state FROM reservations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(conn)
+            .await?;
     Ok(row.and_then(|(s,)| parse_state(&s)))
 }
 
@@ -147,7 +147,10 @@ fn normalise(lines: &[StockLine]) -> Vec<(String, i64)> {
     for line in lines {
         *merged.entry(line.product_id.as_str()).or_default() += i64::from(line.quantity);
     }
-    merged.into_iter().map(|(id, q)| (id.to_owned(), q)).collect()
+    merged
+        .into_iter()
+        .map(|(id, q)| (id.to_owned(), q))
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -319,11 +322,7 @@ impl Products for SqlProducts {
         Ok(Page { items, has_more })
     }
 
-    async fn set_stock(
-        &self,
-        id: &str,
-        available: i64,
-    ) -> Result<Option<Product>, StoreFailure> {
+    async fn set_stock(&self, id: &str, available: i64) -> Result<Option<Product>, StoreFailure> {
         // Available stock is on hand minus reservations, so on hand becomes
         // `available + reserved` in one statement: no read-then-write race.
         let mut tx = self.pool.begin().await?;
@@ -397,10 +396,11 @@ impl Products for SqlProducts {
             .await?
             .rows_affected();
             if updated == 0 {
-                let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM products WHERE id = $1")
-                    .bind(product_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let exists: Option<(String,)> =
+                    sqlx::query_as("SELECT id FROM products WHERE id = $1")
+                        .bind(product_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 tx.rollback().await?;
                 return Err(if exists.is_some() {
                     ReserveError::OutOfStock(product_id.clone())
@@ -502,7 +502,13 @@ impl Products for SqlProducts {
             .await?;
         }
         tx.commit().await?;
-        Ok(Transition::Done(to))
+        Ok(Transition::Done(
+            to,
+            lines
+                .into_iter()
+                .map(|(product_id, _)| product_id)
+                .collect(),
+        ))
     }
 
     async fn expired(&self, now: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {

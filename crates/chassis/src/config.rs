@@ -68,6 +68,10 @@ pub struct Config {
     /// How long stock stays reserved for an order that is neither confirmed nor
     /// failed; the sweeper releases it after that.
     pub reservation_ttl_secs: u64,
+    /// How long a product read may be served from the catalog's memory (0: off).
+    /// Writes through this process invalidate at once; the TTL bounds staleness
+    /// between instances.
+    pub catalog_cache_ttl_ms: u64,
     /// How long one payment-provider call may take before it counts as unavailable.
     pub payment_timeout_ms: u64,
     /// The simulated provider's added latency (0: none).
@@ -107,6 +111,7 @@ impl Default for Config {
             db_max_connections: 8,
             sqlite_synchronous: SqliteSync::Normal,
             reservation_ttl_secs: 900,
+            catalog_cache_ttl_ms: 1_000,
             payment_timeout_ms: 2_000,
             payment_provider_latency_ms: 0,
             payment_provider_failure_rate: 0.0,
@@ -138,6 +143,7 @@ pub const KEYS: &[&str] = &[
     "db_max_connections",
     "sqlite_synchronous",
     "reservation_ttl_secs",
+    "catalog_cache_ttl_ms",
     "payment_timeout_ms",
     "payment_provider_latency_ms",
     "payment_provider_failure_rate",
