@@ -63,8 +63,11 @@ pub trait CatalogApi: Send + Sync {
 
     /// Reserves every line for `order_id`, or nothing (`OutOfStock`, `NotFound`).
     /// Idempotent: reserving again for the same order returns the existing state.
-    async fn reserve(&self, order_id: &str, lines: &[StockLine])
-    -> Result<ReservationState, CatalogError>;
+    async fn reserve(
+        &self,
+        order_id: &str,
+        lines: &[StockLine],
+    ) -> Result<ReservationState, CatalogError>;
 
     /// Returns reserved units to available stock. Idempotent; a no-op when nothing
     /// is reserved.

@@ -34,9 +34,7 @@ impl From<IdentityError> for Problem {
             IdentityError::Store(_)
             | IdentityError::Hashing(_)
             | IdentityError::Token(_)
-            | IdentityError::Outbox(_) => {
-                Problem::internal(&error)
-            }
+            | IdentityError::Outbox(_) => Problem::internal(&error),
         }
     }
 }

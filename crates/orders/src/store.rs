@@ -381,20 +381,21 @@ impl SqlOrders {
 
     /// Every order as the audit needs it.
     pub async fn audit_rows(&self) -> Result<Vec<AuditRow>, sqlx::Error> {
-        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT id, status, saga_open, total_cents, updated_at FROM orders",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String, i64, i64, i64)> =
+            sqlx::query_as("SELECT id, status, saga_open, total_cents, updated_at FROM orders")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, status, saga_open, total_cents, updated_at)| AuditRow {
-                id,
-                status: Status::parse(&status).unwrap_or(Status::Pending),
-                saga_open: saga_open != 0,
-                total_cents,
-                updated_at,
-            })
+            .map(
+                |(id, status, saga_open, total_cents, updated_at)| AuditRow {
+                    id,
+                    status: Status::parse(&status).unwrap_or(Status::Pending),
+                    saga_open: saga_open != 0,
+                    total_cents,
+                    updated_at,
+                },
+            )
             .collect())
     }
 }

@@ -65,7 +65,9 @@ impl SimulatedProvider {
             tokio::time::sleep(self.latency).await;
         }
         if self.failure_rate > 0.0 && rand::random::<f64>() < self.failure_rate {
-            return Err(ProviderError::Unavailable("simulated provider failure".into()));
+            return Err(ProviderError::Unavailable(
+                "simulated provider failure".into(),
+            ));
         }
         Ok(())
     }

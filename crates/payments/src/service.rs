@@ -129,13 +129,20 @@ impl PaymentsService {
 
     fn validate_charge(req: &ChargeRequest) -> Result<(), PaymentError> {
         if req.idempotency_key.is_empty() || req.idempotency_key.len() > 255 {
-            return Err(PaymentError::Invalid("idempotency_key must be 1 to 255 characters".into()));
+            return Err(PaymentError::Invalid(
+                "idempotency_key must be 1 to 255 characters".into(),
+            ));
         }
         if req.amount_cents <= 0 {
-            return Err(PaymentError::Invalid("amount_cents must be positive".into()));
+            return Err(PaymentError::Invalid(
+                "amount_cents must be positive".into(),
+            ));
         }
         if req.currency != chassis::money::CURRENCY {
-            return Err(PaymentError::Invalid(format!("currency must be {}", chassis::money::CURRENCY)));
+            return Err(PaymentError::Invalid(format!(
+                "currency must be {}",
+                chassis::money::CURRENCY
+            )));
         }
         if req.payment_token.is_empty() {
             return Err(PaymentError::Invalid("payment_token is required".into()));
@@ -197,9 +204,15 @@ impl PaymentsService {
         )
         .await
         .map_err(store_err)?;
-        idempotency::complete(&mut *tx, CHARGE_SCOPE, &req.idempotency_key, STATUS_OK, &body)
-            .await
-            .map_err(store_err)?;
+        idempotency::complete(
+            &mut *tx,
+            CHARGE_SCOPE,
+            &req.idempotency_key,
+            STATUS_OK,
+            &body,
+        )
+        .await
+        .map_err(store_err)?;
         tx.commit().await.map_err(store_err)?;
         self.outbox.wake();
         metrics::counter!("payments_captured_total").increment(1);
@@ -212,9 +225,15 @@ impl PaymentsService {
         let outcome: Outcome = Err(PaymentError::Declined(reason.to_owned()));
         let body = serde_json::to_string(&outcome).map_err(store_err)?;
         let mut tx = self.pool.begin().await.map_err(store_err)?;
-        idempotency::complete(&mut *tx, CHARGE_SCOPE, &req.idempotency_key, STATUS_DECLINED, &body)
-            .await
-            .map_err(store_err)?;
+        idempotency::complete(
+            &mut *tx,
+            CHARGE_SCOPE,
+            &req.idempotency_key,
+            STATUS_DECLINED,
+            &body,
+        )
+        .await
+        .map_err(store_err)?;
         enqueue(
             &mut tx,
             &PaymentDeclined {
@@ -232,22 +251,24 @@ impl PaymentsService {
     }
 
     async fn load(&self, payment_id: &str) -> Result<Payment, PaymentError> {
-        let row: Option<PaymentRow> =
-            sqlx::query_as(&format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"))
-                .bind(payment_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_err)?;
+        let row: Option<PaymentRow> = sqlx::query_as(&format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"
+        ))
+        .bind(payment_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_err)?;
         row.map(payment)
             .ok_or_else(|| PaymentError::NotFound(payment_id.to_owned()))
     }
 
     async fn provider_ref(&self, payment_id: &str) -> Result<String, PaymentError> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT provider_ref FROM payments WHERE id = $1")
-            .bind(payment_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT provider_ref FROM payments WHERE id = $1")
+                .bind(payment_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
         row.map(|(r,)| r)
             .ok_or_else(|| PaymentError::NotFound(payment_id.to_owned()))
     }
@@ -259,10 +280,17 @@ impl PaymentsApi for PaymentsService {
     async fn charge(&self, req: &ChargeRequest) -> Result<Payment, PaymentError> {
         Self::validate_charge(req)?;
         let amount = req.amount_cents.to_string();
-        let hash = idempotency::fingerprint(&[&req.order_id, &amount, &req.currency, &req.payment_token]);
-        match idempotency::begin(&self.pool, CHARGE_SCOPE, &req.idempotency_key, &hash, self.lease())
-            .await
-            .map_err(store_err)?
+        let hash =
+            idempotency::fingerprint(&[&req.order_id, &amount, &req.currency, &req.payment_token]);
+        match idempotency::begin(
+            &self.pool,
+            CHARGE_SCOPE,
+            &req.idempotency_key,
+            &hash,
+            self.lease(),
+        )
+        .await
+        .map_err(store_err)?
         {
             Begin::Proceed => {}
             Begin::Replay { status, body } => return replay(status, &body),
@@ -304,13 +332,21 @@ impl PaymentsApi for PaymentsService {
     #[tracing::instrument(skip_all, fields(payment_id = %req.payment_id, key = %req.idempotency_key))]
     async fn refund(&self, req: &RefundRequest) -> Result<Payment, PaymentError> {
         if req.amount_cents <= 0 {
-            return Err(PaymentError::Invalid("amount_cents must be positive".into()));
+            return Err(PaymentError::Invalid(
+                "amount_cents must be positive".into(),
+            ));
         }
         let amount = req.amount_cents.to_string();
         let hash = idempotency::fingerprint(&[&req.payment_id, &amount]);
-        match idempotency::begin(&self.pool, REFUND_SCOPE, &req.idempotency_key, &hash, self.lease())
-            .await
-            .map_err(store_err)?
+        match idempotency::begin(
+            &self.pool,
+            REFUND_SCOPE,
+            &req.idempotency_key,
+            &hash,
+            self.lease(),
+        )
+        .await
+        .map_err(store_err)?
         {
             Begin::Proceed => {}
             Begin::Replay { status, body } => return replay(status, &body),
@@ -353,7 +389,8 @@ impl PaymentsService {
         let reference = self.provider_ref(&req.payment_id).await?;
         match tokio::time::timeout(
             self.timeout,
-            self.provider.refund(&reference, req.amount_cents, &req.idempotency_key),
+            self.provider
+                .refund(&reference, req.amount_cents, &req.idempotency_key),
         )
         .await
         {
@@ -406,17 +443,24 @@ impl PaymentsService {
         )
         .await
         .map_err(store_err)?;
-        let row: PaymentRow =
-            sqlx::query_as(&format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"))
-                .bind(&req.payment_id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(store_err)?;
+        let row: PaymentRow = sqlx::query_as(&format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"
+        ))
+        .bind(&req.payment_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(store_err)?;
         let refunded = payment(row);
         let body = serde_json::to_string(&Outcome::Ok(refunded.clone())).map_err(store_err)?;
-        idempotency::complete(&mut *tx, REFUND_SCOPE, &req.idempotency_key, STATUS_OK, &body)
-            .await
-            .map_err(store_err)?;
+        idempotency::complete(
+            &mut *tx,
+            REFUND_SCOPE,
+            &req.idempotency_key,
+            STATUS_OK,
+            &body,
+        )
+        .await
+        .map_err(store_err)?;
         tx.commit().await.map_err(store_err)?;
         self.outbox.wake();
         metrics::counter!("payments_refunded_total").increment(1);
