@@ -101,18 +101,11 @@ async fn sums_are_exact_under_redelivery_on_postgres() {
         return;
     };
     let schema = format!("analytics_test_{}", chassis::id::new_id().replace('-', ""));
-    let admin = Store::open_postgres(&url, analytics::MODULE, 1)
+    // The store creates the schema and keeps its connections to it.
+    let store = Store::open_postgres_in(&url, analytics::MODULE, &schema, 2)
         .await
         .unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-    let store = Store::open_postgres(&scoped, analytics::MODULE, 2)
-        .await
-        .unwrap();
+    let admin = store.clone();
     sums_are_exact(setup_on(tempfile::tempdir().unwrap(), store).await).await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(admin.pool())

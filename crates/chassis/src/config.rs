@@ -62,7 +62,10 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_timeout_secs: u64,
-    /// Connections per module database pool.
+    /// PostgreSQL for every module's store (`postgres://user@host:5432/db`), each
+    /// module in a schema named after it. Unset: SQLite files under `data_dir`.
+    pub database_url: Option<String>,
+    /// Connections per module database pool (a process opens one pool per module).
     pub db_max_connections: u32,
     pub sqlite_synchronous: SqliteSync,
     /// How long stock stays reserved for an order that is neither confirmed nor
@@ -108,6 +111,7 @@ impl Default for Config {
             rate_limit_burst: 200,
             request_timeout_ms: 10_000,
             shutdown_timeout_secs: 30,
+            database_url: None,
             db_max_connections: 8,
             sqlite_synchronous: SqliteSync::Normal,
             reservation_ttl_secs: 900,
@@ -140,6 +144,7 @@ pub const KEYS: &[&str] = &[
     "rate_limit_burst",
     "request_timeout_ms",
     "shutdown_timeout_secs",
+    "database_url",
     "db_max_connections",
     "sqlite_synchronous",
     "reservation_ttl_secs",
@@ -238,6 +243,15 @@ impl Config {
         if self.reservation_ttl_secs == 0 {
             return Err(invalid("reservation_ttl_secs", "must be positive"));
         }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                // The value itself may carry a password: not echoed.
+                return Err(invalid(
+                    "database_url",
+                    "must start with postgres:// or postgresql://",
+                ));
+            }
+        }
         if self.db_max_connections == 0 {
             return Err(invalid("db_max_connections", "must be at least 1"));
         }
@@ -299,6 +313,25 @@ mod tests {
     }
 
     #[test]
+    fn database_url_comes_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::load(None, &Overrides::default())
+                    .unwrap()
+                    .database_url,
+                None
+            );
+            jail.set_env("BAZAAR_DATABASE_URL", "postgresql://bazaar@db:5432/shop");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(
+                config.database_url.as_deref(),
+                Some("postgresql://bazaar@db:5432/shop")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("BAZAAR_REQUEST_TIMEOUT_MS", "soon");
@@ -314,6 +347,14 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("no_such_key"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BAZAAR_DATABASE_URL", "mysql://root@localhost/bazaar");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("database_url"), "{err}");
             Ok(())
         });
         figment::Jail::expect_with(|jail| {

@@ -138,18 +138,11 @@ async fn one_email_per_event_on_postgres() {
         "notifications_test_{}",
         chassis::id::new_id().replace('-', "")
     );
-    let admin = Store::open_postgres(&url, notifications::MODULE, 1)
+    // The store creates the schema and keeps its connections to it.
+    let store = Store::open_postgres_in(&url, notifications::MODULE, &schema, 2)
         .await
         .unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-    let store = Store::open_postgres(&scoped, notifications::MODULE, 2)
-        .await
-        .unwrap();
+    let admin = store.clone();
     let s = setup_on(tempfile::tempdir().unwrap(), store, |mail| {
         Arc::new(MaildirTransport::new(mail))
     })
