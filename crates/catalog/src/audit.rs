@@ -17,8 +17,9 @@ pub async fn violations(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error> {
         ));
     }
     // What a product shows as reserved must be exactly its active reservations.
+    // (SUM over BIGINT is NUMERIC on PostgreSQL: cast back for the Any driver.)
     let drift: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT p.id, p.sku, p.reserved, COALESCE(SUM(l.quantity), 0) \
+        "SELECT p.id, p.sku, p.reserved, CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) \
          FROM products p \
          LEFT JOIN reservation_lines l ON l.product_id = p.id \
              AND l.order_id IN (SELECT order_id FROM reservations WHERE state = 'active') \

@@ -103,9 +103,12 @@ impl PaymentsService {
     }
 
     pub async fn totals(&self) -> Result<LedgerTotals, sqlx::Error> {
+        // SUM over BIGINT is NUMERIC on PostgreSQL, which the Any driver cannot
+        // decode: cast back (a no-op on SQLite).
         let (captured, refunded): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT SUM(CASE WHEN kind = 'capture' THEN amount_cents ELSE 0 END), \
-                    SUM(CASE WHEN kind = 'refund' THEN amount_cents ELSE 0 END) FROM ledger",
+            "SELECT CAST(SUM(CASE WHEN kind = 'capture' THEN amount_cents ELSE 0 END) AS BIGINT), \
+                    CAST(SUM(CASE WHEN kind = 'refund' THEN amount_cents ELSE 0 END) AS BIGINT) \
+             FROM ledger",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -119,8 +122,8 @@ impl PaymentsService {
     pub async fn net_by_order(&self) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
         sqlx::query_as(
             "SELECT order_id, \
-                    SUM(CASE WHEN kind = 'capture' THEN amount_cents ELSE 0 END), \
-                    SUM(CASE WHEN kind = 'refund' THEN amount_cents ELSE 0 END) \
+                    CAST(SUM(CASE WHEN kind = 'capture' THEN amount_cents ELSE 0 END) AS BIGINT), \
+                    CAST(SUM(CASE WHEN kind = 'refund' THEN amount_cents ELSE 0 END) AS BIGINT) \
              FROM ledger GROUP BY order_id",
         )
         .fetch_all(&self.pool)
