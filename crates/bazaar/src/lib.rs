@@ -108,13 +108,19 @@ async fn open_store(
     module: &'static str,
     migrator: &'static sqlx::migrate::Migrator,
 ) -> Result<Store, StoreError> {
-    let store = Store::open_sqlite(
-        &config.data_dir,
-        module,
-        config.db_max_connections,
-        config.sqlite_synchronous,
-    )
-    .await?;
+    let store = match &config.database_url {
+        // PostgreSQL: the module's own schema, named after it (see chassis::store).
+        Some(url) => Store::open_postgres(url, module, config.db_max_connections).await?,
+        None => {
+            Store::open_sqlite(
+                &config.data_dir,
+                module,
+                config.db_max_connections,
+                config.sqlite_synchronous,
+            )
+            .await?
+        }
+    };
     store.migrate(migrator).await?;
     Ok(store)
 }
@@ -137,7 +143,8 @@ fn subscribe(
 }
 
 impl Modules {
-    /// Opens each module's own database under the data dir, applies its migrations
+    /// Opens each module's own database (a SQLite file under the data dir, or its
+    /// schema in `database_url`'s PostgreSQL database), applies its migrations
     /// and wires the modules to each other through their contracts (in-process calls
     /// here; the same traits are HTTP clients when the modules run split).
     pub async fn open(config: &Config) -> Result<Self, StartError> {

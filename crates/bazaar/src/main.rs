@@ -154,13 +154,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             // Auditing must not create an empty deployment and call it clean.
-            let marker = config.data_dir.join(format!("{}.db", orders::MODULE));
-            if !marker.exists() {
-                anyhow::bail!(
-                    "no bazaar data at {} (no {})",
-                    config.data_dir.display(),
-                    marker.display()
-                );
+            if let Some(url) = &config.database_url {
+                let found = chassis::store::Store::postgres_schema_exists(url, orders::MODULE)
+                    .await
+                    .context("cannot reach the database")?;
+                if !found {
+                    anyhow::bail!(
+                        "no bazaar data in the database (no {} schema)",
+                        orders::MODULE
+                    );
+                }
+            } else {
+                let marker = config.data_dir.join(format!("{}.db", orders::MODULE));
+                if !marker.exists() {
+                    anyhow::bail!(
+                        "no bazaar data at {} (no {})",
+                        config.data_dir.display(),
+                        marker.display()
+                    );
+                }
             }
             let modules = Modules::open(&config).await?;
             let report =
