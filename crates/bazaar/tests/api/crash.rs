@@ -2,13 +2,14 @@
 //! (`BAZAAR_FAULT_ABORT_AT`) aborts `bazaar serve` right after a checkout step is
 //! persisted; a restart on the same data dir, without the fault, must finish the
 //! order — confirmed, the stock taken once, one charge, the cart emptied — and leave
-//! stores that `bazaar audit` finds clean.
+//! stores that `bazaar audit` finds clean. With `BAZAAR_TEST_BACKEND=postgres` the
+//! server's stores are a fresh PostgreSQL database.
 
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, EXIT, Server, assert_audit_clean, cart_order_body, event_types,
-    eventually, is_terminal, ledger,
+    ADMIN_EMAIL, ADMIN_PASSWORD, DataDir, EXIT, Server, assert_audit_clean, cart_order_body,
+    event_types, eventually, is_terminal, ledger,
 };
 
 const PASSWORD: &str = "crash-password";
@@ -42,10 +43,10 @@ async fn stock(server: &Server, product_id: &str) -> i64 {
 }
 
 async fn crash_then_recover(point: &str) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new().await;
     let mut faulty = environment();
     faulty.push(("BAZAAR_FAULT_ABORT_AT", point));
-    let mut first = Server::start(dir.path(), &faulty).await;
+    let mut first = Server::start(&dir, &faulty).await;
 
     let session = first
         .register(&format!("crash-{point}@example.com"), PASSWORD)
@@ -84,7 +85,7 @@ async fn crash_then_recover(point: &str) {
     );
     drop(first);
 
-    let mut second = Server::start(dir.path(), &environment()).await;
+    let mut second = Server::start(&dir, &environment()).await;
     let mine = get_json(&second, "/api/v1/orders", Some(&token)).await;
     let items = mine["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{point}: {mine}");
@@ -134,13 +135,13 @@ async fn crash_then_recover(point: &str) {
 
     let status = second.terminate();
     assert!(status.success(), "{point}: SIGTERM exit {status}");
-    let (captures, captured, refunded) = ledger(dir.path(), &id).await;
+    let (captures, captured, refunded) = ledger(&dir, &id).await;
     assert_eq!(
         (captures, captured, refunded),
         (1, price * QUANTITY, 0),
         "{point}: the ledger"
     );
-    assert_audit_clean(dir.path()).await;
+    assert_audit_clean(&dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

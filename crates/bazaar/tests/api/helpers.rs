@@ -1,11 +1,16 @@
 //! `spawn_app()`: one fresh bazaar per test (port 0, temp data dir), plus a client
 //! that speaks its API; [`Server`]: the real `bazaar` binary as a child process.
+//!
+//! The backend: SQLite files in the data dir by default; with
+//! `BAZAAR_TEST_BACKEND=postgres`, every app and every server gets a fresh PostgreSQL
+//! database (`bz_<unix time>_<random>`) in the server `BAZAAR_TEST_DATABASE_URL` names,
+//! dropped with its [`DataDir`]. The same tests run on both.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,8 +28,186 @@ pub const SEEDED: u32 = 30;
 pub struct TestApp {
     pub address: String,
     pub client: Client,
-    pub data_dir: TempDir,
+    pub data_dir: DataDir,
     shutdown: chassis::CancellationToken,
+}
+
+// ---- The backend: SQLite (default) or PostgreSQL ----
+
+/// Connections per module pool of a test bazaar on PostgreSQL: 7 modules x 2 = 14 per
+/// app, so a few apps at once stay well under the server's `max_connections` (100).
+pub const PG_POOL: u32 = 2;
+/// Leftover test databases (from a run that was killed) older than this are dropped
+/// when the next run starts.
+const STALE_DATABASE: Duration = Duration::from_secs(3600);
+
+/// The server URL the tests create their databases in, when they run on PostgreSQL.
+pub fn postgres_url() -> Option<&'static str> {
+    static URL: OnceLock<Option<String>> = OnceLock::new();
+    URL.get_or_init(|| {
+        let backend = std::env::var("BAZAAR_TEST_BACKEND").unwrap_or_default();
+        match backend.as_str() {
+            "" | "sqlite" => None,
+            "postgres" => Some(std::env::var("BAZAAR_TEST_DATABASE_URL").expect(
+                "BAZAAR_TEST_BACKEND=postgres needs BAZAAR_TEST_DATABASE_URL \
+                 (e.g. postgres://postgres@127.0.0.1:5432/test)",
+            )),
+            other => panic!("BAZAAR_TEST_BACKEND must be sqlite or postgres, not {other:?}"),
+        }
+    })
+    .as_deref()
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let mut url = reqwest::Url::parse(url).expect("BAZAAR_TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+async fn admin_connection(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    sqlx::PgConnection::connect(url)
+        .await
+        .expect("BAZAAR_TEST_DATABASE_URL accepts connections")
+}
+
+/// Drops the `bz_*` databases an interrupted earlier run left behind (only those
+/// older than [`STALE_DATABASE`], so a concurrent run keeps its own), once per run.
+async fn drop_stale_databases(url: &str) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let mut conn = admin_connection(url).await;
+        let names: Vec<(String,)> = sqlx::query_as(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'bz\\_%' ORDER BY datname LIMIT 200",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let cutoff = unix_secs().saturating_sub(STALE_DATABASE.as_secs());
+        for (name,) in names {
+            let created = name
+                .split('_')
+                .nth(1)
+                .and_then(|secs| secs.parse::<u64>().ok());
+            if created.is_some_and(|created| created < cutoff) {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    })
+    .await;
+}
+
+/// A fresh PostgreSQL database, dropped (best effort) on drop.
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create(admin_url: &str) -> Self {
+        drop_stale_databases(admin_url).await;
+        let name = format!("bz_{}_{}", unix_secs(), uuid::Uuid::new_v4().simple());
+        let mut conn = admin_connection(admin_url).await;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        Self {
+            admin_url: admin_url.to_owned(),
+            url: with_database(admin_url, &name),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot be blocked on: a thread
+        // with a runtime of its own. FORCE ends the connections the app still holds.
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut conn = admin_connection(&admin_url).await;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(_))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// Where one bazaar keeps its data: a temp dir (SQLite files, `jwt-secret`, mail)
+/// and, on PostgreSQL, its own database.
+pub struct DataDir {
+    dir: TempDir,
+    database: Option<TestDatabase>,
+}
+
+impl DataDir {
+    pub async fn new() -> Self {
+        let database = match postgres_url() {
+            Some(url) => Some(TestDatabase::create(url).await),
+            None => None,
+        };
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            database,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|db| db.url.as_str())
+    }
+
+    /// Points `config` at this data's database, if it has one.
+    pub fn configure(&self, config: &mut Config) {
+        if let Some(url) = self.database_url() {
+            config.database_url = Some(url.to_owned());
+            config.db_max_connections = PG_POOL;
+        }
+    }
+
+    /// The environment a `bazaar` child needs for this data's database.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        match self.database_url() {
+            Some(url) => vec![
+                ("BAZAAR_DATABASE_URL", url.to_owned()),
+                ("BAZAAR_DB_MAX_CONNECTIONS", PG_POOL.to_string()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// `bazaar <args> --data-dir <this>`, with the database when there is one.
+    pub fn bazaar(&self, args: &[&str]) -> Command {
+        let mut command = bazaar(args);
+        command.arg("--data-dir").arg(self.path()).envs(self.env());
+        command
+    }
 }
 
 impl Drop for TestApp {
@@ -63,8 +246,9 @@ pub async fn spawn_app() -> TestApp {
 /// Like [`spawn_app`], with the configuration adjusted first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     init_logs();
-    let data_dir = tempfile::tempdir().unwrap();
+    let data_dir = DataDir::new().await;
     let mut config = test_config(data_dir.path());
+    data_dir.configure(&mut config);
     adjust(&mut config);
     let app = Application::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -366,25 +550,33 @@ impl TestApp {
     }
 }
 
-/// Opens `<data_dir>/<module>.db` read-only, to check what the API cannot show (the
-/// payments ledger, the outboxes).
-pub async fn open_db(data_dir: &Path, module: &str) -> sqlx::SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(data_dir.join(format!("{module}.db")))
-        .read_only(true);
-    sqlx::SqlitePool::connect_with(options)
+/// Opens a module's store (`<data_dir>/<module>.db` read-only, or its schema in the
+/// test database), to check what the API cannot show (the payments ledger, the
+/// outboxes).
+pub async fn open_db(data: &DataDir, module: &'static str) -> sqlx::AnyPool {
+    if let Some(url) = data.database_url() {
+        return chassis::store::Store::open_postgres(url, module, 1)
+            .await
+            .expect("the module schema opens")
+            .pool()
+            .clone();
+    }
+    sqlx::any::install_default_drivers();
+    let path = data.path().join(format!("{module}.db"));
+    sqlx::AnyPool::connect(&format!("sqlite://{}?mode=ro", path.display()))
         .await
         .expect("the module database opens")
 }
 
 /// The payments ledger for `order_id`: (capture entries, captured cents, refunded
 /// cents).
-pub async fn ledger(data_dir: &Path, order_id: &str) -> (i64, i64, i64) {
-    let pool = open_db(data_dir, "payments").await;
+pub async fn ledger(data: &DataDir, order_id: &str) -> (i64, i64, i64) {
+    let pool = open_db(data, "payments").await;
+    // SUM over BIGINT is NUMERIC on PostgreSQL: cast back.
     let row: (i64, Option<i64>, Option<i64>) = sqlx::query_as(
         "SELECT COUNT(CASE WHEN kind = 'capture' THEN 1 END), \
-                SUM(CASE WHEN kind = 'capture' THEN amount_cents ELSE 0 END), \
-                SUM(CASE WHEN kind = 'refund' THEN amount_cents ELSE 0 END) \
+                CAST(SUM(CASE WHEN kind = 'capture' THEN amount_cents ELSE 0 END) AS BIGINT), \
+                CAST(SUM(CASE WHEN kind = 'refund' THEN amount_cents ELSE 0 END) AS BIGINT) \
          FROM ledger WHERE order_id = $1",
     )
     .bind(order_id)
@@ -396,8 +588,8 @@ pub async fn ledger(data_dir: &Path, order_id: &str) -> (i64, i64, i64) {
 }
 
 /// The payloads of the events `module` wrote to its outbox under `topic`.
-pub async fn outbox_payloads(app: &TestApp, module: &str, topic: &str) -> Vec<Value> {
-    let pool = open_db(app.data_dir.path(), module).await;
+pub async fn outbox_payloads(app: &TestApp, module: &'static str, topic: &str) -> Vec<Value> {
+    let pool = open_db(&app.data_dir, module).await;
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT envelope FROM outbox WHERE topic = $1 ORDER BY created_at")
             .bind(topic)
@@ -413,13 +605,15 @@ pub async fn outbox_payloads(app: &TestApp, module: &str, topic: &str) -> Vec<Va
         .collect()
 }
 
-/// Runs `bazaar audit` over `data_dir` and asserts it finds nothing wrong.
-pub async fn assert_audit_clean(data_dir: &Path) {
-    let data_dir = data_dir.to_str().unwrap().to_owned();
-    let output =
-        tokio::task::spawn_blocking(move || Proc::run(bazaar(&["audit", "--data-dir", &data_dir])))
-            .await
-            .unwrap();
+/// Runs `bazaar audit` over `data` (and its database) and asserts it finds nothing
+/// wrong.
+pub async fn assert_audit_clean(data: &DataDir) {
+    let mut command = data.bazaar(&["audit"]);
+    // It reads while the app may still hold its pools: one connection per module.
+    command.env("BAZAAR_DB_MAX_CONNECTIONS", "1");
+    let output = tokio::task::spawn_blocking(move || Proc::run(command))
+        .await
+        .unwrap();
     assert!(
         output.status.success(),
         "bazaar audit failed ({}):\n{}\n{}",
@@ -621,7 +815,7 @@ pub fn client() -> Client {
         .unwrap()
 }
 
-/// `bazaar serve` on a fresh port over `data_dir`, ready to take requests.
+/// `bazaar serve` on a fresh port over a [`DataDir`], ready to take requests.
 pub struct Server {
     pub proc: Proc,
     pub port: u16,
@@ -630,16 +824,10 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+    pub async fn start(data: &DataDir, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let mut command = bazaar(&[
-            "serve",
-            "--http-addr",
-            &addr,
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ]);
+        let mut command = data.bazaar(&["serve", "--http-addr", &addr]);
         command.envs(env.iter().copied());
         let mut proc = Proc::spawn(command);
         let base = format!("http://{addr}");

@@ -101,7 +101,7 @@ async fn checkout_from_the_cart_confirms_takes_the_stock_and_empties_the_cart() 
     assert_eq!(app.stock(&b).await, stock_b - 1);
     // Charged once, the total.
     assert_eq!(
-        ledger(app.data_dir.path(), &id).await,
+        ledger(&app.data_dir, &id).await,
         (1, price_a * 2 + price_b, 0)
     );
 
@@ -286,7 +286,7 @@ async fn forty_buyers_for_twenty_units_twenty_confirmed_twenty_out_of_stock() {
         }
     })
     .await;
-    assert_audit_clean(app.data_dir.path()).await;
+    assert_audit_clean(&app.data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +336,7 @@ async fn one_idempotency_key_makes_one_order_and_one_charge() {
     assert_eq!(order["status"], "confirmed", "{order}");
     let types = event_types(&app.order_events(&token, &id, None).await);
     assert_eq!(count(&types, "PaymentCaptured"), 1, "{types:?}");
-    assert_eq!(ledger(app.data_dir.path(), &id).await, (1, price, 0));
+    assert_eq!(ledger(&app.data_dir, &id).await, (1, price, 0));
     assert_eq!(app.stock(&product).await, stock - 1);
 
     // Later, the same request replays the first response, status and body.
@@ -389,7 +389,7 @@ async fn a_declined_card_fails_the_order_and_gives_the_stock_back() {
     assert_eq!(count(&types, "PaymentCaptured"), 0, "{types:?}");
     assert_eq!(count(&types, "StockReleased"), 1, "{types:?}");
     assert_eq!(types.last().map(String::as_str), Some("OrderFailed"));
-    assert_eq!(ledger(app.data_dir.path(), &id_of(&order)).await, (0, 0, 0));
+    assert_eq!(ledger(&app.data_dir, &id_of(&order)).await, (0, 0, 0));
 }
 
 #[tokio::test]
@@ -421,7 +421,7 @@ async fn a_payment_timeout_answers_pending_then_fails_and_gives_the_stock_back()
         count(&types, "PaymentAttemptFailed") >= 2,
         "no retries: {types:?}"
     );
-    assert_eq!(ledger(app.data_dir.path(), &id_of(&order)).await, (0, 0, 0));
+    assert_eq!(ledger(&app.data_dir, &id_of(&order)).await, (0, 0, 0));
 }
 
 #[tokio::test]
@@ -473,10 +473,7 @@ async fn cancelling_a_confirmed_order_refunds_and_restocks_once() {
     assert_eq!(refunded["amount_cents"], price * 2, "{events}");
     assert_eq!(events["items"][8]["data"]["refunded_cents"], price * 2);
     // Money is conserved: what was captured went back.
-    assert_eq!(
-        ledger(app.data_dir.path(), &id).await,
-        (1, price * 2, price * 2)
-    );
+    assert_eq!(ledger(&app.data_dir, &id).await, (1, price * 2, price * 2));
 
     // Again: nothing more happens.
     let response = cancel(&app, &token, &id).await;
@@ -488,10 +485,7 @@ async fn cancelling_a_confirmed_order_refunds_and_restocks_once() {
         event_types(&app.order_events(&token, &id, None).await),
         types
     );
-    assert_eq!(
-        ledger(app.data_dir.path(), &id).await,
-        (1, price * 2, price * 2)
-    );
+    assert_eq!(ledger(&app.data_dir, &id).await, (1, price * 2, price * 2));
 
     // A failed order cannot be cancelled.
     let (_, failed) = app

@@ -1,12 +1,13 @@
 //! The real `bazaar` binary: its command line, its logs, its signals and its data
 //! across restarts. Every child is killed when its guard drops, even on a failed
-//! assertion; every wait is bounded.
+//! assertion; every wait is bounded. Those that keep data use a [`DataDir`], so with
+//! `BAZAAR_TEST_BACKEND=postgres` they run on a fresh PostgreSQL database.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Proc, SEED, Server, bazaar, free_port};
+use crate::helpers::{DataDir, Proc, SEED, Server, bazaar, free_port};
 
 /// Polls the captured stdout (bounded) for a JSON line matching `pred`.
 async fn wait_for_line(proc: &Proc, pred: impl Fn(&Value) -> bool) -> Value {
@@ -61,8 +62,8 @@ fn assert_log_line(line: &str) -> Value {
 
 #[tokio::test]
 async fn serve_announces_itself_logs_json_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[("RUST_LOG", "debug")]).await;
+    let dir = DataDir::new().await;
+    let mut server = Server::start(&dir, &[("RUST_LOG", "debug")]).await;
 
     // The URL for humans, on stderr.
     let announcement = format!("ready at http://127.0.0.1:{}", server.port);
@@ -130,8 +131,8 @@ async fn serve_announces_itself_logs_json_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn a_restart_keeps_users_and_does_not_reseed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut first = Server::start(dir.path(), &[]).await;
+    let dir = DataDir::new().await;
+    let mut first = Server::start(&dir, &[]).await;
     let session = first
         .register("restart@example.com", "restart-password")
         .await;
@@ -139,7 +140,7 @@ async fn a_restart_keeps_users_and_does_not_reseed() {
     assert_eq!(first.products().await.len(), SEED);
     assert!(first.terminate().success());
 
-    let second = Server::start(dir.path(), &[]).await;
+    let second = Server::start(&dir, &[]).await;
     let login = second
         .login("restart@example.com", "restart-password")
         .await;
@@ -160,10 +161,9 @@ async fn a_restart_keeps_users_and_does_not_reseed() {
 
 #[tokio::test]
 async fn migrate_creates_the_databases_and_can_run_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap();
+    let dir = DataDir::new().await;
     for _ in 0..2 {
-        let output = Proc::run(bazaar(&["migrate", "--data-dir", data_dir]));
+        let output = Proc::run(dir.bazaar(&["migrate"]));
         assert!(
             output.status.success(),
             "migrate failed: {}",
@@ -171,35 +171,37 @@ async fn migrate_creates_the_databases_and_can_run_again() {
         );
     }
     for module in ["identity", "catalog", "cart"] {
-        assert!(
-            dir.path().join(format!("{module}.db")).exists(),
-            "no {module}.db after migrate"
-        );
+        if let Some(url) = dir.database_url() {
+            assert!(
+                chassis::store::Store::postgres_schema_exists(url, module)
+                    .await
+                    .unwrap(),
+                "no {module} schema after migrate"
+            );
+        } else {
+            assert!(
+                dir.path().join(format!("{module}.db")).exists(),
+                "no {module}.db after migrate"
+            );
+        }
     }
     // A migrated, empty data dir still gets its demo catalog on first serve.
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::start(&dir, &[]).await;
     assert_eq!(server.products().await.len(), SEED);
 }
 
 #[tokio::test]
 async fn seed_adds_demo_products() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap();
+    let dir = DataDir::new().await;
     for _ in 0..2 {
-        let output = Proc::run(bazaar(&[
-            "seed",
-            "--products",
-            "40",
-            "--data-dir",
-            data_dir,
-        ]));
+        let output = Proc::run(dir.bazaar(&["seed", "--products", "40"]));
         assert!(
             output.status.success(),
             "seed failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::start(&dir, &[]).await;
     let products = server.products().await;
     assert_eq!(products.len(), 40, "seeding twice is idempotent");
     let mut skus: Vec<String> = products
@@ -213,17 +215,14 @@ async fn seed_adds_demo_products() {
 
 #[tokio::test]
 async fn admin_create_makes_an_admin_account() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap();
-    let output = Proc::run(bazaar(&[
+    let dir = DataDir::new().await;
+    let output = Proc::run(dir.bazaar(&[
         "admin",
         "create",
         "--email",
         "Boss@Example.com",
         "--password",
         "boss-password",
-        "--data-dir",
-        data_dir,
     ]));
     assert!(
         output.status.success(),
@@ -231,7 +230,7 @@ async fn admin_create_makes_an_admin_account() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::start(&dir, &[]).await;
     let login = server.login("boss@example.com", "boss-password").await;
     assert_eq!(login.status(), 200);
     let body: Value = login.json().await.unwrap();
