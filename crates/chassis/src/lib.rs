@@ -16,6 +16,7 @@ pub mod id;
 pub mod idempotency;
 pub mod metrics;
 pub mod money;
+pub mod nats;
 pub mod openapi;
 pub mod outbox;
 pub mod page;
