@@ -1,25 +1,15 @@
 //! analytics' public HTTP adapter: the admin sales report.
 
 use axum::Router;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::routing::get;
-use chassis::auth::{AdminUser, Tokens};
+use chassis::auth::{AdminUser, ApiState, Tokens};
 use chassis::extract::Json;
 
 use crate::error::AnalyticsError;
 use crate::service::{AnalyticsService, MinuteSales, ProductSales, SalesReport};
 
-#[derive(Clone, Debug)]
-struct AppState {
-    service: AnalyticsService,
-    tokens: Tokens,
-}
-
-impl FromRef<AppState> for Tokens {
-    fn from_ref(state: &AppState) -> Tokens {
-        state.tokens.clone()
-    }
-}
+type AppState = ApiState<AnalyticsService>;
 
 /// Sales aggregates (admin): confirmations, revenue, cancellations, failures, per
 /// product and per minute.

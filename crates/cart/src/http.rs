@@ -1,9 +1,9 @@
 //! cart's public HTTP adapter.
 
 use axum::Router;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::routing::{delete, get, post};
-use chassis::auth::{AuthUser, Tokens};
+use chassis::auth::{ApiState, AuthUser, Tokens};
 use chassis::extract::{Json, Path};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -11,17 +11,7 @@ use utoipa::ToSchema;
 use crate::error::CartError;
 use crate::service::{Cart, CartLine, CartService};
 
-#[derive(Clone, Debug)]
-struct AppState {
-    service: CartService,
-    tokens: Tokens,
-}
-
-impl FromRef<AppState> for Tokens {
-    fn from_ref(state: &AppState) -> Tokens {
-        state.tokens.clone()
-    }
-}
+type AppState = ApiState<CartService>;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

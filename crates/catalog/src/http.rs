@@ -1,10 +1,10 @@
 //! catalog's public HTTP adapter.
 
 use axum::Router;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
-use chassis::auth::{AdminUser, Tokens};
+use chassis::auth::{AdminUser, ApiState, Tokens};
 use chassis::extract::{Json, Path, Query};
 use contracts::catalog::Product;
 use serde::{Deserialize, Serialize};
@@ -14,17 +14,7 @@ use crate::domain::NewProduct;
 use crate::error::CatalogFailure;
 use crate::service::CatalogService;
 
-#[derive(Clone, Debug)]
-struct AppState {
-    service: CatalogService,
-    tokens: Tokens,
-}
-
-impl FromRef<AppState> for Tokens {
-    fn from_ref(state: &AppState) -> Tokens {
-        state.tokens.clone()
-    }
-}
+type AppState = ApiState<CatalogService>;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -182,6 +182,20 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
+/// The router state of a module's public routes: its service, and the token verifier
+/// the [`AuthUser`] / [`AdminUser`] extractors take from it.
+#[derive(Debug, Clone)]
+pub struct ApiState<S> {
+    pub service: S,
+    pub tokens: Tokens,
+}
+
+impl<S> FromRef<ApiState<S>> for Tokens {
+    fn from_ref(state: &ApiState<S>) -> Tokens {
+        state.tokens.clone()
+    }
+}
+
 fn bearer(parts: &Parts) -> Result<&str, Problem> {
     let value = parts
         .headers

@@ -1,10 +1,10 @@
 //! identity's public HTTP adapter.
 
 use axum::Router;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use chassis::auth::{AuthUser, Tokens};
+use chassis::auth::{ApiState, AuthUser};
 use chassis::extract::Json;
 use contracts::identity::User;
 use serde::{Deserialize, Serialize};
@@ -13,16 +13,7 @@ use utoipa::ToSchema;
 use crate::error::IdentityError;
 use crate::service::{IdentityService, Session};
 
-#[derive(Clone, Debug)]
-struct AppState {
-    service: IdentityService,
-}
-
-impl FromRef<AppState> for Tokens {
-    fn from_ref(state: &AppState) -> Tokens {
-        state.service.tokens().clone()
-    }
-}
+type AppState = ApiState<IdentityService>;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -108,7 +99,10 @@ pub fn router(service: IdentityService) -> Router {
         .route("/api/v1/auth/register", post(register))
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/me", get(me))
-        .with_state(AppState { service })
+        .with_state(AppState {
+            tokens: service.tokens().clone(),
+            service,
+        })
 }
 
 #[derive(utoipa::OpenApi)]

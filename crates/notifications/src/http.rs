@@ -1,9 +1,9 @@
 //! notifications' public HTTP adapter: the admin list of sent emails.
 
 use axum::Router;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::routing::get;
-use chassis::auth::{AdminUser, Tokens};
+use chassis::auth::{AdminUser, ApiState, Tokens};
 use chassis::extract::{Json, Query};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -12,17 +12,7 @@ use crate::domain::Kind;
 use crate::error::NotificationsError;
 use crate::service::{Notification, NotificationPage, NotificationsService};
 
-#[derive(Clone, Debug)]
-struct AppState {
-    service: NotificationsService,
-    tokens: Tokens,
-}
-
-impl FromRef<AppState> for Tokens {
-    fn from_ref(state: &AppState) -> Tokens {
-        state.tokens.clone()
-    }
-}
+type AppState = ApiState<NotificationsService>;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

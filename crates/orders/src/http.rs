@@ -1,11 +1,11 @@
 //! orders' public HTTP adapter.
 
 use axum::Router;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chassis::auth::{AuthUser, Tokens};
+use chassis::auth::{ApiState, AuthUser, Tokens};
 use chassis::error::Violations;
 use chassis::extract::{Json, Path, Query};
 use chassis::{FieldError, Problem};
@@ -16,17 +16,7 @@ use crate::domain::Address;
 use crate::error::OrdersError;
 use crate::service::{EventView, MAX_QUANTITY, OrderView, OrdersService, PlaceOrder, Wanted};
 
-#[derive(Clone, Debug)]
-struct AppState {
-    service: OrdersService,
-    tokens: Tokens,
-}
-
-impl FromRef<AppState> for Tokens {
-    fn from_ref(state: &AppState) -> Tokens {
-        state.tokens.clone()
-    }
-}
+type AppState = ApiState<OrdersService>;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
