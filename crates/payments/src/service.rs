@@ -78,7 +78,55 @@ fn replay(status: u16, body: &str) -> Outcome {
     }
 }
 
+/// Appends one money movement to the ledger, in the caller's transaction.
+async fn ledger_entry(
+    conn: &mut sqlx::AnyConnection,
+    payment_id: &str,
+    order_id: &str,
+    kind: &str,
+    amount_cents: i64,
+    key: &str,
+    now: i64,
+) -> Result<(), PaymentError> {
+    sqlx::query(
+        "INSERT INTO ledger (id, payment_id, order_id, kind, amount_cents, idempotency_key, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(chassis::id::new_id())
+    .bind(payment_id)
+    .bind(order_id)
+    .bind(kind)
+    .bind(amount_cents)
+    .bind(key)
+    .bind(now)
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(store_err)
+}
+
 impl PaymentsService {
+    /// Claims an idempotency key. `Some` is the answer for a key used before (the
+    /// stored outcome, a mismatch, or still in progress); `None`: go ahead.
+    async fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<Outcome>, PaymentError> {
+        Ok(
+            match idempotency::begin(&self.pool, scope, key, hash, self.lease())
+                .await
+                .map_err(store_err)?
+            {
+                Begin::Proceed => None,
+                Begin::Replay { status, body } => Some(replay(status, &body)),
+                Begin::Mismatch => Some(Err(PaymentError::KeyMismatch)),
+                Begin::InProgress => Some(Err(PaymentError::InProgress)),
+            },
+        )
+    }
+
     pub fn new(
         pool: AnyPool,
         outbox: Outbox,
@@ -183,19 +231,16 @@ impl PaymentsService {
         .execute(&mut *tx)
         .await
         .map_err(store_err)?;
-        sqlx::query(
-            "INSERT INTO ledger (id, payment_id, order_id, kind, amount_cents, idempotency_key, created_at) \
-             VALUES ($1, $2, $3, 'capture', $4, $5, $6)",
+        ledger_entry(
+            &mut tx,
+            &payment.id,
+            &payment.order_id,
+            "capture",
+            payment.amount_cents,
+            &req.idempotency_key,
+            now,
         )
-        .bind(chassis::id::new_id())
-        .bind(&payment.id)
-        .bind(&payment.order_id)
-        .bind(payment.amount_cents)
-        .bind(&req.idempotency_key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_err)?;
+        .await?;
         enqueue(
             &mut tx,
             &PaymentCaptured {
@@ -285,20 +330,11 @@ impl PaymentsApi for PaymentsService {
         let amount = req.amount_cents.to_string();
         let hash =
             idempotency::fingerprint(&[&req.order_id, &amount, &req.currency, &req.payment_token]);
-        match idempotency::begin(
-            &self.pool,
-            CHARGE_SCOPE,
-            &req.idempotency_key,
-            &hash,
-            self.lease(),
-        )
-        .await
-        .map_err(store_err)?
+        if let Some(earlier) = self
+            .claim(CHARGE_SCOPE, &req.idempotency_key, &hash)
+            .await?
         {
-            Begin::Proceed => {}
-            Begin::Replay { status, body } => return replay(status, &body),
-            Begin::Mismatch => return Err(PaymentError::KeyMismatch),
-            Begin::InProgress => return Err(PaymentError::InProgress),
+            return earlier;
         }
         let call = self.provider.charge(
             &req.payment_token,
@@ -341,20 +377,11 @@ impl PaymentsApi for PaymentsService {
         }
         let amount = req.amount_cents.to_string();
         let hash = idempotency::fingerprint(&[&req.payment_id, &amount]);
-        match idempotency::begin(
-            &self.pool,
-            REFUND_SCOPE,
-            &req.idempotency_key,
-            &hash,
-            self.lease(),
-        )
-        .await
-        .map_err(store_err)?
+        if let Some(earlier) = self
+            .claim(REFUND_SCOPE, &req.idempotency_key, &hash)
+            .await?
         {
-            Begin::Proceed => {}
-            Begin::Replay { status, body } => return replay(status, &body),
-            Begin::Mismatch => return Err(PaymentError::KeyMismatch),
-            Begin::InProgress => return Err(PaymentError::InProgress),
+            return earlier;
         }
         let result = self.refund_inner(req).await;
         if result.is_err() {
@@ -422,19 +449,16 @@ impl PaymentsService {
                 "refund exceeds the captured amount not yet refunded".into(),
             ));
         }
-        sqlx::query(
-            "INSERT INTO ledger (id, payment_id, order_id, kind, amount_cents, idempotency_key, created_at) \
-             VALUES ($1, $2, $3, 'refund', $4, $5, $6)",
+        ledger_entry(
+            &mut tx,
+            &req.payment_id,
+            &current.order_id,
+            "refund",
+            req.amount_cents,
+            &format!("refund:{}", req.idempotency_key),
+            now,
         )
-        .bind(chassis::id::new_id())
-        .bind(&req.payment_id)
-        .bind(&current.order_id)
-        .bind(req.amount_cents)
-        .bind(format!("refund:{}", req.idempotency_key))
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_err)?;
+        .await?;
         enqueue(
             &mut tx,
             &PaymentRefunded {
