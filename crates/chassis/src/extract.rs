@@ -74,6 +74,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             "expected a JSON object, found an array",
         ));
     }
+    if has_escaped_nul(bytes) {
+        return Err(nul_problem());
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let value =
         serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| classify(&error))?;
@@ -108,6 +111,35 @@ fn classify(error: &serde_path_to_error::Error<serde_json::Error>) -> Problem {
         }
         _ => Problem::bad_request(format!("malformed JSON: {inner}")),
     }
+}
+
+/// No text this API stores may hold a NUL character: PostgreSQL's text type cannot,
+/// and one store must not accept what the other refuses. Refused once, here, for
+/// bodies, query strings and path segments alike.
+fn nul_problem() -> Problem {
+    Problem::bad_request("text must not contain NUL characters (\\u0000, %00)")
+}
+
+/// A `\u0000` escape in a JSON document. Raw control bytes are invalid JSON anyway,
+/// and backslashes only occur inside strings, so escapes can be walked pairwise.
+fn has_escaped_nul(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(&b"0000"[..]) {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// A percent-encoded NUL in a URL part.
+fn has_encoded_nul(part: &str) -> bool {
+    part.as_bytes().windows(3).any(|w| w == b"%00")
 }
 
 /// serde_json appends " at line L column C"; the path already says where.
@@ -181,6 +213,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        if has_encoded_nul(query) {
+            return Err(nul_problem());
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
@@ -206,6 +241,9 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if has_encoded_nul(parts.uri.path()) {
+            return Err(nul_problem());
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Path(value))
@@ -294,6 +332,15 @@ mod tests {
     fn arrays_in_place_of_objects_are_400() {
         let p = parse_json::<Item>(br#" ["a", 1]"#).unwrap_err();
         assert_eq!(p.status, 400);
+    }
+
+    #[test]
+    fn nul_characters_are_400_but_an_escaped_backslash_is_not_one() {
+        let p = parse_json::<Item>(br#"{"product_id":"a\u0000b","quantity":1}"#).unwrap_err();
+        assert_eq!(p.status, 400);
+        assert!(parse_json::<Item>(br#"{"product_id":"a\\u0000b","quantity":1}"#).is_ok());
+        assert!(has_encoded_nul("/api/v1/products/%00"));
+        assert!(!has_encoded_nul("/api/v1/products/%200"));
     }
 
     #[test]

@@ -525,3 +525,35 @@ async fn deeply_nested_json_is_400() {
     // And the server is still there.
     assert_eq!(app.get("/health/live", None).await.status(), 200);
 }
+
+/// PostgreSQL cannot store NUL in text; every backend refuses it the same way, as a
+/// 400 before anything reaches a store (run with BAZAAR_TEST_BACKEND=postgres too).
+#[tokio::test]
+async fn nul_characters_in_text_are_400_everywhere() {
+    let app = spawn_app().await;
+    let (token, _) = app.register("nul@example.com").await;
+    let response = app
+        .post_json(
+            "/api/v1/auth/register",
+            &json!({"email": "nul2@example.com", "password": "password123", "name": "a\u{0}b"}),
+            None,
+        )
+        .await;
+    assert_problem(response, 400).await;
+    assert_problem(app.get("/api/v1/products?q=a%00b", None).await, 400).await;
+    assert_problem(
+        app.delete("/api/v1/cart/items/%00", Some(&token)).await,
+        400,
+    )
+    .await;
+    assert_problem(app.get("/api/v1/orders/%00", Some(&token)).await, 400).await;
+    // Nothing was created by the refused registration.
+    let login = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "nul2@example.com", "password": "password123"}),
+            None,
+        )
+        .await;
+    assert_eq!(login.status(), 401);
+}
