@@ -109,24 +109,51 @@ impl Outbox {
             if rows.is_empty() {
                 return Ok(sent);
             }
+            // Published rows are stamped sent together, one UPDATE per batch rather
+            // than one commit per event. A crash mid-batch re-publishes the batch:
+            // consumers' inboxes (and JetStream's dedup window) absorb the repeats.
+            let mut published = Vec::with_capacity(rows.len());
+            let mut failure = None;
             for (id, text) in rows {
                 match serde_json::from_str::<Envelope>(&text) {
-                    Ok(envelope) => bus.publish(&envelope).await?,
+                    Ok(envelope) => {
+                        if let Err(e) = bus.publish(&envelope).await {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
                     // Written by this code from a valid envelope; an unreadable row
                     // can never be sent, so it must not block the ones behind it.
                     Err(e) => {
                         tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row");
                     }
                 }
-                sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2")
-                    .bind(crate::time::now_micros())
-                    .bind(&id)
-                    .execute(&self.pool)
-                    .await?;
-                sent += 1;
-                metrics::counter!("outbox_relayed_total", "module" => self.module).increment(1);
+                published.push(id);
+            }
+            self.mark_sent(&published).await?;
+            sent += published.len();
+            metrics::counter!("outbox_relayed_total", "module" => self.module)
+                .increment(published.len() as u64);
+            if let Some(e) = failure {
+                return Err(e.into());
             }
         }
+    }
+
+    async fn mark_sent(&self, ids: &[String]) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let placeholders = (2..ids.len() + 2)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("UPDATE outbox SET sent_at = $1 WHERE id IN ({placeholders})");
+        let mut query = sqlx::query(&sql).bind(crate::time::now_micros());
+        for id in ids {
+            query = query.bind(id);
+        }
+        query.execute(&self.pool).await.map(|_| ())
     }
 
     /// Deletes sent rows older than `age` (they are only kept for inspection).
