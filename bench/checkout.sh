@@ -22,7 +22,7 @@ PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print
 URL="http://127.0.0.1:$PORT"
 json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
 
-for sync in normal full; do
+for sync in ${BENCH_SYNC_MODES:-normal full}; do
   rm -rf "$WORK/data"
   BAZAAR_SQLITE_SYNCHRONOUS=$sync BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 BAZAAR_SEED_PRODUCTS=100 \
   BAZAAR_ADMIN_EMAIL=bench-admin@example.com BAZAAR_ADMIN_PASSWORD=bench-password \

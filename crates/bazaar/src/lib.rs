@@ -115,7 +115,7 @@ async fn open_store(
             Store::open_sqlite(
                 &config.data_dir,
                 module,
-                config.db_max_connections,
+                config.sqlite_max_connections,
                 config.sqlite_synchronous,
             )
             .await?
