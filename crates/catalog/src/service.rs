@@ -8,7 +8,7 @@ use chassis::CancellationToken;
 use chassis::outbox::Outbox;
 use contracts::catalog::{CatalogApi, CatalogError, Product, ReservationState, StockLine};
 
-use chassis::page::{Cursor, DEFAULT_LIMIT as PAGE_DEFAULT, MAX_LIMIT as PAGE_MAX};
+use chassis::page::{self, Cursor};
 
 use crate::cache::ProductCache;
 use crate::domain::{NewProduct, QUERY_MAX, Stock, like_pattern};
@@ -125,18 +125,13 @@ impl CatalogService {
         cursor: Option<&str>,
     ) -> Result<ProductPage, CatalogFailure> {
         let mut v = chassis::error::Violations::new();
-        let limit = limit.unwrap_or(PAGE_DEFAULT);
-        if !(1..=PAGE_MAX).contains(&limit) {
-            v.push("limit", format!("must be between 1 and {PAGE_MAX}"));
-        }
+        let limit = v.check("limit", page::limit(limit));
         if q.is_some_and(|q| q.chars().count() > QUERY_MAX) {
             v.push("q", format!("must be at most {QUERY_MAX} characters"));
         }
         v.finish().map_err(CatalogFailure::Invalid)?;
-        let cursor = match cursor {
-            Some(raw) => Some(Cursor::decode(raw).ok_or(CatalogFailure::BadCursor)?),
-            None => None,
-        };
+        let limit = limit.unwrap_or(page::DEFAULT_LIMIT);
+        let cursor = page::cursor(cursor).map_err(|_| CatalogFailure::BadCursor)?;
         let pattern = q.filter(|q| !q.is_empty()).map(like_pattern);
         let page = self
             .products

@@ -37,6 +37,26 @@ impl Cursor {
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
+/// The page size asked for (the default when absent), or why it is out of range.
+pub fn limit(requested: Option<u32>) -> Result<u32, String> {
+    let limit = requested.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(format!("must be between 1 and {MAX_LIMIT}"))
+    }
+}
+
+/// A `cursor` this API did not issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForeignCursor;
+
+/// Decodes an optional `cursor` query parameter.
+pub fn cursor(raw: Option<&str>) -> Result<Option<Cursor>, ForeignCursor> {
+    raw.map(|raw| Cursor::decode(raw).ok_or(ForeignCursor))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +68,15 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert!(Cursor::decode("not-a-cursor").is_none());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("p1:not-a-uuid")).is_none());
+        assert_eq!(cursor(Some("not-a-cursor")), Err(ForeignCursor));
+        assert_eq!(cursor(None), Ok(None));
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(limit(None), Ok(DEFAULT_LIMIT));
+        assert_eq!(limit(Some(MAX_LIMIT)), Ok(MAX_LIMIT));
+        assert!(limit(Some(0)).is_err());
+        assert!(limit(Some(MAX_LIMIT + 1)).is_err());
     }
 }

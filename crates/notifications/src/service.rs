@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chassis::page::{Cursor, DEFAULT_LIMIT as PAGE_DEFAULT, MAX_LIMIT as PAGE_MAX};
+use chassis::page::{self, Cursor};
 use serde::Serialize;
 use sqlx::AnyPool;
 use utoipa::ToSchema;
@@ -103,10 +103,7 @@ impl NotificationsService {
         cursor: Option<&str>,
     ) -> Result<NotificationPage, NotificationsError> {
         let mut v = chassis::error::Violations::new();
-        let limit = limit.unwrap_or(PAGE_DEFAULT);
-        if !(1..=PAGE_MAX).contains(&limit) {
-            v.push("limit", format!("must be between 1 and {PAGE_MAX}"));
-        }
+        let limit = v.check("limit", page::limit(limit));
         if order_id.is_some_and(|o| o.chars().count() > ORDER_ID_MAX) {
             v.push(
                 "order_id",
@@ -114,10 +111,8 @@ impl NotificationsService {
             );
         }
         v.finish().map_err(NotificationsError::Invalid)?;
-        let cursor = match cursor {
-            Some(raw) => Some(Cursor::decode(raw).ok_or(NotificationsError::BadCursor)?),
-            None => None,
-        };
+        let limit = limit.unwrap_or(page::DEFAULT_LIMIT);
+        let cursor = page::cursor(cursor).map_err(|_| NotificationsError::BadCursor)?;
         let page = store::list(&self.pool, order_id, cursor.as_ref(), limit).await?;
         let next_cursor = if page.has_more {
             page.items.last().map(|n| Cursor::after(&n.id).encode())

@@ -331,17 +331,9 @@ impl OrdersService {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<(Vec<OrderView>, Option<String>), OrdersError> {
-        let limit = limit.unwrap_or(chassis::page::DEFAULT_LIMIT);
-        if !(1..=chassis::page::MAX_LIMIT).contains(&limit) {
-            return Err(OrdersError::Invalid(vec![FieldError::new(
-                "limit",
-                format!("must be between 1 and {}", chassis::page::MAX_LIMIT),
-            )]));
-        }
-        let cursor = match cursor {
-            Some(raw) => Some(Cursor::decode(raw).ok_or(OrdersError::BadCursor)?),
-            None => None,
-        };
+        let limit = chassis::page::limit(limit)
+            .map_err(|message| OrdersError::Invalid(vec![FieldError::new("limit", message)]))?;
+        let cursor = chassis::page::cursor(cursor).map_err(|_| OrdersError::BadCursor)?;
         let (items, more) = self
             .store
             .list_for_user(user_id, cursor.as_ref(), limit)
