@@ -51,6 +51,11 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long, value_name = "ADDR")]
         http_addr: Option<SocketAddr>,
+        /// Split topology: run only these modules (comma-separated, e.g.
+        /// `orders,payments`, or `gateway` for the edge alone); the others are reached
+        /// at BAZAAR_PEER_<MODULE>. Unset: every module in this process.
+        #[arg(long, value_name = "MODULES")]
+        only: Option<String>,
     },
     /// Create or upgrade every module's database schema, then exit.
     Migrate,
@@ -92,9 +97,14 @@ enum AdminCommand {
     },
 }
 
-fn load_config(global: &Global, http_addr: Option<SocketAddr>) -> anyhow::Result<Config> {
+fn load_config(
+    global: &Global,
+    http_addr: Option<SocketAddr>,
+    only: Option<String>,
+) -> anyhow::Result<Config> {
     let overrides = Overrides {
         http_addr,
+        only,
         data_dir: global.data_dir.clone(),
         log_format: global.log_format.map(|f| match f {
             LogFormatArg::Json => LogFormat::Json,
@@ -117,11 +127,11 @@ impl std::fmt::Display for AuditFailed {
 impl std::error::Error for AuditFailed {}
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let http_addr = match &cli.command {
-        Command::Serve { http_addr } => *http_addr,
-        _ => None,
+    let (http_addr, only) = match &cli.command {
+        Command::Serve { http_addr, only } => (*http_addr, only.clone()),
+        _ => (None, None),
     };
-    let config = load_config(&cli.global, http_addr)?;
+    let config = load_config(&cli.global, http_addr, only)?;
     chassis::telemetry::init("bazaar", config.log_format, &config.log_filter);
 
     match cli.command {

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderName, header};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,16 @@ use crate::error::Problem;
 
 pub const ISSUER: &str = "bazaar";
 pub const AUDIENCE: &str = "bazaar-api";
+/// Audience of service-to-service credentials (split topology).
+pub const SERVICE_AUDIENCE: &str = "bazaar-internal";
+/// Audience of the caller identity the gateway forwards (split topology).
+pub const IDENTITY_AUDIENCE: &str = "bazaar-identity";
+/// The header carrying the gateway-signed caller identity to the services behind it.
+pub const IDENTITY_HEADER: HeaderName = HeaderName::from_static("x-bazaar-identity");
+/// How long a service credential lives; callers refresh it well before.
+const SERVICE_TOKEN_TTL_SECS: u64 = 120;
+/// How long a forwarded identity lives: one request's hop from the gateway.
+const IDENTITY_TTL_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +90,9 @@ struct Inner {
     decoding: DecodingKey,
     validation: Validation,
     ttl_secs: u64,
+    /// Behind the gateway (split topology) callers are identified by the identity it
+    /// forwards, signed with the service secret, and a bearer token is not accepted.
+    behind_gateway: Option<ServiceKeys>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -103,7 +116,40 @@ impl Tokens {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl_secs,
+            behind_gateway: None,
         }))
+    }
+
+    /// The same tokens for a service behind the gateway: callers are who the gateway
+    /// says they are ([`IDENTITY_HEADER`], verified with `keys`); bearer tokens sent
+    /// straight to the service are refused, so the edge's checks cannot be bypassed.
+    #[must_use]
+    pub fn behind_gateway(&self, keys: ServiceKeys) -> Self {
+        Self(Arc::new(Inner {
+            encoding: self.0.encoding.clone(),
+            decoding: self.0.decoding.clone(),
+            validation: self.0.validation.clone(),
+            ttl_secs: self.0.ttl_secs,
+            behind_gateway: Some(keys),
+        }))
+    }
+
+    /// Who is calling, from the request: the bearer token, or behind the gateway the
+    /// identity it forwarded.
+    fn authenticate(&self, parts: &Parts) -> Result<Principal, Problem> {
+        if let Some(keys) = &self.0.behind_gateway {
+            let forwarded = parts
+                .headers
+                .get(IDENTITY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Problem::unauthorized("missing bearer token"))?;
+            return keys
+                .verify_identity(forwarded)
+                .ok_or_else(|| Problem::unauthorized("invalid or expired token"));
+        }
+        let token = bearer(parts)?;
+        self.verify(token)
+            .ok_or_else(|| Problem::unauthorized("invalid or expired token"))
     }
 
     /// The configured secret, or the one kept in `<data_dir>/jwt-secret`, created with
@@ -196,6 +242,177 @@ impl<S> FromRef<ApiState<S>> for Tokens {
     }
 }
 
+/// Claims of service credentials and forwarded identities.
+#[derive(Debug, Serialize, Deserialize)]
+struct ServiceClaims {
+    /// The calling service, or the forwarded user.
+    sub: String,
+    /// The forwarded user's role (identities only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
+    exp: u64,
+    iat: u64,
+    iss: String,
+    aud: String,
+}
+
+/// Split topology: the service secret every process of a deployment shares. It signs
+/// short-lived credentials for calls between services (audience
+/// [`SERVICE_AUDIENCE`], subject the calling service) and the caller identity the
+/// gateway forwards (audience [`IDENTITY_AUDIENCE`]); user tokens cannot pass for
+/// either, nor one for the other.
+#[derive(Clone)]
+pub struct ServiceKeys(Arc<ServiceInner>);
+
+struct ServiceInner {
+    service: &'static str,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    service_validation: Validation,
+    identity_validation: Validation,
+    /// This service's current credential and when it expires.
+    cached: std::sync::Mutex<Option<(String, u64)>>,
+}
+
+impl std::fmt::Debug for ServiceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceKeys")
+            .field("service", &self.0.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceKeys {
+    /// `service` names this process in the credentials it presents.
+    pub fn new(secret: &[u8], service: &'static str) -> Self {
+        let validation = |audience: &str| {
+            let mut v = Validation::new(Algorithm::HS256);
+            v.set_issuer(&[ISSUER]);
+            v.set_audience(&[audience]);
+            v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+            v.leeway = 5;
+            v
+        };
+        Self(Arc::new(ServiceInner {
+            service,
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            service_validation: validation(SERVICE_AUDIENCE),
+            identity_validation: validation(IDENTITY_AUDIENCE),
+            cached: std::sync::Mutex::new(None),
+        }))
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.0.service
+    }
+
+    fn sign(
+        &self,
+        sub: &str,
+        role: Option<Role>,
+        aud: &str,
+        ttl: u64,
+    ) -> Result<(String, u64), TokenError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = ServiceClaims {
+            sub: sub.to_owned(),
+            role,
+            iat: now,
+            exp: now + ttl,
+            iss: ISSUER.to_owned(),
+            aud: aud.to_owned(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
+            .map_err(TokenError::Sign)?;
+        Ok((token, claims.exp))
+    }
+
+    /// This service's credential for calling another: reused until a third of its
+    /// life is left, so signing is not on every call's path.
+    pub fn credential(&self) -> Result<String, TokenError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        // A poisoned lock only means another caller panicked mid-refresh: the cached
+        // value is still a whole (token, expiry) pair or None.
+        let mut cached = self
+            .0
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((token, exp)) = cached.as_ref() {
+            if *exp > now + SERVICE_TOKEN_TTL_SECS / 3 {
+                return Ok(token.clone());
+            }
+        }
+        let (token, exp) = self.sign(
+            self.0.service,
+            None,
+            SERVICE_AUDIENCE,
+            SERVICE_TOKEN_TTL_SECS,
+        )?;
+        *cached = Some((token.clone(), exp));
+        Ok(token)
+    }
+
+    /// The calling service named by a valid credential.
+    pub fn verify_credential(&self, token: &str) -> Option<String> {
+        jsonwebtoken::decode::<ServiceClaims>(token, &self.0.decoding, &self.0.service_validation)
+            .ok()
+            .map(|data| data.claims.sub)
+    }
+
+    /// The gateway's statement of who the caller is, for one hop.
+    pub fn forward_identity(&self, principal: &Principal) -> Result<String, TokenError> {
+        self.sign(
+            &principal.user_id,
+            Some(principal.role),
+            IDENTITY_AUDIENCE,
+            IDENTITY_TTL_SECS,
+        )
+        .map(|(token, _)| token)
+    }
+
+    pub fn verify_identity(&self, token: &str) -> Option<Principal> {
+        let data = jsonwebtoken::decode::<ServiceClaims>(
+            token,
+            &self.0.decoding,
+            &self.0.identity_validation,
+        )
+        .ok()?;
+        Some(Principal {
+            user_id: data.claims.sub,
+            role: data.claims.role?,
+        })
+    }
+}
+
+/// Internal routes: only a caller presenting a valid service credential (a bearer
+/// token signed with the service secret) gets through; anyone else gets 401.
+pub async fn require_service(
+    axum::extract::State(keys): axum::extract::State<ServiceKeys>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (mut parts, body) = req.into_parts();
+    let caller = bearer(&parts).and_then(|token| {
+        keys.verify_credential(token)
+            .ok_or_else(|| Problem::unauthorized("invalid or expired service credential"))
+    });
+    match caller {
+        Ok(caller) => {
+            parts.extensions.insert(Caller(caller));
+            req = axum::extract::Request::from_parts(parts, body);
+            next.run(req).await
+        }
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// The service that made an internal call.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
 fn bearer(parts: &Parts) -> Result<&str, Problem> {
     let value = parts
         .headers
@@ -225,11 +442,7 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        Tokens::from_ref(state)
-            .verify(token)
-            .map(AuthUser)
-            .ok_or_else(|| Problem::unauthorized("invalid or expired token"))
+        Tokens::from_ref(state).authenticate(parts).map(AuthUser)
     }
 }
 
@@ -307,6 +520,37 @@ mod tests {
         )
         .unwrap();
         assert!(tokens.verify(&token).is_none());
+    }
+
+    #[test]
+    fn service_credentials_and_identities_do_not_mix() {
+        let keys = ServiceKeys::new(SECRET, "orders");
+        let credential = keys.credential().unwrap();
+        assert_eq!(
+            keys.verify_credential(&credential).as_deref(),
+            Some("orders")
+        );
+        // Cached: the same credential until it nears expiry.
+        assert_eq!(keys.credential().unwrap(), credential);
+        assert!(keys.verify_identity(&credential).is_none());
+
+        let principal = Principal {
+            user_id: "u1".into(),
+            role: Role::Customer,
+        };
+        let identity = keys.forward_identity(&principal).unwrap();
+        assert_eq!(keys.verify_identity(&identity), Some(principal));
+        assert!(keys.verify_credential(&identity).is_none());
+
+        // A user token is neither, and another secret's credential is refused.
+        let user = Tokens::new(SECRET, 60).issue("u1", Role::Admin).unwrap();
+        assert!(keys.verify_credential(&user).is_none());
+        assert!(keys.verify_identity(&user).is_none());
+        let other = ServiceKeys::new(b"another-secret-another-secret-xx", "orders");
+        assert!(
+            keys.verify_credential(&other.credential().unwrap())
+                .is_none()
+        );
     }
 
     #[test]

@@ -97,6 +97,31 @@ pub struct Config {
     pub mail_transport: String,
     /// The From of outgoing email.
     pub mail_from: String,
+    /// Split topology: the modules this process runs, comma-separated
+    /// (`orders,payments`; `gateway` for the edge alone). Unset: all of them, in
+    /// process (the monolith).
+    pub only: Option<String>,
+    /// Split topology: where each module this process does not run is reached
+    /// (`http://catalog:8080`; DNS names work).
+    pub peer_identity: Option<String>,
+    pub peer_catalog: Option<String>,
+    pub peer_cart: Option<String>,
+    pub peer_payments: Option<String>,
+    pub peer_orders: Option<String>,
+    pub peer_notifications: Option<String>,
+    pub peer_analytics: Option<String>,
+    /// Split topology: NATS with JetStream (`nats://host:4222`), the bus between
+    /// processes.
+    pub nats_url: Option<String>,
+    /// Prefix of the JetStream subjects and stream names (one deployment's events).
+    pub nats_prefix: String,
+    /// Split topology: HMAC secret (at least 32 bytes) for the short-lived
+    /// service-to-service credentials and the identity the gateway forwards. Every
+    /// process of one deployment shares it.
+    pub service_secret: Option<String>,
+    /// Budget of one call to another module over HTTP (shortened by the caller's own
+    /// remaining deadline).
+    pub rpc_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -129,6 +154,18 @@ impl Default for Config {
             fault_abort_at: None,
             mail_transport: "maildir".to_owned(),
             mail_from: "bazaar <no-reply@bazaar.localhost>".to_owned(),
+            only: None,
+            peer_identity: None,
+            peer_catalog: None,
+            peer_cart: None,
+            peer_payments: None,
+            peer_orders: None,
+            peer_notifications: None,
+            peer_analytics: None,
+            nats_url: None,
+            nats_prefix: "bazaar".to_owned(),
+            service_secret: None,
+            rpc_timeout_ms: 5_000,
         }
     }
 }
@@ -163,6 +200,18 @@ pub const KEYS: &[&str] = &[
     "fault_abort_at",
     "mail_transport",
     "mail_from",
+    "only",
+    "peer_identity",
+    "peer_catalog",
+    "peer_cart",
+    "peer_payments",
+    "peer_orders",
+    "peer_notifications",
+    "peer_analytics",
+    "nats_url",
+    "nats_prefix",
+    "service_secret",
+    "rpc_timeout_ms",
 ];
 
 /// Values given as command-line flags; `None` leaves the lower layers alone.
@@ -174,6 +223,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +255,20 @@ impl Config {
             .map_err(|e| ConfigError::Figment(Box::new(e)))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The peer address configured for `module` (`peer_<module>`).
+    pub fn peer(&self, module: &str) -> Option<&str> {
+        match module {
+            "identity" => self.peer_identity.as_deref(),
+            "catalog" => self.peer_catalog.as_deref(),
+            "cart" => self.peer_cart.as_deref(),
+            "payments" => self.peer_payments.as_deref(),
+            "orders" => self.peer_orders.as_deref(),
+            "notifications" => self.peer_notifications.as_deref(),
+            "analytics" => self.peer_analytics.as_deref(),
+            _ => None,
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -272,6 +337,25 @@ impl Config {
                     format!("`{origin}` is not a valid origin"),
                 ));
             }
+        }
+        if let Some(secret) = &self.service_secret {
+            if secret.len() < 32 {
+                return Err(invalid("service_secret", "must be at least 32 bytes"));
+            }
+        }
+        if self.rpc_timeout_ms == 0 {
+            return Err(invalid("rpc_timeout_ms", "must be positive"));
+        }
+        if self.nats_prefix.is_empty()
+            || !self
+                .nats_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "nats_prefix",
+                "must be letters, digits, `_` or `-` (it names subjects and streams)",
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
