@@ -105,7 +105,11 @@ pub fn with_common_layers(router: Router, settings: &HttpSettings) -> Router {
 }
 
 async fn enforce_timeout(State(budget): State<Duration>, req: Request, next: Next) -> Response {
-    if let Ok(response) = tokio::time::timeout(budget, next.run(req)).await {
+    // A caller's own deadline (another service, or the gateway) can only shorten ours.
+    let budget = crate::deadline::from_headers(req.headers()).map_or(budget, |b| b.min(budget));
+    let deadline = tokio::time::Instant::now() + budget;
+    let work = crate::deadline::scope(deadline, next.run(req));
+    if let Ok(response) = tokio::time::timeout_at(deadline, work).await {
         response
     } else {
         tracing::warn!(

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod events;
 pub mod extract;
