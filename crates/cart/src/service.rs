@@ -57,7 +57,7 @@ impl CartService {
         let ids: Vec<String> = lines.iter().map(|l| l.product_id.clone()).collect();
         let prices: HashMap<String, i64> = self
             .catalog
-            .get_products(&ids)
+            .get_products(ids)
             .await?
             .into_iter()
             .map(|p| (p.id, p.price_cents))
@@ -94,7 +94,7 @@ impl CartService {
             CartError::Invalid(vec![chassis::FieldError::new("quantity", e.to_string())])
         })?;
         // Existence (and price) are the catalog's to say.
-        self.catalog.get_product(product_id).await?;
+        self.catalog.get_product(product_id.to_owned()).await?;
         let lines = self.items.lines(user_id).await?;
         let is_new = !lines.iter().any(|l| l.product_id == product_id);
         if is_new && lines.len() >= LINES_MAX {
@@ -132,9 +132,9 @@ impl CartService {
 impl contracts::cart::CartApi for CartService {
     async fn items(
         &self,
-        user_id: &str,
+        user_id: String,
     ) -> Result<Vec<contracts::cart::CartItem>, contracts::cart::CartError> {
-        self.lines(user_id)
+        self.lines(&user_id)
             .await
             .map_err(|e| contracts::cart::CartError::Unavailable(e.to_string()))
     }

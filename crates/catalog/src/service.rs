@@ -219,15 +219,14 @@ impl CatalogService {
 
 #[async_trait::async_trait]
 impl CatalogApi for CatalogService {
-    async fn get_product(&self, id: &str) -> Result<Product, CatalogError> {
-        Ok(self.get(id).await?)
+    async fn get_product(&self, id: String) -> Result<Product, CatalogError> {
+        Ok(self.get(&id).await?)
     }
 
-    async fn get_products(&self, ids: &[String]) -> Result<Vec<Product>, CatalogError> {
+    async fn get_products(&self, ids: Vec<String>) -> Result<Vec<Product>, CatalogError> {
         let ids: Vec<String> = ids
-            .iter()
+            .into_iter()
             .filter(|id| chassis::id::is_uuid(id))
-            .cloned()
             .collect();
         self.products
             .get_many(&ids)
@@ -238,12 +237,12 @@ impl CatalogApi for CatalogService {
     #[tracing::instrument(skip(self, lines))]
     async fn reserve(
         &self,
-        order_id: &str,
-        lines: &[StockLine],
+        order_id: String,
+        lines: Vec<StockLine>,
     ) -> Result<ReservationState, CatalogError> {
         let ttl = i64::try_from(self.reservation_ttl.as_micros()).unwrap_or(i64::MAX);
         let expires_at = chassis::time::now_micros().saturating_add(ttl);
-        match self.products.reserve(order_id, lines, expires_at).await {
+        match self.products.reserve(&order_id, &lines, expires_at).await {
             Ok(state) => {
                 self.cache
                     .invalidate(lines.iter().map(|l| l.product_id.as_str()));
@@ -260,10 +259,10 @@ impl CatalogApi for CatalogService {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn release(&self, order_id: &str) -> Result<ReservationState, CatalogError> {
+    async fn release(&self, order_id: String) -> Result<ReservationState, CatalogError> {
         Ok(
             match self
-                .transition(order_id, ReservationState::Released, "released")
+                .transition(&order_id, ReservationState::Released, "released")
                 .await?
             {
                 Transition::Done(state, _) => state,
@@ -274,21 +273,21 @@ impl CatalogApi for CatalogService {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn commit(&self, order_id: &str) -> Result<ReservationState, CatalogError> {
+    async fn commit(&self, order_id: String) -> Result<ReservationState, CatalogError> {
         match self
-            .transition(order_id, ReservationState::Committed, "committed")
+            .transition(&order_id, ReservationState::Committed, "committed")
             .await?
         {
             Transition::Done(state, _)
             | Transition::Unchanged(Some(state @ ReservationState::Committed)) => Ok(state),
-            Transition::Unchanged(_) => Err(CatalogError::NoReservation(order_id.to_owned())),
+            Transition::Unchanged(_) => Err(CatalogError::NoReservation(order_id)),
         }
     }
 
     #[tracing::instrument(skip(self))]
-    async fn restock(&self, order_id: &str) -> Result<ReservationState, CatalogError> {
+    async fn restock(&self, order_id: String) -> Result<ReservationState, CatalogError> {
         match self
-            .transition(order_id, ReservationState::Restocked, "restocked")
+            .transition(&order_id, ReservationState::Restocked, "restocked")
             .await?
         {
             Transition::Done(state, _)
@@ -296,7 +295,7 @@ impl CatalogApi for CatalogService {
             // Never committed: there is nothing on the order to put back, but an
             // active hold must not outlive the order.
             Transition::Unchanged(Some(ReservationState::Active)) => self.release(order_id).await,
-            Transition::Unchanged(_) => Err(CatalogError::NoReservation(order_id.to_owned())),
+            Transition::Unchanged(_) => Err(CatalogError::NoReservation(order_id)),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod page;
 pub mod retry;
+pub mod rpc;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -14,8 +14,19 @@ pub enum CartError {
     Unavailable(String),
 }
 
-#[async_trait::async_trait]
-pub trait CartApi: Send + Sync {
-    /// The user's cart lines (no prices: those are the catalog's).
-    async fn items(&self, user_id: &str) -> Result<Vec<CartItem>, CartError>;
+chassis::rpc! {
+    /// What orders may read of a user's cart.
+    pub trait CartApi as "cart" {
+        client CartClient;
+        routes cart_routes;
+
+        /// The user's cart lines (no prices: those are the catalog's).
+        async fn items(&self, user_id: String) -> Result<Vec<CartItem>, CartError>;
+    }
+}
+
+impl chassis::rpc::RemoteError for CartError {
+    fn from_failure(failure: chassis::rpc::RpcFailure) -> Self {
+        CartError::Unavailable(failure.to_string())
+    }
 }

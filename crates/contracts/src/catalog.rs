@@ -52,33 +52,43 @@ pub enum ReservationState {
     Restocked,
 }
 
-/// What other modules may ask the catalog.
-#[async_trait::async_trait]
-pub trait CatalogApi: Send + Sync {
-    async fn get_product(&self, id: &str) -> Result<Product, CatalogError>;
+chassis::rpc! {
+    /// What other modules may ask the catalog.
+    pub trait CatalogApi as "catalog" {
+        client CatalogClient;
+        routes catalog_routes;
 
-    /// The products among `ids` that exist, in no particular order; unknown ids are
-    /// left out rather than failing the batch.
-    async fn get_products(&self, ids: &[String]) -> Result<Vec<Product>, CatalogError>;
+        async fn get_product(&self, id: String) -> Result<Product, CatalogError>;
 
-    /// Reserves every line for `order_id`, or nothing (`OutOfStock`, `NotFound`).
-    /// Idempotent: reserving again for the same order returns the existing state.
-    async fn reserve(
-        &self,
-        order_id: &str,
-        lines: &[StockLine],
-    ) -> Result<ReservationState, CatalogError>;
+        /// The products among `ids` that exist, in no particular order; unknown ids are
+        /// left out rather than failing the batch.
+        async fn get_products(&self, ids: Vec<String>) -> Result<Vec<Product>, CatalogError>;
 
-    /// Returns reserved units to available stock. Idempotent; a no-op when nothing
-    /// is reserved.
-    async fn release(&self, order_id: &str) -> Result<ReservationState, CatalogError>;
+        /// Reserves every line for `order_id`, or nothing (`OutOfStock`, `NotFound`).
+        /// Idempotent: reserving again for the same order returns the existing state.
+        async fn reserve(
+            &self,
+            order_id: String,
+            lines: Vec<StockLine>,
+        ) -> Result<ReservationState, CatalogError>;
 
-    /// Turns the reservation into a sale (on hand decreases). Idempotent;
-    /// `NoReservation` if it was released or expired first.
-    async fn commit(&self, order_id: &str) -> Result<ReservationState, CatalogError>;
+        /// Returns reserved units to available stock. Idempotent; a no-op when nothing
+        /// is reserved.
+        async fn release(&self, order_id: String) -> Result<ReservationState, CatalogError>;
 
-    /// Puts a committed order's units back on hand (cancellation). Idempotent.
-    async fn restock(&self, order_id: &str) -> Result<ReservationState, CatalogError>;
+        /// Turns the reservation into a sale (on hand decreases). Idempotent;
+        /// `NoReservation` if it was released or expired first.
+        async fn commit(&self, order_id: String) -> Result<ReservationState, CatalogError>;
+
+        /// Puts a committed order's units back on hand (cancellation). Idempotent.
+        async fn restock(&self, order_id: String) -> Result<ReservationState, CatalogError>;
+    }
+}
+
+impl chassis::rpc::RemoteError for CatalogError {
+    fn from_failure(failure: chassis::rpc::RpcFailure) -> Self {
+        CatalogError::Unavailable(failure.to_string())
+    }
 }
 
 /// Units were reserved for an order.

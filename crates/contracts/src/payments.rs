@@ -59,13 +59,25 @@ pub enum PaymentError {
     Invalid(String),
 }
 
-#[async_trait::async_trait]
-pub trait PaymentsApi: Send + Sync {
-    async fn charge(&self, request: &ChargeRequest) -> Result<Payment, PaymentError>;
-    async fn refund(&self, request: &RefundRequest) -> Result<Payment, PaymentError>;
-    async fn get(&self, payment_id: &str) -> Result<Payment, PaymentError>;
-    /// The payment captured for an order, if any.
-    async fn find_by_order(&self, order_id: &str) -> Result<Option<Payment>, PaymentError>;
+chassis::rpc! {
+    /// Charging and refunding, with Stripe-style idempotency keys: a retried charge
+    /// with the same key is answered from the record, never charged twice.
+    pub trait PaymentsApi as "payments" {
+        client PaymentsClient;
+        routes payments_routes;
+
+        async fn charge(&self, request: ChargeRequest) -> Result<Payment, PaymentError>;
+        async fn refund(&self, request: RefundRequest) -> Result<Payment, PaymentError>;
+        async fn get(&self, payment_id: String) -> Result<Payment, PaymentError>;
+        /// The payment captured for an order, if any.
+        async fn find_by_order(&self, order_id: String) -> Result<Option<Payment>, PaymentError>;
+    }
+}
+
+impl chassis::rpc::RemoteError for PaymentError {
+    fn from_failure(failure: chassis::rpc::RpcFailure) -> Self {
+        PaymentError::Unavailable(failure.to_string())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

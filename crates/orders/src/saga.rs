@@ -274,7 +274,7 @@ impl Saga {
                         quantity: l.quantity,
                     })
                     .collect();
-                match self.catalog.reserve(&order.id, &lines).await {
+                match self.catalog.reserve(order.id.clone(), lines).await {
                     Ok(_) => record(Command::Reserved),
                     Err(CatalogError::OutOfStock(product_id)) => {
                         record(Command::ReservationRejected {
@@ -306,7 +306,7 @@ impl Saga {
                     currency: placed.currency.clone(),
                     payment_token: placed.payment_token.clone(),
                 };
-                match self.payments.charge(&request).await {
+                match self.payments.charge(request).await {
                     Ok(payment) => record(Command::Charged {
                         payment_id: payment.id,
                         amount_cents: payment.amount_cents,
@@ -331,7 +331,7 @@ impl Saga {
             Step::Release => {
                 // Giving up on a payment whose outcome was unknown: if it was captured
                 // after all, record it (the saga then confirms) rather than lose it.
-                match self.payments.find_by_order(&order.id).await {
+                match self.payments.find_by_order(order.id.clone()).await {
                     Ok(Some(payment)) => {
                         return record(Command::Charged {
                             payment_id: payment.id,
@@ -341,12 +341,12 @@ impl Saga {
                     Ok(None) => {}
                     Err(e) => return Outcome::Retry(e.to_string()),
                 }
-                match self.catalog.release(&order.id).await {
+                match self.catalog.release(order.id.clone()).await {
                     Ok(_) => record(Command::Released),
                     Err(e) => Outcome::Retry(e.to_string()),
                 }
             }
-            Step::Commit => match self.catalog.commit(&order.id).await {
+            Step::Commit => match self.catalog.commit(order.id.clone()).await {
                 Ok(_) => record(Command::Committed),
                 Err(CatalogError::NoReservation(_)) => record(Command::CommitRejected),
                 Err(e) => Outcome::Retry(e.to_string()),
@@ -364,7 +364,7 @@ impl Saga {
                     payment_id: payment_id.clone(),
                     amount_cents: placed.total_cents,
                 };
-                match self.payments.refund(&request).await {
+                match self.payments.refund(request).await {
                     Ok(_) => record(Command::Refunded {
                         payment_id,
                         amount_cents: placed.total_cents,
@@ -372,7 +372,7 @@ impl Saga {
                     Err(e) => Outcome::Retry(e.to_string()),
                 }
             }
-            Step::Restock => match self.catalog.restock(&order.id).await {
+            Step::Restock => match self.catalog.restock(order.id.clone()).await {
                 Ok(_) => record(Command::Restocked),
                 Err(CatalogError::NoReservation(_)) => {
                     tracing::warn!(order_id = %order.id, "nothing to restock");

@@ -250,7 +250,7 @@ impl OrdersService {
             Some(items) => (items, "items"),
             None => (
                 self.cart
-                    .items(user_id)
+                    .items(user_id.to_owned())
                     .await
                     .map_err(|e| OrdersError::Unavailable(e.to_string()))?
                     .into_iter()
@@ -281,7 +281,7 @@ impl OrdersService {
         let ids: Vec<String> = wanted.iter().map(|w| w.product_id.clone()).collect();
         let prices: HashMap<String, i64> = self
             .catalog
-            .get_products(&ids)
+            .get_products(ids)
             .await
             .map_err(|e| OrdersError::Unavailable(e.to_string()))?
             .into_iter()

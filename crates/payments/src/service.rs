@@ -184,6 +184,7 @@ impl PaymentsService {
                 "idempotency_key must be 1 to 255 characters".into(),
             ));
         }
+        let req = &req;
         if req.amount_cents <= 0 {
             return Err(PaymentError::Invalid(
                 "amount_cents must be positive".into(),
@@ -325,7 +326,8 @@ impl PaymentsService {
 #[async_trait::async_trait]
 impl PaymentsApi for PaymentsService {
     #[tracing::instrument(skip_all, fields(order_id = %req.order_id, key = %req.idempotency_key))]
-    async fn charge(&self, req: &ChargeRequest) -> Result<Payment, PaymentError> {
+    async fn charge(&self, req: ChargeRequest) -> Result<Payment, PaymentError> {
+        let req = &req;
         Self::validate_charge(req)?;
         let amount = req.amount_cents.to_string();
         let hash =
@@ -369,7 +371,8 @@ impl PaymentsApi for PaymentsService {
     }
 
     #[tracing::instrument(skip_all, fields(payment_id = %req.payment_id, key = %req.idempotency_key))]
-    async fn refund(&self, req: &RefundRequest) -> Result<Payment, PaymentError> {
+    async fn refund(&self, req: RefundRequest) -> Result<Payment, PaymentError> {
+        let req = &req;
         if req.amount_cents <= 0 {
             return Err(PaymentError::Invalid(
                 "amount_cents must be positive".into(),
@@ -392,11 +395,11 @@ impl PaymentsApi for PaymentsService {
         result
     }
 
-    async fn get(&self, payment_id: &str) -> Result<Payment, PaymentError> {
-        self.load(payment_id).await
+    async fn get(&self, payment_id: String) -> Result<Payment, PaymentError> {
+        self.load(&payment_id).await
     }
 
-    async fn find_by_order(&self, order_id: &str) -> Result<Option<Payment>, PaymentError> {
+    async fn find_by_order(&self, order_id: String) -> Result<Option<Payment>, PaymentError> {
         let row: Option<PaymentRow> = sqlx::query_as(&format!(
             "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 ORDER BY created_at LIMIT 1"
         ))
