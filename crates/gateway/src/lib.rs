@@ -6,6 +6,7 @@
 //! the modules' routers and OpenAPI documents.
 
 mod docs;
+mod proxy;
 mod rate_limit;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use chassis::http::{HttpSettings, with_common_layers};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::openapi::OpenApi;
 
+pub use proxy::{DEAD_LETTERS, ProxySettings, Route, proxy_router};
 pub use rate_limit::RateLimit;
 
 /// The edge's settings.

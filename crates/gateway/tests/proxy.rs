@@ -1,0 +1,694 @@
+//! The split topology's edge, end to end: the gateway router (with its common layers)
+//! served on a real socket in front of small axum upstreams, driven over HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chassis::auth::{IDENTITY_HEADER, Principal, Role, ServiceKeys, Tokens};
+use chassis::health::Readiness;
+use chassis::http::HttpSettings;
+use futures::StreamExt;
+use gateway::{DEAD_LETTERS, EdgeSettings, ProxySettings, Route};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+const JWT_SECRET: &[u8] = b"jwt-secret-jwt-secret-jwt-secret";
+const SERVICE_SECRET: &[u8] = b"service-secret-service-secret-xx";
+const BIG: usize = 2 * 1024 * 1024;
+
+/// What an upstream saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    uri: String,
+    headers: HeaderMap,
+}
+
+#[derive(Clone)]
+struct Upstream {
+    name: &'static str,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Released by the test to let `/gated` finish its body.
+    gate: Arc<Notify>,
+    dead_letters: Vec<Value>,
+}
+
+impl Upstream {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream was called")
+    }
+}
+
+/// The byte at `i` of the big body: a pattern that shows reordering or loss.
+#[allow(clippy::cast_possible_truncation)]
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+async fn upstream_handler(State(up): State<Upstream>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    up.seen.lock().unwrap().push(Seen {
+        method: parts.method.clone(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers.clone(),
+    });
+    let path = parts.uri.path();
+    if path == DEAD_LETTERS {
+        if parts.headers.get(IDENTITY_HEADER).is_none() {
+            return chassis::Problem::unauthorized("missing bearer token").into_response();
+        }
+        return axum::Json(json!({ "items": up.dead_letters })).into_response();
+    }
+    if path.ends_with("/big") {
+        let chunks = (0..BIG / 65536).map(|c| {
+            let chunk: Vec<u8> = (c * 65536..(c + 1) * 65536).map(pattern).collect();
+            Ok::<_, std::io::Error>(chunk)
+        });
+        return Body::from_stream(futures::stream::iter(chunks)).into_response();
+    }
+    if path.ends_with("/gated") {
+        let gate = Arc::clone(&up.gate);
+        let stream = futures::stream::once(async { Ok::<_, std::io::Error>(b"first".to_vec()) })
+            .chain(futures::stream::once(async move {
+                gate.notified().await;
+                Ok(b"-second".to_vec())
+            }));
+        return Body::from_stream(stream).into_response();
+    }
+    if path.ends_with("/broken") {
+        // The failure comes after the head and a first chunk have gone out.
+        let stream = futures::stream::once(async { Ok(b"partial".to_vec()) }).chain(
+            futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(std::io::Error::other("disk gone"))
+            }),
+        );
+        return Body::from_stream(stream).into_response();
+    }
+    if path.ends_with("/missing") {
+        return chassis::Problem::not_found("no product with id missing").into_response();
+    }
+    if path.ends_with("/echo-body") {
+        let Ok(bytes) = axum::body::to_bytes(body, 8 * 1024 * 1024).await else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let intact = bytes.iter().enumerate().all(|(i, b)| *b == pattern(i));
+        return axum::Json(json!({ "len": bytes.len(), "intact": intact })).into_response();
+    }
+    (
+        [("x-upstream", up.name), ("keep-alive", "timeout=5")],
+        axum::Json(json!({ "upstream": up.name, "uri": parts.uri.to_string() })),
+    )
+        .into_response()
+}
+
+async fn start_upstream(name: &'static str, dead_letters: Vec<Value>) -> (Upstream, String) {
+    let up = Upstream {
+        name,
+        seen: Arc::default(),
+        gate: Arc::new(Notify::new()),
+        dead_letters,
+    };
+    let router = Router::new()
+        .fallback(upstream_handler)
+        .with_state(up.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (up, format!("http://{addr}"))
+}
+
+/// A base URL nothing listens on.
+async fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+fn route(prefix: &'static str, upstream: &'static str, base_url: &str) -> Route {
+    Route {
+        prefix,
+        upstream,
+        base_url: base_url.to_owned(),
+    }
+}
+
+struct Edge {
+    url: String,
+    addr: SocketAddr,
+    tokens: Tokens,
+    keys: ServiceKeys,
+    http: reqwest::Client,
+}
+
+impl Edge {
+    async fn start(routes: Vec<Route>, fan_out: Vec<&'static str>) -> Edge {
+        let tokens = Tokens::new(JWT_SECRET, 3600);
+        let keys = ServiceKeys::new(SERVICE_SECRET, "gateway");
+        let modules = gateway::proxy_router(
+            routes,
+            ProxySettings {
+                tokens: tokens.clone(),
+                keys: keys.clone(),
+                connect_timeout: Duration::from_secs(2),
+                fan_out,
+            },
+        );
+        let settings = EdgeSettings {
+            http: HttpSettings {
+                service: "gateway",
+                request_timeout: Duration::from_secs(10),
+            },
+            cors_origins: Vec::new(),
+            rate_per_second: 0,
+            rate_burst: 0,
+        };
+        let router = gateway::router(
+            modules,
+            &gateway::openapi(Vec::new()),
+            Readiness::new(),
+            &settings,
+            None,
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        Edge {
+            url: format!("http://{addr}"),
+            addr,
+            tokens,
+            keys,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.url))
+    }
+
+    fn bearer(&self, user: &str, role: Role) -> String {
+        format!("Bearer {}", self.tokens.issue(user, role).unwrap())
+    }
+}
+
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        chassis::error::PROBLEM_JSON
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    body
+}
+
+#[tokio::test]
+async fn routes_by_longest_prefix_and_keeps_the_query() {
+    let (api, api_url) = start_upstream("api", vec![]).await;
+    let (catalog, catalog_url) = start_upstream("catalog", vec![]).await;
+    let (notifications, notifications_url) = start_upstream("notifications", vec![]).await;
+    let edge = Edge::start(
+        vec![
+            route("/api/v1", "api", &api_url),
+            route("/api/v1/products", "catalog", &catalog_url),
+            route(
+                "/api/v1/admin/notifications",
+                "notifications",
+                &notifications_url,
+            ),
+        ],
+        vec![],
+    )
+    .await;
+
+    let cases = [
+        ("/api/v1/products", "catalog"),
+        ("/api/v1/products/", "catalog"),
+        ("/api/v1/products/p1/stock", "catalog"),
+        ("/api/v1/products?q=red%20shoe&limit=2", "catalog"),
+        ("/api/v1/productsx", "api"),
+        ("/api/v1/admin/notifications?limit=5", "notifications"),
+        ("/api/v1/admin/analytics/sales", "api"),
+        ("/api/v1", "api"),
+    ];
+    for (path, owner) in cases {
+        let response = edge.get(path).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["upstream"], owner, "{path}");
+        assert_eq!(body["uri"], path, "{path}: path and query unchanged");
+    }
+    assert_eq!(
+        catalog.last().uri,
+        "/api/v1/products?q=red%20shoe&limit=2",
+        "the upstream saw the query string"
+    );
+    assert_eq!(notifications.seen().len(), 1);
+
+    // Methods and request bodies pass too.
+    let response = edge
+        .http
+        .post(format!("{}/api/v1/products", edge.url))
+        .header("content-type", "application/json")
+        .body(r#"{"sku":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(catalog.last().method, Method::POST);
+
+    // Unknown paths are the common 404, and reach no upstream.
+    let before = api.seen().len();
+    problem(edge.get("/nope").send().await.unwrap(), 404).await;
+    problem(edge.get("/api").send().await.unwrap(), 404).await;
+    assert_eq!(api.seen().len(), before);
+}
+
+#[tokio::test]
+async fn internal_routes_are_not_reachable() {
+    let (catalog, catalog_url) = start_upstream("catalog", vec![]).await;
+    let edge = Edge::start(
+        vec![
+            route("/api/v1", "catalog", &catalog_url),
+            // Refused at construction: internal routes are never proxied.
+            route("/internal", "catalog", &catalog_url),
+            route("/internal/v1/catalog", "catalog", &catalog_url),
+        ],
+        vec![],
+    )
+    .await;
+
+    let response = edge
+        .http
+        .post(format!("{}/internal/v1/catalog/reserve", edge.url))
+        .json(&json!({ "order_id": "o1", "items": [] }))
+        .send()
+        .await
+        .unwrap();
+    problem(response, 404).await;
+
+    // Dot segments (which reqwest would resolve client-side) and encoded slashes are
+    // refused rather than forwarded for an upstream to normalise.
+    for target in [
+        "/api/v1/../internal/v1/catalog/reserve",
+        "/api/v1/%2e%2e/internal/v1/catalog/reserve",
+        "/api/v1/products%2F..%2F..%2Finternal",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        let request = format!(
+            "POST {target} HTTP/1.1\r\nHost: edge\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404"), "{target}: {answer}");
+        assert!(answer.contains("application/problem+json"), "{target}");
+    }
+    assert!(catalog.seen().is_empty(), "{:?}", catalog.seen());
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    let (catalog, catalog_url) = start_upstream("catalog", vec![]).await;
+    let edge = Edge::start(
+        vec![route("/api/v1/products", "catalog", &catalog_url)],
+        vec![],
+    )
+    .await;
+
+    // 2 MiB down, intact.
+    let response = edge.get("/api/v1/products/big").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(bytes.len(), BIG);
+    assert!(bytes.iter().enumerate().all(|(i, b)| *b == pattern(i)));
+
+    // Streamed, not buffered: the first chunk arrives while the upstream has not
+    // finished its body.
+    let response = edge.get("/api/v1/products/gated").send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the first chunk arrives before the body is complete")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"first");
+    catalog.gate.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(rest, b"-second");
+
+    // An upstream failing mid-body ends the client's stream with an error, not a
+    // complete-looking body.
+    let response = edge.get("/api/v1/products/broken").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.bytes().await.is_err());
+    // ...and the route keeps working.
+    let response = edge.get("/api/v1/products").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A chunked upload under the limit arrives intact...
+    let upload = 768 * 1024;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..upload / 1024)
+        .map(|c| Ok((c * 1024..(c + 1) * 1024).map(pattern).collect()))
+        .collect();
+    let response = edge
+        .http
+        .post(format!("{}/api/v1/products/echo-body", edge.url))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({ "len": upload, "intact": true }));
+
+    // ...and one over it is cut at the edge's limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..2048).map(|_| Ok(vec![0_u8; 1024])).collect();
+    let response = edge
+        .http
+        .post(format!("{}/api/v1/products/echo-body", edge.url))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await;
+    // (The client may instead see the connection close while it is still sending.)
+    if let Ok(response) = response {
+        problem(response, 413).await;
+    }
+}
+
+#[tokio::test]
+async fn the_edge_verifies_the_caller_and_forwards_an_identity() {
+    let (catalog, catalog_url) = start_upstream("catalog", vec![]).await;
+    let edge = Edge::start(vec![route("/api/v1/me", "identity", &catalog_url)], vec![]).await;
+
+    let response = edge
+        .get("/api/v1/me")
+        .header("authorization", edge.bearer("u1", Role::Admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = catalog.last();
+    assert!(seen.headers.get("authorization").is_none());
+    let identities: Vec<_> = seen.headers.get_all(IDENTITY_HEADER).iter().collect();
+    assert_eq!(identities.len(), 1);
+    let identity = identities[0].to_str().unwrap();
+    assert_eq!(
+        edge.keys.verify_identity(identity),
+        Some(Principal {
+            user_id: "u1".into(),
+            role: Role::Admin,
+        })
+    );
+    // A service with the same secret accepts it; a different secret does not.
+    let elsewhere = ServiceKeys::new(SERVICE_SECRET, "catalog");
+    assert!(elsewhere.verify_identity(identity).is_some());
+    assert!(
+        ServiceKeys::new(b"another-secret-another-secret-xx", "catalog")
+            .verify_identity(identity)
+            .is_none()
+    );
+
+    // A client's own identity header never gets through, valid-looking or not.
+    let smuggled = edge
+        .keys
+        .forward_identity(&Principal {
+            user_id: "root".into(),
+            role: Role::Admin,
+        })
+        .unwrap();
+    let response = edge
+        .get("/api/v1/me")
+        .header(IDENTITY_HEADER, &smuggled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(catalog.last().headers.get(IDENTITY_HEADER).is_none());
+
+    let response = edge
+        .get("/api/v1/me")
+        .header(IDENTITY_HEADER, &smuggled)
+        .header("authorization", edge.bearer("u2", Role::Customer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = catalog.last();
+    assert_eq!(seen.headers.get_all(IDENTITY_HEADER).iter().count(), 1);
+    let principal = edge
+        .keys
+        .verify_identity(seen.headers[IDENTITY_HEADER].to_str().unwrap())
+        .unwrap();
+    assert_eq!(principal.user_id, "u2");
+    assert_eq!(principal.role, Role::Customer);
+}
+
+#[tokio::test]
+async fn a_bad_bearer_is_refused_at_the_edge() {
+    let (catalog, catalog_url) = start_upstream("catalog", vec![]).await;
+    let edge = Edge::start(vec![route("/api/v1/cart", "cart", &catalog_url)], vec![]).await;
+
+    let forged = Tokens::new(b"not-the-secret-not-the-secret-xx", 3600)
+        .issue("u1", Role::Admin)
+        .unwrap();
+    let now = jsonwebtoken::get_current_timestamp();
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({
+            "sub": "u1", "role": "customer", "iat": now - 7200, "exp": now - 3600,
+            "iss": chassis::auth::ISSUER, "aud": chassis::auth::AUDIENCE,
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET),
+    )
+    .unwrap();
+    // A service identity is not a user token either.
+    let identity = edge
+        .keys
+        .forward_identity(&Principal {
+            user_id: "u1".into(),
+            role: Role::Admin,
+        })
+        .unwrap();
+
+    let cases = [
+        (format!("Bearer {forged}"), "invalid or expired token"),
+        (format!("Bearer {expired}"), "invalid or expired token"),
+        (format!("Bearer {identity}"), "invalid or expired token"),
+        ("Bearer".to_owned(), "malformed Authorization header"),
+        ("Basic dTE6cHc=".to_owned(), "expected a Bearer token"),
+    ];
+    for (authorization, detail) in cases {
+        let response = edge
+            .get("/api/v1/cart")
+            .header("authorization", &authorization)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().contains_key("www-authenticate"));
+        let body = problem(response, 401).await;
+        assert_eq!(body["detail"], detail, "{authorization}");
+    }
+    assert!(catalog.seen().is_empty(), "the upstream was never called");
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_costs_only_its_routes() {
+    let (catalog, catalog_url) = start_upstream("catalog", vec![]).await;
+    let edge = Edge::start(
+        vec![
+            route("/api/v1/products", "catalog", &catalog_url),
+            route("/api/v1/orders", "orders", &closed_port().await),
+            route("/api/v1/cart", "cart", "http://no-such-host.invalid:8080"),
+            route("/api/v1/me", "identity", "https://identity:8443"),
+        ],
+        vec![],
+    )
+    .await;
+
+    for _ in 0..2 {
+        let body = problem(edge.get("/api/v1/orders/o1").send().await.unwrap(), 503).await;
+        assert_eq!(body["detail"], "orders is unavailable");
+        let response = edge.get("/api/v1/products").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let body = problem(edge.get("/api/v1/cart").send().await.unwrap(), 503).await;
+    assert_eq!(body["detail"], "cart is unavailable");
+    let body = problem(edge.get("/api/v1/me").send().await.unwrap(), 503).await;
+    assert_eq!(body["detail"], "identity is unavailable");
+    assert_eq!(catalog.seen().len(), 2);
+
+    let metrics = edge
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |upstream: &str, outcome: &str| {
+        metrics.lines().any(|line| {
+            line.starts_with("gateway_upstream_requests_total{")
+                && line.contains(&format!("upstream=\"{upstream}\""))
+                && line.contains(&format!("outcome=\"{outcome}\""))
+        })
+    };
+    assert!(counted("orders", "unavailable"), "{metrics}");
+    assert!(counted("catalog", "ok"), "{metrics}");
+}
+
+#[tokio::test]
+async fn request_context_and_headers_are_forwarded() {
+    // With telemetry installed (as in production) the request span is the gateway's
+    // hop of the client's trace. Only the request span is enabled: tests stay quiet.
+    chassis::telemetry::init(
+        "gateway",
+        chassis::config::LogFormat::Json,
+        "off,chassis::http=info",
+    );
+    let (catalog, catalog_url) = start_upstream("catalog", vec![]).await;
+    let edge = Edge::start(
+        vec![route("/api/v1/products", "catalog", &catalog_url)],
+        vec![],
+    )
+    .await;
+
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = edge
+        .get("/api/v1/products")
+        .header("x-request-id", "req-123")
+        .header("traceparent", traceparent)
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-bazaar-deadline-ms", "999999")
+        .header("connection", "x-hop")
+        .header("x-hop", "1")
+        .header("proxy-authorization", "Basic secret")
+        .header("x-custom", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "req-123");
+    assert_eq!(response.headers()["x-upstream"], "catalog");
+    assert!(response.headers().get("keep-alive").is_none());
+
+    let seen = catalog.last().headers;
+    assert_eq!(seen["x-request-id"], "req-123");
+    let forwarded = seen["traceparent"].to_str().unwrap();
+    assert!(
+        forwarded.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "the trace continues: {forwarded}"
+    );
+    assert!(
+        !forwarded.contains("00f067aa0ba902b7"),
+        "the gateway's span is the parent: {forwarded}"
+    );
+    let deadline: u64 = seen["x-bazaar-deadline-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        deadline > 0 && deadline <= 10_000,
+        "what is left of the budget: {deadline}"
+    );
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen["x-custom"], "kept");
+    for hop in ["x-hop", "proxy-authorization", "te", "upgrade"] {
+        assert!(seen.get(hop).is_none(), "{hop} was forwarded");
+    }
+    assert_eq!(seen["host"], catalog_url.trim_start_matches("http://"));
+
+    // A service's problem passes through unchanged.
+    let response = edge.get("/api/v1/products/missing").send().await.unwrap();
+    let body = problem(response, 404).await;
+    assert_eq!(body["detail"], "no product with id missing");
+}
+
+#[tokio::test]
+async fn dead_letters_fan_out_to_every_upstream() {
+    let letter = |consumer: &str, failed_at: &str| json!({ "consumer": consumer, "event_id": format!("e-{consumer}"), "failed_at": failed_at });
+    let (catalog, catalog_url) =
+        start_upstream("catalog", vec![letter("catalog", "2025-01-01T00:00:01Z")]).await;
+    let (orders, orders_url) = start_upstream(
+        "orders",
+        vec![
+            letter("orders-a", "2025-01-01T00:00:03Z"),
+            letter("orders-b", "2025-01-01T00:00:00Z"),
+        ],
+    )
+    .await;
+    let edge = Edge::start(
+        vec![
+            route("/api/v1/products", "catalog", &catalog_url),
+            route("/api/v1/orders", "orders", &orders_url),
+            // Two prefixes of one upstream: asked once.
+            route("/api/v1/admin/orders", "orders", &orders_url),
+            route("/api/v1/cart", "cart", &closed_port().await),
+        ],
+        vec![DEAD_LETTERS],
+    )
+    .await;
+
+    let response = edge
+        .get(DEAD_LETTERS)
+        .header("authorization", edge.bearer("admin", Role::Admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let consumers: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["consumer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        consumers,
+        ["orders-a", "catalog", "orders-b"],
+        "newest first"
+    );
+    assert_eq!(body["unavailable"], json!(["cart"]));
+    assert_eq!(orders.seen().len(), 1);
+    let identity = catalog.last().headers[IDENTITY_HEADER].clone();
+    assert_eq!(
+        edge.keys
+            .verify_identity(identity.to_str().unwrap())
+            .unwrap()
+            .user_id,
+        "admin"
+    );
+
+    // The services' refusal is the answer.
+    let response = edge.get(DEAD_LETTERS).send().await.unwrap();
+    problem(response, 401).await;
+}
