@@ -26,15 +26,25 @@ pub struct Report {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the {module} store")]
-pub struct AuditError {
-    module: &'static str,
-    #[source]
-    source: sqlx::Error,
+pub enum AuditError {
+    #[error("cannot read the {module} store")]
+    Read {
+        module: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The audit reads every module's store; this configuration runs only some
+    /// (`only` is set).
+    #[error("the audit needs every module's store; {0} is not opened here (unset `only`)")]
+    Missing(&'static str),
 }
 
 fn read(module: &'static str) -> impl FnOnce(sqlx::Error) -> AuditError {
-    move |source| AuditError { module, source }
+    move |source| AuditError::Read { module, source }
+}
+
+fn need<'a, T>(module: Option<&'a T>, name: &'static str) -> Result<&'a T, AuditError> {
+    module.ok_or(AuditError::Missing(name))
 }
 
 fn check(name: &'static str, violations: Vec<String>) -> Check {
@@ -47,8 +57,9 @@ fn check(name: &'static str, violations: Vec<String>) -> Check {
 
 /// Runs every check. `stuck_after`: how long an order may stay non-terminal.
 pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, AuditError> {
-    let orders = modules
-        .orders
+    let payments = need(modules.payments.as_ref(), "payments")?;
+    let catalog = need(modules.store(catalog::MODULE), "catalog")?;
+    let orders = need(modules.orders.as_ref(), "orders")?
         .store()
         .audit_rows()
         .await
@@ -57,7 +68,7 @@ pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, Aud
 
     checks.push(check(
         "stock is never negative and reservations match reserved stock",
-        catalog::audit::violations(modules.catalog_pool())
+        catalog::audit::violations(catalog.pool())
             .await
             .map_err(read("catalog"))?,
     ));
@@ -65,8 +76,7 @@ pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, Aud
     // Money: per order, captured - refunded equals the total of a confirmed order
     // and zero for every other settled order; in sum, the ledger equals confirmed
     // revenue. A second capture for one order would show up here.
-    let net: HashMap<String, (i64, i64)> = modules
-        .payments
+    let net: HashMap<String, (i64, i64)> = payments
         .net_by_order()
         .await
         .map_err(read("payments"))?
@@ -99,7 +109,7 @@ pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, Aud
     if let Some(unknown) = net.keys().find(|id| !orders.iter().any(|o| &o.id == *id)) {
         money.push(format!("payment for unknown order {unknown}"));
     }
-    let totals = modules.payments.totals().await.map_err(read("payments"))?;
+    let totals = payments.totals().await.map_err(read("payments"))?;
     let open_total: i64 = orders
         .iter()
         .filter(|o| o.saga_open || o.status == Status::Pending)
@@ -126,8 +136,7 @@ pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, Aud
         .filter(|o| matches!(o.status, Status::Confirmed | Status::Cancelled))
         .map(|o| o.id.as_str())
         .collect();
-    let emails = modules
-        .notifications
+    let emails = need(modules.notifications.as_ref(), "notifications")?
         .confirmed_emails_per_order()
         .await
         .map_err(read("notifications"))?;
@@ -146,8 +155,7 @@ pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, Aud
     );
     checks.push(check("one email per confirmed order", email_violations));
 
-    let counted = modules
-        .analytics
+    let counted = need(modules.analytics.as_ref(), "analytics")?
         .orders_confirmed()
         .await
         .map_err(read("analytics"))?;

@@ -10,18 +10,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::CancellationToken;
+use chassis::auth::ServiceKeys;
 use chassis::auth::Tokens;
 use chassis::bus::{Consumer, InProcBus, RetryPolicy};
 use chassis::config::Config;
 use chassis::health::Readiness;
 use chassis::http::HttpSettings;
+use chassis::nats::{JetStream, NatsBus, NatsSettings};
 use chassis::outbox::Outbox;
 use chassis::store::{Store, StoreError};
+use contracts::cart::{CartApi, CartClient, cart_routes};
+use contracts::catalog::{CatalogApi, CatalogClient, catalog_routes};
+use contracts::payments::{PaymentsApi, PaymentsClient, payments_routes};
 use tokio::net::TcpListener;
 
 pub use chassis::config;
 
 pub mod audit;
+pub mod topology;
+
+pub use topology::Topology;
 
 /// A relay also polls, so an event whose wake-up was missed waits at most this long.
 const RELAY_POLL: Duration = Duration::from_millis(500);
@@ -76,6 +84,12 @@ pub enum StartError {
     Mail(#[source] notifications::TransportError),
     #[error("cannot seed the catalog: {0}")]
     Seed(#[source] catalog::CatalogFailure),
+    #[error(transparent)]
+    Topology(#[from] topology::TopologyError),
+    #[error("cannot build the HTTP client for other modules")]
+    Http(#[source] reqwest::Error),
+    #[error("cannot reach NATS")]
+    Nats(#[from] chassis::nats::NatsError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -84,20 +98,26 @@ pub enum StartError {
     },
 }
 
-/// Every module of the monolith, opened, migrated and wired together.
+/// The modules this process runs (all of them in the monolith), opened, migrated and
+/// wired together: each dependency on another module is that module's service when it
+/// runs here, else its contract's HTTP client.
 #[derive(Debug)]
 pub struct Modules {
-    pub identity: identity::IdentityService,
-    pub catalog: catalog::CatalogService,
-    pub cart: cart::CartService,
-    pub payments: payments::PaymentsService,
-    pub orders: orders::OrdersService,
-    pub notifications: notifications::NotificationsService,
-    pub analytics: analytics::AnalyticsService,
+    pub identity: Option<identity::IdentityService>,
+    pub catalog: Option<catalog::CatalogService>,
+    pub cart: Option<cart::CartService>,
+    pub payments: Option<payments::PaymentsService>,
+    pub orders: Option<orders::OrdersService>,
+    pub notifications: Option<notifications::NotificationsService>,
+    pub analytics: Option<analytics::AnalyticsService>,
+    /// User tokens as this process checks them (behind the gateway: the identity it
+    /// forwards).
     pub tokens: Tokens,
-    saga: Arc<orders::saga::Saga>,
-    catalog_pool: sqlx::AnyPool,
-    bus: Arc<InProcBus>,
+    topology: Topology,
+    /// Split topology: this process's service credentials.
+    keys: Option<ServiceKeys>,
+    saga: Option<Arc<orders::saga::Saga>>,
+    consumers: Vec<Arc<Consumer>>,
     outboxes: Vec<Outbox>,
     stores: Vec<Store>,
     shutdown: CancellationToken,
@@ -125,147 +145,245 @@ async fn open_store(
     Ok(store)
 }
 
-fn subscribe(
-    bus: &InProcBus,
+/// How this process reaches other modules: in process, or over HTTP.
+struct Peers<'a> {
+    config: &'a Config,
+    keys: Option<&'a ServiceKeys>,
+    http: Option<reqwest::Client>,
+}
+
+impl Peers<'_> {
+    /// The RPC client of `module` (the topology checked its address is configured).
+    fn client(&self, module: &'static str) -> Result<chassis::rpc::Client, StartError> {
+        let (Some(keys), Some(http), Some(url)) =
+            (self.keys, self.http.as_ref(), self.config.peer(module))
+        else {
+            return Err(StartError::Topology(topology::TopologyError::missing_peer(
+                module,
+            )));
+        };
+        Ok(chassis::rpc::Client::new(
+            http.clone(),
+            module,
+            url,
+            keys.clone(),
+            Duration::from_millis(self.config.rpc_timeout_ms),
+        ))
+    }
+}
+
+/// A module's consumer of other modules' events.
+fn consumer(
     name: &'static str,
     topics: Vec<String>,
     store: &Store,
     handler: Arc<dyn chassis::bus::Handler>,
     policy: RetryPolicy,
-) {
-    bus.subscribe(Arc::new(Consumer::new(
+) -> Arc<Consumer> {
+    Arc::new(Consumer::new(
         name,
         topics,
         store.pool().clone(),
         handler,
         policy,
-    )));
+    ))
 }
 
 impl Modules {
-    /// Opens each module's own database (a SQLite file under the data dir, or its
-    /// schema in `database_url`'s PostgreSQL database), applies its migrations
-    /// and wires the modules to each other through their contracts (in-process calls
-    /// here; the same traits are HTTP clients when the modules run split).
+    /// Opens the store of each module this process runs (a SQLite file under the data
+    /// dir, or its schema in `database_url`'s PostgreSQL database), applies its
+    /// migrations and wires the modules to each other through their contracts.
     pub async fn open(config: &Config) -> Result<Self, StartError> {
-        let identity_store = open_store(config, identity::MODULE, &identity::MIGRATOR).await?;
-        let catalog_store = open_store(config, catalog::MODULE, &catalog::MIGRATOR).await?;
-        let cart_store = open_store(config, cart::MODULE, &cart::MIGRATOR).await?;
-        let payments_store = open_store(config, payments::MODULE, &payments::MIGRATOR).await?;
-        let orders_store = open_store(config, orders::MODULE, &orders::MIGRATOR).await?;
-        let notifications_store =
-            open_store(config, notifications::MODULE, &notifications::MIGRATOR).await?;
-        let analytics_store = open_store(config, analytics::MODULE, &analytics::MIGRATOR).await?;
+        let topology = Topology::from_config(config)?;
         let shutdown = CancellationToken::new();
         let outbox = |store: &Store| Outbox::new(store.module(), store.pool().clone());
+        let keys = config
+            .service_secret
+            .as_deref()
+            .map(|secret| ServiceKeys::new(secret.as_bytes(), topology.service_name()));
+        let peers = Peers {
+            config,
+            keys: keys.as_ref(),
+            http: if topology.is_split() {
+                Some(chassis::rpc::http_client().map_err(StartError::Http)?)
+            } else {
+                None
+            },
+        };
+        let tokens = if topology.is_split() {
+            // The topology checked: the gateway and identity have the shared secret;
+            // the others only trust what the gateway forwards.
+            let secret = config
+                .jwt_secret
+                .clone()
+                .unwrap_or_else(|| chassis::id::new_id() + &chassis::id::new_id());
+            let tokens = Tokens::new(secret.as_bytes(), config.token_ttl_secs);
+            match (&keys, topology.is_gateway()) {
+                (Some(keys), false) => tokens.behind_gateway(keys.clone()),
+                _ => tokens,
+            }
+        } else {
+            Tokens::load_or_create(
+                config.jwt_secret.as_deref(),
+                &config.data_dir,
+                config.token_ttl_secs,
+            )?
+        };
+        let mut stores = Vec::new();
+        let mut outboxes = Vec::new();
+        let mut consumers = Vec::new();
 
-        let tokens = Tokens::load_or_create(
-            config.jwt_secret.as_deref(),
-            &config.data_dir,
-            config.token_ttl_secs,
-        )?;
-        let identity = identity::IdentityService::new(
-            Arc::new(identity::store::SqlUsers::new(
-                identity_store.pool().clone(),
-            )),
-            tokens.clone(),
-            outbox(&identity_store),
-        );
-        let catalog = catalog::CatalogService::new(
-            Arc::new(catalog::store::SqlProducts::new(
-                catalog_store.pool().clone(),
-            )),
-            outbox(&catalog_store),
-            Duration::from_secs(config.reservation_ttl_secs),
-            Duration::from_millis(config.catalog_cache_ttl_ms),
-        );
-        let cart = cart::CartService::new(
-            Arc::new(cart::store::SqlCartItems::new(cart_store.pool().clone())),
-            Arc::new(catalog.clone()),
-        );
-        let payments = payments::PaymentsService::new(
-            payments_store.pool().clone(),
-            outbox(&payments_store),
-            Arc::new(payments::provider::SimulatedProvider::new(
-                Duration::from_millis(config.payment_provider_latency_ms),
-                config.payment_provider_failure_rate,
-            )),
-            Duration::from_millis(config.payment_timeout_ms),
-        );
-        let orders_outbox = outbox(&orders_store);
-        let order_store = orders::store::SqlOrders::new(orders_store.pool().clone());
-        let saga = Arc::new(orders::saga::Saga::new(
-            order_store.clone(),
-            orders_outbox.clone(),
-            Arc::new(catalog.clone()),
-            Arc::new(payments.clone()),
-            orders::saga::SagaTiming::default(),
-            config
-                .fault_abort_at
-                .as_deref()
-                .and_then(orders::saga::CrashPoint::parse),
-            shutdown.clone(),
-        ));
-        let orders = orders::OrdersService::new(
-            order_store,
-            Arc::clone(&saga),
-            Arc::new(catalog.clone()),
-            Arc::new(cart.clone()),
-            Duration::from_millis(config.checkout_wait_ms),
-        );
-
-        let transport = notifications::transport::from_config(
-            &config.mail_transport,
-            &config.data_dir,
-            config.sqlite_synchronous == chassis::config::SqliteSync::Full,
-        )
-        .map_err(StartError::Mail)?;
-        let notifications =
-            notifications::NotificationsService::new(notifications_store.pool().clone(), transport)
+        let identity = if topology.runs(identity::MODULE) {
+            let store = open_store(config, identity::MODULE, &identity::MIGRATOR).await?;
+            let service = identity::IdentityService::new(
+                Arc::new(identity::store::SqlUsers::new(store.pool().clone())),
+                tokens.clone(),
+                outbox(&store),
+            );
+            outboxes.push(service.outbox().clone());
+            stores.push(store);
+            Some(service)
+        } else {
+            None
+        };
+        let catalog = if topology.runs(catalog::MODULE) {
+            let store = open_store(config, catalog::MODULE, &catalog::MIGRATOR).await?;
+            let service = catalog::CatalogService::new(
+                Arc::new(catalog::store::SqlProducts::new(store.pool().clone())),
+                outbox(&store),
+                Duration::from_secs(config.reservation_ttl_secs),
+                Duration::from_millis(config.catalog_cache_ttl_ms),
+            );
+            outboxes.push(service.outbox().clone());
+            stores.push(store);
+            Some(service)
+        } else {
+            None
+        };
+        let catalog_api =
+            |catalog: &Option<catalog::CatalogService>| -> Result<Arc<dyn CatalogApi>, StartError> {
+                Ok(match catalog {
+                    Some(local) => Arc::new(local.clone()),
+                    None => Arc::new(CatalogClient::new(peers.client(catalog::MODULE)?)),
+                })
+            };
+        let cart = if topology.runs(cart::MODULE) {
+            let store = open_store(config, cart::MODULE, &cart::MIGRATOR).await?;
+            let service = cart::CartService::new(
+                Arc::new(cart::store::SqlCartItems::new(store.pool().clone())),
+                catalog_api(&catalog)?,
+            );
+            consumers.push(consumer(
+                cart::events::CONSUMER,
+                cart::events::topics(),
+                &store,
+                Arc::new(cart::events::CartEvents),
+                RetryPolicy::default(),
+            ));
+            stores.push(store);
+            Some(service)
+        } else {
+            None
+        };
+        let payments = if topology.runs(payments::MODULE) {
+            let store = open_store(config, payments::MODULE, &payments::MIGRATOR).await?;
+            let service = payments::PaymentsService::new(
+                store.pool().clone(),
+                outbox(&store),
+                Arc::new(payments::provider::SimulatedProvider::new(
+                    Duration::from_millis(config.payment_provider_latency_ms),
+                    config.payment_provider_failure_rate,
+                )),
+                Duration::from_millis(config.payment_timeout_ms),
+            );
+            outboxes.push(service.outbox().clone());
+            stores.push(store);
+            Some(service)
+        } else {
+            None
+        };
+        let (orders, saga) = if topology.runs(orders::MODULE) {
+            let store = open_store(config, orders::MODULE, &orders::MIGRATOR).await?;
+            let orders_outbox = outbox(&store);
+            let order_store = orders::store::SqlOrders::new(store.pool().clone());
+            let payments_api: Arc<dyn PaymentsApi> = match &payments {
+                Some(local) => Arc::new(local.clone()),
+                None => Arc::new(PaymentsClient::new(peers.client(payments::MODULE)?)),
+            };
+            let cart_api: Arc<dyn CartApi> = match &cart {
+                Some(local) => Arc::new(local.clone()),
+                None => Arc::new(CartClient::new(peers.client(cart::MODULE)?)),
+            };
+            let saga = Arc::new(orders::saga::Saga::new(
+                order_store.clone(),
+                orders_outbox.clone(),
+                catalog_api(&catalog)?,
+                payments_api,
+                orders::saga::SagaTiming::default(),
+                config
+                    .fault_abort_at
+                    .as_deref()
+                    .and_then(orders::saga::CrashPoint::parse),
+                shutdown.clone(),
+            ));
+            let service = orders::OrdersService::new(
+                order_store,
+                Arc::clone(&saga),
+                catalog_api(&catalog)?,
+                cart_api,
+                Duration::from_millis(config.checkout_wait_ms),
+            );
+            outboxes.push(orders_outbox);
+            stores.push(store);
+            (Some(service), Some(saga))
+        } else {
+            (None, None)
+        };
+        let notifications = if topology.runs(notifications::MODULE) {
+            let store = open_store(config, notifications::MODULE, &notifications::MIGRATOR).await?;
+            let transport = notifications::transport::from_config(
+                &config.mail_transport,
+                &config.data_dir,
+                config.sqlite_synchronous == chassis::config::SqliteSync::Full,
+            )
+            .map_err(StartError::Mail)?;
+            let service = notifications::NotificationsService::new(store.pool().clone(), transport)
                 .with_sender(&config.mail_from)
                 .map_err(StartError::Mail)?;
-        let analytics = analytics::AnalyticsService::new(analytics_store.pool().clone());
-
-        // The monolith's bus: events go from each module's outbox straight to the
-        // consumers in this process.
-        let bus = Arc::new(InProcBus::new());
-        subscribe(
-            &bus,
-            cart::events::CONSUMER,
-            cart::events::topics(),
-            &cart_store,
-            Arc::new(cart::events::CartEvents),
-            RetryPolicy::default(),
-        );
-        subscribe(
-            &bus,
-            notifications::events::CONSUMER,
-            notifications::events::topics(),
-            &notifications_store,
-            Arc::new(notifications.events()),
-            // An order's email can arrive before its buyer's UserRegistered (another
-            // module's relay): retry for longer before dead-lettering.
-            RetryPolicy {
-                attempts: 10,
-                base: Duration::from_millis(50),
-                cap: Duration::from_secs(2),
-            },
-        );
-        subscribe(
-            &bus,
-            analytics::events::CONSUMER,
-            analytics::events::topics(),
-            &analytics_store,
-            Arc::new(analytics::events::AnalyticsEvents),
-            RetryPolicy::default(),
-        );
+            consumers.push(consumer(
+                notifications::events::CONSUMER,
+                notifications::events::topics(),
+                &store,
+                Arc::new(service.events()),
+                // An order's email can arrive before its buyer's UserRegistered (another
+                // module's relay): retry for longer before dead-lettering.
+                RetryPolicy {
+                    attempts: 10,
+                    base: Duration::from_millis(50),
+                    cap: Duration::from_secs(2),
+                },
+            ));
+            stores.push(store);
+            Some(service)
+        } else {
+            None
+        };
+        let analytics = if topology.runs(analytics::MODULE) {
+            let store = open_store(config, analytics::MODULE, &analytics::MIGRATOR).await?;
+            consumers.push(consumer(
+                analytics::events::CONSUMER,
+                analytics::events::topics(),
+                &store,
+                Arc::new(analytics::events::AnalyticsEvents),
+                RetryPolicy::default(),
+            ));
+            let service = analytics::AnalyticsService::new(store.pool().clone());
+            stores.push(store);
+            Some(service)
+        } else {
+            None
+        };
         Ok(Self {
-            outboxes: vec![
-                identity.outbox().clone(),
-                catalog.outbox().clone(),
-                payments.outbox().clone(),
-                orders_outbox,
-            ],
             identity,
             catalog,
             cart,
@@ -274,25 +392,18 @@ impl Modules {
             notifications,
             analytics,
             tokens,
+            topology,
+            keys,
             saga,
-            catalog_pool: catalog_store.pool().clone(),
-            bus,
-            stores: vec![
-                identity_store,
-                catalog_store,
-                cart_store,
-                payments_store,
-                orders_store,
-                notifications_store,
-                analytics_store,
-            ],
+            consumers,
+            outboxes,
+            stores,
             shutdown,
         })
     }
 
-    /// The catalog's store (the audit checks its stock invariants).
-    pub fn catalog_pool(&self) -> &sqlx::AnyPool {
-        &self.catalog_pool
+    pub fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     /// Stops the background workers and every saga of these modules.
@@ -300,26 +411,29 @@ impl Modules {
         self.shutdown.clone()
     }
 
-    /// First-start work: the admin account (if configured) and the demo catalog.
+    /// First-start work: the admin account (if configured and identity runs here) and
+    /// the demo catalog (if the catalog does).
     pub async fn bootstrap(&self, config: &Config) -> Result<(), StartError> {
         if config.admin_email.is_some() != config.admin_password.is_some() {
             return Err(StartError::AdminConfig);
         }
-        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
-            let outcome = self
-                .identity
+        if let (Some(identity), Some(email), Some(password)) =
+            (&self.identity, &config.admin_email, &config.admin_password)
+        {
+            let outcome = identity
                 .ensure_admin(email, password, "Administrator")
                 .await
                 .map_err(StartError::Admin)?;
             tracing::info!(?outcome, email = %email, "admin bootstrap");
         }
-        let seeded = self
-            .catalog
-            .seed_if_empty(config.seed_products)
-            .await
-            .map_err(StartError::Seed)?;
-        if seeded > 0 {
-            tracing::info!(products = seeded, "seeded the demo catalog");
+        if let Some(catalog) = &self.catalog {
+            let seeded = catalog
+                .seed_if_empty(config.seed_products)
+                .await
+                .map_err(StartError::Seed)?;
+            if seeded > 0 {
+                tracing::info!(products = seeded, "seeded the demo catalog");
+            }
         }
         Ok(())
     }
@@ -328,19 +442,111 @@ impl Modules {
         &self.stores
     }
 
-    /// Starts the background workers: a relay per outbox, the catalog's reservation
+    /// The store of `module`, if it runs here.
+    pub fn store(&self, module: &str) -> Option<&Store> {
+        self.stores.iter().find(|s| s.module() == module)
+    }
+
+    /// The public routes of the modules here, and in the split topology their
+    /// internal (service-to-service) routes, which demand a service credential.
+    fn routes(&self) -> axum::Router {
+        let tokens = &self.tokens;
+        let mut routes = axum::Router::new();
+        if let Some(identity) = &self.identity {
+            routes = routes.merge(identity::router(identity.clone()));
+        }
+        if let Some(catalog) = &self.catalog {
+            routes = routes.merge(catalog::router(catalog.clone(), tokens.clone()));
+        }
+        if let Some(cart) = &self.cart {
+            routes = routes.merge(cart::router(cart.clone(), tokens.clone()));
+        }
+        if let Some(orders) = &self.orders {
+            routes = routes.merge(orders::router(orders.clone(), tokens.clone()));
+        }
+        if let Some(notifications) = &self.notifications {
+            routes = routes.merge(notifications::router(notifications.clone(), tokens.clone()));
+        }
+        if let Some(analytics) = &self.analytics {
+            routes = routes.merge(analytics::router(analytics.clone(), tokens.clone()));
+        }
+        if !self.stores.is_empty() {
+            routes = routes.merge(chassis::bus::admin::router(
+                self.stores.clone(),
+                tokens.clone(),
+            ));
+        }
+        if let Some(keys) = self.keys.as_ref().filter(|_| self.topology.is_split()) {
+            let mut internal: Vec<axum::Router> = Vec::new();
+            if let Some(catalog) = &self.catalog {
+                internal.push(catalog_routes(Arc::new(catalog.clone())));
+            }
+            if let Some(cart) = &self.cart {
+                internal.push(cart_routes(Arc::new(cart.clone())));
+            }
+            if let Some(payments) = &self.payments {
+                internal.push(payments_routes(Arc::new(payments.clone())));
+            }
+            // (A guard on no routes at all would be a no-op, which axum refuses.)
+            if let Some(internal) = internal.into_iter().reduce(axum::Router::merge) {
+                routes = routes.merge(chassis::rpc::internal(internal, keys.clone()));
+            }
+        }
+        routes
+    }
+
+    /// Starts the background workers: a relay per outbox onto the bus (in process,
+    /// or JetStream when `nats` is given), the consumers, the catalog's reservation
     /// sweeper, the saga recovery loop and store maintenance. They stop with the
     /// modules' shutdown token.
-    pub fn spawn_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+    pub async fn spawn_workers(
+        &self,
+        nats: Option<&JetStream>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let shutdown = &self.shutdown;
-        let bus: Arc<dyn chassis::bus::Bus> = self.bus.clone();
-        let mut workers: Vec<_> = self
-            .outboxes
-            .iter()
-            .map(|outbox| outbox.spawn_relay(Arc::clone(&bus), RELAY_POLL, shutdown.clone()))
-            .collect();
-        workers.push(self.catalog.spawn_sweeper(SWEEP_EVERY, shutdown.clone()));
-        workers.push(self.saga.spawn_recovery(RECOVER_EVERY));
+        let mut workers = Vec::new();
+        let bus: Arc<dyn chassis::bus::Bus> = if let Some(js) = nats {
+            // Create the streams consumed here, so consumers need not wait for their
+            // publisher's first event (its relay creates them too).
+            let sources: std::collections::BTreeSet<&str> = self
+                .consumers
+                .iter()
+                .flat_map(|c| c.topics().iter())
+                .filter_map(|topic| topic.split('.').next())
+                .collect();
+            for source in sources {
+                if let Err(e) = js.ensure_stream(source).await {
+                    tracing::warn!(stream = source, error = %e, "cannot create stream yet; consumers will retry");
+                }
+            }
+            for consumer in &self.consumers {
+                workers.push(chassis::nats::spawn_consumer(
+                    js.clone(),
+                    Arc::clone(consumer),
+                    shutdown.clone(),
+                ));
+            }
+            Arc::new(NatsBus::new(js.clone()))
+        } else {
+            // The monolith: events go from each module's outbox straight to the
+            // consumers in this process.
+            let bus = InProcBus::new();
+            for consumer in &self.consumers {
+                bus.subscribe(Arc::clone(consumer));
+            }
+            Arc::new(bus)
+        };
+        workers.extend(
+            self.outboxes
+                .iter()
+                .map(|outbox| outbox.spawn_relay(Arc::clone(&bus), RELAY_POLL, shutdown.clone())),
+        );
+        if let Some(catalog) = &self.catalog {
+            workers.push(catalog.spawn_sweeper(SWEEP_EVERY, shutdown.clone()));
+        }
+        if let Some(saga) = &self.saga {
+            workers.push(saga.spawn_recovery(RECOVER_EVERY));
+        }
         workers.push(spawn_maintenance(
             self.stores.clone(),
             self.outboxes.clone(),
@@ -354,6 +560,48 @@ impl Modules {
             store.close().await;
         }
     }
+}
+
+/// The public OpenAPI document: every module's, whichever runs where.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    gateway::openapi(vec![
+        <identity::ApiDoc as utoipa::OpenApi>::openapi(),
+        <catalog::ApiDoc as utoipa::OpenApi>::openapi(),
+        <cart::ApiDoc as utoipa::OpenApi>::openapi(),
+        <orders::ApiDoc as utoipa::OpenApi>::openapi(),
+        <notifications::ApiDoc as utoipa::OpenApi>::openapi(),
+        <analytics::ApiDoc as utoipa::OpenApi>::openapi(),
+        <chassis::bus::admin::ApiDoc as utoipa::OpenApi>::openapi(),
+    ])
+}
+
+/// The edge alone: every public route proxied to the module that owns it.
+fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, StartError> {
+    let keys = modules
+        .keys
+        .clone()
+        .ok_or_else(|| StartError::Topology(topology::TopologyError::missing_secret()))?;
+    let mut routes = Vec::new();
+    for (prefix, module) in topology::PUBLIC_ROUTES {
+        let base_url = config
+            .peer(module)
+            .ok_or_else(|| StartError::Topology(topology::TopologyError::missing_peer(module)))?;
+        routes.push(gateway::Route {
+            prefix,
+            upstream: module,
+            base_url: base_url.to_owned(),
+        });
+    }
+    Ok(gateway::proxy_router(
+        routes,
+        gateway::ProxySettings {
+            tokens: modules.tokens.clone(),
+            keys,
+            connect_timeout: Duration::from_secs(1),
+            // Each service keeps its own dead letters; the edge lists them all.
+            fan_out: vec![gateway::DEAD_LETTERS],
+        },
+    ))
 }
 
 /// A built, bound, not yet serving bazaar.
@@ -372,58 +620,44 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let modules = Modules::open(&config).await?;
         modules.bootstrap(&config).await?;
+        let topology = modules.topology().clone();
+        let shutdown = modules.shutdown_token();
 
         let readiness = modules
             .stores
             .iter()
             .fold(Readiness::new(), |r, s| r.with_check(Arc::new(s.clone())));
-        let docs = gateway::openapi(vec![
-            <identity::ApiDoc as utoipa::OpenApi>::openapi(),
-            <catalog::ApiDoc as utoipa::OpenApi>::openapi(),
-            <cart::ApiDoc as utoipa::OpenApi>::openapi(),
-            <orders::ApiDoc as utoipa::OpenApi>::openapi(),
-            <notifications::ApiDoc as utoipa::OpenApi>::openapi(),
-            <analytics::ApiDoc as utoipa::OpenApi>::openapi(),
-            <chassis::bus::admin::ApiDoc as utoipa::OpenApi>::openapi(),
-        ]);
-        let routes = axum::Router::new()
-            .merge(identity::router(modules.identity.clone()))
-            .merge(catalog::router(
-                modules.catalog.clone(),
-                modules.tokens.clone(),
-            ))
-            .merge(cart::router(modules.cart.clone(), modules.tokens.clone()))
-            .merge(orders::router(
-                modules.orders.clone(),
-                modules.tokens.clone(),
-            ))
-            .merge(notifications::router(
-                modules.notifications.clone(),
-                modules.tokens.clone(),
-            ))
-            .merge(analytics::router(
-                modules.analytics.clone(),
-                modules.tokens.clone(),
-            ))
-            .merge(chassis::bus::admin::router(
-                modules.stores.clone(),
-                modules.tokens.clone(),
-            ));
-        let settings = gateway::EdgeSettings {
-            http: HttpSettings {
-                service: "bazaar",
-                request_timeout: Duration::from_millis(config.request_timeout_ms),
-            },
-            cors_origins: config.cors_origins.clone(),
-            rate_per_second: config.rate_limit_per_second,
-            rate_burst: config.rate_limit_burst,
+        let http = HttpSettings {
+            service: topology.service_name(),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
         };
-        let shutdown = modules.shutdown_token();
-        let limiter = gateway::RateLimit::new(settings.rate_per_second, settings.rate_burst);
-        if let Some(limiter) = &limiter {
-            limiter.spawn_sweeper(shutdown.clone());
-        }
-        let router = gateway::router(routes, &docs, readiness.clone(), &settings, limiter);
+        let router = if topology.is_split() && !topology.is_gateway() {
+            // A module behind the gateway: its routes and the ops routes with the
+            // common layers; the edge's own (CORS, rate limit, docs) are the gateway's.
+            chassis::http::with_common_layers(
+                modules
+                    .routes()
+                    .merge(chassis::http::ops_router(readiness.clone())),
+                &http,
+            )
+        } else {
+            let settings = gateway::EdgeSettings {
+                http,
+                cors_origins: config.cors_origins.clone(),
+                rate_per_second: config.rate_limit_per_second,
+                rate_burst: config.rate_limit_burst,
+            };
+            let limiter = gateway::RateLimit::new(settings.rate_per_second, settings.rate_burst);
+            if let Some(limiter) = &limiter {
+                limiter.spawn_sweeper(shutdown.clone());
+            }
+            let routes = if topology.is_gateway() {
+                edge_routes(&config, &modules)?
+            } else {
+                modules.routes()
+            };
+            gateway::router(routes, &openapi(), readiness.clone(), &settings, limiter)
+        };
 
         let listener = TcpListener::bind(config.http_addr)
             .await
@@ -435,7 +669,24 @@ impl Application {
             addr: config.http_addr,
             source,
         })?;
-        let workers = modules.spawn_workers();
+        let nats = match (
+            &config.nats_url,
+            topology.is_split() && !topology.is_gateway(),
+        ) {
+            (Some(url), true) => Some(
+                JetStream::connect(
+                    url,
+                    topology.service_name(),
+                    NatsSettings {
+                        prefix: config.nats_prefix.clone(),
+                        ..NatsSettings::default()
+                    },
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        let workers = modules.spawn_workers(nats.as_ref()).await;
         readiness.mark_started();
         Ok(Self {
             workers,

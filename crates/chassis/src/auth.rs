@@ -135,21 +135,27 @@ impl Tokens {
     }
 
     /// Who is calling, from the request: the bearer token, or behind the gateway the
-    /// identity it forwarded.
+    /// identity it forwarded (or its reason for forwarding none).
     fn authenticate(&self, parts: &Parts) -> Result<Principal, Problem> {
-        if let Some(keys) = &self.0.behind_gateway {
-            let forwarded = parts
-                .headers
-                .get(IDENTITY_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| Problem::unauthorized("missing bearer token"))?;
+        let Some(keys) = &self.0.behind_gateway else {
+            return self.principal(&parts.headers).map_err(Refusal::problem);
+        };
+        let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(forwarded) = header(IDENTITY_HEADER) {
             return keys
                 .verify_identity(forwarded)
-                .ok_or_else(|| Problem::unauthorized("invalid or expired token"));
+                .ok_or_else(|| Refusal::Invalid.problem());
         }
-        let token = bearer(parts)?;
-        self.verify(token)
-            .ok_or_else(|| Problem::unauthorized("invalid or expired token"))
+        let refusal = header(IDENTITY_REFUSED_HEADER)
+            .and_then(Refusal::from_code)
+            .unwrap_or(Refusal::Missing);
+        Err(refusal.problem())
+    }
+
+    /// The verified caller of a request's bearer token.
+    pub fn principal(&self, headers: &axum::http::HeaderMap) -> Result<Principal, Refusal> {
+        let token = bearer_token(headers)?;
+        self.verify(token).ok_or(Refusal::Invalid)
     }
 
     /// The configured secret, or the one kept in `<data_dir>/jwt-secret`, created with
@@ -413,21 +419,66 @@ pub async fn require_service(
 #[derive(Debug, Clone)]
 pub struct Caller(pub String);
 
-fn bearer(parts: &Parts) -> Result<&str, Problem> {
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| Problem::unauthorized("missing bearer token"))?;
-    let value = value
-        .to_str()
-        .map_err(|_| Problem::unauthorized("malformed Authorization header"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| Problem::unauthorized("malformed Authorization header"))?;
+/// Why a request carries no usable user identity. The gateway concludes it once at the
+/// edge and forwards it ([`IDENTITY_REFUSED_HEADER`]), so a service behind it answers a
+/// route that needs a user exactly as the monolith would, and a route that does not
+/// still works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    Malformed,
+    NotBearer,
+    Invalid,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Malformed => "malformed",
+            Refusal::NotBearer => "not_bearer",
+            Refusal::Invalid => "invalid",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        [
+            Refusal::Missing,
+            Refusal::Malformed,
+            Refusal::NotBearer,
+            Refusal::Invalid,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+
+    pub fn problem(self) -> Problem {
+        Problem::unauthorized(match self {
+            Refusal::Missing => "missing bearer token",
+            Refusal::Malformed => "malformed Authorization header",
+            Refusal::NotBearer => "expected a Bearer token",
+            Refusal::Invalid => "invalid or expired token",
+        })
+    }
+}
+
+/// The gateway's verdict on a caller's bearer token, when it refused it.
+pub const IDENTITY_REFUSED_HEADER: HeaderName =
+    HeaderName::from_static("x-bazaar-identity-refused");
+
+/// The token of a request's `Authorization: Bearer` header.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, Refusal> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(Refusal::Missing)?;
+    let value = value.to_str().map_err(|_| Refusal::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Refusal::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(Problem::unauthorized("expected a Bearer token"));
+        return Err(Refusal::NotBearer);
     }
     Ok(token.trim())
+}
+
+fn bearer(parts: &Parts) -> Result<&str, Problem> {
+    bearer_token(&parts.headers).map_err(Refusal::problem)
 }
 
 /// A signed-in caller (any role).

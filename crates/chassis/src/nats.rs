@@ -178,6 +178,8 @@ impl JetStream {
             .event_callback(|event| async move {
                 match event {
                     async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    // Our own shutdown closes the connection: nothing to warn about.
+                    async_nats::Event::Closed => tracing::info!("NATS connection closed"),
                     async_nats::Event::SlowConsumer(_) => {
                         tracing::warn!(event = %event, "NATS slow consumer");
                     }

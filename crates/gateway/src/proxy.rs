@@ -3,8 +3,11 @@
 //!
 //! The gateway is where a caller is authenticated: a bearer token is checked here once
 //! and replaced by a short-lived identity signed with the service secret
-//! ([`chassis::auth::IDENTITY_HEADER`]), which is all the services behind it accept.
-//! Anything a client sends that only the gateway may say (that identity) is dropped.
+//! ([`chassis::auth::IDENTITY_HEADER`]), which is all the services behind it accept. A
+//! token it refuses is replaced by the reason
+//! ([`chassis::auth::IDENTITY_REFUSED_HEADER`]), so the service answers a route that
+//! needs a caller with the same 401 as the monolith, and one that does not still works.
+//! Anything a client sends that only the gateway may say (those two) is dropped.
 //! Bodies stream both ways through a pooled HTTP/1 client, so a large response costs
 //! the gateway a buffer, not its size.
 //!
@@ -25,7 +28,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use chassis::Problem;
-use chassis::auth::{IDENTITY_HEADER, ServiceKeys, Tokens};
+use chassis::auth::{IDENTITY_HEADER, IDENTITY_REFUSED_HEADER, ServiceKeys, Tokens};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -193,7 +196,8 @@ impl Proxy {
 
     /// The headers to send upstream: the client's minus hop-by-hop ones and anything
     /// only the gateway may say, plus the caller's identity and the request's
-    /// context (trace, deadline, forwarding chain). A bad bearer is refused here.
+    /// context (trace, deadline, forwarding chain). A bad bearer is judged here and the
+    /// verdict forwarded.
     fn upstream_headers(
         &self,
         headers: &HeaderMap,
@@ -207,6 +211,7 @@ impl Proxy {
                 || name == header::HOST
                 || name == header::AUTHORIZATION
                 || name == IDENTITY_HEADER
+                || name == IDENTITY_REFUSED_HEADER
                 || name == X_FORWARDED_FOR
             {
                 continue;
@@ -214,18 +219,26 @@ impl Proxy {
             out.append(name.clone(), value.clone());
         }
 
-        if let Some(authorization) = headers.get(header::AUTHORIZATION) {
-            let token = bearer(authorization)?;
-            let principal = self
-                .tokens
-                .verify(token)
-                .ok_or_else(|| Problem::unauthorized("invalid or expired token"))?;
-            let identity = self
-                .keys
-                .forward_identity(&principal)
-                .map_err(|e| Problem::internal(&e))?;
-            let value = HeaderValue::from_str(&identity).map_err(|e| Problem::internal(&e))?;
-            out.insert(IDENTITY_HEADER, value);
+        if headers.contains_key(header::AUTHORIZATION) {
+            match self.tokens.principal(headers) {
+                Ok(principal) => {
+                    let identity = self
+                        .keys
+                        .forward_identity(&principal)
+                        .map_err(|e| Problem::internal(&e))?;
+                    let value =
+                        HeaderValue::from_str(&identity).map_err(|e| Problem::internal(&e))?;
+                    out.insert(IDENTITY_HEADER, value);
+                }
+                // Refused here, once; the service decides whether the route needed a
+                // caller (public reads do not), as the monolith does.
+                Err(refusal) => {
+                    out.insert(
+                        IDENTITY_REFUSED_HEADER,
+                        HeaderValue::from_static(refusal.code()),
+                    );
+                }
+            }
         }
 
         // Our span continues the client's trace; without telemetry installed the
@@ -483,20 +496,6 @@ async fn list_items(name: &'static str, response: Response) -> Option<Vec<serde_
         );
         None
     }
-}
-
-/// The token of a `Bearer` Authorization header, refused with chassis auth's wording.
-fn bearer(value: &HeaderValue) -> Result<&str, Problem> {
-    let value = value
-        .to_str()
-        .map_err(|_| Problem::unauthorized("malformed Authorization header"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| Problem::unauthorized("malformed Authorization header"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(Problem::unauthorized("expected a Bearer token"));
-    }
-    Ok(token.trim())
 }
 
 /// Headers that describe one connection, not the message: never forwarded (RFC 9110

@@ -5,6 +5,12 @@
 //! `BAZAAR_TEST_BACKEND=postgres`, every app and every server gets a fresh PostgreSQL
 //! database (`bz_<unix time>_<random>`) in the server `BAZAAR_TEST_DATABASE_URL` names,
 //! dropped with its [`DataDir`]. The same tests run on both.
+//!
+//! The topology: with `BAZAAR_TEST_TOPOLOGY=split` (PostgreSQL implied, plus
+//! `BAZAAR_TEST_NATS_URL`), `spawn_app` starts every module as its own `Application`
+//! (`only = <module>`: its own listener, store pool, NATS connection and HTTP clients
+//! for its peers) and the gateway in front of them, and the tests talk to the gateway.
+//! The same scenarios thereby run against both topologies and cannot drift apart.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
@@ -30,6 +36,30 @@ pub struct TestApp {
     pub client: Client,
     pub data_dir: DataDir,
     shutdown: chassis::CancellationToken,
+    /// Split topology: the JetStream prefix of this app's streams, deleted on drop.
+    nats_prefix: Option<String>,
+    /// The user-token secret, when configured (the split topology shares one).
+    jwt_secret: Option<String>,
+}
+
+/// Whether `spawn_app` runs the split topology (`BAZAAR_TEST_TOPOLOGY=split`).
+pub fn split_topology() -> bool {
+    static SPLIT: OnceLock<bool> = OnceLock::new();
+    *SPLIT.get_or_init(|| {
+        match std::env::var("BAZAAR_TEST_TOPOLOGY")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "" | "monolith" => false,
+            "split" => true,
+            other => panic!("BAZAAR_TEST_TOPOLOGY must be monolith or split, not {other:?}"),
+        }
+    })
+}
+
+/// The NATS server of split-topology tests.
+pub fn nats_url() -> Option<String> {
+    std::env::var("BAZAAR_TEST_NATS_URL").ok()
 }
 
 // ---- The backend: SQLite (default) or PostgreSQL ----
@@ -45,7 +75,11 @@ const STALE_DATABASE: Duration = Duration::from_secs(3600);
 pub fn postgres_url() -> Option<&'static str> {
     static URL: OnceLock<Option<String>> = OnceLock::new();
     URL.get_or_init(|| {
-        let backend = std::env::var("BAZAAR_TEST_BACKEND").unwrap_or_default();
+        let mut backend = std::env::var("BAZAAR_TEST_BACKEND").unwrap_or_default();
+        if split_topology() {
+            // The split topology keeps its stores in PostgreSQL.
+            "postgres".clone_into(&mut backend);
+        }
         match backend.as_str() {
             "" | "sqlite" => None,
             "postgres" => Some(std::env::var("BAZAAR_TEST_DATABASE_URL").expect(
@@ -213,6 +247,35 @@ impl DataDir {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let (Some(prefix), Some(url)) = (self.nats_prefix.take(), nats_url()) {
+            // As for the database: a thread with its own runtime, since this one
+            // cannot be blocked on.
+            let deleted = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let js = chassis::nats::JetStream::connect(
+                        &url,
+                        "bazaar-test-cleanup",
+                        chassis::nats::NatsSettings {
+                            prefix,
+                            ..chassis::nats::NatsSettings::default()
+                        },
+                    )
+                    .await?;
+                    for source in ["identity", "catalog", "payments", "orders", "deadletter"] {
+                        js.delete_stream(source).await?;
+                    }
+                    Ok::<_, chassis::nats::NatsError>(())
+                })
+            })
+            .join();
+            if !matches!(deleted, Ok(Ok(()))) {
+                eprintln!("could not delete the test's JetStream streams: {deleted:?}");
+            }
+        }
     }
 }
 
@@ -250,11 +313,24 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(data_dir.path());
     data_dir.configure(&mut config);
     adjust(&mut config);
-    let app = Application::build(config).await.expect("app builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    tokio::spawn(app.run_until_stopped());
+    if split_topology() {
+        // The split processes share one configured secret.
+        config.jwt_secret.get_or_insert_with(test_secret);
+    }
+    let jwt_secret = config.jwt_secret.clone();
+    let (address, shutdown, nats_prefix) = if split_topology() {
+        let (address, shutdown, prefix) = spawn_split(config).await;
+        (address, shutdown, Some(prefix))
+    } else {
+        let app = Application::build(config).await.expect("app builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_token();
+        tokio::spawn(app.run_until_stopped());
+        (address, shutdown, None)
+    };
     TestApp {
+        nats_prefix,
+        jwt_secret,
         address,
         client: Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -266,7 +342,79 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
+/// The modules in an order where each one's peers start before it, then the edge.
+pub const SPLIT_START_ORDER: [&str; 8] = [
+    "identity",
+    "catalog",
+    "payments",
+    "notifications",
+    "analytics",
+    "cart",
+    "orders",
+    "gateway",
+];
+
+/// A random secret of the length the configuration demands.
+pub fn test_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Starts `config` as the split topology in this process: one `Application` per module
+/// (each with its own listener, pool and NATS connection, sharing the data dir and
+/// database), then the gateway; returns the gateway's URL, a token stopping them all and
+/// the JetStream prefix.
+async fn spawn_split(mut config: Config) -> (String, chassis::CancellationToken, String) {
+    let nats = nats_url().expect("BAZAAR_TEST_TOPOLOGY=split needs BAZAAR_TEST_NATS_URL");
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    config.nats_url = Some(nats);
+    config.nats_prefix.clone_from(&prefix);
+    config.service_secret = Some(test_secret());
+    let shutdown = chassis::CancellationToken::new();
+    let mut gateway = String::new();
+    for module in SPLIT_START_ORDER {
+        let mut own = config.clone();
+        own.only = Some(module.to_owned());
+        let app = Application::build(own)
+            .await
+            .unwrap_or_else(|e| panic!("{module} builds: {e:?}"));
+        let url = format!("http://127.0.0.1:{}", app.port());
+        match module {
+            "identity" => config.peer_identity = Some(url),
+            "catalog" => config.peer_catalog = Some(url),
+            "payments" => config.peer_payments = Some(url),
+            "notifications" => config.peer_notifications = Some(url),
+            "analytics" => config.peer_analytics = Some(url),
+            "cart" => config.peer_cart = Some(url),
+            "orders" => config.peer_orders = Some(url),
+            _ => gateway = url,
+        }
+        let stop = app.shutdown_token();
+        let all = shutdown.clone();
+        tokio::spawn(async move {
+            all.cancelled().await;
+            stop.cancel();
+        });
+        tokio::spawn(app.run_until_stopped());
+    }
+    (gateway, shutdown, prefix)
+}
+
 impl TestApp {
+    /// The secret user tokens are signed with: configured, or the one the app
+    /// generated into its data dir on first start.
+    pub fn jwt_secret(&self) -> String {
+        self.jwt_secret.clone().unwrap_or_else(|| {
+            std::fs::read_to_string(self.data_dir.path().join("jwt-secret"))
+                .expect("the app keeps its secret in <data_dir>/jwt-secret")
+                .trim()
+                .to_owned()
+        })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

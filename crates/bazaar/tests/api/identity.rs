@@ -17,12 +17,9 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// The secret the app generated on first start.
+/// The secret the app signs user tokens with.
 fn app_secret(app: &TestApp) -> String {
-    std::fs::read_to_string(app.data_dir.path().join("jwt-secret"))
-        .expect("the app keeps its secret in <data_dir>/jwt-secret")
-        .trim()
-        .to_owned()
+    app.jwt_secret()
 }
 
 fn claims(sub: &str, role: &str, iat: i64, exp: i64) -> Value {

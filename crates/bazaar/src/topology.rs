@@ -1,0 +1,248 @@
+//! Which modules this process runs and where the others are: configuration, never
+//! code. No `only`: every module here, in process (the monolith). `only =
+//! "orders,payments"`: those here, every other module a peer reached over HTTP at
+//! `peer_<module>`, events over NATS. `only = "gateway"`: the edge alone, proxying
+//! each public route to the module that owns it.
+
+use std::collections::BTreeSet;
+
+use chassis::config::Config;
+
+/// The edge's name in `only`.
+pub const GATEWAY: &str = "gateway";
+
+/// Every module, in start order.
+pub const MODULES: [&str; 7] = [
+    identity::MODULE,
+    catalog::MODULE,
+    cart::MODULE,
+    payments::MODULE,
+    orders::MODULE,
+    notifications::MODULE,
+    analytics::MODULE,
+];
+
+/// The modules each module calls (through its contract), which a split process must
+/// be able to reach.
+fn calls(module: &str) -> &'static [&'static str] {
+    match module {
+        "cart" => &[catalog::MODULE],
+        "orders" => &[catalog::MODULE, cart::MODULE, payments::MODULE],
+        GATEWAY => &MODULES,
+        _ => &[],
+    }
+}
+
+/// Each public path prefix and the module that owns it: how the gateway routes in the
+/// split topology. A test checks it covers every path of the OpenAPI document.
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("/api/v1/auth", identity::MODULE),
+    ("/api/v1/me", identity::MODULE),
+    ("/api/v1/products", catalog::MODULE),
+    ("/api/v1/cart", cart::MODULE),
+    ("/api/v1/orders", orders::MODULE),
+    ("/api/v1/admin/notifications", notifications::MODULE),
+    ("/api/v1/admin/analytics", analytics::MODULE),
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid topology: {0}")]
+pub struct TopologyError(String);
+
+impl TopologyError {
+    pub(crate) fn missing_peer(module: &str) -> Self {
+        Self(format!(
+            "no address for {module}: set peer_{module} (BAZAAR_PEER_{})",
+            module.to_uppercase()
+        ))
+    }
+
+    pub(crate) fn missing_secret() -> Self {
+        Self("split processes need service_secret (BAZAAR_SERVICE_SECRET)".into())
+    }
+}
+
+/// This process's part of the deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    local: BTreeSet<&'static str>,
+    split: bool,
+}
+
+impl Topology {
+    /// Every module here, in process.
+    pub fn monolith() -> Self {
+        Self {
+            local: MODULES.into_iter().collect(),
+            split: false,
+        }
+    }
+
+    /// Reads `only` and checks the split settings it needs: a peer for every module
+    /// called from here, the shared secrets, and NATS for modules with events.
+    pub fn from_config(config: &Config) -> Result<Self, TopologyError> {
+        // An empty value (`BAZAAR_ONLY=`) is as good as unset.
+        let Some(only) = config.only.as_deref().filter(|o| !o.trim().is_empty()) else {
+            return Ok(Self::monolith());
+        };
+        let mut local = BTreeSet::new();
+        for name in only.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let known = MODULES
+                .into_iter()
+                .chain([GATEWAY])
+                .find(|m| *m == name)
+                .ok_or_else(|| {
+                    TopologyError(format!(
+                        "`only`: unknown module `{name}` (known: gateway, {})",
+                        MODULES.join(", ")
+                    ))
+                })?;
+            local.insert(known);
+        }
+        if local.is_empty() {
+            return Err(TopologyError("`only` names no module".into()));
+        }
+        if local.contains(GATEWAY) && local.len() > 1 {
+            return Err(TopologyError(
+                "`only`: the gateway runs alone in the split topology (no `only` runs everything in one process)"
+                    .into(),
+            ));
+        }
+        let topology = Self { local, split: true };
+        for module in &topology.local {
+            for peer in calls(module) {
+                if !topology.runs(peer) {
+                    match config.peer(peer) {
+                        None => {
+                            return Err(TopologyError(format!(
+                                "{module} calls {peer}: set peer_{peer} (BAZAAR_PEER_{})",
+                                peer.to_uppercase()
+                            )));
+                        }
+                        Some(url)
+                            if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                        {
+                            return Err(TopologyError(format!(
+                                "peer_{peer} must be an http:// or https:// URL"
+                            )));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        if config.service_secret.is_none() {
+            return Err(TopologyError(
+                "split processes need service_secret (BAZAAR_SERVICE_SECRET), shared by the deployment"
+                    .into(),
+            ));
+        }
+        if (topology.runs(GATEWAY) || topology.runs(identity::MODULE))
+            && config.jwt_secret.is_none()
+        {
+            return Err(TopologyError(
+                "the gateway and identity need jwt_secret (BAZAAR_JWT_SECRET), shared by the deployment"
+                    .into(),
+            ));
+        }
+        if !topology.runs(GATEWAY) && config.nats_url.is_none() {
+            return Err(TopologyError(
+                "split modules need nats_url (BAZAAR_NATS_URL) for their events".into(),
+            ));
+        }
+        Ok(topology)
+    }
+
+    pub fn runs(&self, module: &str) -> bool {
+        self.local.contains(module)
+    }
+
+    pub fn is_split(&self) -> bool {
+        self.split
+    }
+
+    /// The edge alone.
+    pub fn is_gateway(&self) -> bool {
+        self.split && self.runs(GATEWAY)
+    }
+
+    /// The `service` of this process's logs and metrics: `bazaar` for the monolith,
+    /// else the modules it runs (`orders`, `orders+payments`).
+    pub fn service_name(&self) -> &'static str {
+        if !self.split {
+            return "bazaar";
+        }
+        let mut names = self.local.iter();
+        match (names.next(), names.next()) {
+            (Some(one), None) => one,
+            // Built once per process at start: leaking it is the simplest 'static.
+            _ => Box::leak(
+                self.local
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("+")
+                    .into_boxed_str(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(only: &str) -> Config {
+        Config {
+            only: Some(only.into()),
+            service_secret: Some("s".repeat(32)),
+            jwt_secret: Some("j".repeat(32)),
+            nats_url: Some("nats://127.0.0.1:4222".into()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn no_only_is_the_monolith() {
+        let t = Topology::from_config(&Config::default()).unwrap();
+        assert!(!t.is_split());
+        assert!(MODULES.iter().all(|m| t.runs(m)));
+        assert_eq!(t.service_name(), "bazaar");
+    }
+
+    #[test]
+    fn a_split_process_needs_its_peers_and_secrets() {
+        let t = Topology::from_config(&split("payments")).unwrap();
+        assert!(t.is_split() && t.runs("payments") && !t.runs("orders"));
+        assert_eq!(t.service_name(), "payments");
+
+        let err = Topology::from_config(&split("orders"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer_catalog"), "{err}");
+        let mut config = split("orders");
+        config.peer_catalog = Some("http://catalog:8080".into());
+        config.peer_cart = Some("http://cart:8080".into());
+        config.peer_payments = Some("payments:8080".into());
+        let err = Topology::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("peer_payments"), "{err}");
+        config.peer_payments = Some("http://payments:8080".into());
+        Topology::from_config(&config).unwrap();
+
+        let mut config = split("orders,payments,cart,catalog");
+        config.service_secret = None;
+        let err = Topology::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("service_secret"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_and_mixed_gateway_are_refused() {
+        let err = Topology::from_config(&split("payment"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown module `payment`"), "{err}");
+        assert!(Topology::from_config(&split("gateway,payments")).is_err());
+        assert!(Topology::from_config(&split(" , ")).is_err());
+        assert!(!Topology::from_config(&split("")).unwrap().is_split());
+    }
+}
