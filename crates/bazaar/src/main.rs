@@ -1,5 +1,7 @@
 //! `bazaar`: the command line. Everything real happens in the library crates.
 
+mod dev;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +82,11 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Development: with --split, run the gateway and every module as child processes
+    /// of this binary on local ports (compose without Docker), against the PostgreSQL
+    /// and NATS of BAZAAR_DATABASE_URL and BAZAAR_NATS_URL, with their logs merged;
+    /// Ctrl-C stops them all.
+    Dev(dev::DevArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +134,9 @@ impl std::fmt::Display for AuditFailed {
 impl std::error::Error for AuditFailed {}
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Dev(args) = cli.command {
+        return dev::run(&cli.global, args).await;
+    }
     let (http_addr, only) = match &cli.command {
         Command::Serve { http_addr, only } => (*http_addr, only.clone()),
         _ => (None, None),
@@ -224,6 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("admin {email}: {outcome:?}");
             modules.close().await;
         }
+        Command::Dev(_) => unreachable!("`dev` returns before the configuration is loaded"),
     }
     Ok(())
 }

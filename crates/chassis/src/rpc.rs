@@ -111,8 +111,15 @@ pub fn reply<T: Serialize, E: Serialize + std::fmt::Display>(result: Result<T, E
     }
 }
 
-/// Decodes a call's arguments; a malformed call is the caller's bug: 400.
+/// Decodes a call's arguments, one JSON object named by parameter; a malformed call is
+/// the caller's bug: 400.
 pub fn args<A: DeserializeOwned>(body: &[u8]) -> Result<A, Problem> {
+    // serde would also take an array as positional arguments: not our wire format.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Problem::bad_request(
+            "malformed call arguments: expected a JSON object",
+        ));
+    }
     serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(format!("malformed call arguments: {e}")))
 }

@@ -514,9 +514,16 @@ async fn internal_routes_demand_a_service_credential() {
         .unwrap();
     assert_problem(response, StatusCode::NOT_FOUND).await;
 
-    // (A JSON array is not here: serde's derived struct decoding accepts `["p1"]` as
-    // positional arguments, so it is answered 200.)
-    for malformed in ["{\"id\": ", "not json", "{\"id\": 5}", "{}", "null", ""] {
+    // A JSON array too: serde would take `["p1"]` as positional arguments.
+    for malformed in [
+        "{\"id\": ",
+        "not json",
+        "{\"id\": 5}",
+        "{}",
+        "null",
+        "",
+        "[\"p1\"]",
+    ] {
         let response = http
             .post(server.url(GET_PRODUCT))
             .bearer_auth(&credential)

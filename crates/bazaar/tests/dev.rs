@@ -1,0 +1,434 @@
+//! `bazaar dev --split` end to end: the gateway and seven modules as child processes on
+//! a fresh PostgreSQL database and a private NATS prefix, used through the gateway,
+//! then stopped with SIGINT.
+//!
+//! Needs BAZAAR_TEST_DATABASE_URL (an admin URL, e.g.
+//! postgres://postgres@127.0.0.1:5432/postgres) and BAZAAR_TEST_NATS_URL (e.g.
+//! nats://127.0.0.1:4222); skipped without them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sqlx::Connection as _;
+
+const SERVICES: [&str; 8] = [
+    "gateway",
+    "identity",
+    "catalog",
+    "cart",
+    "payments",
+    "orders",
+    "notifications",
+    "analytics",
+];
+
+fn hex() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A throwaway database, dropped (best effort) even when the test panics.
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create(admin_url: &str) -> Self {
+        let name = format!("bazaar_dev_{}", hex());
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("connect to BAZAAR_TEST_DATABASE_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        conn.close().await.ok();
+        let mut url = reqwest::Url::parse(admin_url).expect("BAZAAR_TEST_DATABASE_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: a thread of its own may block.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()?;
+                Some(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
+}
+
+/// The run's JetStream streams (`<PREFIX>_<SOURCE>`), deleted (best effort) at the end.
+struct Streams {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                use futures::StreamExt as _;
+                let settings = chassis::nats::NatsSettings {
+                    prefix: prefix.clone(),
+                    ..chassis::nats::NatsSettings::default()
+                };
+                let js =
+                    chassis::nats::JetStream::connect(&url, "bazaar-dev-test-cleanup", settings)
+                        .await
+                        .ok()?;
+                let ours = format!("{}_", prefix.to_ascii_uppercase());
+                let names: Vec<_> = js.context().stream_names().collect().await;
+                let mut all_deleted = true;
+                for name in names.into_iter().flatten().filter(|n| n.starts_with(&ours)) {
+                    all_deleted &= js.context().delete_stream(&name).await.is_ok();
+                }
+                all_deleted.then_some(())
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Some(()))) {
+            eprintln!(
+                "could not delete the JetStream streams of prefix {}",
+                self.prefix
+            );
+        }
+    }
+}
+
+/// The dev process, with its output collected; interrupted (then killed) if the test
+/// fails half way, so its children go too.
+struct Dev {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Dev {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
+    }
+
+    fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "--- stderr\n{}\n--- stdout (last 60 lines)\n{}",
+            self.stderr().join("\n"),
+            self.stdout()
+                .iter()
+                .rev()
+                .take(60)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = kill(self.pid(), Signal::SIGINT);
+            if self.wait_for_exit(Duration::from_secs(45)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// A port p such that p..=p+7 are all free on 127.0.0.1.
+fn free_port_run() -> u16 {
+    for _ in 0..200 {
+        let first = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if first > 65535 - 8 {
+            continue;
+        }
+        let all_free =
+            (first..=first + 7).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if all_free {
+            return first;
+        }
+    }
+    panic!("no run of 8 free ports found");
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .is_ok()
+}
+
+/// The pids from the table `dev` prints when ready (`[dev] <service>  <url>  <pid>`).
+fn table_pids(stderr: &[String]) -> Vec<(String, i32)> {
+    stderr
+        .iter()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("[dev] ")?.split_whitespace();
+            let (service, url, pid) = (words.next()?, words.next()?, words.next()?);
+            (SERVICES.contains(&service) && url.starts_with("http://"))
+                .then(|| Some((service.to_owned(), pid.parse().ok()?)))
+                .flatten()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
+    let (Ok(admin_url), Ok(nats_url)) = (
+        std::env::var("BAZAAR_TEST_DATABASE_URL"),
+        std::env::var("BAZAAR_TEST_NATS_URL"),
+    ) else {
+        println!(
+            "skipped: dev --split needs BAZAAR_TEST_DATABASE_URL (PostgreSQL admin URL) and \
+             BAZAAR_TEST_NATS_URL (NATS with JetStream); set both to run it"
+        );
+        return;
+    };
+    let database = Database::create(&admin_url).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let streams = Streams {
+        url: nats_url.clone(),
+        prefix: format!("devtest{}", hex()),
+    };
+    let port = free_port_run();
+    let gateway = format!("http://127.0.0.1:{port}");
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bazaar"));
+    command
+        .args(["dev", "--split"])
+        .env("BAZAAR_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("BAZAAR_DATA_DIR", data_dir.path())
+        .env("BAZAAR_DATABASE_URL", &database.url)
+        .env("BAZAAR_NATS_URL", &nats_url)
+        .env("BAZAAR_NATS_PREFIX", &streams.prefix)
+        .env("BAZAAR_SEED_PRODUCTS", "10")
+        .env_remove("BAZAAR_LOG_FORMAT")
+        .env_remove("BAZAAR_JWT_SECRET")
+        .env_remove("BAZAAR_SERVICE_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("start bazaar dev --split");
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let mut dev = Dev {
+        child,
+        stdout,
+        stderr,
+    };
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            panic!(
+                "bazaar dev exited with {status} before it was ready\n{}",
+                dev.output()
+            );
+        }
+        let ready = http
+            .get(format!("{gateway}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway was not ready within 60 s\n{}",
+            dev.output()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let products: serde_json::Value = http
+        .get(format!("{gateway}/api/v1/products"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        products["items"].as_array().map(Vec::len),
+        Some(10),
+        "{products}"
+    );
+
+    let email = format!("dev-{}@example.com", hex());
+    let registered = http
+        .post(format!("{gateway}/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": email, "password": "correct horse", "name": "Dev Test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201, "{}", dev.output());
+    let registered: serde_json::Value = registered.json().await.unwrap();
+    let token = registered["token"].as_str().expect("a token").to_owned();
+    let me = http
+        .get(format!("{gateway}/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200, "{}", dev.output());
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me["email"], email.as_str(), "{me}");
+    assert_eq!(me["name"], "Dev Test", "{me}");
+
+    // Every service's output is in the merged stdout, behind its padded name.
+    let prefixed_by = |lines: &[String], service: &str| {
+        lines.iter().any(|line| {
+            line.split_once(" | ")
+                .is_some_and(|(name, _)| name.trim_end() == service && name.starts_with(service))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = dev.stdout();
+        let missing: Vec<_> = SERVICES
+            .iter()
+            .filter(|s| !prefixed_by(&lines, s))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stdout line from {missing:?}\n{}",
+            dev.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // dev's own banner (not the gateway's line, prefixed with its name), under the
+    // table it prints once it has seen the gateway ready too.
+    let banner = format!("bazaar is ready at {gateway}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dev.stderr().iter().any(|l| l.starts_with(&banner)) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{banner}` from dev\n{}",
+            dev.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stderr = dev.stderr();
+    let pids = table_pids(&stderr);
+    assert_eq!(pids.len(), 8, "one row per service\n{}", dev.output());
+
+    kill(dev.pid(), Signal::SIGINT).unwrap();
+    let status = dev.wait_for_exit(Duration::from_secs(30));
+    let Some(status) = status else {
+        panic!(
+            "bazaar dev did not exit within 30 s of SIGINT\n{}",
+            dev.output()
+        );
+    };
+    assert!(
+        status.success(),
+        "bazaar dev exited with {status}\n{}",
+        dev.output()
+    );
+    for offset in 0..8 {
+        assert!(
+            !listening(port + offset),
+            "port {} still has a listener after dev exited\n{}",
+            port + offset,
+            dev.output()
+        );
+    }
+    // Every child was waited for: none left running or as a zombie.
+    for (service, pid) in pids {
+        assert!(
+            kill(Pid::from_raw(pid), None).is_err(),
+            "{service} (pid {pid}) still exists after dev exited"
+        );
+    }
+    // No child reported as having exited on its own.
+    let stderr = dev.stderr();
+    assert!(
+        !stderr.iter().any(|l| l.contains("the others keep running")),
+        "{}",
+        dev.output()
+    );
+}
