@@ -246,3 +246,34 @@ mod tests {
         assert!(!Topology::from_config(&split("")).unwrap().is_split());
     }
 }
+
+#[cfg(test)]
+mod routes_tests {
+    use super::PUBLIC_ROUTES;
+
+    /// Every public path of the OpenAPI document is owned by exactly one module in the
+    /// gateway's table (or answered by the gateway itself), so a route added to a
+    /// module cannot be missing from the split topology.
+    #[test]
+    fn public_routes_cover_the_api() {
+        let doc = crate::openapi();
+        assert!(doc.paths.paths.len() > 10, "the document lists the API");
+        for path in doc.paths.paths.keys() {
+            if path.starts_with("/health/") || path == "/metrics" {
+                continue; // every process answers these itself
+            }
+            if path == gateway::DEAD_LETTERS {
+                continue; // fanned out to every module
+            }
+            let owners: Vec<&str> = PUBLIC_ROUTES
+                .iter()
+                .filter(|(prefix, _)| {
+                    path.strip_prefix(prefix)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                })
+                .map(|(_, module)| *module)
+                .collect();
+            assert_eq!(owners.len(), 1, "{path} is owned by {owners:?}");
+        }
+    }
+}
