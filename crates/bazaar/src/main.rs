@@ -142,7 +142,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => (None, None),
     };
     let config = load_config(&cli.global, http_addr, only)?;
-    chassis::telemetry::init("bazaar", config.log_format, &config.log_filter);
+    // A split process logs as the module(s) it runs; a bad `only` is reported by the
+    // start itself, with the reason.
+    let service = bazaar::Topology::from_config(&config).map_or("bazaar", |t| t.service_name());
+    chassis::telemetry::init(service, config.log_format, &config.log_filter);
 
     match cli.command {
         Command::Serve { .. } => {
@@ -165,7 +168,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Seed { products } => {
             let modules = Modules::open(&config).await?;
-            let added = modules.catalog.seed(products).await?;
+            let catalog = modules
+                .catalog
+                .as_ref()
+                .context("the catalog does not run in this process (`only` is set)")?;
+            let added = catalog.seed(products).await?;
             eprintln!("seeded {added} new products");
             modules.close().await;
         }
@@ -218,6 +225,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let modules = Modules::open(&config).await?;
             let outcome = modules
                 .identity
+                .as_ref()
+                .context("identity does not run in this process (`only` is set)")?
                 .ensure_admin(&email, &password, &name)
                 .await
                 .map_err(|e| match e {
