@@ -31,18 +31,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-/// The edge process.
-pub(crate) const GATEWAY: &str = "gateway";
-/// The modules, in the order they get ports (gateway port + 1, + 2, ...).
-pub(crate) const MODULES: [&str; 7] = [
-    "identity",
-    "catalog",
-    "cart",
-    "payments",
-    "orders",
-    "notifications",
-    "analytics",
-];
+/// The edge process, and the modules in the order they get ports (gateway port + 1,
+/// + 2, ...).
+pub(crate) use bazaar::topology::{GATEWAY, MODULES};
 /// How long each service may take to answer 200 on `/health/ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Added to `shutdown_timeout_secs` before stragglers are killed.

@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use chassis::Problem;
 use chassis::auth::{IDENTITY_HEADER, IDENTITY_REFUSED_HEADER, ServiceKeys, Tokens};
+use chassis::error::chain;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -556,18 +557,6 @@ fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
         current = e.source();
     }
     false
-}
-
-/// An error and its causes on one line, for logs.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
