@@ -12,3 +12,4 @@ mod health;
 mod identity;
 mod orders;
 mod process;
+mod split;

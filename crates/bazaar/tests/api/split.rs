@@ -1,0 +1,1461 @@
+//! The split topology as it is deployed: every module the real `bazaar serve --only
+//! <module>` process on a port of its own, each with its own schema in a fresh
+//! PostgreSQL database, events over NATS JetStream, the gateway in front. A [`Cluster`]
+//! starts the eight processes (in [`SPLIT_START_ORDER`], each waited for), stops, kills
+//! and restarts any one of them on the port its peers know, and prints every
+//! process's output when a test fails.
+//!
+//! Every test needs `BAZAAR_TEST_DATABASE_URL` and `BAZAAR_TEST_NATS_URL`; without
+//! them it says it is skipped and passes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::helpers::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, EXIT, PATIENCE, Proc, SPLIT_START_ORDER, STARTUP, TestDatabase,
+    assert_problem, bazaar, cart_order_body, eventually, free_port, is_terminal, order_body,
+    test_secret,
+};
+
+/// What every split test needs: a PostgreSQL server to create its database in and a
+/// NATS server with JetStream.
+struct Backends {
+    database: String,
+    nats: String,
+}
+
+/// The backends, or `None` (and a message) when the environment does not name them.
+fn backends(test: &str) -> Option<Backends> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let (Some(database), Some(nats)) =
+        (var("BAZAAR_TEST_DATABASE_URL"), var("BAZAAR_TEST_NATS_URL"))
+    {
+        return Some(Backends { database, nats });
+    }
+    eprintln!(
+        "skipping {test}: it needs BAZAAR_TEST_DATABASE_URL (PostgreSQL) and \
+         BAZAAR_TEST_NATS_URL (NATS with JetStream)"
+    );
+    None
+}
+
+/// How often a waiting loop looks again.
+const POLL: Duration = Duration::from_millis(50);
+/// Lines of a process's JSON log printed when a test fails (besides warnings).
+const LOG_TAIL: usize = 40;
+/// Warning and error lines of a process's log printed when a test fails.
+const LOG_WARNINGS: usize = 40;
+/// How long events may take after a NATS crash: a message delivered but not yet
+/// acknowledged when the server died comes back after the consumers' ack wait (30 s).
+const REDELIVERY: Duration = Duration::from_secs(75);
+/// The JetStream streams a deployment creates (one per publishing module, and the
+/// dead letters).
+const STREAMS: [&str; 5] = ["identity", "catalog", "payments", "orders", "deadletter"];
+
+/// Like [`eventually`], with a patience of its own.
+async fn eventually_within<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "gave up after {patience:?} waiting for {what}; last seen: {last}"
+            ),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits (bounded, without blocking the runtime) for `proc` to exit, then for its
+/// output to be read to the end.
+async fn wait_exit(proc: &mut Proc, limit: Duration) -> Result<std::process::ExitStatus, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if proc.child.try_wait().unwrap().is_some() {
+            return Ok(proc.wait(EXIT));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("did not exit within {limit:?}"));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+// ---- The cluster ----
+
+/// One module's process: its port, kept across restarts, and the output of every
+/// incarnation.
+struct Service {
+    name: &'static str,
+    port: u16,
+    /// Settings of this module only (e.g. the payment provider's latency).
+    env: Vec<(String, String)>,
+    running: Option<Proc>,
+    /// Earlier incarnations and how each ended.
+    ended: Vec<(String, Proc)>,
+}
+
+/// The public API, as a client sees it through the gateway (cheap to clone into
+/// client tasks).
+#[derive(Clone)]
+struct Api {
+    base: String,
+    client: Client,
+}
+
+/// The eight processes of one split deployment, on a fresh database and a NATS prefix
+/// of their own. Dropping it kills every process, deletes the JetStream streams and
+/// (through [`TestDatabase`]) the database; when the test is failing, it prints every
+/// process's output first.
+struct Cluster {
+    services: Vec<Service>,
+    /// The environment every process shares.
+    env: Vec<(String, String)>,
+    api: Api,
+    nats_url: String,
+    nats_prefix: String,
+    service_secret: String,
+    dir: TempDir,
+    database: TestDatabase,
+}
+
+impl Cluster {
+    /// Starts a deployment against `backends`' PostgreSQL and the NATS at `nats_url`;
+    /// `extra` adds settings to single modules: `(module, variable, value)`.
+    async fn start(backends: &Backends, nats_url: &str, extra: &[(&str, &str, &str)]) -> Self {
+        let database = TestDatabase::create(&backends.database).await;
+        let nats_prefix = format!("split{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let service_secret = test_secret();
+        // Every port up front, all different, so a restarted process comes back where
+        // its peers look for it.
+        let mut ports = BTreeSet::new();
+        for _ in 0..100 {
+            if ports.len() == SPLIT_START_ORDER.len() {
+                break;
+            }
+            ports.insert(free_port());
+        }
+        assert_eq!(ports.len(), SPLIT_START_ORDER.len(), "no 8 free ports");
+        let services: Vec<Service> = SPLIT_START_ORDER
+            .into_iter()
+            .zip(ports)
+            .map(|(name, port)| Service {
+                name,
+                port,
+                env: extra
+                    .iter()
+                    .filter(|(module, _, _)| *module == name)
+                    .map(|(_, key, value)| ((*key).to_owned(), (*value).to_owned()))
+                    .collect(),
+                running: None,
+                ended: Vec::new(),
+            })
+            .collect();
+        for (module, _, _) in extra {
+            assert!(
+                SPLIT_START_ORDER.contains(module),
+                "no module named {module}"
+            );
+        }
+        let mut env: Vec<(String, String)> = [
+            ("BAZAAR_DATABASE_URL", database.url.clone()),
+            ("BAZAAR_DB_MAX_CONNECTIONS", "2".to_owned()),
+            ("BAZAAR_NATS_URL", nats_url.to_owned()),
+            ("BAZAAR_NATS_PREFIX", nats_prefix.clone()),
+            ("BAZAAR_SERVICE_SECRET", service_secret.clone()),
+            ("BAZAAR_JWT_SECRET", test_secret()),
+            ("BAZAAR_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+            ("BAZAAR_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+            ("BAZAAR_RATE_LIMIT_PER_SECOND", "0".to_owned()),
+            ("BAZAAR_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+        for service in services.iter().filter(|s| s.name != "gateway") {
+            env.push((
+                format!("BAZAAR_PEER_{}", service.name.to_uppercase()),
+                format!("http://127.0.0.1:{}", service.port),
+            ));
+        }
+        let gateway = services.iter().find(|s| s.name == "gateway").unwrap().port;
+        let mut cluster = Self {
+            services,
+            env,
+            api: Api {
+                base: format!("http://127.0.0.1:{gateway}"),
+                client: Client::builder()
+                    .timeout(Duration::from_secs(15))
+                    .build()
+                    .unwrap(),
+            },
+            nats_url: nats_url.to_owned(),
+            nats_prefix,
+            service_secret,
+            dir: tempfile::tempdir().unwrap(),
+            database,
+        };
+        for name in SPLIT_START_ORDER {
+            cluster.start_service(name).await;
+        }
+        cluster
+    }
+
+    fn service(&mut self, name: &str) -> &mut Service {
+        self.services
+            .iter_mut()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no module named {name}"))
+    }
+
+    fn port(&self, name: &str) -> u16 {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no module named {name}"))
+            .port
+    }
+
+    /// `path` on the module's own listener (not through the gateway).
+    fn module_url(&self, name: &str, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port(name))
+    }
+
+    /// Starts `name` (again) on its port and waits (bounded) until it is ready.
+    async fn start_service(&mut self, name: &str) {
+        let data_dir = self.dir.path().join(name);
+        let env = self.env.clone();
+        let service = self.service(name);
+        assert!(service.running.is_none(), "{name} is already running");
+        let mut command = bazaar(&["serve", "--only", name]);
+        command
+            .envs(env)
+            .env("BAZAAR_HTTP_ADDR", format!("127.0.0.1:{}", service.port))
+            .env("BAZAAR_DATA_DIR", data_dir)
+            .envs(service.env.clone());
+        let ready = format!("http://127.0.0.1:{}/health/ready", service.port);
+        service.running = Some(Proc::spawn(command));
+        let client = crate::helpers::client();
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let service = self.service(name);
+            let proc = service.running.as_mut().unwrap();
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                let mut proc = service.running.take().unwrap();
+                proc.wait(EXIT);
+                service
+                    .ended
+                    .push((format!("exited while starting: {status}"), proc));
+                panic!("{name} exited while starting ({status}); its output is below");
+            }
+            if let Ok(response) = client.get(&ready).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} was not ready within {STARTUP:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGTERM, then a bounded wait for a clean exit.
+    async fn stop_service(&mut self, name: &str) {
+        let service = self.service(name);
+        let mut proc = service
+            .running
+            .take()
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let pid = Pid::from_raw(i32::try_from(proc.child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
+        let outcome = wait_exit(&mut proc, EXIT).await;
+        let how = format!("stopped (SIGTERM): {outcome:?}");
+        service.ended.push((how, proc));
+        match outcome {
+            Ok(status) => assert!(status.success(), "{name} exited {status} on SIGTERM"),
+            Err(e) => panic!("{name} {e} after SIGTERM"),
+        }
+    }
+
+    /// SIGKILL: no shutdown at all.
+    async fn kill_service(&mut self, name: &str) {
+        let service = self.service(name);
+        let mut proc = service
+            .running
+            .take()
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        proc.child.kill().unwrap();
+        let outcome = wait_exit(&mut proc, EXIT).await;
+        service
+            .ended
+            .push((format!("killed (SIGKILL): {outcome:?}"), proc));
+        outcome.unwrap_or_else(|e| panic!("{name} {e} after SIGKILL"));
+    }
+
+    /// Stops `name` gracefully and starts it again on the same port.
+    #[allow(dead_code)]
+    async fn restart_service(&mut self, name: &str) {
+        self.stop_service(name).await;
+        self.start_service(name).await;
+    }
+
+    /// `bazaar audit` over every module's schema: `Err` with its report when it finds
+    /// a violation.
+    async fn audit(&self) -> Result<(), String> {
+        let mut command = bazaar(&["audit"]);
+        command
+            .env("BAZAAR_DATABASE_URL", &self.database.url)
+            .env("BAZAAR_DB_MAX_CONNECTIONS", "1")
+            .env("BAZAAR_DATA_DIR", self.dir.path().join("audit"));
+        let output = tokio::task::spawn_blocking(move || Proc::run(command))
+            .await
+            .unwrap();
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "bazaar audit: {}\n{}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
+    /// Waits (bounded) until `bazaar audit` passes: events still on their way show up
+    /// as differences until they are delivered.
+    async fn assert_audit_clean(&self) {
+        eventually("bazaar audit to pass", || self.audit()).await;
+    }
+
+    /// The payments ledger per order: (capture entries, captured cents, refunded
+    /// cents).
+    async fn ledger(&self) -> BTreeMap<String, (i64, i64, i64)> {
+        let store = chassis::store::Store::open_postgres(&self.database.url, "payments", 1)
+            .await
+            .expect("the payments schema opens");
+        // SUM over BIGINT is NUMERIC on PostgreSQL: cast back.
+        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT order_id, COUNT(CASE WHEN kind = 'capture' THEN 1 END), \
+                    CAST(SUM(CASE WHEN kind = 'capture' THEN amount_cents ELSE 0 END) AS BIGINT), \
+                    CAST(SUM(CASE WHEN kind = 'refund' THEN amount_cents ELSE 0 END) AS BIGINT) \
+             FROM ledger GROUP BY order_id",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        store.close().await;
+        rows.into_iter()
+            .map(|(order, captures, captured, refunded)| {
+                (
+                    order,
+                    (captures, captured.unwrap_or(0), refunded.unwrap_or(0)),
+                )
+            })
+            .collect()
+    }
+
+    /// Every process's output so far, incarnation by incarnation: stderr whole, the
+    /// JSON log's warnings and errors and its last lines.
+    fn print_logs(&self) {
+        for service in &self.services {
+            let incarnations = service
+                .ended
+                .iter()
+                .map(|(how, proc)| (how.as_str(), proc))
+                .chain(service.running.iter().map(|proc| ("running", proc)));
+            for (n, (how, proc)) in incarnations.enumerate() {
+                eprintln!(
+                    "===== {} (port {}), start #{}: {how} =====",
+                    service.name,
+                    service.port,
+                    n + 1
+                );
+                eprintln!("--- stderr ---\n{}", proc.stderr());
+                let stdout = proc.stdout();
+                let warnings: Vec<&String> = stdout
+                    .iter()
+                    .filter(|line| line.contains("\"WARN\"") || line.contains("\"ERROR\""))
+                    .collect();
+                eprintln!(
+                    "--- log: {} lines, {} warnings/errors (last {LOG_WARNINGS}) ---",
+                    stdout.len(),
+                    warnings.len()
+                );
+                for line in &warnings[warnings.len().saturating_sub(LOG_WARNINGS)..] {
+                    eprintln!("{line}");
+                }
+                eprintln!("--- log: last {LOG_TAIL} lines ---");
+                for line in &stdout[stdout.len().saturating_sub(LOG_TAIL)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
+    /// Deletes this deployment's JetStream streams (best effort, bounded).
+    fn delete_streams(&self) {
+        let url = self.nats_url.clone();
+        let prefix = self.nats_prefix.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on: a thread
+        // with a runtime of its own.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let work = async {
+                    let js = chassis::nats::JetStream::connect(
+                        &url,
+                        "bazaar-split-test-cleanup",
+                        chassis::nats::NatsSettings {
+                            prefix,
+                            ..chassis::nats::NatsSettings::default()
+                        },
+                    )
+                    .await?;
+                    for source in STREAMS {
+                        js.delete_stream(source).await?;
+                    }
+                    Ok::<_, chassis::nats::NatsError>(())
+                };
+                tokio::time::timeout(Duration::from_secs(15), work)
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Ok(()))) {
+            eprintln!("could not delete the test's JetStream streams: {deleted:?}");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Every process ends before its database is dropped (a field, dropped after
+        // this).
+        for service in &mut self.services {
+            if let Some(mut proc) = service.running.take() {
+                let _ = proc.child.kill();
+                let status = proc.wait(EXIT);
+                service
+                    .ended
+                    .push((format!("killed at the end of the test: {status}"), proc));
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "the split test failed; data under {}, database {}",
+                self.dir.path().display(),
+                self.database.url
+            );
+            self.print_logs();
+        }
+        self.delete_streams();
+    }
+}
+
+// ---- The public API through the gateway ----
+
+impl Api {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// GET that must answer 200; its JSON body.
+    async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        let response = self.get(path, token).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Registers a customer; returns (token, user id).
+    async fn register(&self, email: &str) -> (String, String) {
+        let response = self
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/auth/register",
+                &json!({"email": email, "password": "password123", "name": "Split Buyer"}),
+                None,
+            )
+            .await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 201, "register {email}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        (
+            body["token"].as_str().unwrap().to_owned(),
+            body["user"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Registers `n` customers at once; their tokens.
+    async fn register_many(&self, tag: &str, n: usize) -> Vec<String> {
+        join_all(
+            (0..n).map(|i| async move { self.register(&format!("{tag}{i}@example.com")).await.0 }),
+        )
+        .await
+    }
+
+    async fn admin_token(&self) -> String {
+        let response = self
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/auth/login",
+                &json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The first `n` products of the catalog.
+    async fn products(&self, n: u32) -> Vec<Value> {
+        let body = self
+            .get_json(&format!("/api/v1/products?limit={n}"), None)
+            .await;
+        let items = body["items"].as_array().expect("items is an array").clone();
+        assert_eq!(items.len(), n as usize, "{body}");
+        items
+    }
+
+    async fn stock(&self, product: &str) -> i64 {
+        self.get_json(&format!("/api/v1/products/{product}"), None)
+            .await["stock"]
+            .as_i64()
+            .expect("stock is an integer")
+    }
+
+    async fn set_stock(&self, admin: &str, product: &str, stock: i64) {
+        let response = self
+            .send_json(
+                reqwest::Method::PUT,
+                &format!("/api/v1/products/{product}/stock"),
+                &json!({"stock": stock}),
+                Some(admin),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+
+    async fn cart(&self, token: &str) -> Value {
+        self.get_json("/api/v1/cart", Some(token)).await
+    }
+
+    async fn add_to_cart(&self, token: &str, product: &str, quantity: i64) -> Value {
+        let response = self
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/cart/items",
+                &json!({"product_id": product, "quantity": quantity}),
+                Some(token),
+            )
+            .await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "POST /cart/items: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// `POST /api/v1/orders` (with an `Idempotency-Key` if given); `Err` when no
+    /// answer came at all.
+    async fn try_place_order(
+        &self,
+        token: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> Result<Response, reqwest::Error> {
+        let mut request = self
+            .client
+            .post(self.url("/api/v1/orders"))
+            .bearer_auth(token)
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await
+    }
+
+    /// Places an order that must be accepted (201 or 202); (status, order).
+    async fn place_ok(&self, token: &str, body: &Value) -> (u16, Value) {
+        let response = self.try_place_order(token, body, None).await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert!(
+            status == 201 || status == 202,
+            "POST /orders {body} answered {status}: {text}"
+        );
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    async fn order(&self, token: &str, id: &str) -> Value {
+        self.get_json(&format!("/api/v1/orders/{id}"), Some(token))
+            .await
+    }
+
+    async fn wait_until_terminal(&self, token: &str, id: &str) -> Value {
+        eventually(&format!("order {id} to finish"), || async {
+            let order = self.order(token, id).await;
+            if is_terminal(&order) {
+                Ok(order)
+            } else {
+                Err(order.to_string())
+            }
+        })
+        .await
+    }
+
+    /// The caller's orders (a buyer here never has more than a page).
+    async fn my_orders(&self, token: &str) -> Vec<Value> {
+        let body = self.get_json("/api/v1/orders?limit=100", Some(token)).await;
+        let items = body["items"].as_array().expect("items is an array").clone();
+        assert!(body["next_cursor"].is_null(), "more than a page: {body}");
+        items
+    }
+
+    /// The sales report.
+    async fn sales(&self, admin: &str) -> Value {
+        self.get_json("/api/v1/admin/analytics/sales", Some(admin))
+            .await
+    }
+
+    /// The dead letters of every module (events a consumer gave up on).
+    async fn dead_letters(&self, admin: &str) -> Value {
+        self.get_json("/api/v1/admin/dead-letters", Some(admin))
+            .await["items"]
+            .clone()
+    }
+
+    /// `Ok` once the order emails are exactly one `order_confirmed` for each of
+    /// `confirmed` and one `order_failed` for each of `failed`; else what differs, and
+    /// the dead letters (an email given up on shows there).
+    async fn emails_settled(
+        &self,
+        admin: &str,
+        confirmed: &[String],
+        failed: &[String],
+    ) -> Result<(), String> {
+        match check_order_emails(&self.order_emails(admin).await, confirmed, failed) {
+            Ok(()) => Ok(()),
+            Err(differences) => Err(format!(
+                "{differences}; dead letters: {}",
+                self.dead_letters(admin).await
+            )),
+        }
+    }
+
+    /// Every order email sent: order id -> the kinds of its emails, one entry per
+    /// email.
+    async fn order_emails(&self, admin: &str) -> BTreeMap<String, Vec<String>> {
+        let mut emails: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/admin/notifications?limit=100&cursor={c}"),
+                None => "/api/v1/admin/notifications?limit=100".to_owned(),
+            };
+            let page = self.get_json(&path, Some(admin)).await;
+            for email in page["items"].as_array().expect("items is an array") {
+                if let (Some(kind), Some(order)) =
+                    (email["kind"].as_str(), email["order_id"].as_str())
+                {
+                    emails
+                        .entry(order.to_owned())
+                        .or_default()
+                        .push(kind.to_owned());
+                }
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return emails,
+            }
+        }
+        panic!("the notifications list did not end after 100 pages");
+    }
+}
+
+fn id_of(order: &Value) -> String {
+    order["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id: {order}"))
+        .to_owned()
+}
+
+/// `Ok` when `emails` holds exactly one `order_confirmed` email for each of
+/// `confirmed`, and one `order_failed` for each of `failed`, and nothing else.
+fn check_order_emails(
+    emails: &BTreeMap<String, Vec<String>>,
+    confirmed: &[String],
+    failed: &[String],
+) -> Result<(), String> {
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for id in confirmed {
+        expected.insert(id.clone(), vec!["order_confirmed".to_owned()]);
+    }
+    for id in failed {
+        expected.insert(id.clone(), vec!["order_failed".to_owned()]);
+    }
+    if *emails == expected {
+        Ok(())
+    } else {
+        let wrong: Vec<String> = expected
+            .keys()
+            .chain(emails.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|id| emails.get(*id) != expected.get(*id))
+            .map(|id| {
+                format!(
+                    "{id}: sent {:?}, expected {:?}",
+                    emails.get(id),
+                    expected.get(id)
+                )
+            })
+            .collect();
+        Err(format!(
+            "{} orders emailed, {} expected; differences: {wrong:?}",
+            emails.len(),
+            expected.len()
+        ))
+    }
+}
+
+/// Waits (up to `patience`) until the sales report counts `confirmed` orders for
+/// `revenue` cents.
+async fn wait_for_sales(
+    api: &Api,
+    admin: &str,
+    patience: Duration,
+    confirmed: usize,
+    revenue: i64,
+) {
+    let what = format!("{confirmed} confirmations in the sales report");
+    eventually_within(&what, patience, || async {
+        let report = api.sales(admin).await;
+        if report["orders_confirmed"] == confirmed && report["revenue_cents"] == revenue {
+            Ok(())
+        } else {
+            Err(report.to_string())
+        }
+    })
+    .await;
+}
+
+/// The sum of the orders' `total_cents`.
+fn revenue(orders: &[Value]) -> i64 {
+    orders
+        .iter()
+        .map(|o| {
+            o["total_cents"]
+                .as_i64()
+                .expect("total_cents is an integer")
+        })
+        .sum()
+}
+
+// ---- The tests ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_purchase_flow_oversell_and_idempotency() {
+    let Some(backends) = backends("split_purchase_flow_oversell_and_idempotency") else {
+        return;
+    };
+    let cluster = Cluster::start(&backends, &backends.nats, &[]).await;
+    let api = cluster.api.clone();
+    let admin = api.admin_token().await;
+    let mut confirmed_orders: Vec<Value> = Vec::new();
+
+    // One purchase end to end: browse, cart, checkout, the cart emptied by the
+    // OrderConfirmed event, the email sent, the sale counted.
+    let (token, user) = api.register("split-buyer@example.com").await;
+    let me = api.get_json("/api/v1/me", Some(&token)).await;
+    assert_eq!(me["id"], user.as_str(), "{me}");
+    let products = api.products(3).await;
+    let product = id_of(&products[0]);
+    let price = products[0]["price_cents"].as_i64().unwrap();
+    let read = api
+        .get_json(&format!("/api/v1/products/{product}"), None)
+        .await;
+    assert_eq!(read["id"], product.as_str(), "{read}");
+    let stock_before = api.stock(&product).await;
+    assert!(stock_before >= 2, "{read}");
+    let cart = api.add_to_cart(&token, &product, 2).await;
+    assert_eq!(cart["total_cents"], price * 2, "{cart}");
+    let response = api
+        .try_place_order(&token, &cart_order_body("tok_visa"), None)
+        .await
+        .unwrap();
+    let status = response.status();
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(order["total_cents"], price * 2, "{order}");
+    let first = id_of(&order);
+    eventually("the cart to empty after OrderConfirmed", || async {
+        let cart = api.cart(&token).await;
+        if cart["items"] == json!([]) && cart["total_cents"] == 0 {
+            Ok(())
+        } else {
+            Err(cart.to_string())
+        }
+    })
+    .await;
+    eventually("the confirmation email", || async {
+        api.emails_settled(&admin, std::slice::from_ref(&first), &[])
+            .await
+    })
+    .await;
+    confirmed_orders.push(order);
+    wait_for_sales(&api, &admin, PATIENCE, 1, revenue(&confirmed_orders)).await;
+    assert_eq!(
+        cluster.ledger().await.get(&first),
+        Some(&(1, price * 2, 0)),
+        "one charge of the total"
+    );
+    eventually("the stock taken once", || async {
+        match api.stock(&product).await {
+            stock if stock == stock_before - 2 => Ok(()),
+            stock => Err(format!("stock {stock}, was {stock_before}")),
+        }
+    })
+    .await;
+
+    // 40 buyers at once for 20 units: 20 confirmed, 20 out of stock, none oversold.
+    let scarce = id_of(&products[1]);
+    api.set_stock(&admin, &scarce, 20).await;
+    let tokens = api.register_many("split-rush", 40).await;
+    let body = order_body(&[(&scarce, 1)], "tok_visa");
+    let placed = join_all(tokens.iter().map(|token| api.place_ok(token, &body))).await;
+    let mut failed_ids = Vec::new();
+    for (token, (_, order)) in tokens.iter().zip(&placed) {
+        let order = api.wait_until_terminal(token, &id_of(order)).await;
+        match (order["status"].as_str(), order["failure_reason"].as_str()) {
+            (Some("confirmed"), None) => confirmed_orders.push(order),
+            (Some("failed"), Some("out_of_stock")) => failed_ids.push(id_of(&order)),
+            _ => panic!("unexpected outcome: {order}"),
+        }
+    }
+    assert_eq!(
+        (confirmed_orders.len() - 1, failed_ids.len()),
+        (20, 20),
+        "confirmed and out of stock"
+    );
+    eventually("the scarce product sold out", || async {
+        match api.stock(&scarce).await {
+            0 => Ok(()),
+            stock => Err(format!("stock {stock}")),
+        }
+    })
+    .await;
+
+    // Ten concurrent requests with one Idempotency-Key: one order, one charge.
+    let (idem, _) = api.register("split-idem@example.com").await;
+    let (other, other_price) = (
+        id_of(&products[2]),
+        products[2]["price_cents"].as_i64().unwrap(),
+    );
+    let body = order_body(&[(&other, 1)], "tok_visa");
+    let key = "split-checkout-7c2e";
+    let responses = join_all((0..10).map(|_| async {
+        let response = api.try_place_order(&idem, &body, Some(key)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }))
+    .await;
+    let mut accepted: Vec<(u16, Value)> = Vec::new();
+    for (status, text) in &responses {
+        match status {
+            201 | 202 => accepted.push((*status, serde_json::from_str(text).unwrap())),
+            409 => {
+                let problem: Value = serde_json::from_str(text).unwrap();
+                assert_eq!(problem["status"], 409, "{text}");
+            }
+            other => panic!("a concurrent repeat answered {other}: {text}"),
+        }
+    }
+    assert!(!accepted.is_empty(), "nothing accepted: {responses:?}");
+    for answer in &accepted {
+        assert_eq!(answer, &accepted[0], "repeats differ: {responses:?}");
+    }
+    let id = id_of(&accepted[0].1);
+    let mine = api.my_orders(&idem).await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["id"], id.as_str());
+    let order = api.wait_until_terminal(&idem, &id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(
+        cluster.ledger().await.get(&id),
+        Some(&(1, other_price, 0)),
+        "one charge for the idempotent order"
+    );
+    confirmed_orders.push(order);
+
+    // Once every event has reached its consumers: one email per outcome, each
+    // confirmation counted once, and the stores pass the audit.
+    let confirmed_ids: Vec<String> = confirmed_orders.iter().map(id_of).collect();
+    wait_for_sales(
+        &api,
+        &admin,
+        PATIENCE,
+        confirmed_orders.len(),
+        revenue(&confirmed_orders),
+    )
+    .await;
+    eventually("one email per order outcome", || async {
+        api.emails_settled(&admin, &confirmed_ids, &failed_ids)
+            .await
+    })
+    .await;
+    cluster.assert_audit_clean().await;
+    assert_eq!(api.dead_letters(&admin).await, json!([]), "dead letters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_failure_isolation_notifications_down() {
+    const N: usize = 5;
+    let Some(backends) = backends("split_failure_isolation_notifications_down") else {
+        return;
+    };
+    let mut cluster = Cluster::start(&backends, &backends.nats, &[]).await;
+    let api = cluster.api.clone();
+    let admin = api.admin_token().await;
+    let tokens = api.register_many("split-isolated", N).await;
+    let products = api.products(2).await;
+    let product = id_of(&products[0]);
+
+    cluster.stop_service("notifications").await;
+
+    // Checkout needs no email: every order confirms. Browsing and the cart work.
+    let body = order_body(&[(&product, 1)], "tok_visa");
+    let mut confirmed = Vec::new();
+    for token in &tokens {
+        let (_, order) = api.place_ok(token, &body).await;
+        let order = api.wait_until_terminal(token, &id_of(&order)).await;
+        assert_eq!(order["status"], "confirmed", "{order}");
+        confirmed.push(id_of(&order));
+    }
+    let listed = api.get_json("/api/v1/products?limit=5", None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 5, "{listed}");
+    let other = id_of(&products[1]);
+    let cart = api.add_to_cart(&tokens[0], &other, 1).await;
+    assert_eq!(cart["items"][0]["product_id"], other.as_str(), "{cart}");
+    assert_eq!(api.cart(&tokens[0]).await, cart);
+    // Only what depends on notifications is unavailable.
+    let response = api.get("/api/v1/admin/notifications", Some(&admin)).await;
+    assert!(
+        response.status().is_server_error(),
+        "notifications is down, yet: {}",
+        response.status()
+    );
+
+    // Back up, it works through what it missed: one email per order, no more.
+    cluster.start_service("notifications").await;
+    eventually("one confirmation email per order", || async {
+        api.emails_settled(&admin, &confirmed, &[]).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    check_order_emails(&api.order_emails(&admin).await, &confirmed, &[])
+        .expect("no duplicate email after a further wait");
+    cluster.assert_audit_clean().await;
+    assert_eq!(api.dead_letters(&admin).await, json!([]), "dead letters");
+}
+
+/// What the client tasks of a checkout stream saw.
+#[derive(Default)]
+struct Stream {
+    accepted: AtomicUsize,
+    errors: AtomicUsize,
+    stop: AtomicBool,
+    /// Each error once, for the report.
+    seen: Mutex<BTreeSet<String>>,
+}
+
+impl Stream {
+    fn error(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().insert(what);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_kill_orders_mid_checkout() {
+    const BUYERS: usize = 4;
+    /// Attempts per buyer at most: the stream is bounded even if the stop never comes.
+    const ATTEMPTS: usize = 60;
+    let Some(backends) = backends("split_kill_orders_mid_checkout") else {
+        return;
+    };
+    let mut cluster = Cluster::start(
+        &backends,
+        &backends.nats,
+        &[("payments", "BAZAAR_PAYMENT_PROVIDER_LATENCY_MS", "20")],
+    )
+    .await;
+    let api = cluster.api.clone();
+    let admin = api.admin_token().await;
+    let product = id_of(&api.products(1).await[0]);
+    api.set_stock(&admin, &product, 10_000).await;
+    let tokens = api.register_many("split-crash", BUYERS).await;
+
+    let stream = Arc::new(Stream::default());
+    let clients: Vec<_> = tokens
+        .iter()
+        .map(|token| {
+            let (api, token, stream) = (api.clone(), token.clone(), Arc::clone(&stream));
+            let body = order_body(&[(&product, 1)], "tok_visa");
+            tokio::spawn(async move {
+                for _ in 0..ATTEMPTS {
+                    if stream.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match api.try_place_order(&token, &body, None).await {
+                        Ok(response) if matches!(response.status().as_u16(), 201 | 202) => {
+                            stream.accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            let text = response.text().await.unwrap_or_default();
+                            assert!(
+                                status >= 500,
+                                "a checkout answered {status} (not a server error): {text}"
+                            );
+                            stream.error(format!("{status}"));
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => {
+                            stream.error(format!("no answer: {e}"));
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let accepted_at_least = |n: usize| {
+        let stream = Arc::clone(&stream);
+        move || {
+            let stream = Arc::clone(&stream);
+            async move {
+                let accepted = stream.accepted.load(Ordering::SeqCst);
+                if accepted >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{accepted} accepted"))
+                }
+            }
+        }
+    };
+    eventually("8 checkouts accepted", accepted_at_least(8)).await;
+    cluster.kill_service("orders").await;
+    let accepted_at_kill = stream.accepted.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.start_service("orders").await;
+    eventually(
+        "4 more checkouts accepted after the restart",
+        accepted_at_least(stream.accepted.load(Ordering::SeqCst) + 4),
+    )
+    .await;
+    stream.stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    eprintln!(
+        "kill -9 orders after {accepted_at_kill} accepted checkouts; {} accepted in all, {} \
+         errors absorbed: {:?}",
+        stream.accepted.load(Ordering::SeqCst),
+        stream.errors.load(Ordering::SeqCst),
+        stream.seen.lock().unwrap()
+    );
+
+    // Every order that exists (those whose answer was lost included) finishes.
+    let mut orders = Vec::new();
+    for token in &tokens {
+        for order in api.my_orders(token).await {
+            orders.push(api.wait_until_terminal(token, &id_of(&order)).await);
+        }
+    }
+    assert!(
+        orders.len() >= stream.accepted.load(Ordering::SeqCst),
+        "{} orders listed, {} accepted",
+        orders.len(),
+        stream.accepted.load(Ordering::SeqCst)
+    );
+    // No order is charged twice; a confirmed one is charged its total, any other one
+    // nothing (net).
+    let ledger = cluster.ledger().await;
+    for order in &orders {
+        let id = id_of(order);
+        let (captures, captured, refunded) = ledger.get(&id).copied().unwrap_or((0, 0, 0));
+        assert!(captures <= 1, "order {id} captured {captures} times");
+        let expected = if order["status"] == "confirmed" {
+            order["total_cents"].as_i64().unwrap()
+        } else {
+            0
+        };
+        assert_eq!(captured - refunded, expected, "order {id}: {order}");
+    }
+    assert!(
+        ledger
+            .keys()
+            .all(|id| orders.iter().any(|o| o["id"] == id.as_str())),
+        "a payment for an order nobody has"
+    );
+    let statuses: BTreeMap<String, usize> = orders.iter().fold(BTreeMap::new(), |mut m, o| {
+        *m.entry(o["status"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+        m
+    });
+    eprintln!("order outcomes: {statuses:?}");
+    // The stock is taken once per confirmed order, and given back for any other.
+    let sold = i64::try_from(statuses.get("confirmed").copied().unwrap_or(0)).unwrap();
+    eventually("the stock to match the confirmed orders", || async {
+        match api.stock(&product).await {
+            stock if stock == 10_000 - sold => Ok(()),
+            stock => Err(format!("stock {stock}, {sold} sold of 10000")),
+        }
+    })
+    .await;
+    cluster.assert_audit_clean().await;
+    assert_eq!(api.dead_letters(&admin).await, json!([]), "dead letters");
+}
+
+/// A `nats-server -js` of the test's own on a free loopback port, its store in a
+/// directory that survives restarts. Killed (SIGKILL) when dropped; its log printed
+/// when the test fails.
+struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    store: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// `None` (and a message) when the binary is not installed.
+    fn new(test: &str, dir: &Path) -> Option<Self> {
+        let binary = std::env::var_os("BAZAAR_TEST_NATS_SERVER")
+            .map_or_else(|| PathBuf::from("/usr/sbin/nats-server"), PathBuf::from);
+        if !binary.is_file() {
+            eprintln!(
+                "skipping {test}: no nats-server at {} (set BAZAAR_TEST_NATS_SERVER)",
+                binary.display()
+            );
+            return None;
+        }
+        Some(Self {
+            binary,
+            port: free_port(),
+            store: dir.join("jetstream"),
+            log: dir.join("nats-server.log"),
+            child: None,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it and waits (bounded) until it accepts connections.
+    async fn start(&mut self) {
+        assert!(self.child.is_none(), "nats-server is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.binary)
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually_within("nats-server to listen", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            if let Ok(file) = std::fs::File::open(&self.log) {
+                let lines: Vec<String> =
+                    BufReader::new(file).lines().map_while(Result::ok).collect();
+                eprintln!("===== nats-server (last {LOG_TAIL} lines) =====");
+                for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_nats_restart_loses_nothing() {
+    const TEST: &str = "split_nats_restart_loses_nothing";
+    const BUYERS: usize = 16;
+    let Some(backends) = backends(TEST) else {
+        return;
+    };
+    let nats_dir = tempfile::tempdir().unwrap();
+    let Some(mut nats) = NatsServer::new(TEST, nats_dir.path()) else {
+        return;
+    };
+    nats.start().await;
+    // Declared after the server: dropped (its streams deleted) while it still runs.
+    let cluster = Cluster::start(&backends, &nats.url(), &[]).await;
+    let api = cluster.api.clone();
+    let admin = api.admin_token().await;
+    let product = id_of(&api.products(1).await[0]);
+    api.set_stock(&admin, &product, 10_000).await;
+    let tokens = api.register_many("split-nats", BUYERS).await;
+
+    // A stream of checkouts from the cart, two at a time, each buyer once.
+    let next = Arc::new(AtomicUsize::new(0));
+    let placed: Arc<Mutex<Vec<(String, Value)>>> = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (api, tokens, product) = (api.clone(), tokens.clone(), product.clone());
+            let (next, placed) = (Arc::clone(&next), Arc::clone(&placed));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(token) = tokens.get(i) else { break };
+                    api.add_to_cart(token, &product, 1).await;
+                    let (_, order) = api.place_ok(token, &cart_order_body("tok_visa")).await;
+                    placed.lock().unwrap().push((token.clone(), order));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
+    let placed_at_least = |n: usize| {
+        let placed = Arc::clone(&placed);
+        move || {
+            let placed = Arc::clone(&placed);
+            async move {
+                let count = placed.lock().unwrap().len();
+                if count >= n {
+                    Ok(count)
+                } else {
+                    Err(format!("{count} placed"))
+                }
+            }
+        }
+    };
+
+    eventually("4 checkouts before the outage", placed_at_least(4)).await;
+    nats.kill();
+    let at_kill = placed.lock().unwrap().len();
+    // Orders keep confirming over HTTP while the events wait in the outboxes.
+    let during = eventually(
+        "4 checkouts while NATS is down",
+        placed_at_least((at_kill + 4).min(BUYERS)),
+    )
+    .await;
+    nats.start().await;
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let placed: Vec<(String, Value)> = placed.lock().unwrap().clone();
+    assert_eq!(placed.len(), BUYERS);
+    eprintln!(
+        "NATS killed after {at_kill} checkouts, restarted after {during}, {} in all",
+        placed.len()
+    );
+
+    let mut confirmed = Vec::new();
+    for (token, order) in &placed {
+        let order = api.wait_until_terminal(token, &id_of(order)).await;
+        assert_eq!(order["status"], "confirmed", "{order}");
+        confirmed.push(order);
+    }
+    let confirmed_ids: Vec<String> = confirmed.iter().map(id_of).collect();
+    eventually_within("one confirmation email per order", REDELIVERY, || async {
+        api.emails_settled(&admin, &confirmed_ids, &[]).await
+    })
+    .await;
+    wait_for_sales(
+        &api,
+        &admin,
+        REDELIVERY,
+        confirmed.len(),
+        revenue(&confirmed),
+    )
+    .await;
+    eventually_within("every cart emptied", REDELIVERY, || async {
+        for token in &tokens {
+            let cart = api.cart(token).await;
+            if cart["items"] != json!([]) {
+                return Err(cart.to_string());
+            }
+        }
+        Ok(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    check_order_emails(&api.order_emails(&admin).await, &confirmed_ids, &[])
+        .expect("no duplicate email after a further wait");
+    assert_eq!(
+        api.sales(&admin).await["orders_confirmed"],
+        confirmed.len(),
+        "each confirmation counted once"
+    );
+    cluster.assert_audit_clean().await;
+    assert_eq!(api.dead_letters(&admin).await, json!([]), "dead letters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_internal_routes_need_a_credential_and_are_not_public() {
+    const PATH: &str = "/internal/v1/catalog/get_product";
+    let Some(backends) = backends("split_internal_routes_need_a_credential_and_are_not_public")
+    else {
+        return;
+    };
+    let cluster = Cluster::start(&backends, &backends.nats, &[]).await;
+    let api = cluster.api.clone();
+    let product = id_of(&api.products(1).await[0]);
+    let args = json!({"id": product});
+    let direct = cluster.module_url("catalog", PATH);
+    let client = crate::helpers::client();
+
+    // No credential at all.
+    let response = client.post(&direct).json(&args).send().await.unwrap();
+    assert_problem(response, 401).await;
+    // A user's token is not a service credential.
+    let (token, _) = api.register("split-internal@example.com").await;
+    let response = client
+        .post(&direct)
+        .bearer_auth(&token)
+        .json(&args)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401).await;
+    // Nor is a credential signed with another secret.
+    let forged = chassis::auth::ServiceKeys::new(test_secret().as_bytes(), "orders")
+        .credential()
+        .unwrap();
+    let response = client
+        .post(&direct)
+        .bearer_auth(&forged)
+        .json(&args)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401).await;
+    // The gateway does not route internal paths, credential or not.
+    let credential = chassis::auth::ServiceKeys::new(cluster.service_secret.as_bytes(), "orders")
+        .credential()
+        .unwrap();
+    for bearer in [None, Some(&token), Some(&credential)] {
+        let mut request = client.post(api.url(PATH)).json(&args);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        assert_problem(request.send().await.unwrap(), 404).await;
+    }
+    // The deployment's service credential is let in.
+    let response = client
+        .post(&direct)
+        .bearer_auth(&credential)
+        .json(&args)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ok"]["id"], product.as_str(), "{body}");
+}
+
+#[test]
+fn the_settled_emails_check_names_what_differs() {
+    let emails: BTreeMap<String, Vec<String>> = [
+        ("a".to_owned(), vec!["order_confirmed".to_owned()]),
+        (
+            "b".to_owned(),
+            vec!["order_confirmed".to_owned(), "order_confirmed".to_owned()],
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert!(check_order_emails(&emails, &["a".to_owned()], &[]).is_err());
+    let err = check_order_emails(&emails, &["a".to_owned(), "b".to_owned()], &[]).unwrap_err();
+    assert!(err.contains("b: sent"), "{err}");
+    assert!(check_order_emails(&emails, &["a".to_owned()], &["b".to_owned()]).is_err());
+    let one: BTreeMap<String, Vec<String>> = [("a".to_owned(), vec!["order_confirmed".to_owned()])]
+        .into_iter()
+        .collect();
+    assert!(check_order_emails(&one, &["a".to_owned()], &[]).is_ok());
+}
