@@ -91,6 +91,9 @@ pub enum Delivery {
     /// Already in the inbox: redelivery, no effect.
     Duplicate,
     DeadLettered,
+    /// Still failing transiently after the local retries, and the bus will deliver it
+    /// again later (JetStream's redelivery): neither applied nor dead-lettered.
+    Deferred,
 }
 
 /// One consuming module: its name (the inbox scope), the topics it wants, its handler
@@ -145,6 +148,24 @@ impl Consumer {
     /// cannot be applied. `Err` only when the store cannot record either outcome; the
     /// publisher then keeps the event and delivers it again later.
     pub async fn deliver(&self, envelope: &Envelope) -> Result<Delivery, sqlx::Error> {
+        self.deliver_traced(envelope, true).await
+    }
+
+    /// Like [`deliver`](Self::deliver), for a bus that redelivers by itself: when the
+    /// local retries of a transient failure run out, the event is left for the next
+    /// delivery ([`Delivery::Deferred`]) instead of dead-lettered. Only a permanent
+    /// failure dead-letters. (An event that needs another module's earlier event, such
+    /// as an order email needing its buyer's registration, may wait longer than local
+    /// retries last, e.g. while that event sits out a consumer restart.)
+    pub async fn deliver_or_defer(&self, envelope: &Envelope) -> Result<Delivery, sqlx::Error> {
+        self.deliver_traced(envelope, false).await
+    }
+
+    async fn deliver_traced(
+        &self,
+        envelope: &Envelope,
+        last_chance: bool,
+    ) -> Result<Delivery, sqlx::Error> {
         let span = tracing::info_span!(
             "event",
             consumer = self.name,
@@ -160,13 +181,20 @@ impl Consumer {
             // Recorded at creation would be better; the id layer reads it on record.
             span.record("trace_id", trace_id.as_str());
         }
-        self.deliver_inner(envelope).instrument(span).await
+        self.deliver_inner(envelope, last_chance)
+            .instrument(span)
+            .await
     }
 
-    async fn deliver_inner(&self, envelope: &Envelope) -> Result<Delivery, sqlx::Error> {
+    async fn deliver_inner(
+        &self,
+        envelope: &Envelope,
+        last_chance: bool,
+    ) -> Result<Delivery, sqlx::Error> {
         let topic = envelope.topic();
         let mut last_error = String::new();
         let mut attempts = 0;
+        let mut permanent = false;
         while attempts < self.policy.attempts {
             attempts += 1;
             let started = Instant::now();
@@ -186,6 +214,7 @@ impl Consumer {
                 }
                 Err(HandlerError::Permanent(e)) => {
                     last_error = e;
+                    permanent = true;
                     break;
                 }
                 Err(HandlerError::Transient(e)) => {
@@ -203,6 +232,12 @@ impl Consumer {
                     }
                 }
             }
+        }
+        if !permanent && !last_chance {
+            metrics::counter!("consumer_events_total", "consumer" => self.name, "topic" => topic, "outcome" => "deferred")
+                .increment(1);
+            tracing::warn!(attempts, error = %last_error, "still failing; left for redelivery");
+            return Ok(Delivery::Deferred);
         }
         self.dead_letter(envelope, &last_error, attempts).await?;
         Ok(Delivery::DeadLettered)

@@ -630,7 +630,21 @@ async fn consume_until_error(
             None => break Err("message stream ended".to_owned()),
         }
     };
-    // Stop pulling; messages buffered but not started are redelivered after ack_wait.
+    // Stop pulling. Messages already delivered to us but not started go back at once
+    // (nak): left alone, JetStream would hold them for ack_wait before redelivering,
+    // and an event others wait on (a registration before its order emails) with them.
+    if shutdown.is_cancelled() {
+        let mut returned = 0_u32;
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(20), messages.next()).await
+        {
+            ack(&message, AckKind::Nak(None)).await;
+            returned += 1;
+        }
+        if returned > 0 {
+            tracing::info!(consumer = consumer.name(), returned, "handed back unstarted messages");
+        }
+    }
     drop(messages);
     while in_flight.join_next().await.is_some() {}
     outcome
@@ -690,7 +704,19 @@ async fn handle_message(
             }
         };
         let settings = &js.settings.consumer;
-        match deliver_keeping_alive(&consumer, &envelope, &message, settings.ack_wait).await {
+        let last = settings.max_deliver > 0 && delivered >= settings.max_deliver;
+        match deliver_keeping_alive(&consumer, &envelope, &message, settings.ack_wait, last).await {
+            Ok(Delivery::Deferred) => {
+                // Transient failures outlasted the local retries: JetStream redelivers
+                // with backoff; the last delivery dead-letters if it still fails.
+                let delay = crate::retry::backoff(
+                    u32::try_from(delivered).unwrap_or(u32::MAX),
+                    settings.nak_delay_base,
+                    settings.nak_delay_cap,
+                );
+                metrics::counter!("nats_naks_total", "consumer" => consumer.name()).increment(1);
+                ack(&message, AckKind::Nak(Some(delay))).await;
+            }
             Ok(delivery) => {
                 if delivery == Delivery::DeadLettered {
                     tracing::warn!(event_id = %envelope.id, "dead-lettered in the consumer's store");
@@ -726,9 +752,16 @@ async fn deliver_keeping_alive(
     envelope: &Envelope,
     message: &js::Message,
     ack_wait: Duration,
+    last: bool,
 ) -> Result<Delivery, sqlx::Error> {
     let every = (ack_wait / 3).max(Duration::from_millis(50));
-    let deliver = consumer.deliver(envelope);
+    let deliver = async {
+        if last {
+            consumer.deliver(envelope).await
+        } else {
+            consumer.deliver_or_defer(envelope).await
+        }
+    };
     tokio::pin!(deliver);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {

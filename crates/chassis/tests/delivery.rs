@@ -200,3 +200,48 @@ async fn poison_and_persistently_failing_events_are_dead_lettered() {
     assert_eq!(consumer.deliver(&env).await.unwrap(), Delivery::Duplicate);
     assert_eq!(balance(&consumer_store).await, 0);
 }
+
+/// On a bus that redelivers (JetStream), a transient failure that outlasts the local
+/// retries is left for the next delivery, not dead-lettered; a poison event still is.
+#[tokio::test]
+async fn a_redelivering_bus_defers_transient_failures() {
+    // Fails the first 4 calls; the policy retries 3 times per delivery.
+    let (_dir, _producer, consumer_store, _bus, consumer) = setup(4).await;
+    let env = Envelope::wrap(&Deposited {
+        account: "a".into(),
+        amount: 9,
+    })
+    .unwrap();
+    assert_eq!(
+        consumer.deliver_or_defer(&env).await.unwrap(),
+        Delivery::Deferred
+    );
+    assert!(
+        chassis::bus::dead_letters(consumer_store.pool())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(balance(&consumer_store).await, 0);
+    // The next delivery gets through, once.
+    assert_eq!(
+        consumer.deliver_or_defer(&env).await.unwrap(),
+        Delivery::Applied
+    );
+    assert_eq!(
+        consumer.deliver_or_defer(&env).await.unwrap(),
+        Delivery::Duplicate
+    );
+    assert_eq!(balance(&consumer_store).await, 9);
+
+    let mut poison = Envelope::wrap(&Deposited {
+        account: "a".into(),
+        amount: 3,
+    })
+    .unwrap();
+    poison.payload = serde_json::json!({"amount": "lots"});
+    assert_eq!(
+        consumer.deliver_or_defer(&poison).await.unwrap(),
+        Delivery::DeadLettered
+    );
+}
