@@ -642,7 +642,11 @@ async fn consume_until_error(
             returned += 1;
         }
         if returned > 0 {
-            tracing::info!(consumer = consumer.name(), returned, "handed back unstarted messages");
+            tracing::info!(
+                consumer = consumer.name(),
+                returned,
+                "handed back unstarted messages"
+            );
         }
     }
     drop(messages);
