@@ -274,7 +274,9 @@ async fn concurrent_deliveries_with_duplicates_count_each_event_once() {
         match outcome.unwrap() {
             Delivery::Applied => applied += 1,
             Delivery::Duplicate => duplicates += 1,
-            Delivery::DeadLettered => panic!("nothing should be dead-lettered"),
+            other @ (Delivery::DeadLettered | Delivery::Deferred) => {
+                panic!("every event applies once, not {other:?}")
+            }
         }
     }
     assert_eq!((applied, duplicates), (40, 40));
