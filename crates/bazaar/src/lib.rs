@@ -18,6 +18,7 @@ use chassis::health::Readiness;
 use chassis::http::HttpSettings;
 use chassis::nats::{JetStream, NatsBus, NatsSettings};
 use chassis::outbox::Outbox;
+use chassis::resilience::{Dependency, DependencyPolicy, Faults, Guarded, Registry};
 use chassis::store::{Store, StoreError};
 use contracts::cart::{CartApi, CartClient, cart_routes};
 use contracts::catalog::{CatalogApi, CatalogClient, catalog_routes};
@@ -116,6 +117,10 @@ pub struct Modules {
     topology: Topology,
     /// Split topology: this process's service credentials.
     keys: Option<ServiceKeys>,
+    /// The guarded dependencies on other modules, and the faults injected into them.
+    registry: Registry,
+    faults: Faults,
+    fault_admin: bool,
     saga: Option<Arc<orders::saga::Saga>>,
     consumers: Vec<Arc<Consumer>>,
     outboxes: Vec<Outbox>,
@@ -169,6 +174,48 @@ impl Peers<'_> {
             keys.clone(),
             Duration::from_millis(self.config.rpc_timeout_ms),
         ))
+    }
+}
+
+/// The built-in policy for a dependency, unless configured.
+fn default_policy(module: &str) -> DependencyPolicy {
+    match module {
+        // The saga retries charges itself, under one idempotency key and a documented
+        // budget of three attempts; retrying here too would multiply them.
+        "payments" => DependencyPolicy {
+            retry_attempts: 1,
+            ..DependencyPolicy::default()
+        },
+        _ => DependencyPolicy::default(),
+    }
+}
+
+/// The guards of this process's dependencies: one per called module, shared by every
+/// caller here (cart and orders both call the catalog through one breaker).
+struct Guards<'a> {
+    config: &'a Config,
+    faults: Faults,
+    registry: Registry,
+    built: std::sync::Mutex<std::collections::BTreeMap<&'static str, Arc<Dependency>>>,
+}
+
+impl Guards<'_> {
+    fn dependency(&self, module: &'static str) -> Arc<Dependency> {
+        let mut built = self
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(built.entry(module).or_insert_with(|| {
+            let policy = self
+                .config
+                .dependencies
+                .get(module)
+                .cloned()
+                .unwrap_or_else(|| default_policy(module));
+            let dependency = Arc::new(Dependency::new(module, policy, self.faults.clone()));
+            self.registry.add(Arc::clone(&dependency));
+            dependency
+        }))
     }
 }
 
@@ -232,6 +279,12 @@ impl Modules {
         let mut stores = Vec::new();
         let mut outboxes = Vec::new();
         let mut consumers = Vec::new();
+        let guards = Guards {
+            config,
+            faults: Faults::new(config.faults.clone()),
+            registry: Registry::default(),
+            built: std::sync::Mutex::default(),
+        };
 
         let identity = if topology.runs(identity::MODULE) {
             let store = open_store(config, identity::MODULE, &identity::MIGRATOR).await?;
@@ -310,10 +363,16 @@ impl Modules {
                 Some(local) => Arc::new(local.clone()),
                 None => Arc::new(PaymentsClient::new(peers.client(payments::MODULE)?)),
             };
+            let payments_api: Arc<dyn PaymentsApi> = Arc::new(Guarded::new(
+                payments_api,
+                guards.dependency(payments::MODULE),
+            ));
             let cart_api: Arc<dyn CartApi> = match &cart {
                 Some(local) => Arc::new(local.clone()),
                 None => Arc::new(CartClient::new(peers.client(cart::MODULE)?)),
             };
+            let cart_api: Arc<dyn CartApi> =
+                Arc::new(Guarded::new(cart_api, guards.dependency(cart::MODULE)));
             let saga = Arc::new(orders::saga::Saga::new(
                 order_store.clone(),
                 orders_outbox.clone(),
@@ -394,6 +453,9 @@ impl Modules {
             tokens,
             topology,
             keys,
+            registry: guards.registry,
+            faults: guards.faults,
+            fault_admin: config.fault_admin,
             saga,
             consumers,
             outboxes,
@@ -471,10 +533,17 @@ impl Modules {
             routes = routes.merge(analytics::router(analytics.clone(), tokens.clone()));
         }
         if !self.stores.is_empty() {
-            routes = routes.merge(chassis::bus::admin::router(
-                self.stores.clone(),
-                tokens.clone(),
-            ));
+            routes = routes
+                .merge(chassis::bus::admin::router(
+                    self.stores.clone(),
+                    tokens.clone(),
+                ))
+                .merge(chassis::resilience::admin::router(
+                    self.registry.clone(),
+                    self.faults.clone(),
+                    tokens.clone(),
+                    self.fault_admin,
+                ));
         }
         if let Some(keys) = self.keys.as_ref().filter(|_| self.topology.is_split()) {
             let mut internal: Vec<axum::Router> = Vec::new();
@@ -572,8 +641,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         <notifications::ApiDoc as utoipa::OpenApi>::openapi(),
         <analytics::ApiDoc as utoipa::OpenApi>::openapi(),
         <chassis::bus::admin::ApiDoc as utoipa::OpenApi>::openapi(),
+        <chassis::resilience::admin::ApiDoc as utoipa::OpenApi>::openapi(),
     ])
 }
+
+/// The resilience admin route, answered by every module process.
+pub const RESILIENCE: &str = "/api/v1/admin/resilience";
 
 /// The edge alone: every public route proxied to the module that owns it.
 fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, StartError> {
@@ -598,8 +671,9 @@ fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, Start
             tokens: modules.tokens.clone(),
             keys,
             connect_timeout: Duration::from_secs(1),
-            // Each service keeps its own dead letters; the edge lists them all.
-            fan_out: vec![gateway::DEAD_LETTERS],
+            // Each service keeps its own dead letters and dependencies; the edge lists
+            // them all.
+            fan_out: vec![gateway::DEAD_LETTERS, RESILIENCE],
         },
     ))
 }
@@ -631,13 +705,12 @@ impl Application {
             service: topology.service_name(),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         };
+        let shed = |routes| chassis::http::shed_load(routes, config.max_in_flight_requests);
         let router = if topology.is_split() && !topology.is_gateway() {
             // A module behind the gateway: its routes and the ops routes with the
             // common layers; the edge's own (CORS, rate limit, docs) are the gateway's.
             chassis::http::with_common_layers(
-                modules
-                    .routes()
-                    .merge(chassis::http::ops_router(readiness.clone())),
+                shed(modules.routes()).merge(chassis::http::ops_router(readiness.clone())),
                 &http,
             )
         } else {
@@ -651,11 +724,11 @@ impl Application {
             if let Some(limiter) = &limiter {
                 limiter.spawn_sweeper(shutdown.clone());
             }
-            let routes = if topology.is_gateway() {
+            let routes = shed(if topology.is_gateway() {
                 edge_routes(&config, &modules)?
             } else {
                 modules.routes()
-            };
+            });
             gateway::router(routes, &openapi(), readiness.clone(), &settings, limiter)
         };
 

@@ -5,12 +5,15 @@
 //! Unknown keys in the file are rejected; the environment is read only for known keys,
 //! so unrelated `BAZAAR_*` variables (test URLs, peers) never break a start.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+use crate::resilience::{DependencyPolicy, Fault};
 
 /// Log output: JSON lines for machines (default) or pretty for humans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -122,6 +125,19 @@ pub struct Config {
     /// Budget of one call to another module over HTTP (shortened by the caller's own
     /// remaining deadline).
     pub rpc_timeout_ms: u64,
+    /// How each dependency on another module is guarded (breaker, bulkhead, timeout,
+    /// retries), by the called module's name: `[dependencies.payments]
+    /// breaker_failures = 3`. Unset fields and dependencies keep their defaults.
+    pub dependencies: BTreeMap<String, DependencyPolicy>,
+    /// Injected faults (testing, game days), by target: `payments.charge`,
+    /// `payments` (every method), or a route `GET /api/v1/products/{id}`.
+    pub faults: BTreeMap<String, Fault>,
+    /// Serve the faults admin endpoint (`/api/v1/admin/faults`), which changes faults
+    /// at run time. Off unless set at start.
+    pub fault_admin: bool,
+    /// Requests this process works on at once; past it, new ones get 503 with
+    /// Retry-After at once (load shedding). Health and metrics are never shed. 0: off.
+    pub max_in_flight_requests: u32,
 }
 
 impl Default for Config {
@@ -166,6 +182,10 @@ impl Default for Config {
             nats_prefix: "bazaar".to_owned(),
             service_secret: None,
             rpc_timeout_ms: 5_000,
+            dependencies: BTreeMap::new(),
+            faults: BTreeMap::new(),
+            fault_admin: false,
+            max_in_flight_requests: 1_024,
         }
     }
 }
@@ -212,6 +232,10 @@ pub const KEYS: &[&str] = &[
     "nats_prefix",
     "service_secret",
     "rpc_timeout_ms",
+    "dependencies",
+    "faults",
+    "fault_admin",
+    "max_in_flight_requests",
 ];
 
 /// Values given as command-line flags; `None` leaves the lower layers alone.
@@ -343,6 +367,16 @@ impl Config {
                 return Err(invalid("service_secret", "must be at least 32 bytes"));
             }
         }
+        for policy in self.dependencies.values() {
+            if let Some(problem) = policy.problem() {
+                return Err(invalid("dependencies", problem));
+            }
+        }
+        for fault in self.faults.values() {
+            if let Some(problem) = fault.problem() {
+                return Err(invalid("faults", problem));
+            }
+        }
         if self.rpc_timeout_ms == 0 {
             return Err(invalid("rpc_timeout_ms", "must be positive"));
         }
@@ -421,6 +455,36 @@ mod tests {
                 config.database_url.as_deref(),
                 Some("postgresql://bazaar@db:5432/shop")
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn dependencies_and_faults_from_file_and_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "bazaar.toml",
+                "[dependencies.payments]\nbreaker_failures = 3\n",
+            )?;
+            jail.set_env(
+                "BAZAAR_FAULTS",
+                "{\"payments.charge\" = {latency_ms = 200}}",
+            );
+            let config =
+                Config::load(Some(Path::new("bazaar.toml")), &Overrides::default()).unwrap();
+            let payments = &config.dependencies["payments"];
+            assert_eq!(payments.breaker_failures, 3);
+            // Unset fields keep their defaults.
+            assert_eq!(
+                payments.max_concurrent,
+                DependencyPolicy::default().max_concurrent
+            );
+            assert_eq!(config.faults["payments.charge"].latency_ms, 200);
+            jail.set_env("BAZAAR_FAULTS", "{catalog = {error_rate = 2.0}}");
+            let err = Config::load(Some(Path::new("bazaar.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("faults"), "{err}");
             Ok(())
         });
     }

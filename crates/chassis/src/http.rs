@@ -146,6 +146,37 @@ async fn method_not_allowed() -> Problem {
     Problem::method_not_allowed()
 }
 
+/// Load shedding: at most `max_in_flight` requests of `router` at once (0: no limit);
+/// one more is answered 503 with `Retry-After` at once, rather than queued into a
+/// timeout along with everyone else. Apply it to the API routes only, so health probes
+/// and scrapes are never shed.
+pub fn shed_load(router: Router, max_in_flight: u32) -> Router {
+    if max_in_flight == 0 {
+        return router;
+    }
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight as usize));
+    router.layer(middleware::from_fn_with_state(permits, admit))
+}
+
+async fn admit(
+    State(permits): State<std::sync::Arc<tokio::sync::Semaphore>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
+        ::metrics::counter!("http_requests_shed_total").increment(1);
+        return Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+        )
+        .with_detail("too many requests in progress; retry shortly")
+        .with_retry_after(1)
+        .into_response();
+    };
+    next.run(req).await
+}
+
 /// `/health/live`, `/health/ready` and `/metrics`.
 pub fn ops_router(readiness: Readiness) -> Router {
     // Install the recorder now: metrics recorded before it exists are lost.

@@ -21,6 +21,7 @@ pub mod nats;
 pub mod openapi;
 pub mod outbox;
 pub mod page;
+pub mod resilience;
 pub mod retry;
 pub mod rpc;
 pub mod store;

@@ -53,6 +53,15 @@ pub enum RpcFailure {
     },
     #[error("{peer}: cannot read the answer: {message}")]
     Protocol { peer: &'static str, message: String },
+    /// The circuit breaker is open: the call was not made.
+    #[error("{peer} is failing; calls are suspended for a while (circuit open)")]
+    CircuitOpen { peer: &'static str },
+    /// Too many calls to it in flight already (the bulkhead): the call was not made.
+    #[error("{peer} has too many calls in flight")]
+    Rejected { peer: &'static str },
+    /// An injected fault (configuration or the faults admin endpoint).
+    #[error("{peer}: injected fault")]
+    Injected { peer: &'static str },
 }
 
 impl RpcFailure {
@@ -63,6 +72,9 @@ impl RpcFailure {
             RpcFailure::Unauthorized { .. } => "unauthorized",
             RpcFailure::Status { .. } => "status",
             RpcFailure::Protocol { .. } => "protocol",
+            RpcFailure::CircuitOpen { .. } => "circuit_open",
+            RpcFailure::Rejected { .. } => "rejected",
+            RpcFailure::Injected { .. } => "injected",
         }
     }
 }
@@ -71,6 +83,10 @@ impl RpcFailure {
 /// failed on the way.
 pub trait RemoteError: Serialize + DeserializeOwned + Send + 'static {
     fn from_failure(failure: RpcFailure) -> Self;
+    /// Whether trying again later could succeed (the dependency was unavailable), as
+    /// opposed to an answer (out of stock, declined). Breakers count these; retries
+    /// repeat them.
+    fn is_transient(&self) -> bool;
 }
 
 /// The body of every answer.
@@ -364,6 +380,25 @@ macro_rules! rpc {
                             stringify!($method),
                             &Args { $( $arg: &$arg, )* _borrow: ::std::marker::PhantomData },
                         )
+                        .await
+                }
+            )*
+        }
+
+        /// The same calls through a [`Dependency`]'s guards (breaker, bulkhead,
+        /// timeout, budgeted retries, injected faults), for either topology.
+        ///
+        /// [`Dependency`]: $crate::resilience::Dependency
+        #[$crate::rpc::__private::async_trait]
+        impl $Trait for $crate::resilience::Guarded<dyn $Trait> {
+            $(
+                async fn $method(&self $(, $arg: $ty)*) -> Result<$ok, $err> {
+                    let inner = self.inner();
+                    self.dependency()
+                        .call(stringify!($method), || {
+                            $( let $arg = ::std::clone::Clone::clone(&$arg); )*
+                            async move { inner.$method($( $arg ),*).await }
+                        })
                         .await
                 }
             )*

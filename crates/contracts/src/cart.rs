@@ -29,4 +29,8 @@ impl chassis::rpc::RemoteError for CartError {
     fn from_failure(failure: chassis::rpc::RpcFailure) -> Self {
         CartError::Unavailable(failure.to_string())
     }
+
+    fn is_transient(&self) -> bool {
+        matches!(self, CartError::Unavailable(_))
+    }
 }

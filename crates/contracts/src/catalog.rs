@@ -89,6 +89,10 @@ impl chassis::rpc::RemoteError for CatalogError {
     fn from_failure(failure: chassis::rpc::RpcFailure) -> Self {
         CatalogError::Unavailable(failure.to_string())
     }
+
+    fn is_transient(&self) -> bool {
+        matches!(self, CatalogError::Unavailable(_))
+    }
 }
 
 /// Units were reserved for an order.

@@ -78,6 +78,10 @@ impl chassis::rpc::RemoteError for PaymentError {
     fn from_failure(failure: chassis::rpc::RpcFailure) -> Self {
         PaymentError::Unavailable(failure.to_string())
     }
+
+    fn is_transient(&self) -> bool {
+        matches!(self, PaymentError::Unavailable(_))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
