@@ -545,6 +545,15 @@ impl Modules {
                     self.fault_admin,
                 ));
         }
+        // Route faults (`GET /api/v1/products/{id}`); a no-op while none are set.
+        let faults = self.faults.clone();
+        let with_faults = move |router: axum::Router| {
+            router.route_layer(axum::middleware::from_fn_with_state(
+                faults.clone(),
+                chassis::resilience::inject_route_faults,
+            ))
+        };
+        routes = with_faults(routes);
         if let Some(keys) = self.keys.as_ref().filter(|_| self.topology.is_split()) {
             let mut internal: Vec<axum::Router> = Vec::new();
             if let Some(catalog) = &self.catalog {
@@ -558,7 +567,7 @@ impl Modules {
             }
             // (A guard on no routes at all would be a no-op, which axum refuses.)
             if let Some(internal) = internal.into_iter().reduce(axum::Router::merge) {
-                routes = routes.merge(chassis::rpc::internal(internal, keys.clone()));
+                routes = routes.merge(chassis::rpc::internal(with_faults(internal), keys.clone()));
             }
         }
         routes

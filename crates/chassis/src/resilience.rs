@@ -133,13 +133,20 @@ impl Faults {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The fault for `target`, or for the first of `fallbacks` that has one.
+    /// The fault for `target`, else for `fallback` (may be empty: none).
     pub fn find(&self, target: &str, fallback: &str) -> Option<Fault> {
         let faults = self.lock();
         if faults.is_empty() {
             return None;
         }
-        faults.get(target).or_else(|| faults.get(fallback)).cloned()
+        faults
+            .get(target)
+            .or_else(|| {
+                (!fallback.is_empty())
+                    .then(|| faults.get(fallback))
+                    .flatten()
+            })
+            .cloned()
     }
 
     pub fn all(&self) -> BTreeMap<String, Fault> {
@@ -332,7 +339,25 @@ impl Dependency {
 
     /// Calls `attempt` (one try of the real call) under the policy; see the module
     /// docs. `attempt` is called again for each retry.
-    pub async fn call<T, E, F, Fut>(&self, method: &'static str, mut attempt: F) -> Result<T, E>
+    pub async fn call<T, E, F, Fut>(&self, method: &'static str, attempt: F) -> Result<T, E>
+    where
+        E: RemoteError,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        use tracing::Instrument as _;
+        // The span carries the budget left when the call started.
+        let span = tracing::info_span!(
+            "call",
+            dependency = self.name,
+            method,
+            deadline_ms = crate::deadline::remaining()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        );
+        self.call_inner(method, attempt).instrument(span).await
+    }
+
+    async fn call_inner<T, E, F, Fut>(&self, method: &'static str, mut attempt: F) -> Result<T, E>
     where
         E: RemoteError,
         F: FnMut() -> Fut,
@@ -456,6 +481,39 @@ impl<T: ?Sized> std::fmt::Debug for Guarded<T> {
             .field("dependency", &self.dependency.name)
             .finish_non_exhaustive()
     }
+}
+
+/// Route faults: a middleware (attach with `Router::route_layer`, so the route template
+/// is known) applying the fault configured for `<METHOD> <route template>`
+/// (`GET /api/v1/products/{id}`, or on a split module `POST
+/// /internal/v1/payments/charge`): latency, a 503 at the error rate, or a hang until
+/// the request's budget runs out.
+pub async fn inject_route_faults(
+    axum::extract::State(faults): axum::extract::State<Faults>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let fault = {
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("", axum::extract::MatchedPath::as_str);
+        faults.find(&format!("{} {route}", request.method()), "")
+    };
+    if let Some(fault) = fault {
+        if fault.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
+        }
+        if fault.hang {
+            // The common layers' budget ends it with a 504.
+            std::future::pending::<()>().await;
+        }
+        if fault.error_rate > 0.0 && rand::random::<f64>() < fault.error_rate {
+            return crate::Problem::unavailable("injected fault").into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Every dependency of a process, for the admin endpoint.
