@@ -680,9 +680,10 @@ fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, Start
             tokens: modules.tokens.clone(),
             keys,
             connect_timeout: Duration::from_secs(1),
-            // Each service keeps its own dead letters and dependencies; the edge lists
-            // them all.
-            fan_out: vec![gateway::DEAD_LETTERS, RESILIENCE],
+            // Each service keeps its own dead letters, dependencies and injected
+            // faults; the edge lists them all, and changes a fault on every module.
+            fan_out: vec![gateway::DEAD_LETTERS, RESILIENCE, gateway::FAULTS],
+            fan_out_writes: vec![gateway::FAULTS],
         },
     ))
 }

@@ -18,7 +18,7 @@ use chassis::http::{HttpSettings, with_common_layers};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::openapi::OpenApi;
 
-pub use proxy::{DEAD_LETTERS, ProxySettings, Route, proxy_router};
+pub use proxy::{DEAD_LETTERS, FAULTS, ProxySettings, Route, proxy_router};
 pub use rate_limit::RateLimit;
 
 /// The edge's settings.
