@@ -370,6 +370,13 @@ impl Dependency {
         let mut tries: u32 = 0;
         loop {
             tries += 1;
+            let budget = crate::deadline::budget(Duration::from_millis(policy.timeout_ms));
+            if budget.is_zero() {
+                // The caller ran out of time: not the dependency's failure, so the
+                // breaker does not hear of it.
+                self.count(method, "deadline_exceeded");
+                return Err(E::from_failure(RpcFailure::DeadlineExceeded { peer }));
+            }
             let admission = self.lock_breaker().admit(Instant::now());
             if admission == Admission::Rejected {
                 self.count(method, "breaker_open");
@@ -383,7 +390,6 @@ impl Dependency {
                 }
                 return Err(E::from_failure(RpcFailure::Rejected { peer }));
             };
-            let budget = crate::deadline::budget(Duration::from_millis(policy.timeout_ms));
             let outcome = tokio::time::timeout(budget, self.attempt(method, &mut attempt)).await;
             drop(permit);
             let result = outcome.unwrap_or_else(|_| {
@@ -571,6 +577,195 @@ mod tests {
         assert_eq!(b.admit(much_later), Admission::Probe);
         assert_eq!(b.record(true, true, much_later), Some(BreakerState::Closed));
         assert_eq!(b.admit(much_later), Admission::Allowed);
+    }
+
+    /// A contract error as the macro's users have them.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum TestError {
+        Unavailable(String),
+        Answer,
+    }
+
+    impl RemoteError for TestError {
+        fn from_failure(failure: RpcFailure) -> Self {
+            TestError::Unavailable(failure.to_string())
+        }
+        fn is_transient(&self) -> bool {
+            matches!(self, TestError::Unavailable(_))
+        }
+    }
+
+    fn dependency(policy: DependencyPolicy) -> Dependency {
+        Dependency::new("dep", policy, Faults::default())
+    }
+
+    fn quick() -> DependencyPolicy {
+        DependencyPolicy {
+            retry_base_ms: 1,
+            retry_cap_ms: 2,
+            ..DependencyPolicy::default()
+        }
+    }
+
+    /// Calls `dep` once with an attempt that fails transiently `fail_first` times.
+    async fn call_failing(
+        dep: &Dependency,
+        fail_first: u32,
+        calls: &std::sync::atomic::AtomicU32,
+    ) -> Result<u32, TestError> {
+        use std::sync::atomic::Ordering;
+        dep.call("m", || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            if n < fail_first {
+                Err(TestError::Unavailable("down".into()))
+            } else {
+                Ok(n)
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_answers_are_not() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dep = dependency(quick());
+        let calls = AtomicU32::new(0);
+        assert_eq!(call_failing(&dep, 2, &calls).await, Ok(2));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        let calls = AtomicU32::new(0);
+        let answer: Result<(), _> = dep
+            .call("m", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(TestError::Answer)
+            })
+            .await;
+        assert_eq!(answer, Err(TestError::Answer));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_empty_retry_budget_allows_no_retries() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dep = dependency(DependencyPolicy {
+            retry_budget_percent: 0.0,
+            retry_min_per_second: 0,
+            ..quick()
+        });
+        let calls = AtomicU32::new(0);
+        assert!(call_failing(&dep, 1, &calls).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_breaker_opens_and_then_fails_fast() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dep = dependency(DependencyPolicy {
+            retry_attempts: 1,
+            breaker_failures: 3,
+            breaker_cool_down_ms: 60_000,
+            ..quick()
+        });
+        let calls = AtomicU32::new(0);
+        for _ in 0..3 {
+            assert!(call_failing(&dep, u32::MAX, &calls).await.is_err());
+        }
+        assert_eq!(dep.status().breaker, BreakerState::Open);
+        let err = call_failing(&dep, 0, &calls).await.unwrap_err();
+        assert!(
+            matches!(&err, TestError::Unavailable(m) if m.contains("circuit open")),
+            "{err:?}"
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "the open breaker made no call"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_bulkhead_refuses_at_once_and_a_hang_times_out() {
+        let dep = Arc::new(dependency(DependencyPolicy {
+            max_concurrent: 1,
+            timeout_ms: 300,
+            retry_attempts: 1,
+            ..quick()
+        }));
+        let hanging = {
+            let dep = Arc::clone(&dep);
+            tokio::spawn(async move {
+                dep.call("m", || std::future::pending::<Result<(), TestError>>())
+                    .await
+            })
+        };
+        // Let the first call take the only permit.
+        while dep.status().in_flight == 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused: Result<(), _> = dep.call("m", || async { Ok(()) }).await;
+        assert!(
+            matches!(&refused, Err(TestError::Unavailable(m)) if m.contains("too many calls")),
+            "{refused:?}"
+        );
+        // Refused without waiting for the hanging call: it is still in flight.
+        assert_eq!(dep.status().in_flight, 1);
+        let timed_out = hanging.await.unwrap();
+        assert!(
+            matches!(&timed_out, Err(TestError::Unavailable(m)) if m.contains("within 300 ms")),
+            "{timed_out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_time_left_is_not_the_dependencys_fault() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dep = dependency(DependencyPolicy {
+            breaker_failures: 1,
+            ..quick()
+        });
+        let calls = AtomicU32::new(0);
+        let result = crate::deadline::scope(Instant::now(), call_failing(&dep, 0, &calls)).await;
+        assert!(
+            matches!(&result, Err(TestError::Unavailable(m)) if m.contains("no time left")),
+            "{result:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(dep.status().breaker, BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn injected_faults_fail_or_delay_the_call() {
+        let faults = Faults::default();
+        let dep = Dependency::new(
+            "dep",
+            DependencyPolicy {
+                retry_attempts: 1,
+                ..quick()
+            },
+            faults.clone(),
+        );
+        faults.set(
+            "dep.m".into(),
+            Fault {
+                error_rate: 1.0,
+                ..Fault::default()
+            },
+        );
+        let failed: Result<(), _> = dep.call("m", || async { Ok(()) }).await;
+        assert!(
+            matches!(&failed, Err(TestError::Unavailable(m)) if m.contains("injected")),
+            "{failed:?}"
+        );
+        // Another method is untouched; clearing the fault heals this one.
+        assert_eq!(
+            dep.call("other", || async { Ok::<_, TestError>(1) }).await,
+            Ok(1)
+        );
+        assert!(faults.clear("dep.m"));
+        assert_eq!(
+            dep.call("m", || async { Ok::<_, TestError>(2) }).await,
+            Ok(2)
+        );
     }
 
     #[test]
