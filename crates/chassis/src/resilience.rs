@@ -694,7 +694,7 @@ mod tests {
         let hanging = {
             let dep = Arc::clone(&dep);
             tokio::spawn(async move {
-                dep.call("m", || std::future::pending::<Result<(), TestError>>())
+                dep.call("m", std::future::pending::<Result<(), TestError>>)
                     .await
             })
         };
