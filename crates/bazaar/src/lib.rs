@@ -684,6 +684,12 @@ fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, Start
             // faults; the edge lists them all, and changes a fault on every module.
             fan_out: vec![gateway::DEAD_LETTERS, RESILIENCE, gateway::FAULTS],
             fan_out_writes: vec![gateway::FAULTS],
+            // Every module without a public route of its own.
+            fan_out_only: topology::MODULES
+                .into_iter()
+                .filter(|m| !topology::PUBLIC_ROUTES.iter().any(|(_, owner)| owner == m))
+                .filter_map(|m| config.peer(m).map(|url| (m, url.to_owned())))
+                .collect(),
         },
     ))
 }

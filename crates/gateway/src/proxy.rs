@@ -92,6 +92,9 @@ pub struct ProxySettings {
     /// [`fan_out`](Self::fan_out) entry. A prefix that is, or owns, a route's prefix
     /// is left out (logged).
     pub fan_out_writes: Vec<&'static str>,
+    /// Upstreams that own no public route but answer the fan-out paths too
+    /// (`(module, base URL)`: payments, split).
+    pub fan_out_only: Vec<(&'static str, String)>,
 }
 
 /// Where one route's requests go.
@@ -106,6 +109,8 @@ struct Upstream {
 struct Proxy {
     /// Longest prefix first, so the first match is the most specific.
     routes: Vec<Upstream>,
+    /// Asked by the fan-outs only.
+    fan_out_only: Vec<Upstream>,
     client: Client<HttpConnector, Body>,
     tokens: Tokens,
     keys: ServiceKeys,
@@ -200,7 +205,17 @@ pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
             put(fan_out_write).delete(fan_out_write),
         );
     }
+    let fan_out_only = settings
+        .fan_out_only
+        .into_iter()
+        .map(|(name, base_url)| Upstream {
+            prefix: "",
+            name,
+            base: parse_base(&base_url),
+        })
+        .collect();
     router.with_state(Arc::new(Proxy {
+        fan_out_only,
         routes: upstreams,
         client,
         tokens: settings.tokens,
@@ -232,7 +247,7 @@ impl Proxy {
     /// order: who a fan-out asks.
     fn distinct_upstreams(&self) -> Vec<&Upstream> {
         let mut targets: Vec<&Upstream> = Vec::new();
-        for upstream in &self.routes {
+        for upstream in self.routes.iter().chain(&self.fan_out_only) {
             if !targets
                 .iter()
                 .any(|t| t.name == upstream.name && t.base == upstream.base)
@@ -844,6 +859,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             fan_out: vec![FAULTS],
             fan_out_writes: vec![FAULTS, FAULTS, "/internal/v1/x", "/api/v1/cart"],
+            fan_out_only: Vec::new(),
         };
         let route = |prefix| Route {
             prefix,

@@ -275,6 +275,15 @@ impl Edge {
         fan_out: Vec<&'static str>,
         fan_out_writes: Vec<&'static str>,
     ) -> Edge {
+        Edge::start_full(routes, fan_out, fan_out_writes, Vec::new()).await
+    }
+
+    async fn start_full(
+        routes: Vec<Route>,
+        fan_out: Vec<&'static str>,
+        fan_out_writes: Vec<&'static str>,
+        fan_out_only: Vec<(&'static str, String)>,
+    ) -> Edge {
         let tokens = Tokens::new(JWT_SECRET, 3600);
         let keys = ServiceKeys::new(SERVICE_SECRET, "gateway");
         let modules = gateway::proxy_router(
@@ -285,6 +294,7 @@ impl Edge {
                 connect_timeout: Duration::from_secs(2),
                 fan_out,
                 fan_out_writes,
+                fan_out_only,
             },
         );
         let settings = EdgeSettings {
@@ -777,7 +787,10 @@ async fn dead_letters_fan_out_to_every_upstream() {
         ],
     )
     .await;
-    let edge = Edge::start(
+    // A module with no public route (payments) is asked too.
+    let (payments, payments_url) =
+        start_upstream("payments", vec![letter("payments", "2025-01-01T00:00:02Z")]).await;
+    let edge = Edge::start_full(
         vec![
             route("/api/v1/products", "catalog", &catalog_url),
             route("/api/v1/orders", "orders", &orders_url),
@@ -786,6 +799,8 @@ async fn dead_letters_fan_out_to_every_upstream() {
             route("/api/v1/cart", "cart", &closed_port().await),
         ],
         vec![DEAD_LETTERS],
+        Vec::new(),
+        vec![("payments", payments_url.clone())],
     )
     .await;
 
@@ -805,11 +820,12 @@ async fn dead_letters_fan_out_to_every_upstream() {
         .collect();
     assert_eq!(
         consumers,
-        ["orders-a", "catalog", "orders-b"],
+        ["orders-a", "payments", "catalog", "orders-b"],
         "newest first"
     );
     assert_eq!(body["unavailable"], json!(["cart"]));
     assert_eq!(orders.seen().len(), 1);
+    assert_eq!(payments.seen().len(), 1);
     let identity = catalog.last().headers[IDENTITY_HEADER].clone();
     assert_eq!(
         edge.keys
