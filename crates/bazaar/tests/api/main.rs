@@ -12,4 +12,5 @@ mod health;
 mod identity;
 mod orders;
 mod process;
+mod resilience;
 mod split;
