@@ -206,12 +206,11 @@ impl Guards<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(built.entry(module).or_insert_with(|| {
-            let policy = self
-                .config
-                .dependencies
-                .get(module)
-                .cloned()
-                .unwrap_or_else(|| default_policy(module));
+            // What is configured, over the dependency's own defaults.
+            let policy = self.config.dependencies.get(module).map_or_else(
+                || default_policy(module),
+                |o| o.apply(default_policy(module)),
+            );
             let dependency = Arc::new(Dependency::new(module, policy, self.faults.clone()));
             self.registry.add(Arc::clone(&dependency));
             dependency
@@ -313,12 +312,17 @@ impl Modules {
         } else {
             None
         };
+        // Every dependency goes through its guards, local or remote alike.
         let catalog_api =
             |catalog: &Option<catalog::CatalogService>| -> Result<Arc<dyn CatalogApi>, StartError> {
-                Ok(match catalog {
+                let inner: Arc<dyn CatalogApi> = match catalog {
                     Some(local) => Arc::new(local.clone()),
                     None => Arc::new(CatalogClient::new(peers.client(catalog::MODULE)?)),
-                })
+                };
+                Ok(Arc::new(Guarded::new(
+                    inner,
+                    guards.dependency(catalog::MODULE),
+                )))
             };
         let cart = if topology.runs(cart::MODULE) {
             let store = open_store(config, cart::MODULE, &cart::MIGRATOR).await?;

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{LINES_MAX, Quantity};
 use crate::error::CartError;
-use crate::store::{AddOutcome, CartItems};
+use crate::store::{AddOutcome, CartItems, Line};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CartLine {
@@ -47,40 +47,23 @@ impl CartService {
     /// The cart with current prices. Lines whose product no longer exists are left out.
     pub async fn get(&self, user_id: &str) -> Result<Cart, CartError> {
         let lines = self.items.lines(user_id).await?;
-        if lines.is_empty() {
-            return Ok(Cart {
-                items: Vec::new(),
-                total_cents: 0,
-                currency: chassis::money::CURRENCY.to_owned(),
-            });
+        let ids = lines.iter().map(|l| l.product_id.clone()).collect();
+        let prices = self.prices(ids).await?;
+        Ok(priced(lines, &prices))
+    }
+
+    /// Current prices of `ids` (unknown ones left out), from the catalog.
+    async fn prices(&self, ids: Vec<String>) -> Result<HashMap<String, i64>, CartError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
         }
-        let ids: Vec<String> = lines.iter().map(|l| l.product_id.clone()).collect();
-        let prices: HashMap<String, i64> = self
+        Ok(self
             .catalog
             .get_products(ids)
             .await?
             .into_iter()
             .map(|p| (p.id, p.price_cents))
-            .collect();
-        let mut total = Money::ZERO;
-        let mut items = Vec::with_capacity(lines.len());
-        for line in lines {
-            let Some(&price_cents) = prices.get(&line.product_id) else {
-                continue;
-            };
-            let price = Money::parse(price_cents).unwrap_or(Money::ZERO);
-            total = total.plus(price.times(line.quantity));
-            items.push(CartLine {
-                product_id: line.product_id,
-                quantity: line.quantity,
-                price_cents,
-            });
-        }
-        Ok(Cart {
-            items,
-            total_cents: total.cents(),
-            currency: chassis::money::CURRENCY.to_owned(),
-        })
+            .collect())
     }
 
     #[tracing::instrument(skip(self))]
@@ -93,15 +76,24 @@ impl CartService {
         let quantity = Quantity::parse(quantity).map_err(|e| {
             CartError::Invalid(vec![chassis::FieldError::new("quantity", e.to_string())])
         })?;
-        // Existence (and price) are the catalog's to say.
-        self.catalog.get_product(product_id.to_owned()).await?;
         let lines = self.items.lines(user_id).await?;
         let is_new = !lines.iter().any(|l| l.product_id == product_id);
         if is_new && lines.len() >= LINES_MAX {
             return Err(CartError::CartFull);
         }
+        // Existence and prices are the catalog's to say, and asked before the write:
+        // a failure after it would answer 503 for a line already added, and the
+        // client's retry would add it twice.
+        let mut ids: Vec<String> = lines.iter().map(|l| l.product_id.clone()).collect();
+        if is_new {
+            ids.push(product_id.to_owned());
+        }
+        let prices = self.prices(ids).await?;
+        if !prices.contains_key(product_id) {
+            return Err(CartError::UnknownProduct(product_id.to_owned()));
+        }
         match self.items.add(user_id, product_id, quantity).await? {
-            AddOutcome::Added => self.get(user_id).await,
+            AddOutcome::Added => Ok(priced(self.items.lines(user_id).await?, &prices)),
             AddOutcome::WouldOverflow => Err(CartError::LineFull),
         }
     }
@@ -125,6 +117,30 @@ impl CartService {
     pub async fn remove(&self, user_id: &str, product_id: &str) -> Result<Cart, CartError> {
         self.items.remove(user_id, product_id).await?;
         self.get(user_id).await
+    }
+}
+
+/// `lines` with `prices`; a line whose product has no price (it no longer exists) is
+/// left out.
+fn priced(lines: Vec<Line>, prices: &HashMap<String, i64>) -> Cart {
+    let mut total = Money::ZERO;
+    let mut items = Vec::with_capacity(lines.len());
+    for line in lines {
+        let Some(&price_cents) = prices.get(&line.product_id) else {
+            continue;
+        };
+        let price = Money::parse(price_cents).unwrap_or(Money::ZERO);
+        total = total.plus(price.times(line.quantity));
+        items.push(CartLine {
+            product_id: line.product_id,
+            quantity: line.quantity,
+            price_cents,
+        });
+    }
+    Cart {
+        items,
+        total_cents: total.cents(),
+        currency: chassis::money::CURRENCY.to_owned(),
     }
 }
 

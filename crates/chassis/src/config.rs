@@ -13,7 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::resilience::{DependencyPolicy, Fault};
+use crate::resilience::{DependencyPolicy, Fault, PolicyOverrides};
 
 /// Log output: JSON lines for machines (default) or pretty for humans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -128,7 +128,7 @@ pub struct Config {
     /// How each dependency on another module is guarded (breaker, bulkhead, timeout,
     /// retries), by the called module's name: `[dependencies.payments]
     /// breaker_failures = 3`. Unset fields and dependencies keep their defaults.
-    pub dependencies: BTreeMap<String, DependencyPolicy>,
+    pub dependencies: BTreeMap<String, PolicyOverrides>,
     /// Injected faults (testing, game days), by target: `payments.charge`,
     /// `payments` (every method), or a route `GET /api/v1/products/{id}`.
     pub faults: BTreeMap<String, Fault>,
@@ -367,8 +367,8 @@ impl Config {
                 return Err(invalid("service_secret", "must be at least 32 bytes"));
             }
         }
-        for policy in self.dependencies.values() {
-            if let Some(problem) = policy.problem() {
+        for overrides in self.dependencies.values() {
+            if let Some(problem) = overrides.apply(DependencyPolicy::default()).problem() {
                 return Err(invalid("dependencies", problem));
             }
         }
@@ -472,9 +472,15 @@ mod tests {
             );
             let config =
                 Config::load(Some(Path::new("bazaar.toml")), &Overrides::default()).unwrap();
-            let payments = &config.dependencies["payments"];
+            let overrides = &config.dependencies["payments"];
+            assert_eq!(overrides.breaker_failures, Some(3));
+            // Unset fields keep the dependency's own defaults.
+            let payments = overrides.apply(DependencyPolicy {
+                retry_attempts: 1,
+                ..DependencyPolicy::default()
+            });
             assert_eq!(payments.breaker_failures, 3);
-            // Unset fields keep their defaults.
+            assert_eq!(payments.retry_attempts, 1);
             assert_eq!(
                 payments.max_concurrent,
                 DependencyPolicy::default().max_concurrent

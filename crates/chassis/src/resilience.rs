@@ -39,7 +39,7 @@ use crate::rpc::{RemoteError, RpcFailure};
 
 /// How one dependency is guarded. Defaults suit a call that normally takes
 /// milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DependencyPolicy {
     /// Budget of one attempt (shortened by the caller's deadline).
@@ -95,6 +95,47 @@ impl DependencyPolicy {
             return Some("max_concurrent must be at least 1");
         }
         None
+    }
+}
+
+/// A dependency's policy as configured: only the fields set, applied over the
+/// dependency's built-in policy (so `breaker_failures = 3` for payments keeps its
+/// single attempt).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyOverrides {
+    pub timeout_ms: Option<u64>,
+    pub retry_attempts: Option<u32>,
+    pub retry_base_ms: Option<u64>,
+    pub retry_cap_ms: Option<u64>,
+    pub retry_budget_percent: Option<f32>,
+    pub retry_min_per_second: Option<u32>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cool_down_ms: Option<u64>,
+    pub max_concurrent: Option<u32>,
+}
+
+impl PolicyOverrides {
+    /// `base` with every field set here replaced.
+    #[must_use]
+    pub fn apply(&self, base: DependencyPolicy) -> DependencyPolicy {
+        DependencyPolicy {
+            timeout_ms: self.timeout_ms.unwrap_or(base.timeout_ms),
+            retry_attempts: self.retry_attempts.unwrap_or(base.retry_attempts),
+            retry_base_ms: self.retry_base_ms.unwrap_or(base.retry_base_ms),
+            retry_cap_ms: self.retry_cap_ms.unwrap_or(base.retry_cap_ms),
+            retry_budget_percent: self
+                .retry_budget_percent
+                .unwrap_or(base.retry_budget_percent),
+            retry_min_per_second: self
+                .retry_min_per_second
+                .unwrap_or(base.retry_min_per_second),
+            breaker_failures: self.breaker_failures.unwrap_or(base.breaker_failures),
+            breaker_cool_down_ms: self
+                .breaker_cool_down_ms
+                .unwrap_or(base.breaker_cool_down_ms),
+            max_concurrent: self.max_concurrent.unwrap_or(base.max_concurrent),
+        }
     }
 }
 

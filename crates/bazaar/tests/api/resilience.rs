@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use bazaar::config::Config;
-use chassis::resilience::{DependencyPolicy, Fault};
+use chassis::resilience::{DependencyPolicy, Fault, PolicyOverrides};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
@@ -35,17 +35,16 @@ fn id_of(order: &Value) -> String {
 }
 
 /// A short payments policy: `timeout_ms` an attempt, the breaker opening after three
-/// failures in a row for one second. One attempt per call, as by default: the saga
-/// retries charges itself.
+/// failures in a row for one second. One attempt per call stays payments' default
+/// (the saga retries charges itself) although the fields around it are configured.
 fn short_payments_policy(config: &mut Config, timeout_ms: u64) {
     config.dependencies.insert(
         "payments".to_owned(),
-        DependencyPolicy {
-            timeout_ms,
-            retry_attempts: 1,
-            breaker_failures: 3,
-            breaker_cool_down_ms: 1_000,
-            ..DependencyPolicy::default()
+        PolicyOverrides {
+            timeout_ms: Some(timeout_ms),
+            breaker_failures: Some(3),
+            breaker_cool_down_ms: Some(1_000),
+            ..PolicyOverrides::default()
         },
     );
 }
