@@ -248,33 +248,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         if let (Some(prefix), Some(url)) = (self.nats_prefix.take(), nats_url()) {
-            // As for the database: a thread with its own runtime, since this one
-            // cannot be blocked on.
-            let deleted = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let js = chassis::nats::JetStream::connect(
-                        &url,
-                        "bazaar-test-cleanup",
-                        chassis::nats::NatsSettings {
-                            prefix,
-                            ..chassis::nats::NatsSettings::default()
-                        },
-                    )
-                    .await?;
-                    for source in ["identity", "catalog", "payments", "orders", "deadletter"] {
-                        js.delete_stream(source).await?;
-                    }
-                    Ok::<_, chassis::nats::NatsError>(())
-                })
-            })
-            .join();
-            if !matches!(deleted, Ok(Ok(()))) {
-                eprintln!("could not delete the test's JetStream streams: {deleted:?}");
-            }
+            delete_streams(url, prefix);
         }
     }
 }
@@ -340,6 +314,65 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         data_dir,
         shutdown,
     }
+}
+
+/// The JetStream streams a deployment creates (one per publishing module, and the
+/// dead letters).
+pub const STREAMS: [&str; 5] = ["identity", "catalog", "payments", "orders", "deadletter"];
+
+/// Deletes the JetStream streams of the deployment with `prefix` (best effort,
+/// bounded). Called from `Drop`, inside a runtime that cannot be blocked on: a thread
+/// with a runtime of its own.
+pub fn delete_streams(url: String, prefix: String) {
+    let deleted = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let work = async {
+                let js = chassis::nats::JetStream::connect(
+                    &url,
+                    "bazaar-test-cleanup",
+                    chassis::nats::NatsSettings {
+                        prefix,
+                        ..chassis::nats::NatsSettings::default()
+                    },
+                )
+                .await?;
+                for source in STREAMS {
+                    js.delete_stream(source).await?;
+                }
+                Ok::<_, chassis::nats::NatsError>(())
+            };
+            tokio::time::timeout(Duration::from_secs(15), work)
+                .await
+                .map_err(|_| "timed out".to_owned())?
+                .map_err(|e| e.to_string())
+        })
+    })
+    .join();
+    if !matches!(deleted, Ok(Ok(()))) {
+        eprintln!("could not delete the test's JetStream streams: {deleted:?}");
+    }
+}
+
+/// The answers of concurrent repeats of one idempotent request: each is the order
+/// (201/202) or a 409 problem (the first still in progress); anything else fails the
+/// test. Returns the accepted ones.
+pub fn accepted_repeats(responses: &[(u16, String)]) -> Vec<(u16, Value)> {
+    let mut accepted = Vec::new();
+    for (status, text) in responses {
+        match status {
+            201 | 202 => accepted.push((*status, serde_json::from_str(text).unwrap())),
+            409 => {
+                let problem: Value = serde_json::from_str(text).unwrap();
+                assert_eq!(problem["status"], 409, "{text}");
+            }
+            other => panic!("a concurrent repeat answered {other}: {text}"),
+        }
+    }
+    accepted
 }
 
 /// The modules in an order where each one's peers start before it, then the edge.
@@ -524,18 +557,27 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Polls `check` every 50 ms until it returns `Ok`, failing after [`PATIENCE`] with
 /// `what` and the last `Err` (a description of what was seen).
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    eventually_within(what, PATIENCE, check).await
+}
+
+/// Like [`eventually`], with a patience of its own.
+pub async fn eventually_within<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + patience;
     loop {
         match check().await {
             Ok(value) => return value,
             Err(last) => assert!(
                 Instant::now() < deadline,
-                "gave up after {PATIENCE:?} waiting for {what}; last seen: {last}"
+                "gave up after {patience:?} waiting for {what}; last seen: {last}"
             ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -5,8 +5,8 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_audit_clean, assert_problem, cart_order_body, error_fields, event_types,
-    eventually, ledger, order_body, outbox_payloads, spawn_app, spawn_app_with,
+    TestApp, accepted_repeats, assert_audit_clean, assert_problem, cart_order_body, error_fields,
+    event_types, eventually, ledger, order_body, outbox_payloads, spawn_app, spawn_app_with,
 };
 
 const ORDERS: &str = "/api/v1/orders";
@@ -304,17 +304,7 @@ async fn one_idempotency_key_makes_one_order_and_one_charge() {
         (status, response.text().await.unwrap())
     }))
     .await;
-    let mut accepted: Vec<(u16, Value)> = Vec::new();
-    for (status, text) in &responses {
-        match status {
-            201 | 202 => accepted.push((*status, serde_json::from_str(text).unwrap())),
-            409 => {
-                let problem: Value = serde_json::from_str(text).unwrap();
-                assert_eq!(problem["status"], 409, "{text}");
-            }
-            other => panic!("a concurrent repeat answered {other}: {text}"),
-        }
-    }
+    let accepted = accepted_repeats(&responses);
     assert!(
         !accepted.is_empty(),
         "no request was accepted: {responses:?}"

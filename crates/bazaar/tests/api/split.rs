@@ -9,7 +9,6 @@
 //! them it says it is skipped and passes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,8 +25,8 @@ use tempfile::TempDir;
 
 use crate::helpers::{
     ADMIN_EMAIL, ADMIN_PASSWORD, EXIT, PATIENCE, Proc, SPLIT_START_ORDER, STARTUP, TestDatabase,
-    assert_problem, bazaar, cart_order_body, eventually, free_port, is_terminal, order_body,
-    test_secret,
+    accepted_repeats, assert_problem, bazaar, cart_order_body, delete_streams, eventually,
+    eventually_within, free_port, is_terminal, order_body, test_secret,
 };
 
 /// What every split test needs: a PostgreSQL server to create its database in and a
@@ -61,29 +60,6 @@ const LOG_WARNINGS: usize = 40;
 /// How long events may take after a NATS crash: a message delivered but not yet
 /// acknowledged when the server died comes back after the consumers' ack wait (30 s).
 const REDELIVERY: Duration = Duration::from_secs(75);
-/// The JetStream streams a deployment creates (one per publishing module, and the
-/// dead letters).
-const STREAMS: [&str; 5] = ["identity", "catalog", "payments", "orders", "deadletter"];
-
-/// Like [`eventually`], with a patience of its own.
-async fn eventually_within<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + patience;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "gave up after {patience:?} waiting for {what}; last seen: {last}"
-            ),
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 /// Waits (bounded, without blocking the runtime) for `proc` to exit, then for its
 /// output to be read to the end.
 async fn wait_exit(proc: &mut Proc, limit: Duration) -> Result<std::process::ExitStatus, String> {
@@ -415,41 +391,7 @@ impl Cluster {
 
     /// Deletes this deployment's JetStream streams (best effort, bounded).
     fn delete_streams(&self) {
-        let url = self.nats_url.clone();
-        let prefix = self.nats_prefix.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on: a thread
-        // with a runtime of its own.
-        let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let work = async {
-                    let js = chassis::nats::JetStream::connect(
-                        &url,
-                        "bazaar-split-test-cleanup",
-                        chassis::nats::NatsSettings {
-                            prefix,
-                            ..chassis::nats::NatsSettings::default()
-                        },
-                    )
-                    .await?;
-                    for source in STREAMS {
-                        js.delete_stream(source).await?;
-                    }
-                    Ok::<_, chassis::nats::NatsError>(())
-                };
-                tokio::time::timeout(Duration::from_secs(15), work)
-                    .await
-                    .map_err(|_| "timed out".to_owned())?
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!("could not delete the test's JetStream streams: {deleted:?}");
-        }
+        delete_streams(self.nats_url.clone(), self.nats_prefix.clone());
     }
 }
 
@@ -911,17 +853,7 @@ async fn split_purchase_flow_oversell_and_idempotency() {
         (status, response.text().await.unwrap())
     }))
     .await;
-    let mut accepted: Vec<(u16, Value)> = Vec::new();
-    for (status, text) in &responses {
-        match status {
-            201 | 202 => accepted.push((*status, serde_json::from_str(text).unwrap())),
-            409 => {
-                let problem: Value = serde_json::from_str(text).unwrap();
-                assert_eq!(problem["status"], 409, "{text}");
-            }
-            other => panic!("a concurrent repeat answered {other}: {text}"),
-        }
-    }
+    let accepted = accepted_repeats(&responses);
     assert!(!accepted.is_empty(), "nothing accepted: {responses:?}");
     for answer in &accepted {
         assert_eq!(answer, &accepted[0], "repeats differ: {responses:?}");
