@@ -1,6 +1,7 @@
 //! `bazaar`: the command line. Everything real happens in the library crates.
 
 mod dev;
+mod loadgen;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -87,6 +88,10 @@ enum Command {
     /// and NATS of BAZAAR_DATABASE_URL and BAZAAR_NATS_URL, with their logs merged;
     /// Ctrl-C stops them all.
     Dev(dev::DevArgs),
+    /// Drive a running bazaar with a realistic shopper mix at a fixed arrival rate
+    /// (--rate, open loop) or with N users back to back (--users, closed loop), then
+    /// print latency percentiles and outcomes per operation (--json: also as JSON).
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +141,9 @@ impl std::error::Error for AuditFailed {}
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Dev(args) = cli.command {
         return dev::run(&cli.global, args).await;
+    }
+    if let Command::Loadgen(args) = cli.command {
+        return loadgen::run(args).await;
     }
     let (http_addr, only) = match &cli.command {
         Command::Serve { http_addr, only } => (*http_addr, only.clone()),
@@ -243,7 +251,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("admin {email}: {outcome:?}");
             modules.close().await;
         }
-        Command::Dev(_) => unreachable!("`dev` returns before the configuration is loaded"),
+        Command::Dev(_) | Command::Loadgen(_) => {
+            unreachable!("`dev` and `loadgen` return before the configuration is loaded")
+        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod crash;
 mod edge;
 mod health;
 mod identity;
+mod loadgen;
 mod orders;
 mod process;
 mod resilience;

@@ -1,0 +1,297 @@
+//! The shopper: what each operation sends to the public API, and the set-up it needs
+//! (registered users, known product ids).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use rand::Rng;
+use reqwest::{Client, RequestBuilder};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::mix::Operation;
+use super::report::StatusClass;
+use super::scheduler::Step;
+
+/// Listing pages read up front to learn product ids.
+const PRODUCT_PAGES: usize = 5;
+/// Registrations in flight at once while the user pool is made (argon2 is costly).
+const REGISTER_CONCURRENCY: usize = 4;
+
+struct User {
+    token: String,
+    /// Whether the cart (as far as this run knows) has something to check out.
+    cart_filled: AtomicBool,
+}
+
+/// One arrival, decided by the scheduler's RNG before it is sent.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    op: Operation,
+    user: Option<usize>,
+    product: usize,
+}
+
+pub(crate) struct Shopper {
+    client: Client,
+    base: String,
+    products: Vec<String>,
+    users: Vec<User>,
+    /// Unique per run: the users' emails and the checkouts' idempotency keys.
+    run_id: String,
+    checkouts: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    items: Vec<ProductId>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProductId {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Registered {
+    token: String,
+}
+
+impl Shopper {
+    /// Learns product ids and registers `users` users.
+    pub(crate) async fn prepare(
+        base: &str,
+        timeout: Duration,
+        users: u32,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
+        let client = Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(usize::MAX)
+            .tcp_nodelay(true)
+            .build()?;
+        let products = product_ids(&client, base).await?;
+        let run_id = format!(
+            "{:x}{:08x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+            seed & 0xffff_ffff
+        );
+        let mut registered = Vec::new();
+        let indices: Vec<u32> = (0..users).collect();
+        for chunk in indices.chunks(REGISTER_CONCURRENCY) {
+            let mut batch = tokio::task::JoinSet::new();
+            for i in chunk {
+                let (client, base) = (client.clone(), base.to_owned());
+                let email = format!("loadgen-{run_id}-{i}@example.com");
+                batch.spawn(async move { register(&client, &base, &email).await });
+            }
+            while let Some(token) = batch.join_next().await {
+                registered.push(User {
+                    token: token??,
+                    cart_filled: AtomicBool::new(false),
+                });
+            }
+        }
+        Ok(Self {
+            client,
+            base: base.to_owned(),
+            products,
+            users: registered,
+            run_id,
+            checkouts: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn product_count(&self) -> usize {
+        self.products.len()
+    }
+
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// The arrival `i` (open loop) or a request of user `i` (closed loop): `op` for
+    /// user `i` mod the pool, on a random known product.
+    pub(crate) fn plan(&self, op: Operation, i: u64, rng: &mut impl Rng) -> Plan {
+        let user = (!self.users.is_empty())
+            .then(|| usize::try_from(i % self.users.len() as u64).unwrap_or(0));
+        Plan {
+            op,
+            user,
+            product: rng.gen_range(0..self.products.len().max(1)),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn product(&self, plan: &Plan) -> &str {
+        self.products.get(plan.product).map_or("", String::as_str)
+    }
+
+    /// Sends the planned request(s); a checkout on an empty cart first adds an item
+    /// (recorded as an add to cart).
+    pub(crate) async fn perform(self: Arc<Self>, plan: Plan) -> Vec<Step> {
+        let user = plan.user.and_then(|u| self.users.get(u));
+        let auth = |request: RequestBuilder| match user {
+            Some(user) => request.bearer_auth(&user.token),
+            None => request,
+        };
+        let add = || {
+            auth(self.client.post(self.url("/api/v1/cart/items")))
+                .json(&json!({"product_id": self.product(&plan), "quantity": 1}))
+        };
+        match plan.op {
+            Operation::Listing => {
+                vec![
+                    send(
+                        Operation::Listing,
+                        self.client.get(self.url("/api/v1/products?limit=20")),
+                    )
+                    .await
+                    .0,
+                ]
+            }
+            Operation::ProductView => {
+                let path = format!("/api/v1/products/{}", self.product(&plan));
+                vec![
+                    send(Operation::ProductView, self.client.get(self.url(&path)))
+                        .await
+                        .0,
+                ]
+            }
+            Operation::ViewCart => {
+                vec![
+                    send(
+                        Operation::ViewCart,
+                        auth(self.client.get(self.url("/api/v1/cart"))),
+                    )
+                    .await
+                    .0,
+                ]
+            }
+            Operation::AddToCart => {
+                let (step, status) = send(Operation::AddToCart, add()).await;
+                if let (Some(user), Some(200..=299)) = (user, status) {
+                    user.cart_filled.store(true, Ordering::Relaxed);
+                }
+                vec![step]
+            }
+            Operation::Checkout => {
+                let mut steps = Vec::with_capacity(2);
+                if let Some(user) = user {
+                    if !user.cart_filled.load(Ordering::Relaxed) {
+                        let (step, status) = send(Operation::AddToCart, add()).await;
+                        steps.push(step);
+                        if !matches!(status, Some(200..=299)) {
+                            return steps;
+                        }
+                    }
+                    // Whatever the outcome, the next checkout refills first: a
+                    // confirmed order empties the cart, a failed one may leave it full.
+                    user.cart_filled.store(false, Ordering::Relaxed);
+                }
+                let key = format!(
+                    "loadgen-{}-{}",
+                    self.run_id,
+                    self.checkouts.fetch_add(1, Ordering::Relaxed)
+                );
+                let request = auth(self.client.post(self.url("/api/v1/orders")))
+                    .header("idempotency-key", key)
+                    .json(&json!({
+                        "payment_token": "tok_visa",
+                        "shipping_address": {
+                            "name": "Ada Lovelace",
+                            "line1": "12 St James Square",
+                            "city": "London",
+                            "postal_code": "SW1Y 4JH",
+                            "country": "GB",
+                        },
+                    }));
+                steps.push(send(Operation::Checkout, request).await.0);
+                steps
+            }
+        }
+    }
+}
+
+/// Sends one request and reads its whole body (so the connection is reused).
+async fn send(op: Operation, request: RequestBuilder) -> (Step, Option<u16>) {
+    let (class, status) = match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.bytes().await {
+                Ok(_) => (StatusClass::of(status), Some(status)),
+                Err(_) => (StatusClass::Transport, None),
+            }
+        }
+        Err(_) => (StatusClass::Transport, None),
+    };
+    (
+        Step {
+            op,
+            class,
+            finished: Instant::now(),
+        },
+        status,
+    )
+}
+
+/// Up to [`PRODUCT_PAGES`] pages of the listing.
+async fn product_ids(client: &Client, base: &str) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..PRODUCT_PAGES {
+        let mut request = client
+            .get(format!("{base}/api/v1/products"))
+            .query(&[("limit", "100")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {base}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("GET {base}/api/v1/products answered {status}");
+        }
+        let page: Page = response
+            .json()
+            .await
+            .context("the product listing is not a bazaar product list")?;
+        ids.extend(page.items.into_iter().map(|p| p.id));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if ids.is_empty() {
+        bail!("{base} has no products (run `bazaar seed`)");
+    }
+    Ok(ids)
+}
+
+async fn register(client: &Client, base: &str, email: &str) -> anyhow::Result<String> {
+    let response = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": "loadgen-password", "name": "Load Generator"}))
+        .send()
+        .await
+        .with_context(|| format!("cannot register {email}"))?;
+    let status = response.status();
+    if status.as_u16() != 201 {
+        let body = response.text().await.unwrap_or_default();
+        bail!("registering {email} answered {status}: {body}");
+    }
+    Ok(response.json::<Registered>().await?.token)
+}
