@@ -166,12 +166,12 @@ pub(crate) async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         .await?,
     );
     eprintln!(
-        "loadgen: {} products, {} users; {} mix against {base} for {:?} (+{:?} warmup), seed {seed}",
+        "loadgen: {} products, {} users; {} mix against {base} for {:.1}s (+{:.1}s warmup), seed {seed}",
         shopper.product_count(),
         shopper.user_count(),
         args.mix.name(),
-        args.duration,
-        args.warmup,
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
     );
 
     let start = Instant::now() + Duration::from_millis(50);
