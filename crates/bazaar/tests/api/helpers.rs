@@ -31,9 +31,17 @@ pub const ADMIN_PASSWORD: &str = "admin-password";
 /// Products seeded into each test app: enough for paging, cheap to create.
 pub const SEEDED: u32 = 30;
 
-pub struct TestApp {
+/// The public API of a running bazaar as a client sees it: its base URL and an HTTP
+/// client (cheap to clone into client tasks).
+#[derive(Clone)]
+pub struct Api {
     pub address: String,
     pub client: Client,
+}
+
+/// A bazaar started in this process; speaks its API through [`Api`] (`Deref`).
+pub struct TestApp {
+    pub api: Api,
     pub data_dir: DataDir,
     shutdown: chassis::CancellationToken,
     /// Split topology: the JetStream prefix of this app's streams, deleted on drop.
@@ -244,6 +252,14 @@ impl DataDir {
     }
 }
 
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -305,12 +321,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         nats_prefix,
         jwt_secret,
-        address,
-        client: Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .unwrap(),
+        api: Api {
+            address,
+            client: Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        },
         data_dir,
         shutdown,
     }
@@ -447,7 +465,9 @@ impl TestApp {
                 .to_owned()
         })
     }
+}
 
+impl Api {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -458,6 +478,15 @@ impl TestApp {
             req = req.bearer_auth(token);
         }
         req.send().await.unwrap()
+    }
+
+    /// GET that must answer 200; its JSON body.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        let response = self.get(path, token).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap()
     }
 
     pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
@@ -493,8 +522,10 @@ impl TestApp {
                 None,
             )
             .await;
-        assert_eq!(response.status(), 201);
-        let body: Value = response.json().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 201, "register {email}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
         (
             body["token"].as_str().unwrap().to_owned(),
             body["user"]["id"].as_str().unwrap().to_owned(),
@@ -629,9 +660,20 @@ pub fn event_types(events: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-impl TestApp {
+impl Api {
     /// `POST /api/v1/orders`, with an `Idempotency-Key` if given.
     pub async fn place_order(&self, token: &str, body: &Value, key: Option<&str>) -> Response {
+        self.try_place_order(token, body, key).await.unwrap()
+    }
+
+    /// Like [`Api::place_order`], but `Err` when no answer came at all (e.g. while
+    /// the process behind it is being killed).
+    pub async fn try_place_order(
+        &self,
+        token: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> Result<Response, reqwest::Error> {
         let mut req = self
             .client
             .post(self.url("/api/v1/orders"))
@@ -640,7 +682,7 @@ impl TestApp {
         if let Some(key) = key {
             req = req.header("Idempotency-Key", key);
         }
-        req.send().await.unwrap()
+        req.send().await
     }
 
     /// Places an order that must be accepted (201 or 202); returns (status, order).

@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use reqwest::{Client, Response};
+use reqwest::Client;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::helpers::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, EXIT, PATIENCE, Proc, SPLIT_START_ORDER, STARTUP, TestDatabase,
-    accepted_repeats, assert_problem, bazaar, cart_order_body, delete_streams, eventually,
-    eventually_within, free_port, is_terminal, order_body, test_secret,
+    ADMIN_EMAIL, ADMIN_PASSWORD, Api, EXIT, PATIENCE, Proc, SPLIT_START_ORDER, STARTUP,
+    TestDatabase, accepted_repeats, assert_problem, bazaar, cart_order_body, delete_streams,
+    eventually, eventually_within, free_port, order_body, test_secret,
 };
 
 /// What every split test needs: a PostgreSQL server to create its database in and a
@@ -87,14 +87,6 @@ struct Service {
     running: Option<Proc>,
     /// Earlier incarnations and how each ended.
     ended: Vec<(String, Proc)>,
-}
-
-/// The public API, as a client sees it through the gateway (cheap to clone into
-/// client tasks).
-#[derive(Clone)]
-struct Api {
-    base: String,
-    client: Client,
 }
 
 /// The eight processes of one split deployment, on a fresh database and a NATS prefix
@@ -177,7 +169,7 @@ impl Cluster {
             services,
             env,
             api: Api {
-                base: format!("http://127.0.0.1:{gateway}"),
+                address: format!("http://127.0.0.1:{gateway}"),
                 client: Client::builder()
                     .timeout(Duration::from_secs(15))
                     .build()
@@ -422,62 +414,9 @@ impl Drop for Cluster {
 
 // ---- The public API through the gateway ----
 
+// What only these tests ask of the API (the rest is `helpers::Api`'s): inherent
+// methods of the same crate's `Api`, visible to this module.
 impl Api {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> Response {
-        let mut request = self.client.get(self.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.unwrap()
-    }
-
-    async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: &Value,
-        token: Option<&str>,
-    ) -> Response {
-        let mut request = self.client.request(method, self.url(path)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.unwrap()
-    }
-
-    /// GET that must answer 200; its JSON body.
-    async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
-        let response = self.get(path, token).await;
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert_eq!(status, 200, "GET {path}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    /// Registers a customer; returns (token, user id).
-    async fn register(&self, email: &str) -> (String, String) {
-        let response = self
-            .send_json(
-                reqwest::Method::POST,
-                "/api/v1/auth/register",
-                &json!({"email": email, "password": "password123", "name": "Split Buyer"}),
-                None,
-            )
-            .await;
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert_eq!(status, 201, "register {email}: {text}");
-        let body: Value = serde_json::from_str(&text).unwrap();
-        (
-            body["token"].as_str().unwrap().to_owned(),
-            body["user"]["id"].as_str().unwrap().to_owned(),
-        )
-    }
-
     /// Registers `n` customers at once; their tokens.
     async fn register_many(&self, tag: &str, n: usize) -> Vec<String> {
         join_all(
@@ -486,22 +425,9 @@ impl Api {
         .await
     }
 
-    async fn admin_token(&self) -> String {
-        let response = self
-            .send_json(
-                reqwest::Method::POST,
-                "/api/v1/auth/login",
-                &json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
-                None,
-            )
-            .await;
-        assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.unwrap();
-        body["token"].as_str().unwrap().to_owned()
-    }
-
-    /// The first `n` products of the catalog.
-    async fn products(&self, n: u32) -> Vec<Value> {
+    /// The first `n` products of the catalog: the page must answer 200 and hold
+    /// exactly `n` (unlike `Api::products`, which checks neither).
+    async fn products_exactly(&self, n: u32) -> Vec<Value> {
         let body = self
             .get_json(&format!("/api/v1/products?limit={n}"), None)
             .await;
@@ -510,33 +436,13 @@ impl Api {
         items
     }
 
-    async fn stock(&self, product: &str) -> i64 {
-        self.get_json(&format!("/api/v1/products/{product}"), None)
-            .await["stock"]
-            .as_i64()
-            .expect("stock is an integer")
-    }
-
-    async fn set_stock(&self, admin: &str, product: &str, stock: i64) {
-        let response = self
-            .send_json(
-                reqwest::Method::PUT,
-                &format!("/api/v1/products/{product}/stock"),
-                &json!({"stock": stock}),
-                Some(admin),
-            )
-            .await;
-        assert_eq!(response.status(), 200);
-    }
-
     async fn cart(&self, token: &str) -> Value {
         self.get_json("/api/v1/cart", Some(token)).await
     }
 
     async fn add_to_cart(&self, token: &str, product: &str, quantity: i64) -> Value {
         let response = self
-            .send_json(
-                reqwest::Method::POST,
+            .post_json(
                 "/api/v1/cart/items",
                 &json!({"product_id": product, "quantity": quantity}),
                 Some(token),
@@ -548,56 +454,9 @@ impl Api {
         serde_json::from_str(&text).unwrap()
     }
 
-    /// `POST /api/v1/orders` (with an `Idempotency-Key` if given); `Err` when no
-    /// answer came at all.
-    async fn try_place_order(
-        &self,
-        token: &str,
-        body: &Value,
-        key: Option<&str>,
-    ) -> Result<Response, reqwest::Error> {
-        let mut request = self
-            .client
-            .post(self.url("/api/v1/orders"))
-            .bearer_auth(token)
-            .json(body);
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        request.send().await
-    }
-
-    /// Places an order that must be accepted (201 or 202); (status, order).
-    async fn place_ok(&self, token: &str, body: &Value) -> (u16, Value) {
-        let response = self.try_place_order(token, body, None).await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        assert!(
-            status == 201 || status == 202,
-            "POST /orders {body} answered {status}: {text}"
-        );
-        (status, serde_json::from_str(&text).unwrap())
-    }
-
-    async fn order(&self, token: &str, id: &str) -> Value {
-        self.get_json(&format!("/api/v1/orders/{id}"), Some(token))
-            .await
-    }
-
-    async fn wait_until_terminal(&self, token: &str, id: &str) -> Value {
-        eventually(&format!("order {id} to finish"), || async {
-            let order = self.order(token, id).await;
-            if is_terminal(&order) {
-                Ok(order)
-            } else {
-                Err(order.to_string())
-            }
-        })
-        .await
-    }
-
-    /// The caller's orders (a buyer here never has more than a page).
-    async fn my_orders(&self, token: &str) -> Vec<Value> {
+    /// The caller's orders, which must fit one page (a buyer here never has more;
+    /// unlike `Api::my_orders`, which does not check).
+    async fn my_orders_one_page(&self, token: &str) -> Vec<Value> {
         let body = self.get_json("/api/v1/orders?limit=100", Some(token)).await;
         let items = body["items"].as_array().expect("items is an array").clone();
         assert!(body["next_cursor"].is_null(), "more than a page: {body}");
@@ -761,7 +620,7 @@ async fn split_purchase_flow_oversell_and_idempotency() {
     let (token, user) = api.register("split-buyer@example.com").await;
     let me = api.get_json("/api/v1/me", Some(&token)).await;
     assert_eq!(me["id"], user.as_str(), "{me}");
-    let products = api.products(3).await;
+    let products = api.products_exactly(3).await;
     let product = id_of(&products[0]);
     let price = products[0]["price_cents"].as_i64().unwrap();
     let read = api
@@ -859,7 +718,7 @@ async fn split_purchase_flow_oversell_and_idempotency() {
         assert_eq!(answer, &accepted[0], "repeats differ: {responses:?}");
     }
     let id = id_of(&accepted[0].1);
-    let mine = api.my_orders(&idem).await;
+    let mine = api.my_orders_one_page(&idem).await;
     assert_eq!(mine.len(), 1, "{mine:?}");
     assert_eq!(mine[0]["id"], id.as_str());
     let order = api.wait_until_terminal(&idem, &id).await;
@@ -901,7 +760,7 @@ async fn split_failure_isolation_notifications_down() {
     let api = cluster.api.clone();
     let admin = api.admin_token().await;
     let tokens = api.register_many("split-isolated", N).await;
-    let products = api.products(2).await;
+    let products = api.products_exactly(2).await;
     let product = id_of(&products[0]);
 
     cluster.stop_service("notifications").await;
@@ -975,7 +834,7 @@ async fn split_kill_orders_mid_checkout() {
     .await;
     let api = cluster.api.clone();
     let admin = api.admin_token().await;
-    let product = id_of(&api.products(1).await[0]);
+    let product = id_of(&api.products_exactly(1).await[0]);
     api.set_stock(&admin, &product, 10_000).await;
     let tokens = api.register_many("split-crash", BUYERS).await;
 
@@ -1053,7 +912,7 @@ async fn split_kill_orders_mid_checkout() {
     // Every order that exists (those whose answer was lost included) finishes.
     let mut orders = Vec::new();
     for token in &tokens {
-        for order in api.my_orders(token).await {
+        for order in api.my_orders_one_page(token).await {
             orders.push(api.wait_until_terminal(token, &id_of(&order)).await);
         }
     }
@@ -1208,7 +1067,7 @@ async fn split_nats_restart_loses_nothing() {
     let cluster = Cluster::start(&backends, &nats.url(), &[]).await;
     let api = cluster.api.clone();
     let admin = api.admin_token().await;
-    let product = id_of(&api.products(1).await[0]);
+    let product = id_of(&api.products_exactly(1).await[0]);
     api.set_stock(&admin, &product, 10_000).await;
     let tokens = api.register_many("split-nats", BUYERS).await;
 
@@ -1316,7 +1175,7 @@ async fn split_internal_routes_need_a_credential_and_are_not_public() {
     };
     let cluster = Cluster::start(&backends, &backends.nats, &[]).await;
     let api = cluster.api.clone();
-    let product = id_of(&api.products(1).await[0]);
+    let product = id_of(&api.products_exactly(1).await[0]);
     let args = json!({"id": product});
     let direct = cluster.module_url("catalog", PATH);
     let client = crate::helpers::client();
