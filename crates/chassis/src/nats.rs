@@ -651,6 +651,11 @@ async fn consume_until_error(
     }
     drop(messages);
     while in_flight.join_next().await.is_some() {}
+    // Acks and naks are only queued on the connection: make sure they reach the
+    // server before it closes, or the messages wait out ack_wait after all.
+    if let Err(e) = js.client().flush().await {
+        tracing::warn!(consumer = consumer.name(), error = %e, "cannot flush acknowledgements");
+    }
     outcome
 }
 
