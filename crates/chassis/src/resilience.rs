@@ -162,26 +162,52 @@ impl Fault {
 /// route (`GET /api/v1/products/{id}`). Shared by every dependency and the route
 /// layer of a process, and changed at run time by the admin endpoint when enabled.
 #[derive(Debug, Clone, Default)]
-pub struct Faults(Arc<Mutex<BTreeMap<String, Fault>>>);
+pub struct Faults(Arc<FaultTable>);
+
+#[derive(Debug, Default)]
+struct FaultTable {
+    by_target: Mutex<BTreeMap<String, Fault>>,
+    /// Whether any fault is set: every call and request checks this, and only then
+    /// builds its target name and takes the lock (normally never).
+    any: std::sync::atomic::AtomicBool,
+}
 
 impl Faults {
     pub fn new(initial: BTreeMap<String, Fault>) -> Self {
-        Self(Arc::new(Mutex::new(initial)))
+        let faults = Self::default();
+        *faults.lock() = initial;
+        faults.refresh();
+        faults
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Fault>> {
         // A panic while holding it leaves a whole map behind: still usable.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0
+            .by_target
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The fault for `target`, else for `fallback` (may be empty: none).
-    pub fn find(&self, target: &str, fallback: &str) -> Option<Fault> {
-        let faults = self.lock();
-        if faults.is_empty() {
+    fn refresh(&self) {
+        let any = !self.lock().is_empty();
+        self.0.any.store(any, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether any fault is set at all.
+    pub fn any(&self) -> bool {
+        self.0.any.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The fault for the target `target()` names, else for `fallback` (may be empty:
+    /// none). `target` is only called when some fault is set.
+    pub fn find(&self, target: impl FnOnce() -> String, fallback: &str) -> Option<Fault> {
+        if !self.any() {
             return None;
         }
+        let target = target();
+        let faults = self.lock();
         faults
-            .get(target)
+            .get(&target)
             .or_else(|| {
                 (!fallback.is_empty())
                     .then(|| faults.get(fallback))
@@ -196,10 +222,13 @@ impl Faults {
 
     pub fn set(&self, target: String, fault: Fault) {
         self.lock().insert(target, fault);
+        self.refresh();
     }
 
     pub fn clear(&self, target: &str) -> bool {
-        self.lock().remove(target).is_some()
+        let removed = self.lock().remove(target).is_some();
+        self.refresh();
+        removed
     }
 }
 
@@ -483,7 +512,7 @@ impl Dependency {
     {
         if let Some(fault) = self
             .faults
-            .find(&format!("{}.{method}", self.name), self.name)
+            .find(|| format!("{}.{method}", self.name), self.name)
         {
             if fault.latency_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
@@ -546,7 +575,7 @@ pub async fn inject_route_faults(
             .extensions()
             .get::<axum::extract::MatchedPath>()
             .map_or("", axum::extract::MatchedPath::as_str);
-        faults.find(&format!("{} {route}", request.method()), "")
+        faults.find(|| format!("{} {route}", request.method()), "")
     };
     if let Some(fault) = fault {
         if fault.latency_ms > 0 {
