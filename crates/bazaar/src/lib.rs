@@ -125,6 +125,8 @@ pub struct Modules {
     consumers: Vec<Arc<Consumer>>,
     outboxes: Vec<Outbox>,
     stores: Vec<Store>,
+    /// Outbox backlogs, consumer lag, dead letters and pools: gauges and the admin route.
+    bus_health: chassis::bus_health::BusHealth,
     shutdown: CancellationToken,
 }
 
@@ -446,6 +448,23 @@ impl Modules {
         } else {
             None
         };
+        // Each module's own metrics, at zero, where it runs.
+        for (module, register) in [
+            (orders::MODULE, orders::register_metrics as fn()),
+            (payments::MODULE, payments::register_metrics),
+            (catalog::MODULE, catalog::register_metrics),
+            (notifications::MODULE, notifications::register_metrics),
+        ] {
+            if topology.runs(module) {
+                register();
+            }
+        }
+        let bus_health = chassis::bus_health::BusHealth::new(
+            topology.service_name(),
+            stores.clone(),
+            outboxes.clone(),
+            consumers.clone(),
+        );
         Ok(Self {
             identity,
             catalog,
@@ -464,6 +483,7 @@ impl Modules {
             consumers,
             outboxes,
             stores,
+            bus_health,
             shutdown,
         })
     }
@@ -540,6 +560,10 @@ impl Modules {
             routes = routes
                 .merge(chassis::bus::admin::router(
                     self.stores.clone(),
+                    tokens.clone(),
+                ))
+                .merge(chassis::bus_health::admin::router(
+                    self.bus_health.clone(),
                     tokens.clone(),
                 ))
                 .merge(chassis::resilience::admin::router(
@@ -629,6 +653,10 @@ impl Modules {
         if let Some(saga) = &self.saga {
             workers.push(saga.spawn_recovery(RECOVER_EVERY));
         }
+        workers.push(
+            self.bus_health
+                .spawn_sampler(nats.cloned(), shutdown.clone()),
+        );
         workers.push(spawn_maintenance(
             self.stores.clone(),
             self.outboxes.clone(),
@@ -654,6 +682,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         <notifications::ApiDoc as utoipa::OpenApi>::openapi(),
         <analytics::ApiDoc as utoipa::OpenApi>::openapi(),
         <chassis::bus::admin::ApiDoc as utoipa::OpenApi>::openapi(),
+        <chassis::bus_health::admin::ApiDoc as utoipa::OpenApi>::openapi(),
         <chassis::resilience::admin::ApiDoc as utoipa::OpenApi>::openapi(),
     ])
 }
@@ -686,7 +715,12 @@ fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, Start
             connect_timeout: Duration::from_secs(1),
             // Each service keeps its own dead letters, dependencies and injected
             // faults; the edge lists them all, and changes a fault on every module.
-            fan_out: vec![gateway::DEAD_LETTERS, RESILIENCE, gateway::FAULTS],
+            fan_out: vec![
+                gateway::DEAD_LETTERS,
+                RESILIENCE,
+                gateway::FAULTS,
+                chassis::bus_health::BUS,
+            ],
             fan_out_writes: vec![gateway::FAULTS],
             // Every module without a public route of its own.
             fan_out_only: topology::MODULES
@@ -712,10 +746,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        // The metrics recorder first: what modules record while they open (breaker
+        // states at 0) would be lost without it.
+        drop(chassis::metrics::handle());
         let modules = Modules::open(&config).await?;
         modules.bootstrap(&config).await?;
         let topology = modules.topology().clone();
         let shutdown = modules.shutdown_token();
+        chassis::metrics::register_process(topology.service_name());
 
         let readiness = modules
             .stores

@@ -262,7 +262,10 @@ mod routes_tests {
             if path.starts_with("/health/") || path == "/metrics" {
                 continue; // every process answers these itself
             }
-            if path == gateway::DEAD_LETTERS || path == crate::RESILIENCE {
+            if path == gateway::DEAD_LETTERS
+                || path == crate::RESILIENCE
+                || path == chassis::bus_health::BUS
+            {
                 continue; // fanned out to every module
             }
             let owners: Vec<&str> = PUBLIC_ROUTES

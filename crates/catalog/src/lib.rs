@@ -21,3 +21,21 @@ pub use service::CatalogService;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub const MODULE: &str = "catalog";
+
+/// Describes this module's metrics and registers them at zero, so alerts and
+/// dashboards never query an absent series.
+pub fn register_metrics() {
+    for (name, help) in [
+        (
+            "catalog_reservations_rejected_total",
+            "Reservations refused for lack of stock",
+        ),
+        (
+            "catalog_reservations_expired_total",
+            "Reservations released by the sweeper after their TTL",
+        ),
+    ] {
+        metrics::describe_counter!(name, help);
+        chassis::metrics::zero_counter(name, &[]);
+    }
+}

@@ -6,6 +6,7 @@
 //! so a redelivered event has no second effect. A handler that keeps failing is
 //! retried with backoff, then dead-lettered.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,26 @@ pub struct Consumer {
     pool: AnyPool,
     handler: Arc<dyn Handler>,
     policy: RetryPolicy,
+    /// Deliveries in progress (the monolith's "ack pending").
+    in_flight: AtomicU64,
+    /// Deliveries of events this consumer had received before, since start.
+    redeliveries: AtomicU64,
+}
+
+/// Counts a delivery in progress for as long as it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn start(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Consumer {
@@ -129,7 +150,27 @@ impl Consumer {
             pool,
             handler,
             policy,
+            in_flight: AtomicU64::new(0),
+            redeliveries: AtomicU64::new(0),
         }
+    }
+
+    /// Deliveries being applied right now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Redeliveries counted since start (see [`count_redelivery`](Self::count_redelivery)).
+    pub fn redeliveries(&self) -> u64 {
+        self.redeliveries.load(Ordering::Relaxed)
+    }
+
+    /// Counts an event of `topic` delivered to this consumer again
+    /// (`consumer_redeliveries_total`).
+    pub fn count_redelivery(&self, topic: &str) {
+        self.redeliveries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("consumer_redeliveries_total", "consumer" => self.name, "topic" => topic.to_owned())
+            .increment(1);
     }
 
     pub fn name(&self) -> &'static str {
@@ -148,6 +189,7 @@ impl Consumer {
     /// cannot be applied. `Err` only when the store cannot record either outcome; the
     /// publisher then keeps the event and delivers it again later.
     pub async fn deliver(&self, envelope: &Envelope) -> Result<Delivery, sqlx::Error> {
+        let _busy = InFlight::start(&self.in_flight);
         self.deliver_traced(envelope, true).await
     }
 
@@ -158,6 +200,7 @@ impl Consumer {
     /// as an order email needing its buyer's registration, may wait longer than local
     /// retries last, e.g. while that event sits out a consumer restart.)
     pub async fn deliver_or_defer(&self, envelope: &Envelope) -> Result<Delivery, sqlx::Error> {
+        let _busy = InFlight::start(&self.in_flight);
         self.deliver_traced(envelope, false).await
     }
 
@@ -384,8 +427,12 @@ impl Bus for InProcBus {
                 .collect()
         };
         let results = futures::future::join_all(targets.iter().map(|c| c.deliver(envelope))).await;
-        for result in results {
-            result.map_err(|e| BusError::Consumer(e.to_string()))?;
+        for (consumer, result) in targets.iter().zip(results) {
+            // Already in its inbox: the relay published this event before (a batch
+            // cut short, a crash before the row was marked sent).
+            if result.map_err(|e| BusError::Consumer(e.to_string()))? == Delivery::Duplicate {
+                consumer.count_redelivery(&topic);
+            }
         }
         metrics::counter!("bus_published_total", "topic" => topic).increment(1);
         Ok(())

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod bus_health;
 pub mod config;
 pub mod deadline;
 pub mod error;

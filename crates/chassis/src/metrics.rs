@@ -1,7 +1,12 @@
-//! Prometheus metrics: one process-wide recorder, RED metrics per route.
+//! Prometheus metrics: one process-wide recorder, RED metrics per route and per RPC
+//! method served, the process's own figures (start time, uptime, build), and the
+//! `# HELP` text of every platform metric.
+//!
+//! Metric names are a contract with `deploy/prometheus` and `deploy/grafana` (a test
+//! scrapes a running bazaar for every name they use): rename one there too.
 
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -27,19 +32,212 @@ pub fn handle() -> PrometheusHandle {
                     LATENCY_BUCKETS,
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
+            let handle = match builder.install_recorder() {
                 Ok(handle) => handle,
                 // Someone else installed a recorder first: render an empty registry
                 // of our own rather than fail the start.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
+            };
+            describe_platform();
+            record_process_start();
+            handle
         })
         .clone()
+}
+
+/// When this process started: wall clock (for `process_start_time_seconds`) and
+/// monotonic (for uptime).
+fn started() -> &'static (f64, Instant) {
+    static STARTED: OnceLock<(f64, Instant)> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        (wall, Instant::now())
+    })
+}
+
+fn record_process_start() {
+    metrics::gauge!("process_start_time_seconds").set(started().0);
+    metrics::gauge!("process_uptime_seconds").set(started().1.elapsed().as_secs_f64());
+}
+
+/// Announces this process in `bazaar_build_info{service, version}` (always 1), so a
+/// dashboard can tell which build each target runs.
+pub fn register_process(service: &'static str) {
+    drop(handle());
+    zero_counter("http_requests_shed_total", &[]);
+    metrics::gauge!("bazaar_build_info", "service" => service, "version" => env!("CARGO_PKG_VERSION"))
+        .set(1.0);
+}
+
+/// A counter series at 0, so alerts and dashboards never query an absent series.
+pub fn zero_counter(name: &'static str, labels: &[(&'static str, &'static str)]) {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, *v))
+        .collect();
+    metrics::counter!(name, labels).increment(0);
+}
+
+/// The `# HELP` text of the platform's metrics (modules describe their own).
+fn describe_platform() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by service, method, route template and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        "Time to answer an HTTP request, by service, method, route template and status"
+    );
+    describe_counter!(
+        "http_rate_limited_total",
+        "Requests refused with 429 by the per-client rate limit"
+    );
+    describe_counter!(
+        "http_requests_shed_total",
+        "Requests refused with 503 because max_in_flight_requests were in progress"
+    );
+    describe_counter!(
+        "rpc_client_requests_total",
+        "Calls made to another module over HTTP, by peer, method and outcome (split topology)"
+    );
+    describe_histogram!(
+        "rpc_client_duration_seconds",
+        "Time of a call to another module over HTTP, by peer, method and outcome"
+    );
+    describe_counter!(
+        "rpc_server_requests_total",
+        "Calls served for another module, by service, method and outcome (split topology)"
+    );
+    describe_histogram!(
+        "rpc_server_duration_seconds",
+        "Time to serve a call from another module, by service, method and outcome"
+    );
+    describe_counter!(
+        "dependency_calls_total",
+        "Calls through a dependency's guard (both topologies), by dependency, method and outcome"
+    );
+    describe_counter!(
+        "dependency_retries_total",
+        "Retries of calls to a dependency, by dependency and method"
+    );
+    describe_gauge!(
+        "dependency_breaker_state",
+        "Circuit breaker of a dependency: 0 closed, 1 half-open, 2 open"
+    );
+    describe_gauge!(
+        "outbox_backlog",
+        "Unsent outbox rows of a publishing module"
+    );
+    describe_gauge!(
+        "outbox_oldest_unsent_age_seconds",
+        "Age of the oldest unsent outbox row of a module; 0 when none"
+    );
+    describe_counter!(
+        "outbox_relayed_total",
+        "Outbox rows the relay has published and marked sent"
+    );
+    describe_counter!(
+        "bus_published_total",
+        "Events the bus accepted (in process: delivered to every consumer; JetStream: stored)"
+    );
+    describe_counter!(
+        "consumer_events_total",
+        "Event deliveries by consumer, topic and outcome (applied, duplicate, deferred)"
+    );
+    describe_counter!(
+        "consumer_retries_total",
+        "Handler attempts that failed transiently and were retried"
+    );
+    describe_histogram!(
+        "consumer_handler_duration_seconds",
+        "Time of one handler attempt including the inbox transaction, by consumer and topic"
+    );
+    describe_counter!(
+        "consumer_redeliveries_total",
+        "Events delivered to a consumer again (JetStream redelivery, or a relay republishing)"
+    );
+    describe_counter!(
+        "dead_letters_total",
+        "Events a consumer gave up on (dead-lettered in its store)"
+    );
+    describe_gauge!(
+        "dead_letters_present",
+        "Dead letters now in a consumer's store (until redriven or deleted)"
+    );
+    describe_gauge!(
+        "consumer_lag",
+        "Events published for a consumer and not yet applied, by consumer and source module"
+    );
+    describe_gauge!(
+        "consumer_ack_pending",
+        "Events being applied by a consumer right now (JetStream: delivered, not yet acked)"
+    );
+    describe_gauge!(
+        "db_pool_connections",
+        "Open database connections of a module's pool, by state (idle, in_use)"
+    );
+    describe_gauge!(
+        "db_pool_max_connections",
+        "Most connections a module's pool may open"
+    );
+    describe_gauge!(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds"
+    );
+    describe_gauge!(
+        "process_uptime_seconds",
+        "Seconds since the process started"
+    );
+    describe_gauge!(
+        "bazaar_build_info",
+        "Always 1; labelled with the process's service and bazaar version"
+    );
+    describe_counter!(
+        "gateway_upstream_requests_total",
+        "Requests the split gateway forwarded, by upstream module and outcome"
+    );
+    describe_counter!(
+        "nats_publish_errors_total",
+        "JetStream publishes that failed, by topic and kind"
+    );
+    describe_counter!(
+        "nats_publish_duplicates_total",
+        "Publishes JetStream dropped as duplicates (same Nats-Msg-Id)"
+    );
+    describe_counter!(
+        "nats_naks_total",
+        "Messages nak'ed for redelivery because the consumer's store failed"
+    );
+    describe_counter!(
+        "nats_dead_letters_total",
+        "Messages copied to the JetStream dead-letter stream"
+    );
+    describe_counter!(
+        "nats_undecodable_total",
+        "Messages that were not an event envelope"
+    );
+    describe_counter!(
+        "nats_skipped_total",
+        "Messages a consumer does not handle (servers without filter_subjects)"
+    );
+    describe_counter!(
+        "nats_consumer_restarts_total",
+        "Times a JetStream consume loop rebuilt its durable and pull"
+    );
 }
 
 /// The service label this process's HTTP metrics carry.
 #[derive(Clone, Debug)]
 pub struct ServiceName(pub &'static str);
+
+/// The route label a handler decided itself, carried on its response: the split
+/// gateway forwards by prefix, so the route axum matched there is a catch-all; the
+/// public route template it stands for is the useful label.
+#[derive(Clone, Debug)]
+pub struct RouteLabel(pub Arc<str>);
 
 /// RED metrics: `http_requests_total` and `http_request_duration_seconds`, labelled
 /// by service, method, route template (never the raw path: unbounded cardinality) and
@@ -47,11 +245,13 @@ pub struct ServiceName(pub &'static str);
 pub async fn track(State(service): State<ServiceName>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
+    let route = match (response.extensions().get::<RouteLabel>(), matched) {
+        (Some(label), _) => label.0.as_ref().to_owned(),
+        (None, Some(path)) => path.as_str().to_owned(),
+        (None, None) => "unmatched".to_owned(),
+    };
     let labels = [
         ("service", service.0.to_owned()),
         ("method", method),
@@ -64,11 +264,135 @@ pub async fn track(State(service): State<ServiceName>, req: Request, next: Next)
     response
 }
 
+/// Public route templates (`/api/v1/products/{id}`), to name what a catch-all route
+/// matched. A `{param}` segment matches any one non-empty segment; when several
+/// templates match, the one with the most literal segments wins.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTemplates(Arc<Vec<(Arc<str>, Vec<Segment>)>>);
+
+#[derive(Debug)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+impl RouteTemplates {
+    pub fn new<I, S>(templates: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let parsed = templates
+            .into_iter()
+            .map(|t| {
+                let t = t.as_ref();
+                let segments = t
+                    .split('/')
+                    .map(|s| {
+                        if s.starts_with('{') && s.ends_with('}') {
+                            Segment::Param
+                        } else {
+                            Segment::Literal(s.to_owned())
+                        }
+                    })
+                    .collect();
+                (Arc::from(t), segments)
+            })
+            .collect();
+        Self(Arc::new(parsed))
+    }
+
+    /// The template `path` is an instance of, if any.
+    pub fn find(&self, path: &str) -> Option<&Arc<str>> {
+        let parts: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .filter(|(_, segments)| {
+                segments.len() == parts.len()
+                    && segments.iter().zip(&parts).all(|(s, p)| match s {
+                        Segment::Literal(l) => l == p,
+                        Segment::Param => !p.is_empty(),
+                    })
+            })
+            .max_by_key(|(_, segments)| {
+                segments
+                    .iter()
+                    .filter(|s| matches!(s, Segment::Literal(_)))
+                    .count()
+            })
+            .map(|(template, _)| template)
+    }
+}
+
+/// For routes matched by a catch-all (`{*rest}`): labels the response with the public
+/// template the path is an instance of, or `unmatched` (so a client inventing paths
+/// cannot create series). Other routes keep axum's own template. Attach with
+/// `Router::layer` so it runs after routing.
+pub async fn label_route(
+    State(templates): State<RouteTemplates>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let catch_all = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| p.as_str().contains("{*"));
+    if !catch_all {
+        return next.run(req).await;
+    }
+    let label = templates
+        .find(req.uri().path())
+        .map_or_else(|| Arc::from("unmatched"), Arc::clone);
+    let mut response = next.run(req).await;
+    response.extensions_mut().insert(RouteLabel(label));
+    response
+}
+
+/// RED metrics of the RPC calls a module serves (`/internal/v1/<service>/<method>`):
+/// `rpc_server_requests_total` and `rpc_server_duration_seconds` by service, method
+/// and outcome (`ok`, `error` = a typed answer, `bad_request`, `unauthorized`,
+/// `timeout`, `unavailable`, `server_error`, `other`). Attach with `route_layer`
+/// outside the credential check, so refused calls count too.
+pub async fn track_rpc(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let (service, method) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|p| {
+            p.as_str()
+                .strip_prefix("/internal/v1/")
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(s, m)| (s.to_owned(), m.to_owned()))
+        })
+        .unwrap_or_else(|| ("unknown".to_owned(), "unknown".to_owned()));
+    let response = next.run(req).await;
+    let outcome = match response.status().as_u16() {
+        200 => "ok",
+        422 => "error",
+        400 | 413 | 415 => "bad_request",
+        401 | 403 => "unauthorized",
+        504 => "timeout",
+        503 => "unavailable",
+        500..=599 => "server_error",
+        _ => "other",
+    };
+    let labels = [
+        ("service", service),
+        ("method", method),
+        ("outcome", outcome.to_owned()),
+    ];
+    metrics::counter!("rpc_server_requests_total", &labels).increment(1);
+    metrics::histogram!("rpc_server_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
 /// Prometheus text exposition of every metric of this process.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn render() -> impl IntoResponse {
     let handle = handle();
+    metrics::gauge!("process_uptime_seconds").set(started().1.elapsed().as_secs_f64());
     handle.run_upkeep();
     (
         [(
@@ -77,4 +401,40 @@ pub async fn render() -> impl IntoResponse {
         )],
         handle.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouteTemplates;
+
+    #[test]
+    fn templates_name_paths_and_prefer_literals() {
+        let t = RouteTemplates::new([
+            "/api/v1/products",
+            "/api/v1/products/{id}",
+            "/api/v1/products/{id}/stock",
+            "/api/v1/orders/{id}/events",
+            "/api/v1/orders/{id}/{action}",
+        ]);
+        let find = |p: &str| t.find(p).map(ToString::to_string);
+        assert_eq!(
+            find("/api/v1/products/abc").as_deref(),
+            Some("/api/v1/products/{id}")
+        );
+        assert_eq!(
+            find("/api/v1/products/abc/stock").as_deref(),
+            Some("/api/v1/products/{id}/stock")
+        );
+        assert_eq!(
+            find("/api/v1/orders/1/events").as_deref(),
+            Some("/api/v1/orders/{id}/events")
+        );
+        assert_eq!(
+            find("/api/v1/orders/1/cancel").as_deref(),
+            Some("/api/v1/orders/{id}/{action}")
+        );
+        assert_eq!(find("/api/v1/products/"), None);
+        assert_eq!(find("/api/v1/products/a/b/c"), None);
+        assert_eq!(find("/api/v1/nope"), None);
+    }
 }

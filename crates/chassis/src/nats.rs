@@ -385,6 +385,35 @@ impl JetStream {
     }
 }
 
+impl JetStream {
+    /// `consumer`'s durable on `source`'s stream: messages not yet delivered
+    /// (`num_pending`) and delivered but not yet acknowledged (`num_ack_pending`).
+    pub async fn consumer_pending(
+        &self,
+        consumer: &str,
+        source: &str,
+    ) -> Result<(u64, u64), NatsError> {
+        let stream = self.stream_name(source);
+        let error = |message: String| NatsError::Consumer {
+            consumer: consumer.to_owned(),
+            stream: stream.clone(),
+            message,
+        };
+        let info = self
+            .context
+            .get_stream_no_info(&stream)
+            .await
+            .map_err(|e| error(e.to_string()))?
+            .consumer_info(consumer)
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        Ok((
+            info.num_pending,
+            u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
+        ))
+    }
+}
+
 /// The module a topic (`<source>.<type>`) is published by.
 fn source_of(topic: &str) -> &str {
     topic.split_once('.').map_or(topic, |(source, _)| source)
@@ -691,8 +720,7 @@ async fn handle_message(
             .unwrap_or(&subject)
             .to_owned();
         if delivered > 1 {
-            metrics::counter!("consumer_redeliveries_total", "consumer" => consumer.name(), "topic" => topic.clone())
-                .increment(1);
+            consumer.count_redelivery(&topic);
         }
         if !consumer.wants(&topic) {
             // Only on servers without `filter_subjects`: not ours, settle it.

@@ -141,12 +141,15 @@ pub fn args<A: DeserializeOwned>(body: &[u8]) -> Result<A, Problem> {
 }
 
 /// Guards internal routes: a valid service credential or 401. (`route_layer`, so an
-/// unknown internal path is still a plain 404.)
+/// unknown internal path is still a plain 404.) Counted per method served
+/// ([`track_rpc`](crate::metrics::track_rpc)), refused calls included.
 pub fn internal(routes: Router, keys: ServiceKeys) -> Router {
-    routes.route_layer(axum::middleware::from_fn_with_state(
-        keys,
-        auth::require_service,
-    ))
+    routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            keys,
+            auth::require_service,
+        ))
+        .route_layer(axum::middleware::from_fn(crate::metrics::track_rpc))
 }
 
 /// A pooled HTTP client for one peer module.

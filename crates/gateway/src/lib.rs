@@ -85,6 +85,8 @@ pub fn router(
     settings: &EdgeSettings,
     limiter: Option<RateLimit>,
 ) -> Router {
+    // At 0 from the start, limiter or not: alerts and dashboards query it.
+    chassis::metrics::zero_counter("http_rate_limited_total", &[]);
     let api = match limiter {
         Some(limiter) => modules.layer(axum::middleware::from_fn_with_state(
             limiter,
@@ -92,6 +94,12 @@ pub fn router(
         )),
         None => modules,
     };
+    // The split gateway forwards by prefix (catch-all routes): its metrics name the
+    // public route template a path is an instance of instead.
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        chassis::metrics::RouteTemplates::new(docs.paths.paths.keys()),
+        chassis::metrics::label_route,
+    ));
     let router = Router::new()
         .merge(api)
         .merge(chassis::http::ops_router(readiness))

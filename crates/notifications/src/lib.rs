@@ -24,3 +24,12 @@ pub use transport::{MailTransport, MaildirTransport, SmtpTransport, TransportErr
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub const MODULE: &str = "notifications";
+
+/// Describes this module's metrics and registers them at zero (per kind), so alerts
+/// and dashboards never query an absent series.
+pub fn register_metrics() {
+    metrics::describe_counter!("notifications_sent_total", "Emails sent, by kind");
+    for kind in Kind::ALL {
+        chassis::metrics::zero_counter("notifications_sent_total", &[("kind", kind.as_str())]);
+    }
+}

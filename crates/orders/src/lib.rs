@@ -20,3 +20,34 @@ pub use service::{OrderView, OrdersService};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub const MODULE: &str = "orders";
+
+/// Describes this module's metrics and registers their known series at zero, so
+/// alerts and dashboards never query an absent series.
+pub fn register_metrics() {
+    use chassis::metrics::zero_counter;
+    metrics::describe_counter!(
+        "orders_placed_total",
+        "Orders created by POST /orders (Idempotency-Key replays not counted)"
+    );
+    metrics::describe_counter!(
+        "orders_total",
+        "Orders reaching an outcome (confirmed, failed with a reason, cancelled)"
+    );
+    metrics::describe_counter!(
+        "orders_revenue_cents_total",
+        "Sum of confirmed orders' totals, in minor units (cancellations not subtracted)"
+    );
+    zero_counter("orders_placed_total", &[]);
+    zero_counter("orders_revenue_cents_total", &[]);
+    zero_counter("orders_total", &[("outcome", "confirmed")]);
+    zero_counter("orders_total", &[("outcome", "cancelled")]);
+    for reason in [
+        domain::reason::OUT_OF_STOCK,
+        domain::reason::PRODUCT_UNAVAILABLE,
+        domain::reason::PAYMENT_DECLINED,
+        domain::reason::PAYMENT_UNAVAILABLE,
+        domain::reason::RESERVATION_EXPIRED,
+    ] {
+        zero_counter("orders_total", &[("outcome", "failed"), ("reason", reason)]);
+    }
+}

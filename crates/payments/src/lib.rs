@@ -13,3 +13,27 @@ pub use service::{LedgerTotals, PaymentsService};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub const MODULE: &str = "payments";
+
+/// Describes this module's metrics and registers them at zero, so alerts and
+/// dashboards never query an absent series.
+pub fn register_metrics() {
+    for (name, help) in [
+        ("payments_captured_total", "Charges captured"),
+        (
+            "payments_captured_cents_total",
+            "Amount captured, in minor units",
+        ),
+        (
+            "payments_declined_total",
+            "Charges declined by the provider",
+        ),
+        ("payments_refunded_total", "Refunds made"),
+        (
+            "payments_provider_unavailable_total",
+            "Charge attempts that failed because the provider errored or timed out",
+        ),
+    ] {
+        metrics::describe_counter!(name, help);
+        chassis::metrics::zero_counter(name, &[]);
+    }
+}

@@ -11,6 +11,7 @@ mod edge;
 mod health;
 mod identity;
 mod loadgen;
+mod metrics;
 mod orders;
 mod process;
 mod resilience;

@@ -1230,6 +1230,80 @@ async fn split_internal_routes_need_a_credential_and_are_not_public() {
     assert_eq!(body["ok"]["id"], product.as_str(), "{body}");
 }
 
+/// Every process of a real split deployment is scraped on its own: together they
+/// export every metric the alert rules and the dashboard query; each has its build
+/// info and start time (the crash-loop alert's input); the gateway names public route
+/// templates; and the gateway's `GET /api/v1/admin/bus` gathers every module's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_every_process_exports_what_operators_query() {
+    let Some(backends) = backends("split_every_process_exports_what_operators_query") else {
+        return;
+    };
+    let queried = crate::metrics::queried_metrics();
+    let cluster = Cluster::start(&backends, &backends.nats, &[]).await;
+    let api = cluster.api.clone();
+    crate::metrics::drive_checkouts(&api, "split").await;
+    crate::metrics::assert_bus_report(
+        &api,
+        &[
+            "identity",
+            "catalog",
+            "cart",
+            "payments",
+            "orders",
+            "notifications",
+            "analytics",
+        ],
+    )
+    .await;
+    let client = crate::helpers::client();
+    let mut scrapes = Vec::new();
+    for name in SPLIT_START_ORDER {
+        let scrape = client
+            .get(cluster.module_url(name, "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for series in ["process_start_time_seconds", "bazaar_build_info"] {
+            assert!(
+                scrape.lines().any(|l| l.starts_with(series)),
+                "{name} exports no {series}"
+            );
+        }
+        scrapes.push(scrape);
+    }
+    let missing = crate::metrics::missing(&queried, &scrapes, true);
+    assert!(
+        missing.is_empty(),
+        "queried by deploy/prometheus or deploy/grafana but exported by no process: {missing:?}"
+    );
+    let gateway = &scrapes[SPLIT_START_ORDER.len() - 1];
+    assert!(
+        gateway
+            .lines()
+            .any(|l| l.starts_with("http_requests_total{")
+                && l.contains(r#"route="/api/v1/products/{id}""#)),
+        "the gateway labels requests with the public route template"
+    );
+    assert!(!gateway.contains("{*rest}"), "a catch-all route label");
+    // Calls served are counted where they are served.
+    let catalog = &scrapes[SPLIT_START_ORDER
+        .iter()
+        .position(|m| *m == "catalog")
+        .unwrap()];
+    assert!(
+        catalog
+            .lines()
+            .any(|l| l.starts_with("rpc_server_requests_total{")
+                && l.contains(r#"service="catalog""#)
+                && l.contains(r#"outcome="ok""#)),
+        "catalog counts the calls it serves"
+    );
+}
+
 #[test]
 fn the_settled_emails_check_names_what_differs() {
     let emails: BTreeMap<String, Vec<String>> = [
