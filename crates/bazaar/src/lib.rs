@@ -732,6 +732,42 @@ fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, Start
     ))
 }
 
+/// The deployment as the ops console's service map draws it: the gateway and every
+/// module, in this process (the monolith) or at its peer address (the split gateway,
+/// which probes them).
+fn console_services(config: &Config, topology: &Topology) -> Vec<gateway::Service> {
+    let location = |module: &str| {
+        if topology.is_gateway() {
+            gateway::Location::Remote(config.peer(module).unwrap_or_default().to_owned())
+        } else {
+            gateway::Location::InProcess
+        }
+    };
+    let mut routed: Vec<&'static str> = Vec::new();
+    for (_, owner) in topology::PUBLIC_ROUTES {
+        if !routed.contains(owner) {
+            routed.push(owner);
+        }
+    }
+    std::iter::once(gateway::Service {
+        name: topology::GATEWAY,
+        location: gateway::Location::InProcess,
+        calls: routed,
+        consumes: Vec::new(),
+    })
+    .chain(
+        topology::MODULES
+            .into_iter()
+            .map(|module| gateway::Service {
+                name: module,
+                location: location(module),
+                calls: topology::calls(module).to_vec(),
+                consumes: topology::consumes(module),
+            }),
+    )
+    .collect()
+}
+
 /// A built, bound, not yet serving bazaar.
 #[derive(Debug)]
 pub struct Application {
@@ -786,7 +822,12 @@ impl Application {
                 edge_routes(&config, &modules)?
             } else {
                 modules.routes()
-            });
+            })
+            .merge(gateway::services_router(
+                console_services(&config, &topology),
+                readiness.clone(),
+                modules.tokens.clone(),
+            ));
             gateway::router(routes, &openapi(), readiness.clone(), &settings, limiter)
         };
 

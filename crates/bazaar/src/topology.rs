@@ -24,13 +24,31 @@ pub const MODULES: [&str; 7] = [
 
 /// The modules each module calls (through its contract), which a split process must
 /// be able to reach.
-fn calls(module: &str) -> &'static [&'static str] {
+pub fn calls(module: &str) -> &'static [&'static str] {
     match module {
         "cart" => &[catalog::MODULE],
         "orders" => &[catalog::MODULE, cart::MODULE, payments::MODULE],
         GATEWAY => &MODULES,
         _ => &[],
     }
+}
+
+/// The modules whose events `module` consumes (the sources of its consumer's topics).
+pub fn consumes(module: &str) -> Vec<&'static str> {
+    let topics = match module {
+        "cart" => cart::events::topics(),
+        "notifications" => notifications::events::topics(),
+        "analytics" => analytics::events::topics(),
+        _ => Vec::new(),
+    };
+    MODULES
+        .into_iter()
+        .filter(|source| {
+            topics
+                .iter()
+                .any(|topic| topic.split('.').next() == Some(*source))
+        })
+        .collect()
 }
 
 /// Each public path prefix and the module that owns it: how the gateway routes in the
@@ -41,6 +59,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("/api/v1/products", catalog::MODULE),
     ("/api/v1/cart", cart::MODULE),
     ("/api/v1/orders", orders::MODULE),
+    ("/api/v1/admin/sagas", orders::MODULE),
     ("/api/v1/admin/notifications", notifications::MODULE),
     ("/api/v1/admin/analytics", analytics::MODULE),
 ];
@@ -236,6 +255,14 @@ mod tests {
     }
 
     #[test]
+    fn event_consumers_name_their_sources() {
+        assert_eq!(consumes("cart"), ["orders"]);
+        assert_eq!(consumes("notifications"), ["identity", "orders"]);
+        assert_eq!(consumes("analytics"), ["payments", "orders"]);
+        assert!(consumes("orders").is_empty());
+    }
+
+    #[test]
     fn bad_names_and_mixed_gateway_are_refused() {
         let err = Topology::from_config(&split("payment"))
             .unwrap_err()
@@ -267,6 +294,9 @@ mod routes_tests {
                 || path == chassis::bus_health::BUS
             {
                 continue; // fanned out to every module
+            }
+            if path == gateway::SERVICES {
+                continue; // the gateway's own
             }
             let owners: Vec<&str> = PUBLIC_ROUTES
                 .iter()

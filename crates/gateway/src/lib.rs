@@ -5,6 +5,7 @@
 //! The gateway knows no module: the composition root (the `bazaar` binary) hands it
 //! the modules' routers and OpenAPI documents.
 
+mod console;
 mod docs;
 mod proxy;
 mod rate_limit;
@@ -18,6 +19,7 @@ use chassis::http::{HttpSettings, with_common_layers};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::openapi::OpenApi;
 
+pub use console::{Location, SERVICES, Service, services_router};
 pub use proxy::{DEAD_LETTERS, FAULTS, ProxySettings, Route, proxy_router};
 pub use rate_limit::RateLimit;
 
@@ -37,6 +39,7 @@ pub struct EdgeSettings {
 pub fn openapi(modules: Vec<OpenApi>) -> OpenApi {
     use utoipa::{Modify, OpenApi as _};
     let mut doc = chassis::openapi::OpsApiDoc::openapi();
+    doc.merge(console::ApiDoc::openapi());
     for module in modules {
         doc.merge(module);
     }
@@ -76,8 +79,8 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 /// The whole public server: module routes (rate limited), ops routes (never limited:
-/// probes and scrapes must get through an overload), the API description, and the
-/// common layers around all of it.
+/// probes and scrapes must get through an overload), the API description, the ops
+/// console page, and the common layers around all of it.
 pub fn router(
     modules: Router,
     docs: &OpenApi,
@@ -103,7 +106,8 @@ pub fn router(
     let router = Router::new()
         .merge(api)
         .merge(chassis::http::ops_router(readiness))
-        .merge(docs::router(docs));
+        .merge(docs::router(docs))
+        .merge(console::page_router());
     // CORS outermost: it must see preflight OPTIONS before routing would answer them
     // 405, and it must add its headers to every response, problems included.
     with_common_layers(router, &settings.http).layer(cors(&settings.cors_origins))

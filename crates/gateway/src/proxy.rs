@@ -443,7 +443,8 @@ fn peer(extensions: &axum::http::Extensions) -> Option<IpAddr> {
 }
 
 /// A fan-out path: every distinct upstream is asked the same GET and the `items` of
-/// their lists merged, newest `failed_at` first. An upstream that cannot be reached or
+/// their lists merged, newest `failed_at` first, each item carrying the `service` that
+/// listed it (unless it names one itself). An upstream that cannot be reached or
 /// answers badly is named in `unavailable`; one answering 404 serves none and is
 /// skipped; a 401/403 (every service checks the same identity) is the answer. 503 when
 /// no upstream answered at all.
@@ -502,7 +503,16 @@ async fn fan_out_inner(
         match list_items(upstream.name, response).await {
             Some(list) => {
                 answered += 1;
-                items.extend(list);
+                // Several modules list the same names (cart and orders each guard
+                // their own `catalog` dependency): say whose each item is.
+                items.extend(list.into_iter().map(|mut item| {
+                    if let Some(object) = item.as_object_mut() {
+                        object
+                            .entry("service")
+                            .or_insert_with(|| serde_json::Value::from(upstream.name));
+                    }
+                    item
+                }));
             }
             None => unavailable_names.push(upstream.name),
         }

@@ -266,6 +266,29 @@ pub enum Step {
     Restock,
 }
 
+impl Step {
+    /// Every step, in the order a saga meets them.
+    pub const ALL: [Step; 6] = [
+        Step::Reserve,
+        Step::Charge,
+        Step::Release,
+        Step::Commit,
+        Step::Refund,
+        Step::Restock,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Step::Reserve => "reserve",
+            Step::Charge => "charge",
+            Step::Release => "release",
+            Step::Commit => "commit",
+            Step::Refund => "refund",
+            Step::Restock => "restock",
+        }
+    }
+}
+
 pub fn next_step(order: &Order) -> Option<Step> {
     order.placed.as_ref()?;
     match order.status() {

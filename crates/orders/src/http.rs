@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chassis::auth::{ApiState, AuthUser, Tokens};
+use chassis::auth::{AdminUser, ApiState, AuthUser, Tokens};
 use chassis::error::Violations;
 use chassis::extract::{Json, Path, Query};
 use chassis::{FieldError, Problem};
@@ -14,7 +14,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::Address;
 use crate::error::OrdersError;
-use crate::service::{EventView, MAX_QUANTITY, OrderView, OrdersService, PlaceOrder, Wanted};
+use crate::service::{
+    EventView, LastEvent, MAX_QUANTITY, OrderView, OrdersService, PlaceOrder, SagaReport,
+    StuckOrder, Wanted,
+};
 
 type AppState = ApiState<OrdersService>;
 
@@ -309,6 +312,49 @@ async fn cancel(
     Ok(Json(state.service.cancel(&user, &id).await?))
 }
 
+/// The stuck threshold of `GET /admin/sagas` unless given.
+const STUCK_AFTER_DEFAULT: u64 = 60;
+/// Its largest accepted value: a week.
+const STUCK_AFTER_MAX: u64 = 7 * 24 * 3600;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SagasQuery {
+    /// An open saga with no event for this many seconds is listed as stuck (1 to
+    /// 604800; default 60).
+    #[param(minimum = 1, maximum = 604_800)]
+    stuck_after_secs: Option<u64>,
+}
+
+/// Saga states: orders per status, open sagas per next step, and the stuck ones
+/// (open, with no event for `stuck_after_secs`) with their last event.
+#[utoipa::path(get, path = "/api/v1/admin/sagas", tag = "ops",
+    params(SagasQuery),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "Saga states and stuck orders", body = SagaReport),
+        (status = 400, description = "`stuck_after_secs` is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`stuck_after_secs` out of range", body = Problem, content_type = "application/problem+json")))]
+async fn sagas(
+    State(state): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    Query(query): Query<SagasQuery>,
+) -> Result<Json<SagaReport>, OrdersError> {
+    let secs = query.stuck_after_secs.unwrap_or(STUCK_AFTER_DEFAULT);
+    if !(1..=STUCK_AFTER_MAX).contains(&secs) {
+        return Err(OrdersError::Invalid(vec![FieldError::new(
+            "stuck_after_secs",
+            format!("must be between 1 and {STUCK_AFTER_MAX}"),
+        )]));
+    }
+    Ok(Json(
+        state
+            .service
+            .sagas(std::time::Duration::from_secs(secs))
+            .await?,
+    ))
+}
+
 /// orders' public routes.
 pub fn router(service: OrdersService, tokens: Tokens) -> Router {
     Router::new()
@@ -316,12 +362,13 @@ pub fn router(service: OrdersService, tokens: Tokens) -> Router {
         .route("/api/v1/orders/{id}", get(get_one))
         .route("/api/v1/orders/{id}/events", get(events))
         .route("/api/v1/orders/{id}/cancel", post(cancel))
+        .route("/api/v1/admin/sagas", get(sagas))
         .with_state(AppState { service, tokens })
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(place, list, get_one, events, cancel),
+    paths(place, list, get_one, events, cancel, sagas),
     components(schemas(
         PlaceOrderRequest,
         ItemRequest,
@@ -330,6 +377,9 @@ pub fn router(service: OrdersService, tokens: Tokens) -> Router {
         OrderList,
         EventView,
         EventList,
+        SagaReport,
+        StuckOrder,
+        LastEvent,
         crate::domain::Line
     ))
 )]

@@ -1,6 +1,6 @@
 //! orders' use cases: place (with Idempotency-Key), read, list, events, cancel.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use contracts::catalog::CatalogApi;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{Address, Command, Line, Order, Status, decide, replay};
+use crate::domain::{Address, Command, Line, Order, Status, Step, decide, next_step, replay};
 use crate::error::OrdersError;
 use crate::saga::Saga;
 use crate::store::{AppendError, SqlOrders, Summary};
@@ -63,6 +63,55 @@ pub struct EventView {
     pub occurred_at: String,
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
+}
+
+/// Open sagas `GET /admin/sagas` examines for their next step, least recently
+/// touched first: normally a handful, and a bound keeps a backlog from costing more.
+const SAGAS_EXAMINED: i64 = 500;
+/// Stuck orders listed at most.
+const STUCK_LISTED: usize = 100;
+
+/// The saga states of every order, and the open ones that stopped moving.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SagaReport {
+    /// Orders per status (`pending`, `confirmed`, `failed`, `cancelled`; zeros included).
+    pub by_status: BTreeMap<String, i64>,
+    /// Orders whose saga has work left: pending, or confirmed with a cancellation
+    /// under way.
+    pub open: i64,
+    /// The examined open sagas per next step (`reserve`, `charge`, `release`, `commit`,
+    /// `refund`, `restock`; zeros included).
+    pub by_step: BTreeMap<String, i64>,
+    /// How many open sagas were examined for `by_step` and `stuck` (the least recently
+    /// touched, at most 500).
+    pub examined: i64,
+    /// The threshold used: an open saga with no event for this long is stuck.
+    pub stuck_after_secs: u64,
+    /// Stuck orders, longest idle first (at most 100).
+    pub stuck: Vec<StuckOrder>,
+}
+
+/// An order whose saga has work left but recorded nothing for a while.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StuckOrder {
+    pub id: String,
+    pub status: String,
+    /// What the saga must do next.
+    pub step: Option<String>,
+    pub placed_at: String,
+    /// Seconds since the order was placed.
+    pub age_secs: f64,
+    /// Seconds since its last event.
+    pub idle_secs: f64,
+    pub last_event: Option<LastEvent>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LastEvent {
+    pub sequence: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: String,
 }
 
 /// A requested line before prices are known.
@@ -383,6 +432,70 @@ impl OrdersService {
             })
             .collect();
         Ok((views, status))
+    }
+
+    /// Orders per status and open sagas per step; the open sagas with no event for
+    /// `stuck_after` are listed as stuck.
+    #[tracing::instrument(skip(self))]
+    pub async fn sagas(&self, stuck_after: Duration) -> Result<SagaReport, OrdersError> {
+        let mut by_status: BTreeMap<String, i64> = [
+            Status::Pending,
+            Status::Confirmed,
+            Status::Failed,
+            Status::Cancelled,
+        ]
+        .into_iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+        for (status, n) in self.store.count_by_status().await? {
+            *by_status.entry(status).or_default() += n;
+        }
+        let open = self.store.count_open().await?;
+        let mut by_step: BTreeMap<String, i64> = Step::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
+        let now = chassis::time::now_micros();
+        let threshold = i64::try_from(stuck_after.as_micros()).unwrap_or(i64::MAX);
+        let secs =
+            |micros: i64| Duration::from_micros(u64::try_from(micros).unwrap_or(0)).as_secs_f64();
+        let rows = self.store.open_with_times(SAGAS_EXAMINED).await?;
+        let examined = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        let mut stuck = Vec::new();
+        for (id, status, created_at, updated_at) in rows {
+            let events = self.store.events(&id).await?;
+            let order = replay(&id, events.iter().map(|s| &s.event));
+            let step = next_step(&order);
+            if let Some(step) = &step {
+                *by_step.entry(step.as_str().to_owned()).or_default() += 1;
+            }
+            let last = events.last();
+            let last_at = last.map_or(updated_at, |e| e.occurred_at);
+            if now.saturating_sub(last_at) >= threshold && stuck.len() < STUCK_LISTED {
+                stuck.push(StuckOrder {
+                    id,
+                    status,
+                    step: step.map(|s| s.as_str().to_owned()),
+                    placed_at: chassis::time::micros_to_rfc3339(created_at),
+                    age_secs: secs(now.saturating_sub(created_at)),
+                    idle_secs: secs(now.saturating_sub(last_at)),
+                    last_event: last.map(|e| LastEvent {
+                        sequence: e.sequence,
+                        kind: e.event.name().to_owned(),
+                        occurred_at: chassis::time::micros_to_rfc3339(e.occurred_at),
+                    }),
+                });
+            }
+        }
+        // Rows came least recently touched first: the longest idle already lead.
+        Ok(SagaReport {
+            by_status,
+            open,
+            by_step,
+            examined,
+            stuck_after_secs: stuck_after.as_secs(),
+            stuck,
+        })
     }
 
     /// Cancels a confirmed order: refund, then restock. Idempotent.

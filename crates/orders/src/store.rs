@@ -365,6 +365,36 @@ impl SqlOrders {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    /// How many orders are in each status.
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// How many orders have a saga with work left.
+    pub async fn count_open(&self) -> Result<i64, sqlx::Error> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE saga_open = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    /// Open orders with their projection times (placed, last event), least recently
+    /// touched first.
+    pub async fn open_with_times(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, status, created_at, updated_at FROM orders WHERE saga_open = 1 \
+             ORDER BY updated_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub async fn order_for_key(
         &self,
         user_id: &str,
