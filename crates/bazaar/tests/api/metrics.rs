@@ -253,7 +253,10 @@ pub fn queried_metrics() -> BTreeSet<String> {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         // Unit tests of the rules feed made-up series; they are not queries.
-        if !(name.ends_with(".yml") || name.ends_with(".yaml")) || name.contains("_test") {
+        let yaml = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("yml") || e.eq_ignore_ascii_case("yaml"));
+        if !yaml || name.contains("_test") {
             continue;
         }
         let (e, r) = rule_file_exprs(&std::fs::read_to_string(&path).unwrap());
