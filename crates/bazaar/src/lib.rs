@@ -571,7 +571,9 @@ impl Modules {
                     self.faults.clone(),
                     tokens.clone(),
                     self.fault_admin,
-                ));
+                ))
+                // This process's recent spans; the split edge gathers every module's.
+                .merge(chassis::traces::admin::router(tokens.clone()));
         }
         // Route faults (`GET /api/v1/products/{id}`); a no-op while none are set.
         let faults = self.faults.clone();
@@ -684,6 +686,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         <chassis::bus::admin::ApiDoc as utoipa::OpenApi>::openapi(),
         <chassis::bus_health::admin::ApiDoc as utoipa::OpenApi>::openapi(),
         <chassis::resilience::admin::ApiDoc as utoipa::OpenApi>::openapi(),
+        <chassis::traces::admin::ApiDoc as utoipa::OpenApi>::openapi(),
     ])
 }
 

@@ -166,6 +166,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // For humans; stdout carries the JSON logs.
             eprintln!("bazaar is ready at {url}  (API docs: {url}/docs)");
             app.run_until_stopped().await.context("server failed")?;
+            // Spans still waiting for the OTLP exporter; it blocks on the exporter.
+            tokio::task::spawn_blocking(chassis::telemetry::shutdown)
+                .await
+                .context("flushing spans")?;
         }
         Command::Migrate => {
             let modules = Modules::open(&config).await?;

@@ -211,18 +211,21 @@ impl Consumer {
     ) -> Result<Delivery, sqlx::Error> {
         let span = tracing::info_span!(
             "event",
+            otel.name = %format_args!("{} {}", self.name, envelope.kind),
+            otel.kind = "consumer",
+            service = self.name,
             consumer = self.name,
             event_type = %envelope.kind,
             event_id = %envelope.id,
-            trace_id = tracing::field::Empty,
         );
-        if let Some(trace_id) = envelope
-            .trace_context
-            .as_deref()
-            .and_then(crate::telemetry::trace_id_from_traceparent)
-        {
-            // Recorded at creation would be better; the id layer reads it on record.
-            span.record("trace_id", trace_id.as_str());
+        // The consumer's span continues the producer's trace (its context travelled
+        // in the envelope, through the outbox and the bus). Under a NATS message span
+        // that already did so, it is simply that span's child.
+        if let Some(traceparent) = envelope.trace_context.as_deref() {
+            let current = crate::telemetry::trace_id(&tracing::Span::current());
+            if current != crate::telemetry::trace_id_from_traceparent(traceparent) {
+                crate::telemetry::set_parent(&span, traceparent, None);
+            }
         }
         self.deliver_inner(envelope, last_chance)
             .instrument(span)
@@ -253,6 +256,7 @@ impl Consumer {
                     };
                     metrics::counter!("consumer_events_total", "consumer" => self.name, "topic" => topic.clone(), "outcome" => label)
                         .increment(1);
+                    tracing::debug!(outcome = label, attempts, "event handled");
                     return Ok(delivery);
                 }
                 Err(HandlerError::Permanent(e)) => {

@@ -31,6 +31,7 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// What the common layers need to know.
 #[derive(Debug, Clone)]
@@ -50,19 +51,27 @@ impl MakeRequestId for UuidRequestId {
     }
 }
 
-fn request_span(req: &axum::http::Request<Body>) -> Span {
+/// The server span of a request: a child of the caller's span when a `traceparent`
+/// came with it (another service, the gateway or an instrumented client). Its name
+/// becomes `METHOD route` once routing matched a route ([`metrics::track`]).
+fn request_span(service: &'static str, req: &axum::http::Request<Body>) -> Span {
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     let request_id = header(&REQUEST_ID).unwrap_or_default();
-    let trace_id = header(&TRACEPARENT)
-        .and_then(telemetry::trace_id_from_traceparent)
-        .unwrap_or_else(telemetry::new_trace_id);
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
+        otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        service,
         method = %req.method(),
         path = %req.uri().path(),
         request_id = %request_id,
-        trace_id = %trace_id,
-    )
+    );
+    if let Some(traceparent) = header(&TRACEPARENT) {
+        telemetry::set_parent(&span, traceparent, header(&TRACESTATE));
+    }
+    span
 }
 
 /// Wraps `router` in the layers every bazaar server has. Order matters and reads
@@ -76,7 +85,10 @@ pub fn with_common_layers(router: Router, settings: &HttpSettings) -> Router {
         // 2. The request span: every log line of the request is inside it.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(request_span)
+                .make_span_with({
+                    let service = settings.service;
+                    move |req: &axum::http::Request<Body>| request_span(service, req)
+                })
                 .on_request(())
                 .on_response(
                     tower_http::trace::DefaultOnResponse::new()

@@ -28,6 +28,7 @@ pub mod rpc;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod traces;
 
 pub use error::{FieldError, Problem};
 pub use tokio_util::sync::CancellationToken;

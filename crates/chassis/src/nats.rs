@@ -707,12 +707,24 @@ async fn handle_message(
     let subject = message.subject.to_string();
     let span = tracing::info_span!(
         "nats_message",
+        otel.name = %format_args!("{subject} receive"),
+        otel.kind = "consumer",
+        service = consumer.name(),
         consumer = consumer.name(),
         subject = %subject,
         stream = %stream,
         stream_seq,
         delivered,
     );
+    // The producer's context came in the message headers (the envelope's, see publish).
+    if let Some(traceparent) = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_owned())
+    {
+        crate::telemetry::set_parent(&span, &traceparent, None);
+    }
     async move {
         let prefix = format!("{}.", js.settings.prefix);
         let topic = subject

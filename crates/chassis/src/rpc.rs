@@ -202,13 +202,21 @@ impl Client {
         T: DeserializeOwned,
         E: RemoteError,
     {
-        let span = tracing::info_span!("rpc", peer = self.peer, method);
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %format_args!("{}.{method}", self.peer),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            peer = self.peer,
+            method,
+        );
         let started = Instant::now();
         let result = self.send(method, args).instrument(span.clone()).await;
         let outcome = match &result {
             Ok(Reply::Ok(_)) => "ok",
             Ok(Reply::Err(_)) => "error",
             Err(failure) => {
+                span.record("otel.status_code", "error");
                 span.in_scope(|| {
                     tracing::warn!(error = %failure, "call to another module failed");
                 });

@@ -5,13 +5,36 @@
 //! span inherits its parent's and gets a fresh `span_id`. The OpenTelemetry pipeline
 //! (exporting spans) builds on these ids later; the log format does not change.
 
+//! Tracing and logs.
+//!
+//! Spans come from `tracing` and become OpenTelemetry spans
+//! (`tracing-opentelemetry`): W3C trace context is extracted from incoming requests
+//! and events ([`set_parent`]) and injected into outgoing calls and events
+//! ([`current_traceparent`]). Every finished span goes to this process's
+//! [`TraceBuffer`](crate::traces::TraceBuffer) (the admin traces API) and, when the
+//! standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, to an
+//! OTLP/HTTP collector in batches from the exporter's own thread. `OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]` apply as usual, and
+//! `OTEL_SDK_DISABLED=true` records nothing (ids are still made and propagated, so
+//! logs still correlate).
+//!
+//! Logs are JSON lines carrying `service` and the `trace_id`/`span_id` of the span
+//! they were written in, plus the request's `request_id`.
+
 use std::fmt;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -20,22 +43,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
-
-/// The ids a span carries, kept in its extensions.
-#[derive(Debug, Clone)]
-pub struct SpanIds {
-    pub trace_id: String,
-    pub span_id: String,
-    pub request_id: Option<String>,
-}
-
-pub fn new_trace_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
-pub fn new_span_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
+use crate::traces::{BufferProcessor, TraceBuffer};
 
 /// Parses a W3C `traceparent` (`00-<trace>-<parent span>-<flags>`), returning the
 /// trace id when it is well formed and not all zeros.
@@ -60,89 +68,115 @@ pub fn trace_id_from_traceparent(header: &str) -> Option<String> {
     Some(trace_id.to_ascii_lowercase())
 }
 
-/// Assigns [`SpanIds`] to every new span.
-struct IdLayer;
-
-#[derive(Default)]
-struct IdFields {
-    trace_id: Option<String>,
-    request_id: Option<String>,
+/// A `traceparent` (and `tracestate`) read from wherever a caller put them.
+struct Carrier<'a> {
+    traceparent: &'a str,
+    tracestate: Option<&'a str>,
 }
 
-impl Visit for IdFields {
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => Some(self.traceparent),
+            "tracestate" => self.tracestate,
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+/// Makes `span` a child of the remote span `traceparent` names (an HTTP caller, or
+/// the producer of an event). Must be called before the span is first entered; a
+/// malformed header leaves the span a new root.
+pub fn set_parent(span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
+    if trace_id_from_traceparent(traceparent).is_none() {
+        return;
+    }
+    let cx = TraceContextPropagator::new().extract(&Carrier {
+        traceparent,
+        tracestate,
+    });
+    // Fails only when telemetry is not installed (or the span is disabled): then
+    // there is nothing to continue.
+    drop(span.set_parent(cx));
+}
+
+/// `span`'s trace id, when telemetry is installed and the span enabled.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let otel = cx.span();
+    let sc = otel.span_context();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// The current span as a W3C `traceparent`, for propagation (events, outgoing calls).
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let otel = cx.span();
+    let sc = otel.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// The request id a span (or its nearest ancestor) was given, kept in its extensions
+/// for the log lines written inside it.
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
+struct RequestIdLayer;
+
+#[derive(Default)]
+struct RequestIdField(Option<String>);
+
+impl Visit for RequestIdField {
     fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "trace_id" => self.trace_id = Some(value.to_owned()),
-            "request_id" => self.request_id = Some(value.to_owned()),
-            _ => {}
+        if field.name() == "request_id" && !value.is_empty() {
+            self.0 = Some(value.to_owned());
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        match field.name() {
-            "trace_id" | "request_id" => {
-                let text = format!("{value:?}");
-                self.record_str(field, text.trim_matches('"'));
-            }
-            _ => {}
+        if field.name() == "request_id" {
+            let text = format!("{value:?}");
+            self.record_str(field, text.trim_matches('"'));
         }
     }
 }
 
-impl<S> Layer<S> for IdLayer
+impl<S> Layer<S> for RequestIdLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = IdFields::default();
-        attrs.record(&mut fields);
-        let parent = span
-            .parent()
-            .and_then(|p| p.extensions().get::<SpanIds>().cloned());
-        let trace_id = fields
-            .trace_id
-            .filter(|t| !t.is_empty())
-            .or_else(|| parent.as_ref().map(|p| p.trace_id.clone()))
-            .unwrap_or_else(new_trace_id);
-        let request_id = fields
-            .request_id
-            .or_else(|| parent.and_then(|p| p.request_id));
-        span.extensions_mut().insert(SpanIds {
-            trace_id,
-            span_id: new_span_id(),
-            request_id,
+        let mut field = RequestIdField::default();
+        attrs.record(&mut field);
+        let request_id = field.0.or_else(|| {
+            span.parent()
+                .and_then(|p| p.extensions().get::<RequestId>().map(|r| r.0.clone()))
         });
+        if let Some(request_id) = request_id {
+            span.extensions_mut().insert(RequestId(request_id));
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = IdFields::default();
-        values.record(&mut fields);
-        if let Some(ids) = span.extensions_mut().get_mut::<SpanIds>() {
-            if let Some(request_id) = fields.request_id {
-                ids.request_id = Some(request_id);
-            }
+        let mut field = RequestIdField::default();
+        values.record(&mut field);
+        if let Some(request_id) = field.0 {
+            span.extensions_mut().insert(RequestId(request_id));
         }
     }
-}
-
-/// The current span's ids, if any (for echoing in responses or forwarding).
-pub fn current_ids() -> Option<SpanIds> {
-    let mut ids = None;
-    tracing::Span::current().with_subscriber(|(id, dispatch)| {
-        if let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() {
-            if let Some(span) = registry.span(id) {
-                ids = span.extensions().get::<SpanIds>().cloned();
-            }
-        }
-    });
-    ids
-}
-
-/// The current span as a W3C `traceparent`, for propagation (events, outgoing calls).
-pub fn current_traceparent() -> Option<String> {
-    current_ids().map(|ids| format!("00-{}-{}-01", ids.trace_id, ids.span_id))
 }
 
 /// One JSON object per event.
@@ -199,12 +233,27 @@ where
         );
         if let Some(span) = ctx.lookup_current() {
             line.insert("span".into(), Value::from(span.name()));
-            if let Some(ids) = span.extensions().get::<SpanIds>() {
-                line.insert("trace_id".into(), Value::from(ids.trace_id.as_str()));
-                line.insert("span_id".into(), Value::from(ids.span_id.as_str()));
-                if let Some(request_id) = &ids.request_id {
-                    line.insert("request_id".into(), Value::from(request_id.as_str()));
-                }
+            if let Some(request_id) = span.extensions().get::<RequestId>() {
+                line.insert("request_id".into(), Value::from(request_id.0.as_str()));
+            }
+        }
+        // The ids of the innermost span that is traced (a debug-level span is not:
+        // its lines carry its nearest traced ancestor's). No extensions are held while
+        // asking, as the OTel layer requires; asking starts a span not yet started.
+        if let Some(scope) = ctx.event_scope() {
+            let spans: Vec<Id> = scope.map(|span| span.id()).collect();
+            let ids = tracing::dispatcher::get_default(|dispatch| {
+                spans.iter().find_map(|id| {
+                    let cx = tracing_opentelemetry::get_otel_context(id, dispatch)?;
+                    let otel = cx.span();
+                    let sc = otel.span_context();
+                    sc.is_valid()
+                        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+                })
+            });
+            if let Some((trace_id, span_id)) = ids {
+                line.insert("trace_id".into(), Value::from(trace_id));
+                line.insert("span_id".into(), Value::from(span_id));
             }
         }
         if !fields.is_empty() {
@@ -215,12 +264,73 @@ where
     }
 }
 
-/// Installs the global subscriber. Calling it again (tests) is harmless.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+fn env_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// Whether the standard variables ask for OTLP export.
+fn otlp_requested() -> bool {
+    let exporter = std::env::var("OTEL_TRACES_EXPORTER").unwrap_or_default();
+    (env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        && !exporter.split(',').any(|e| e.trim() == "none")
+}
+
+fn tracer_provider(service: &str) -> SdkTracerProvider {
+    let buffer = TraceBuffer::global();
+    // `OTEL_SERVICE_NAME` (read by the resource builder) wins over our module name.
+    let service = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| service.to_owned());
+    buffer.set_service(&service);
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_span_processor(BufferProcessor(buffer));
+    if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        builder = builder.with_sampler(Sampler::AlwaysOff);
+    }
+    if otlp_requested() {
+        if std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").is_ok_and(|p| p.trim() == "grpc") {
+            eprintln!("OTLP: only http/protobuf is built in; exporting with it");
+        }
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            // Telemetry must not stop the service; the buffer still works.
+            Err(e) => eprintln!("OTLP span export is off: {e}"),
+        }
+    }
+    builder.build()
+}
+
+/// Installs the global subscriber: logs filtered by `filter` (or `RUST_LOG`), spans of
+/// level INFO and above traced. Calling it again (tests) is harmless.
 pub fn init(service: &str, format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_from_default_env()
+    if PROVIDER.get().is_some() {
+        return;
+    }
+    let log_filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter).with(IdLayer);
+    let provider = tracer_provider(service);
+    let tracer = provider.tracer("bazaar");
+    // Traces do not follow the log level: a quiet log still records every request.
+    // Library spans (hyper, h2, sqlx) stay out; they are debug or trace level.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_filter(Targets::new().with_default(Level::INFO));
+    let registry = tracing_subscriber::registry()
+        .with(otel)
+        .with(RequestIdLayer);
     let result = match format {
         LogFormat::Json => registry
             .with(
@@ -228,19 +338,33 @@ pub fn init(service: &str, format: LogFormat, filter: &str) {
                     .event_format(JsonLines {
                         service: service.to_owned(),
                     })
-                    .with_writer(std::io::stdout),
+                    .with_writer(std::io::stdout)
+                    .with_filter(log_filter),
             )
             .try_init(),
         LogFormat::Pretty => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(std::io::stdout().is_terminal())
-                    .with_target(false),
+                    .with_target(false)
+                    .with_filter(log_filter),
             )
             .try_init(),
     };
     // An already-installed subscriber (a second app in one test binary) is fine.
-    drop(result);
+    if result.is_ok() {
+        drop(PROVIDER.set(provider));
+    }
+}
+
+/// Flushes the spans still waiting for export; blocking (the exporter's thread
+/// answers), so call it off the async runtime, once serving has stopped.
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get() {
+        if let Err(e) = provider.shutdown() {
+            eprintln!("OTLP span export did not flush: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -260,11 +384,5 @@ mod tests {
         );
         assert!(trace_id_from_traceparent("garbage").is_none());
         assert!(trace_id_from_traceparent("00-4bf92f35-00f067aa0ba902b7-01").is_none());
-    }
-
-    #[test]
-    fn ids_are_w3c_shaped() {
-        assert_eq!(new_trace_id().len(), 32);
-        assert_eq!(new_span_id().len(), 16);
     }
 }

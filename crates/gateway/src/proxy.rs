@@ -183,6 +183,13 @@ pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
         }
         router = router.route(path, get(fan_out));
     }
+    // Traces: the edge's own spans and every module's, gathered per trace.
+    router = router
+        .route(chassis::traces::admin::TRACES, get(traces_list))
+        .route(
+            &format!("{}/{{trace_id}}", chassis::traces::admin::TRACES),
+            get(trace_one),
+        );
     let mut write_prefixes: Vec<&str> = Vec::new();
     for prefix in settings.fan_out_writes {
         let prefix = prefix.trim_end_matches('/');
@@ -456,10 +463,13 @@ async fn fan_out(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
     }
 }
 
-async fn fan_out_inner(
+/// Every distinct upstream's answer to the same GET (the request's own path and
+/// query, the caller's identity forwarded): `(upstream, response)` for those that
+/// answered, and the names of those that could not be reached.
+async fn gather(
     proxy: &Proxy,
     request: &axum::http::request::Parts,
-) -> Result<Response, Response> {
+) -> Result<Vec<(&'static str, Result<Response, Problem>)>, Response> {
     let headers = proxy
         .upstream_headers(&request.headers, peer(&request.extensions))
         .map_err(IntoResponse::into_response)?;
@@ -468,28 +478,35 @@ async fn fan_out_inner(
         let headers = headers.clone();
         async move {
             let Some(base) = upstream.base.as_deref() else {
-                return (*upstream, Err(unavailable(upstream.name)));
+                return (upstream.name, Err(unavailable(upstream.name)));
             };
             let uri = match target(base, &request.uri) {
                 Ok(uri) => uri,
-                Err(problem) => return (*upstream, Err(problem)),
+                Err(problem) => return (upstream.name, Err(problem)),
             };
             let mut outgoing = Request::new(Body::empty());
             *outgoing.method_mut() = Method::GET;
             *outgoing.uri_mut() = uri;
             *outgoing.headers_mut() = headers;
             outgoing.headers_mut().remove(header::CONTENT_LENGTH);
-            (*upstream, proxy.send(upstream, outgoing).await)
+            (upstream.name, proxy.send(upstream, outgoing).await)
         }
     });
-    let answers = futures::future::join_all(calls).await;
+    Ok(futures::future::join_all(calls).await)
+}
+
+async fn fan_out_inner(
+    proxy: &Proxy,
+    request: &axum::http::request::Parts,
+) -> Result<Response, Response> {
+    let answers = gather(proxy, request).await?;
 
     let mut items: Vec<serde_json::Value> = Vec::new();
     let mut unavailable_names: Vec<&'static str> = Vec::new();
     let mut answered = 0_usize;
     for (upstream, answer) in answers {
         let Ok(response) = answer else {
-            unavailable_names.push(upstream.name);
+            unavailable_names.push(upstream);
             continue;
         };
         let status = response.status();
@@ -500,7 +517,7 @@ async fn fan_out_inner(
             answered += 1;
             continue;
         }
-        match list_items(upstream.name, response).await {
+        match list_items(upstream, response).await {
             Some(list) => {
                 answered += 1;
                 // Several modules list the same names (cart and orders each guard
@@ -509,12 +526,12 @@ async fn fan_out_inner(
                     if let Some(object) = item.as_object_mut() {
                         object
                             .entry("service")
-                            .or_insert_with(|| serde_json::Value::from(upstream.name));
+                            .or_insert_with(|| serde_json::Value::from(upstream));
                     }
                     item
                 }));
             }
-            None => unavailable_names.push(upstream.name),
+            None => unavailable_names.push(upstream),
         }
     }
     if answered == 0 && !unavailable_names.is_empty() {
@@ -540,6 +557,22 @@ async fn fan_out_inner(
 
 /// The `items` of one upstream's successful list answer; `None` (logged) otherwise.
 async fn list_items(name: &'static str, response: Response) -> Option<Vec<serde_json::Value>> {
+    let mut value = json_body(name, response).await?;
+    if let Some(serde_json::Value::Array(items)) =
+        value.get_mut("items").map(serde_json::Value::take)
+    {
+        Some(items)
+    } else {
+        tracing::warn!(
+            upstream = name,
+            "fan-out: the upstream's answer has no items array"
+        );
+        None
+    }
+}
+
+/// One upstream's successful JSON answer; `None` (logged) otherwise.
+async fn json_body(name: &'static str, response: Response) -> Option<serde_json::Value> {
     let status = response.status();
     if !status.is_success() {
         tracing::warn!(upstream = name, %status, "fan-out: upstream answered with an error");
@@ -552,24 +585,120 @@ async fn list_items(name: &'static str, response: Response) -> Option<Vec<serde_
             return None;
         }
     };
-    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(value) => value,
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Some(value),
         Err(error) => {
             tracing::warn!(upstream = name, error = %error, "fan-out: the upstream's answer is not JSON");
-            return None;
+            None
         }
-    };
-    if let Some(serde_json::Value::Array(items)) =
-        value.get_mut("items").map(serde_json::Value::take)
-    {
-        Some(items)
-    } else {
-        tracing::warn!(
-            upstream = name,
-            "fan-out: the upstream's answer has no items array"
-        );
-        None
     }
+}
+
+/// `GET /api/v1/admin/traces`: every process's recent traces, the edge's own
+/// included, merged by trace (each process knows only its own spans of a trace).
+async fn traces_list(
+    State(proxy): State<Arc<Proxy>>,
+    chassis::extract::Query(params): chassis::extract::Query<chassis::traces::admin::ListParams>,
+    request: Request,
+) -> Response {
+    let (mut parts, _) = request.into_parts();
+    if let Err(response) = require_admin(&proxy, &mut parts).await {
+        return response;
+    }
+    let limit = match params.limit() {
+        Ok(limit) => limit,
+        Err(problem) => return problem.into_response(),
+    };
+    let answers = match gather(&proxy, &parts).await {
+        Ok(answers) => answers,
+        Err(response) => return response,
+    };
+    let mut lists = vec![chassis::traces::TraceBuffer::global().summaries(limit)];
+    let mut unavailable_names = Vec::new();
+    for (upstream, answer) in answers {
+        match answer {
+            Ok(response) if denied(response.status()) => return response,
+            Ok(response) => match list_items(upstream, response).await {
+                Some(items) => lists.push(
+                    items
+                        .into_iter()
+                        .filter_map(|item| serde_json::from_value(item).ok())
+                        .collect(),
+                ),
+                None => unavailable_names.push(upstream),
+            },
+            Err(_) => unavailable_names.push(upstream),
+        }
+    }
+    let items = chassis::traces::merge_summaries(lists, limit);
+    axum::Json(serde_json::json!({ "items": items, "unavailable": unavailable_names }))
+        .into_response()
+}
+
+/// `GET /api/v1/admin/traces/{trace_id}`: the trace's spans from every process.
+async fn trace_one(
+    State(proxy): State<Arc<Proxy>>,
+    chassis::extract::Path(id): chassis::extract::Path<String>,
+    request: Request,
+) -> Response {
+    let (mut parts, _) = request.into_parts();
+    if let Err(response) = require_admin(&proxy, &mut parts).await {
+        return response;
+    }
+    let trace_id = match chassis::traces::admin::trace_id(&id) {
+        Ok(trace_id) => trace_id,
+        Err(problem) => return problem.into_response(),
+    };
+    let answers = match gather(&proxy, &parts).await {
+        Ok(answers) => answers,
+        Err(response) => return response,
+    };
+    let mut parts_found = vec![chassis::traces::TraceBuffer::global().trace(&trace_id)];
+    let mut unavailable_names = Vec::new();
+    for (upstream, answer) in answers {
+        match answer {
+            Ok(response) if denied(response.status()) => return response,
+            Ok(response) if response.status() == StatusCode::NOT_FOUND => {}
+            Ok(response) => match json_body(upstream, response).await {
+                Some(body) => parts_found.push(
+                    body.get("spans")
+                        .cloned()
+                        .and_then(|spans| serde_json::from_value(spans).ok())
+                        .unwrap_or_default(),
+                ),
+                None => unavailable_names.push(upstream),
+            },
+            Err(_) => unavailable_names.push(upstream),
+        }
+    }
+    let spans = chassis::traces::merge_spans(parts_found);
+    if spans.is_empty() {
+        return chassis::traces::admin::not_found().into_response();
+    }
+    axum::Json(serde_json::json!({
+        "trace_id": trace_id,
+        "spans": spans,
+        "unavailable": unavailable_names,
+    }))
+    .into_response()
+}
+
+/// The edge checks the caller itself before adding its own spans: with every module
+/// down, no module would refuse a caller for it.
+async fn require_admin(
+    proxy: &Proxy,
+    parts: &mut axum::http::request::Parts,
+) -> Result<(), Response> {
+    use axum::extract::FromRequestParts as _;
+    chassis::auth::AdminUser::from_request_parts(parts, &proxy.tokens)
+        .await
+        .map(drop)
+        .map_err(IntoResponse::into_response)
+}
+
+/// Every service checks the same forwarded identity: its refusal is the answer.
+fn denied(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
 }
 
 /// What one upstream made of a fanned-out write.

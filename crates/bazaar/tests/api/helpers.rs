@@ -269,13 +269,17 @@ impl Drop for TestApp {
     }
 }
 
-/// Test logs are silent unless `TEST_LOG` is set.
+/// Telemetry as in production (spans traced, so the traces API has something to
+/// show); logs are silent unless `TEST_LOG` is set.
 fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            chassis::telemetry::init("test", chassis::config::LogFormat::Json, "debug");
-        }
+        let filter = if std::env::var_os("TEST_LOG").is_some() {
+            "debug"
+        } else {
+            "off"
+        };
+        chassis::telemetry::init("test", chassis::config::LogFormat::Json, filter);
     });
 }
 

@@ -6,6 +6,7 @@ mod helpers;
 
 mod cart;
 mod catalog;
+mod console;
 mod crash;
 mod edge;
 mod health;
@@ -16,3 +17,4 @@ mod orders;
 mod process;
 mod resilience;
 mod split;
+mod traces;

@@ -331,3 +331,144 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
     let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
     assert!(stderr.contains("no_such_key"), "{stderr}");
 }
+
+/// An OTLP/HTTP trace receiver written for the test: what a collector would get.
+struct OtlpReceiver {
+    url: String,
+    received: std::sync::Arc<
+        std::sync::Mutex<
+            Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+        >,
+    >,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OtlpReceiver {
+    async fn start() -> Self {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message as _;
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = std::sync::Arc::clone(&received);
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let store = std::sync::Arc::clone(&store);
+                    async move {
+                        assert_eq!(headers["content-type"], "application/x-protobuf");
+                        let request =
+                            ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                        store.lock().unwrap().push(request);
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url,
+            received,
+            task,
+        }
+    }
+
+    /// `(service.name, span name, parent span id)` of every span of `trace_id` received.
+    fn spans_of(&self, trace_id: &str) -> Vec<(String, String, String)> {
+        let mut found = Vec::new();
+        for request in self.received.lock().unwrap().iter() {
+            for resource_spans in &request.resource_spans {
+                let service = resource_spans
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| kv.value.as_ref())
+                    .and_then(|v| match &v.value {
+                        Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                s,
+                            ),
+                        ) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                for scope in &resource_spans.scope_spans {
+                    for span in &scope.spans {
+                        if hex(&span.trace_id) == trace_id {
+                            found.push((
+                                service.clone(),
+                                span.name.clone(),
+                                hex(&span.parent_span_id),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn spans_go_to_the_otlp_endpoint_the_standard_variables_name() {
+    let receiver = OtlpReceiver::start().await;
+    let dir = DataDir::new().await;
+    let mut server = Server::start(
+        &dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()),
+            ("OTEL_SERVICE_NAME", "shop-edge"),
+            // Export within a fraction of a second rather than the default 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let response = server
+        .client
+        .get(server.url("/api/v1/products?limit=1"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let spans = loop {
+        let spans = receiver.spans_of(trace_id);
+        if !spans.is_empty() {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no span of the trace reached the receiver; stderr:\n{}",
+            server.proc.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        spans.contains(&(
+            "shop-edge".to_owned(),
+            "GET /api/v1/products".to_owned(),
+            "00f067aa0ba902b7".to_owned()
+        )),
+        "{spans:?}"
+    );
+
+    // A clean stop flushes the exporter (the exit status says it did not hang or fail).
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+}

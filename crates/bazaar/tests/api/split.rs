@@ -606,6 +606,73 @@ fn revenue(orders: &[Value]) -> i64 {
 // ---- The tests ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_one_trace_across_every_hop_in_logs_and_the_traces_api() {
+    let Some(backends) = backends("split_one_trace_across_every_hop_in_logs_and_the_traces_api")
+    else {
+        return;
+    };
+    // Request and event handling lines are debug level.
+    let logs = "info,chassis=debug,tower_http=debug";
+    let extra: Vec<(&str, &str, &str)> = SPLIT_START_ORDER
+        .iter()
+        .map(|module| (*module, "RUST_LOG", logs))
+        .collect();
+    let cluster = Cluster::start(&backends, &backends.nats, &extra).await;
+    let api = cluster.api.clone();
+    let admin = api.admin_token().await;
+    let trace_id = crate::traces::new_trace_id();
+    crate::traces::traced_checkout(&api, "split", &trace_id).await;
+    let services = crate::traces::checkout_services(true);
+    crate::traces::assert_trace(&api, &admin, &trace_id, &services).await;
+
+    // Each process logged inside its spans of the trace, with their span ids. (A span
+    // reaches the traces API when it ends, after its lines: hence the patience.)
+    let logs_of = |name: &str| -> Vec<Value> {
+        let proc = cluster
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.running.as_ref())
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        proc.stdout()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["trace_id"] == trace_id.as_str())
+            .collect()
+    };
+    let path = format!("/api/v1/admin/traces/{trace_id}");
+    eventually(
+        "every process's log lines in spans of the trace",
+        || async {
+            let trace = api.get_json(&path, Some(&admin)).await;
+            let spans: BTreeSet<&str> = trace["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|s| s["span_id"].as_str())
+                .collect();
+            for name in &services {
+                let lines = logs_of(name);
+                if lines.is_empty() {
+                    return Err(format!("{name} logged nothing of trace {trace_id}"));
+                }
+                for line in &lines {
+                    assert_eq!(line["service"], *name, "{line}");
+                    let span_id = line["span_id"].as_str().unwrap_or_default();
+                    if !spans.contains(span_id) {
+                        return Err(format!(
+                            "{name} logged in span {span_id}, not (yet) in the trace: {line}"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_purchase_flow_oversell_and_idempotency() {
     let Some(backends) = backends("split_purchase_flow_oversell_and_idempotency") else {
         return;
