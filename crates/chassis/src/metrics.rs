@@ -119,6 +119,10 @@ fn describe_platform() {
         "dependency_calls_total",
         "Calls through a dependency's guard (both topologies), by dependency, method and outcome"
     );
+    describe_histogram!(
+        "dependency_call_duration_seconds",
+        "Time of a whole call through a dependency's guard, retries included, by dependency and method"
+    );
     describe_counter!(
         "dependency_retries_total",
         "Retries of calls to a dependency, by dependency and method"

@@ -424,7 +424,12 @@ impl Dependency {
             deadline_ms = crate::deadline::remaining()
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         );
-        self.call_inner(method, attempt).instrument(span).await
+        let started = Instant::now();
+        let result = self.call_inner(method, attempt).instrument(span).await;
+        // Whole calls (retries included), the caller's view in either topology.
+        metrics::histogram!("dependency_call_duration_seconds", "dependency" => self.name, "method" => method)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn call_inner<T, E, F, Fut>(&self, method: &'static str, mut attempt: F) -> Result<T, E>
