@@ -787,6 +787,9 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         // The metrics recorder first: what modules record while they open (breaker
         // states at 0) would be lost without it.
+        if !config.metrics_enabled {
+            chassis::metrics::disable();
+        }
         drop(chassis::metrics::handle());
         let modules = Modules::open(&config).await?;
         modules.bootstrap(&config).await?;

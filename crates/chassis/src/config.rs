@@ -138,6 +138,9 @@ pub struct Config {
     /// Requests this process works on at once; past it, new ones get 503 with
     /// Retry-After at once (load shedding). Health and metrics are never shed. 0: off.
     pub max_in_flight_requests: u32,
+    /// Prometheus metrics (`/metrics`, RED middleware). On by default; off only to
+    /// measure what they cost.
+    pub metrics_enabled: bool,
 }
 
 impl Default for Config {
@@ -186,6 +189,7 @@ impl Default for Config {
             faults: BTreeMap::new(),
             fault_admin: false,
             max_in_flight_requests: 1_024,
+            metrics_enabled: true,
         }
     }
 }
@@ -236,6 +240,7 @@ pub const KEYS: &[&str] = &[
     "faults",
     "fault_admin",
     "max_in_flight_requests",
+    "metrics_enabled",
 ];
 
 /// Values given as command-line flags; `None` leaves the lower layers alone.

@@ -5,6 +5,7 @@
 //! Metric names are a contract with `deploy/prometheus` and `deploy/grafana` (a test
 //! scrapes a running bazaar for every name they use): rename one there too.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,12 +21,28 @@ const LATENCY_BUCKETS: &[f64] = &[
     10.0,
 ];
 
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns metrics off in this process (`metrics_enabled = false`, to measure what they
+/// cost): no recorder is installed, so every metric macro is a no-op, RED middleware
+/// records nothing and `/metrics` renders empty. Call it before anything records.
+pub fn disable() {
+    DISABLED.store(true, Ordering::Relaxed);
+}
+
+fn disabled() -> bool {
+    DISABLED.load(Ordering::Relaxed)
+}
+
 /// Installs the global recorder on first use and returns its handle. Later calls (a
 /// second app in the same test binary) share it.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            if disabled() {
+                return PrometheusBuilder::new().build_recorder().handle();
+            }
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Suffix("duration_seconds".to_owned()),
@@ -256,6 +273,17 @@ pub async fn track(State(service): State<ServiceName>, req: Request, next: Next)
         (None, Some(path)) => path.as_str().to_owned(),
         (None, None) => "unmatched".to_owned(),
     };
+    // The request span (this hop's server span) is named after the route, as
+    // OpenTelemetry's HTTP conventions ask, and marked failed on a 5xx.
+    let span = tracing::Span::current();
+    span.record("otel.name", format_args!("{method} {route}"));
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    if disabled() {
+        return response;
+    }
     let labels = [
         ("service", service.0.to_owned()),
         ("method", method),
@@ -358,6 +386,9 @@ pub async fn label_route(
 /// `timeout`, `unavailable`, `server_error`, `other`). Attach with `route_layer`
 /// outside the credential check, so refused calls count too.
 pub async fn track_rpc(req: Request, next: Next) -> Response {
+    if disabled() {
+        return next.run(req).await;
+    }
     let start = Instant::now();
     let (service, method) = req
         .extensions()

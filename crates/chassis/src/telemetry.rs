@@ -15,8 +15,7 @@
 //! standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, to an
 //! OTLP/HTTP collector in batches from the exporter's own thread. `OTEL_SERVICE_NAME`,
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]` apply as usual, and
-//! `OTEL_SDK_DISABLED=true` records nothing (ids are still made and propagated, so
-//! logs still correlate).
+//! `OTEL_SDK_DISABLED=true` turns tracing off.
 //!
 //! Logs are JSON lines carrying `service` and the `trace_id`/`span_id` of the span
 //! they were written in, plus the request's `request_id`.
@@ -28,7 +27,7 @@ use std::sync::OnceLock;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -291,9 +290,6 @@ fn tracer_provider(service: &str) -> SdkTracerProvider {
     let mut builder = SdkTracerProvider::builder()
         .with_resource(resource)
         .with_span_processor(BufferProcessor(buffer));
-    if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
-        builder = builder.with_sampler(Sampler::AlwaysOff);
-    }
     if otlp_requested() {
         if std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").is_ok_and(|p| p.trim() == "grpc") {
             eprintln!("OTLP: only http/protobuf is built in; exporting with it");
@@ -319,15 +315,20 @@ pub fn init(service: &str, format: LogFormat, filter: &str) {
     let log_filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let provider = tracer_provider(service);
-    let tracer = provider.tracer("bazaar");
+    // `OTEL_SDK_DISABLED=true`: no tracing at all (no spans, no ids in logs, no
+    // context passed on), the baseline its overhead is measured against.
+    let provider = (!std::env::var("OTEL_SDK_DISABLED")
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")))
+    .then(|| tracer_provider(service));
     // Traces do not follow the log level: a quiet log still records every request.
     // Library spans (hyper, h2, sqlx) stay out; they are debug or trace level.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        .with_filter(Targets::new().with_default(Level::INFO));
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("bazaar"))
+            .with_location(false)
+            .with_threads(false)
+            .with_filter(Targets::new().with_default(Level::INFO))
+    });
     let registry = tracing_subscriber::registry()
         .with(otel)
         .with(RequestIdLayer);
@@ -352,7 +353,7 @@ pub fn init(service: &str, format: LogFormat, filter: &str) {
             .try_init(),
     };
     // An already-installed subscriber (a second app in one test binary) is fine.
-    if result.is_ok() {
+    if let (Ok(()), Some(provider)) = (result, provider) {
         drop(PROVIDER.set(provider));
     }
 }

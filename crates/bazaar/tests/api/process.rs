@@ -472,3 +472,45 @@ async fn spans_go_to_the_otlp_endpoint_the_standard_variables_name() {
     let status = server.terminate();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn telemetry_can_be_turned_off_to_measure_what_it_costs() {
+    let dir = DataDir::new().await;
+    let mut server = Server::start(
+        &dir,
+        &[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("BAZAAR_METRICS_ENABLED", "false"),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    let response = server
+        .client
+        .get(server.url("/api/v1/products?limit=1"))
+        .header("x-request-id", "untraced-request")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let line = wait_for_line(&server.proc, |v| {
+        v["request_id"] == "untraced-request" && v["message"] == "finished processing request"
+    })
+    .await;
+    assert!(
+        line.get("trace_id").is_none(),
+        "no tracing, no trace id: {line}"
+    );
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("http_requests_total"), "{metrics}");
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+}
