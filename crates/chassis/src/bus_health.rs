@@ -9,8 +9,9 @@
 //!   latter being `consumer_ack_pending`.
 //! - In process (the monolith): a relay hands an event to every interested consumer
 //!   before it marks the outbox row sent, so the unsent outbox rows on a consumer's
-//!   topics are exactly the events it has not applied yet; `consumer_ack_pending` is
-//!   its deliveries in progress.
+//!   topics are the events it has not applied yet (rows are marked a batch at a time,
+//!   so within one relay pass the figure can run a little ahead);
+//!   `consumer_ack_pending` is its deliveries in progress.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
