@@ -424,3 +424,93 @@ pub mod admin {
     #[openapi(paths(report), components(schemas(BusReport, ModuleBus, ConsumerBus)))]
     pub struct ApiDoc;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sqlx::AnyConnection;
+
+    use super::BusHealth;
+    use crate::bus::{Consumer, Handler, HandlerError, RetryPolicy};
+    use crate::config::SqliteSync;
+    use crate::events::Envelope;
+    use crate::outbox::Outbox;
+    use crate::store::Store;
+
+    struct Ignore;
+
+    #[async_trait::async_trait]
+    impl Handler for Ignore {
+        async fn handle(&self, _: &mut AnyConnection, _: &Envelope) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    /// In process, a consumer's lag is the unsent outbox rows on its topics; dead
+    /// letters are counted from its store.
+    #[tokio::test]
+    async fn monolith_lag_backlog_and_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), "t", 2, SqliteSync::Normal)
+            .await
+            .unwrap();
+        store.migrate_platform().await.unwrap();
+        let pool = store.pool();
+        let now = crate::time::now_micros();
+        for (id, topic, sent) in [
+            ("1", "t.Wanted", None),
+            ("2", "t.Wanted", None),
+            ("3", "t.Wanted", Some(now)),
+            ("4", "t.Other", None),
+        ] {
+            sqlx::query(
+                "INSERT INTO outbox (id, topic, envelope, created_at, sent_at) VALUES ($1, $2, '{}', $3, $4)",
+            )
+            .bind(id)
+            .bind(topic)
+            .bind(now - 2_000_000)
+            .bind(sent)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        for event in ["a", "b"] {
+            sqlx::query(
+                "INSERT INTO dead_letters (consumer, event_id, topic, envelope, error, attempts, failed_at) \
+                 VALUES ('t', $1, 't.Wanted', '{}', 'boom', 5, $2)",
+            )
+            .bind(event)
+            .bind(now)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        let consumer = Arc::new(Consumer::new(
+            "t",
+            vec!["t.Wanted".to_owned()],
+            pool.clone(),
+            Arc::new(Ignore),
+            RetryPolicy::default(),
+        ));
+        let health = BusHealth::new(
+            "bazaar",
+            vec![store.clone()],
+            vec![Outbox::new("t", pool.clone())],
+            vec![consumer],
+        );
+        let report = health.sample().await;
+        assert_eq!(report.len(), 1);
+        let item = &report[0];
+        assert_eq!(
+            (item.service.as_str(), item.process.as_str()),
+            ("t", "bazaar")
+        );
+        assert_eq!(item.outbox_backlog, 3);
+        assert!(item.outbox_oldest_unsent_age_seconds >= 2.0, "{item:?}");
+        assert_eq!(item.consumers.len(), 1);
+        let c = &item.consumers[0];
+        assert_eq!((c.lag, c.ack_pending, c.dead_letters), (2, 0, 2), "{c:?}");
+        store.close().await;
+    }
+}
