@@ -1,42 +1,105 @@
 #!/usr/bin/env bash
-# What the split costs, measured side by side in one run on one machine: the same two
-# workloads (product reads, checkouts) against three configurations, each started
-# fresh:
+# What the split costs, measured side by side in ONE run on this machine: the same
+# mixes at the same rates, driven by `bazaar loadgen`, against
 #
+#   baseline                   the bare axum handler (crates/baseline): the HTTP stack's ceiling
 #   monolith (SQLite)          bazaar serve                      (the default)
-#   monolith (PostgreSQL)      bazaar serve + BAZAAR_DATABASE_URL (storage engine alone)
-#   split (PostgreSQL + NATS)  8 x bazaar serve --only <module>, load on the gateway
+#   monolith (PostgreSQL)      bazaar serve + BAZAAR_DATABASE_URL (storage alone changes)
+#   split (PostgreSQL + NATS)  7 x bazaar serve --only <module> + the gateway
 #
-# For each run: successful requests/s, p50/p99, non-2xx, and CPU-ms per successful
-# request summed over every bazaar process of the configuration (/proc/<pid>/stat
-# utime+stime before and after the wrk run); then the split/monolith ratios. After
-# the checkouts, `bazaar audit` against the configuration's stores. Prints Markdown.
+# each started fresh. Mixes: product (product views; the only one the baseline
+# serves), shop (the default shopper mix) and checkout; each as an open loop at fixed
+# arrival rates (the latency-vs-rate curve) and a closed loop of N users (throughput).
+# Per run: throughput, p50/p99, errors, confirmed orders, CPU per request of every
+# server process of the topology, of the PostgreSQL processes serving it and of
+# nats-server (all over loadgen's measured window, from /proc), loadgen's own CPU, and
+# peak RSS per process (VmHWM, reset before each run). Then `bazaar audit`.
 #
-#   bench/topology.sh [seconds] [connections]        (defaults 10 and 16)
+#   bench/topology.sh [--quick] [--duration S] [--warmup S] [--no-pin]
+#                     [--topologies baseline,monolith,monolith-pg,split]
+#                     [--out DIR] [--no-docs] [--no-build]
 #
-# Needs wrk (apt-get install wrk), psql, python3, curl; PostgreSQL at
-# BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres: an admin
-# URL, used to create one fresh database per PostgreSQL configuration, dropped at the
-# end) and NATS JetStream at BENCH_NATS_URL (default nats://127.0.0.1:4222; streams
-# go under a prefix unique to the run and are deleted at the end).
+# Writes DIR/topology.json (default bench/results), docs/topology-latency.png and the
+# generated parts of docs/benchmarks.md (between the `topology:` markers), through
+# target/release/bench-report. --quick: 2-s runs, one rate per mix (a smoke test,
+# not numbers to publish). --no-build: use the release binaries already built.
 #
-# Pinning: with taskset and at least 2 cores, every bazaar process gets core 0 and wrk
-# core 1, so the load generator does not steal the servers' CPU. PostgreSQL and NATS
-# are system services and are not pinned; their CPU is reported in its own column.
+# Needs psql, python3, curl; PostgreSQL at BENCH_DATABASE_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres: an admin URL, used to create one fresh
+# database per PostgreSQL topology, dropped at the end) and NATS JetStream at
+# BENCH_NATS_URL (default nats://127.0.0.1:4222; streams go under a prefix unique to
+# the run and are deleted at the end).
+#
+# Pinning (default with taskset and at least 2 cores; --no-pin to turn it off): every
+# server process on the first half of the cores, loadgen on the rest, so the load
+# generator does not steal the servers' CPU. PostgreSQL and NATS are system services
+# and are not pinned; their CPU is reported in columns of their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-DURATION=${1:-10}
-CONNS=${2:-16}
+SCRIPT_START=$(date +%s.%N)
+STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
+COMMAND="bench/topology.sh${*:+ $*}"
+
+DURATION=6
+WARMUP=2
+QUICK=no
+PIN=auto
+TOPOLOGIES=baseline,monolith,monolith-pg,split
+OUT=$ROOT/bench/results
+DOCS=yes
+BUILD=yes
+usage() { sed -n '/^#   bench\/topology.sh/,/^#   *\[--out/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=yes; DURATION=2; WARMUP=1 ;;
+    --duration) DURATION=${2:?}; shift ;;
+    --warmup) WARMUP=${2:?}; shift ;;
+    --no-pin) PIN=no ;;
+    --pin) PIN=yes ;;
+    --topologies) TOPOLOGIES=${2:?}; shift ;;
+    --out) OUT=${2:?}; shift ;;
+    --no-docs) DOCS=no ;;
+    --no-build) BUILD=no ;;
+    *) usage ;;
+  esac
+  shift
+done
+[[ "$DURATION" =~ ^[0-9]+$ && "$WARMUP" =~ ^[0-9]+$ && "$DURATION" -gt 0 ]] || usage
+for t in ${TOPOLOGIES//,/ }; do
+  case "$t" in baseline|monolith|monolith-pg|split) ;; *) echo "unknown topology $t" >&2; usage ;; esac
+done
+wants() { [[ ",$TOPOLOGIES," == *",$1,"* ]]; }
+
+# The workload: the same for every topology. Open-loop rates (arrivals/s) per mix,
+# from light to past what the split sustains on one core, and the closed loop's users.
+declare -A RATES=(
+  [product]="1000 5000 15000"
+  [shop]="200 1000 3000"
+  [checkout]="50 200 500"
+)
+declare -A USERS=([product]=32 [shop]=32 [checkout]=16)
+if [ "$QUICK" = yes ]; then
+  RATES=([product]="2000" [shop]="300" [checkout]="50")
+fi
+MIXES=(product shop checkout)
+USERS_POOL=32          # registered per run; at least the largest closed-loop user count
+REQUEST_TIMEOUT=5s     # per request; an overloaded open loop turns late answers into errors
+MAX_IN_FLIGHT=2000     # open loop: arrivals beyond are counted as dropped
+SETTLE=10s             # how long loadgen keeps reading orders that were pending when answered
+SEED_PRODUCTS=100
+SEED=42
+
 ADMIN_DB_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 NATS_URL=${BENCH_NATS_URL:-nats://127.0.0.1:4222}
-for tool in wrk psql python3 curl; do
+for tool in python3 curl; do
   command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 2; }
 done
-[[ "$DURATION" =~ ^[0-9]+$ && "$CONNS" =~ ^[0-9]+$ ]] \
-  || { echo "usage: bench/topology.sh [seconds] [connections]" >&2; exit 2; }
+if wants monolith-pg || wants split; then
+  command -v psql >/dev/null || { echo "psql is required for the PostgreSQL topologies" >&2; exit 2; }
+fi
 
-log() { echo "[topology] $*" >&2; }
+log() { echo "[topology $(date +%H:%M:%S)] $*" >&2; }
 
 # What decides the topology comes from this script alone; tuning keys (e.g.
 # BAZAAR_DB_MAX_CONNECTIONS) are passed through and named in the report.
@@ -44,24 +107,36 @@ for var in $(compgen -e | grep -E '^BAZAAR_(DATABASE_URL|NATS_URL|NATS_PREFIX|ON
   unset "$var"
 done
 
-log "building (cargo build --release -p bazaar)"
-cargo build --release -q -p bazaar
-BIN=$ROOT/target/release/bazaar
-
-PIN_SERVER=(); PIN_LOAD=(); PINNED=no
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  PIN_SERVER=(taskset -c 0); PIN_LOAD=(taskset -c 1); PINNED=yes
+BUILD_START=$(date +%s.%N)
+if [ "$BUILD" = yes ]; then
+  log "building (cargo build --release -p bazaar -p baseline -p benchreport)"
+  cargo build --release -q -p bazaar -p baseline -p benchreport
 fi
-CLK_TCK=$(getconf CLK_TCK)
+BUILD_SECS=$(python3 -c "import time;print(round(time.time() - $BUILD_START, 1))")
+BIN=$ROOT/target/release/bazaar
+BASELINE_BIN=$ROOT/target/release/baseline
+REPORT_BIN=$ROOT/target/release/bench-report
+
+CORES=$(nproc)
+PIN_SERVER=(); PIN_LOAD=(); PINNED=no; SERVER_CPUS=""; LOAD_CPUS=""
+if [ "$PIN" != no ] && command -v taskset >/dev/null && [ "$CORES" -ge 2 ]; then
+  half=$(( CORES / 2 ))
+  SERVER_CPUS="0-$(( half - 1 ))"; LOAD_CPUS="$half-$(( CORES - 1 ))"
+  PIN_SERVER=(taskset -c "$SERVER_CPUS"); PIN_LOAD=(taskset -c "$LOAD_CPUS"); PINNED=yes
+elif [ "$PIN" = yes ]; then
+  echo "--pin needs taskset and at least 2 cores" >&2; exit 2
+fi
 
 RUN_ID="$(date +%s)_$(python3 -c 'import secrets;print(secrets.token_hex(3))')"
 NATS_PREFIX="bench_${RUN_ID}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bazaar-topology.XXXXXX")
-mkdir -p "$WORK/logs"
-RESULTS=$WORK/results.tsv
-: >"$RESULTS"
+mkdir -p "$WORK/logs" "$WORK/runs" "$OUT"
+RUNS=$WORK/runs.jsonl
+TOPOS=$WORK/topologies.jsonl
+: >"$RUNS"; : >"$TOPOS"
 
-SERVER_PIDS=()   # the running configuration's processes (earlier ones are stopped and reaped)
+SERVER_PIDS=()   # the running topology's processes (earlier ones are stopped and reaped)
+declare -A PROC_NAME=()  # pid -> process name in the RSS columns
 DATABASES=()     # created, dropped at exit
 USED_NATS=no
 
@@ -179,66 +254,33 @@ json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
 COMMON_ENV=(
   BAZAAR_LOG_FILTER=warn
   BAZAAR_RATE_LIMIT_PER_SECOND=0
-  BAZAAR_SEED_PRODUCTS=100
+  BAZAAR_SEED_PRODUCTS=$SEED_PRODUCTS
   BAZAAR_ADMIN_EMAIL=bench-admin@example.com
   BAZAAR_ADMIN_PASSWORD=bench-password
 )
 
-# start_server NAME [VAR=value ...] -- bazaar-args...   (pid appended to SERVER_PIDS)
+# start_server NAME [VAR=value ...] -- command...   (pid appended to SERVER_PIDS)
 start_server() {
   local name=$1; shift
   local envs=()
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
-  # env and taskset exec, so $! is the bazaar process itself.
-  env "${COMMON_ENV[@]}" "${envs[@]}" "${PIN_SERVER[@]}" "$BIN" "$@" \
+  # env and taskset exec, so $! is the server process itself.
+  env "${COMMON_ENV[@]}" "${envs[@]}" "${PIN_SERVER[@]}" "$@" \
     >"$WORK/logs/$name.log" 2>&1 </dev/null &
   local pid=$!
   SERVER_PIDS+=("$pid")
+  PROC_NAME[$pid]=$name
   LAST_PID=$pid
 }
 
-wait_ready() { # url pid name [seconds]
+wait_ready() { # url pid name [seconds] [path]
   local deadline=$(( $(date +%s) + ${4:-60} ))
-  until curl -fs -o /dev/null "$1/health/ready"; do
+  until curl -fs -o /dev/null "$1${5:-/health/ready}"; do
     kill -0 "$2" 2>/dev/null || fail "$3 exited before it was ready"
-    [ "$(date +%s)" -lt "$deadline" ] || {
-      curl -s "$1/health/ready" >&2 || true; echo >&2
-      fail "$3 not ready at $1 after ${4:-60} s"
-    }
+    [ "$(date +%s)" -lt "$deadline" ] || fail "$3 not ready at $1 after ${4:-60} s"
     sleep 0.05
   done
-}
-
-cpu_ticks() { # pids... -> utime+stime summed, in clock ticks
-  local t=0 p state u s
-  for p in "$@"; do
-    # Field 3 (state), 14 and 15; the text after "pid (comm) " starts at field 3.
-    read -r state u s < <(awk '{ sub(/^.*\) /, ""); print $1, $12, $13 }' "/proc/$p/stat") \
-      || fail "process $p is gone"
-    [ "$state" != Z ] || fail "process $p exited during the run"
-    t=$(( t + u + s ))
-  done
-  echo "$t"
-}
-
-# CPU of what the bazaar processes lean on: the PostgreSQL backends connected to this
-# configuration's database, and (split only) the local nats-server. One "key ticks"
-# line each; backends that come and go within a run are missed.
-infra_snapshot() { # database-name-or-empty use-nats
-  local p
-  if [ -n "$1" ]; then
-    for p in $(psql_admin "SELECT pid FROM pg_stat_activity WHERE datname = '$1'"); do
-      [ -r "/proc/$p/stat" ] && echo "pg$p $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)"
-    done
-  fi
-  if [ "$2" = yes ] && [ -n "$NATS_PID" ] && [ -r "/proc/$NATS_PID/stat" ]; then
-    echo "nats $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$NATS_PID/stat")"
-  fi
-  return 0
-}
-infra_delta() { # before-file after-file -> ticks
-  awk 'NR == FNR { before[$1] = $2; next } { d += $2 - ($1 in before ? before[$1] : 0) } END { print d + 0 }' "$1" "$2"
 }
 
 # Is the NATS server this machine's own process? Then its CPU can be read.
@@ -250,56 +292,90 @@ esac
 PG_LOCAL=no
 case "$ADMIN_DB_URL" in *@127.0.0.1[:/]*|*@localhost[:/]*) PG_LOCAL=yes ;; esac
 
-# Prepares the running configuration at $URL: admin and buyer tokens, product ids,
-# stock of the first 20 products raised to 1,000,000.
-prepare() {
-  ADMIN=$(curl -fsS -XPOST "$URL/api/v1/auth/login" -H 'content-type: application/json' \
+# Raises the stock of every product of the running topology at $URL, so checkouts
+# never fail for want of it (the mixes buy random products).
+prepare_stock() {
+  local admin ids id
+  admin=$(curl -fsS -XPOST "$URL/api/v1/auth/login" -H 'content-type: application/json' \
     -d '{"email":"bench-admin@example.com","password":"bench-password"}' | json 'd["token"]') \
     || fail "admin login"
-  TOKEN=$(curl -fsS -XPOST "$URL/api/v1/auth/register" -H 'content-type: application/json' \
-    -d '{"email":"buyer@example.com","password":"bench-password","name":"Buyer"}' | json 'd["token"]') \
-    || fail "buyer registration"
-  ALL_IDS=$(curl -fsS "$URL/api/v1/products?limit=100" | json '",".join(p["id"] for p in d["items"])') \
+  ids=$(curl -fsS "$URL/api/v1/products?limit=100" | json '" ".join(p["id"] for p in d["items"])') \
     || fail "product list"
-  local n; n=$(tr ',' '\n' <<<"$ALL_IDS" | grep -c .)
-  [ "$n" -eq 100 ] || log "warning: $n products listed, expected the 100 seeded"
-  CHECKOUT_IDS=$(tr ',' '\n' <<<"$ALL_IDS" | head -n 20 | paste -sd, -)
-  local id
-  for id in ${CHECKOUT_IDS//,/ }; do
-    curl -fsS -o /dev/null -XPUT "$URL/api/v1/products/$id/stock" -H "authorization: Bearer $ADMIN" \
+  for id in $ids; do
+    curl -fsS -o /dev/null -XPUT "$URL/api/v1/products/$id/stock" -H "authorization: Bearer $admin" \
       -H 'content-type: application/json' -d '{"stock":1000000}' || fail "raising the stock of $id"
   done
 }
 
-# measure CONFIG WORKLOAD SCRIPT DATABASE USE_NATS: one wrk run, one results line.
+# The --cpu-pid arguments for the running topology: every server process, the
+# PostgreSQL processes serving the topology's database (its backends, and the WAL
+# writer, checkpointer and background writer every commit leans on: shared with any
+# other database's traffic) and, split only, nats-server (the whole process, shared).
+cpu_args() { # database use_nats
+  local p
+  for p in "${SERVER_PIDS[@]}"; do printf -- '--cpu-pid\nserver=%s\n' "$p"; done
+  if [ -n "$1" ] && [ "$PG_LOCAL" = yes ]; then
+    for p in $(psql_admin "SELECT pid FROM pg_stat_activity WHERE datname = '$1'
+        OR backend_type IN ('walwriter', 'checkpointer', 'background writer')"); do
+      printf -- '--cpu-pid\npostgres=%s\n' "$p"
+    done
+  fi
+  if [ "$2" = yes ] && [ -n "$NATS_PID" ]; then printf -- '--cpu-pid\nnats=%s\n' "$NATS_PID"; fi
+}
+
+# measure TOPOLOGY MIX MODE VALUE DATABASE USE_NATS: one loadgen run, one JSON line.
 measure() {
-  local config=$1 workload=$2 script=$3 db=$4 use_nats=$5
-  local tag; tag=$(tr -c 'a-zA-Z0-9\n' '-' <<<"$config-$workload")
-  local out=$WORK/logs/wrk-$tag.txt
-  local products=$ALL_IDS
-  [ "$workload" = checkouts ] && products=$CHECKOUT_IDS
-  log "$config / $workload: wrk ${DURATION}s, $CONNS connections"
-  infra_snapshot "$db" "$use_nats" >"$WORK/infra-before"
-  local t0; t0=$(cpu_ticks "${SERVER_PIDS[@]}")
-  TOKEN=$TOKEN PRODUCTS=$products "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" \
-    --timeout 10s --latency -s "$script" "$URL" >"$out" 2>&1 || { cat "$out" >&2; fail "wrk"; }
-  local t1; t1=$(cpu_ticks "${SERVER_PIDS[@]}")
-  infra_snapshot "$db" "$use_nats" >"$WORK/infra-after"
-  local infra="-"
-  if [ -n "$db" ] && [ "$PG_LOCAL" = yes ] || { [ "$use_nats" = yes ] && [ -n "$NATS_PID" ]; }; then
-    infra=$(infra_delta "$WORK/infra-before" "$WORK/infra-after")
-  fi
-  local total non2xx p50 p99 sockerr
-  total=$(awk '/requests in/ {print $1}' "$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' "$out"); non2xx=${non2xx:-0}
-  p50=$(awk '/^ +50%/ {print $2}' "$out"); p99=$(awk '/^ +99%/ {print $2}' "$out")
-  sockerr=$(awk '/Socket errors/ {gsub(",", ""); print "connect " $4 " read " $6 " write " $8 " timeout " $10}' "$out")
-  [ -n "$total" ] && [ -n "$p50" ] || { cat "$out" >&2; fail "could not read wrk's output"; }
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$config" "$workload" "$total" "$non2xx" \
-    "${sockerr:--}" "$p50" "$p99" "$((t1 - t0))" "$infra" "AUDIT" >>"$RESULTS"
-  if [ "$non2xx" -gt 0 ] || [ -n "$sockerr" ]; then
-    log "$config / $workload: $non2xx non-2xx responses${sockerr:+, socket errors: $sockerr}"
-  fi
+  local topo=$1 mix=$2 mode=$3 value=$4 db=$5 use_nats=$6
+  local tag="$topo-$mix-$mode-$value"
+  local load=(--rate "$value"); [ "$mode" = closed ] && load=(--users "$value")
+  local cpu=(); mapfile -t cpu < <(cpu_args "$db" "$use_nats")
+  local p
+  # Peak RSS per run: VmHWM is reset to the current RSS, read after the run.
+  for p in "${SERVER_PIDS[@]}"; do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done
+  log "$topo / $mix: ${mode} loop, $([ "$mode" = open ] && echo "$value/s" || echo "$value users")"
+  "${PIN_LOAD[@]}" "$BIN" loadgen --target "$URL" --mix "$mix" "${load[@]}" \
+    --duration "${DURATION}s" --warmup "${WARMUP}s" --users-pool "$USERS_POOL" \
+    --timeout "$REQUEST_TIMEOUT" --max-in-flight "$MAX_IN_FLIGHT" --settle "$SETTLE" \
+    --seed "$SEED" --no-progress --json "$WORK/runs/$tag.json" "${cpu[@]}" \
+    >"$WORK/logs/loadgen-$tag.txt" 2>&1 || { cat "$WORK/logs/loadgen-$tag.txt" >&2; fail "loadgen ($tag)"; }
+  local rss=()
+  for p in "${SERVER_PIDS[@]}"; do
+    [ "$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$p/stat" 2>/dev/null)" = Z ] && fail "${PROC_NAME[$p]} exited during the run"
+    rss+=("${PROC_NAME[$p]}=$(awk '/^VmHWM/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)")
+  done
+  python3 - "$WORK/runs/$tag.json" "$topo" "$mix" "$mode" "$value" "${rss[@]}" >>"$RUNS" <<'PY'
+import json, sys
+path, topo, mix, mode, value, *rss = sys.argv[1:]
+report = json.load(open(path))
+print(json.dumps({
+    "topology": topo, "mix": mix, "mode": mode,
+    "rate": float(value) if mode == "open" else None,
+    "users": int(value) if mode == "closed" else None,
+    "peak_rss_kb": {k: int(v or 0) for k, v in (r.split("=", 1) for r in rss)},
+    "report": report,
+}))
+PY
+  python3 - "$WORK/runs/$tag.json" <<'PY' >&2
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = r["total"]; s = t["status"]; cpu = (r.get("cpu") or {}).get("groups", {})
+srv = cpu.get("server", {}); lg = cpu.get("loadgen", {})
+o = r.get("orders")
+print("    %9.0f req/s  p50 %7.2f ms  p99 %8.2f ms  errors %d  dropped %d  server %.1f µs/req (%.2f cores)  loadgen %.2f cores%s" % (
+    t["rate"], t["latency_us"]["p50"] / 1e3, t["latency_us"]["p99"] / 1e3,
+    s["4xx"] + s["5xx"] + s["transport"], r["dropped"], srv.get("per_request_us", 0),
+    srv.get("cores", 0), lg.get("cores", 0),
+    "  orders: %d confirmed (%.0f/s), %d failed, %d pending" % (o["confirmed"], o["confirmed_per_sec"], o["failed"], o["pending"]) if o else ""))
+PY
+}
+
+run_mixes() { # topology database use_nats [mixes...]
+  local topo=$1 db=$2 use_nats=$3; shift 3
+  local mix r
+  for mix in "$@"; do
+    for r in ${RATES[$mix]}; do measure "$topo" "$mix" open "$r" "$db" "$use_nats"; done
+    measure "$topo" "$mix" closed "${USERS[$mix]}" "$db" "$use_nats"
+  done
 }
 
 # audit_poll VAR=value... -- audit-args...: runs `bazaar audit --json` until it is
@@ -310,7 +386,7 @@ audit_once() {
   shift
   env "${envs[@]}" BAZAAR_LOG_FILTER=error "$BIN" "$@" audit --json 2>>"$WORK/logs/audit.log" || true
 }
-audit_verdict() { # report on stdin -> "clean" or "NOT clean: ..." ; orders count on fd 3
+audit_verdict() { # report on stdin -> "clean" or "NOT clean: ..." ; orders count on stderr
   python3 -c '
 import json, sys
 text = sys.stdin.read()
@@ -336,39 +412,28 @@ audit_poll() {
     sleep 1
   done
   log "audit after 20 s: $AUDIT"
-  echo "$report" >"$WORK/logs/audit-last.json"
 }
 
-# After the checkouts: audit while running (the split's events must be consumed),
-# stop, audit again; the verdict goes into the checkouts row.
-finish_config() { # config, then audit env/args as for audit_once
-  local config=$1; shift
-  audit_poll "$@"
-  local running=$AUDIT running_orders=$AUDIT_ORDERS
-  cpu_ticks "${SERVER_PIDS[@]}" >/dev/null  # fails if one of them has exited
-  log "$config: stopping"
+# finish_topology ID LABEL STORAGE [audit env -- audit args]: audits (bazaar only)
+# while running and after SIGTERM, stops the processes, records the topology.
+finish_topology() {
+  local id=$1 label=$2 storage=$3; shift 3
+  local verdict="-" running
+  if [ $# -gt 0 ]; then
+    audit_poll "$@"
+    running="$AUDIT, $AUDIT_ORDERS orders"
+  fi
+  local procs=${#SERVER_PIDS[@]}
+  log "$label: stopping"
   stop_pids "${SERVER_PIDS[@]}"
   SERVER_PIDS=()
-  audit_poll "$@"
-  local verdict="$running, $running_orders orders"
-  if [ "$AUDIT" != "$running" ]; then
-    verdict="$verdict; after stop: $AUDIT"
+  if [ $# -gt 0 ]; then
+    audit_poll "$@"
+    verdict=$running
+    [ "$AUDIT, $AUDIT_ORDERS orders" != "$running" ] && verdict="$verdict; after stop: $AUDIT, $AUDIT_ORDERS orders"
   fi
-  python3 - "$RESULTS" "$config" "$verdict" <<'PY'
-import sys
-path, config, verdict = sys.argv[1:]
-rows = [l.rstrip("\n").split("\t") for l in open(path)]
-for r in rows:
-    if r[0] == config:
-        r[9] = verdict if r[1] == "checkouts" else "-"
-open(path, "w").write("".join("\t".join(r) + "\n" for r in rows))
-PY
-}
-
-run_workloads() { # config database use_nats
-  prepare
-  measure "$1" "product reads" "$ROOT/bench/reads.lua" "$2" "$3"
-  measure "$1" checkouts "$ROOT/bench/checkout.lua" "$2" "$3"
+  python3 -c 'import json,sys; print(json.dumps(dict(id=sys.argv[1], label=sys.argv[2], storage=sys.argv[3], processes=int(sys.argv[4]), audit=sys.argv[5])))' \
+    "$id" "$label" "$storage" "$procs" "$verdict" >>"$TOPOS"
 }
 
 new_database() { # suffix -> NEW_DB (not in a subshell: DATABASES must remember it)
@@ -377,111 +442,148 @@ new_database() { # suffix -> NEW_DB (not in a subshell: DATABASES must remember 
   psql_admin "CREATE DATABASE $NEW_DB" >/dev/null || fail "CREATE DATABASE $NEW_DB (at $ADMIN_DB_URL)"
 }
 
-# 1. monolith (SQLite)
-CONFIG="monolith (SQLite)"
-log "$CONFIG: starting"
-PORT=$(free_port); URL="http://127.0.0.1:$PORT"
-start_server mono-sqlite BAZAAR_DATA_DIR="$WORK/mono-sqlite" BAZAAR_HTTP_ADDR="127.0.0.1:$PORT" -- serve
-wait_ready "$URL" "$LAST_PID" "$CONFIG"
-run_workloads "$CONFIG" "" no
-finish_config "$CONFIG" -- --data-dir "$WORK/mono-sqlite"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# 2. monolith (PostgreSQL)
-CONFIG="monolith (PostgreSQL)"
-new_database mono; DB_MONO=$NEW_DB; DB_MONO_URL=$(db_url "$DB_MONO")
-log "$CONFIG: starting (database $DB_MONO)"
-PORT=$(free_port); URL="http://127.0.0.1:$PORT"
-start_server mono-pg BAZAAR_DATA_DIR="$WORK/mono-pg" BAZAAR_HTTP_ADDR="127.0.0.1:$PORT" \
-  BAZAAR_DATABASE_URL="$DB_MONO_URL" -- serve
-wait_ready "$URL" "$LAST_PID" "$CONFIG"
-run_workloads "$CONFIG" "$DB_MONO" no
-finish_config "$CONFIG" BAZAAR_DATABASE_URL="$DB_MONO_URL" -- --data-dir "$WORK/mono-pg"
+# 1. The bare baseline: product views only.
+if wants baseline; then
+  log "baseline: starting"
+  PORT=$(free_port); URL="http://127.0.0.1:$PORT"
+  start_server baseline -- "$BASELINE_BIN" "127.0.0.1:$PORT"
+  wait_ready "$URL" "$LAST_PID" baseline 30 /api/v1/products
+  run_mixes baseline "" no product
+  finish_topology baseline "bare axum baseline" none
+fi
 
-# 3. split (PostgreSQL + NATS): seven modules, then the gateway.
-CONFIG="split (PostgreSQL + NATS)"
-new_database split; DB_SPLIT=$NEW_DB; DB_SPLIT_URL=$(db_url "$DB_SPLIT")
-log "$CONFIG: starting 8 processes (database $DB_SPLIT, NATS prefix $NATS_PREFIX)"
-MODULES=(identity catalog cart payments orders notifications analytics)
-SECRET_JWT=$(python3 -c 'import secrets;print(secrets.token_urlsafe(36))')
-SECRET_SERVICE=$(python3 -c 'import secrets;print(secrets.token_urlsafe(36))')
-declare -A MODULE_PORT
-SPLIT_ENV=(
-  BAZAAR_DATABASE_URL="$DB_SPLIT_URL"
-  BAZAAR_NATS_URL="$NATS_URL"
-  BAZAAR_NATS_PREFIX="$NATS_PREFIX"
-  BAZAAR_JWT_SECRET="$SECRET_JWT"
-  BAZAAR_SERVICE_SECRET="$SECRET_SERVICE"
-)
-for m in "${MODULES[@]}"; do
-  MODULE_PORT[$m]=$(free_port)
-  SPLIT_ENV+=("BAZAAR_PEER_${m^^}=http://127.0.0.1:${MODULE_PORT[$m]}")
-done
-USED_NATS=yes
-declare -A MODULE_PID
-for m in "${MODULES[@]}"; do
-  start_server "split-$m" "${SPLIT_ENV[@]}" BAZAAR_HTTP_ADDR="127.0.0.1:${MODULE_PORT[$m]}" \
-    BAZAAR_DATA_DIR="$WORK/split/$m" -- serve --only "$m"
-  MODULE_PID[$m]=$LAST_PID
-done
-for m in "${MODULES[@]}"; do
-  wait_ready "http://127.0.0.1:${MODULE_PORT[$m]}" "${MODULE_PID[$m]}" "split: $m"
-done
-PORT=$(free_port); URL="http://127.0.0.1:$PORT"
-start_server split-gateway "${SPLIT_ENV[@]}" BAZAAR_HTTP_ADDR="127.0.0.1:$PORT" \
-  BAZAAR_DATA_DIR="$WORK/split/gateway" -- serve --only gateway
-wait_ready "$URL" "$LAST_PID" "split: gateway"
-run_workloads "$CONFIG" "$DB_SPLIT" yes
-finish_config "$CONFIG" BAZAAR_DATABASE_URL="$DB_SPLIT_URL" -- --data-dir "$WORK/split/audit"
+# 2. monolith (SQLite)
+if wants monolith; then
+  log "monolith (SQLite): starting"
+  PORT=$(free_port); URL="http://127.0.0.1:$PORT"
+  start_server bazaar BAZAAR_DATA_DIR="$WORK/mono-sqlite" BAZAAR_HTTP_ADDR="127.0.0.1:$PORT" -- "$BIN" serve
+  wait_ready "$URL" "$LAST_PID" "monolith (SQLite)"
+  prepare_stock
+  run_mixes monolith "" no "${MIXES[@]}"
+  finish_topology monolith "monolith (SQLite)" SQLite -- --data-dir "$WORK/mono-sqlite"
+fi
 
-# Report.
-INFRA_NOTE="PostgreSQL backends of the configuration's database"
-[ -n "$NATS_PID" ] && INFRA_NOTE="$INFRA_NOTE, plus the whole nats-server process for the split (shared: other users' traffic counts too)"
-[ "$PG_LOCAL" = yes ] || INFRA_NOTE="not measured (PostgreSQL is not on this machine)"
-COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
+# 3. monolith (PostgreSQL)
+if wants monolith-pg; then
+  new_database mono; DB_MONO=$NEW_DB; DB_MONO_URL=$(db_url "$DB_MONO")
+  log "monolith (PostgreSQL): starting (database $DB_MONO)"
+  PORT=$(free_port); URL="http://127.0.0.1:$PORT"
+  start_server bazaar BAZAAR_DATA_DIR="$WORK/mono-pg" BAZAAR_HTTP_ADDR="127.0.0.1:$PORT" \
+    BAZAAR_DATABASE_URL="$DB_MONO_URL" -- "$BIN" serve
+  wait_ready "$URL" "$LAST_PID" "monolith (PostgreSQL)"
+  prepare_stock
+  run_mixes monolith-pg "$DB_MONO" no "${MIXES[@]}"
+  finish_topology monolith-pg "monolith (PostgreSQL)" PostgreSQL \
+    BAZAAR_DATABASE_URL="$DB_MONO_URL" -- --data-dir "$WORK/mono-pg"
+fi
+
+# 4. split (PostgreSQL + NATS): seven modules, then the gateway.
+if wants split; then
+  new_database split; DB_SPLIT=$NEW_DB; DB_SPLIT_URL=$(db_url "$DB_SPLIT")
+  log "split: starting 8 processes (database $DB_SPLIT, NATS prefix $NATS_PREFIX)"
+  MODULES=(identity catalog cart payments orders notifications analytics)
+  SECRET_JWT=$(python3 -c 'import secrets;print(secrets.token_urlsafe(36))')
+  SECRET_SERVICE=$(python3 -c 'import secrets;print(secrets.token_urlsafe(36))')
+  declare -A MODULE_PORT MODULE_PID
+  SPLIT_ENV=(
+    BAZAAR_DATABASE_URL="$DB_SPLIT_URL"
+    BAZAAR_NATS_URL="$NATS_URL"
+    BAZAAR_NATS_PREFIX="$NATS_PREFIX"
+    BAZAAR_JWT_SECRET="$SECRET_JWT"
+    BAZAAR_SERVICE_SECRET="$SECRET_SERVICE"
+  )
+  for m in "${MODULES[@]}"; do
+    MODULE_PORT[$m]=$(free_port)
+    SPLIT_ENV+=("BAZAAR_PEER_${m^^}=http://127.0.0.1:${MODULE_PORT[$m]}")
+  done
+  USED_NATS=yes
+  for m in "${MODULES[@]}"; do
+    start_server "$m" "${SPLIT_ENV[@]}" BAZAAR_HTTP_ADDR="127.0.0.1:${MODULE_PORT[$m]}" \
+      BAZAAR_DATA_DIR="$WORK/split/$m" -- "$BIN" serve --only "$m"
+    MODULE_PID[$m]=$LAST_PID
+  done
+  for m in "${MODULES[@]}"; do
+    wait_ready "http://127.0.0.1:${MODULE_PORT[$m]}" "${MODULE_PID[$m]}" "split: $m"
+  done
+  PORT=$(free_port); URL="http://127.0.0.1:$PORT"
+  start_server gateway "${SPLIT_ENV[@]}" BAZAAR_HTTP_ADDR="127.0.0.1:$PORT" \
+    BAZAAR_DATA_DIR="$WORK/split/gateway" -- "$BIN" serve --only gateway
+  wait_ready "$URL" "$LAST_PID" "split: gateway"
+  prepare_stock
+  run_mixes split "$DB_SPLIT" yes "${MIXES[@]}"
+  finish_topology split "split (PostgreSQL + NATS)" "PostgreSQL + NATS" \
+    BAZAAR_DATABASE_URL="$DB_SPLIT_URL" -- --data-dir "$WORK/split/audit"
+fi
+
+# The results file, then the chart and the docs from it.
+RATES_JSON=$(for m in "${MIXES[@]}"; do echo "$m ${RATES[$m]}"; done)
+USERS_JSON=$(for m in "${MIXES[@]}"; do echo "$m ${USERS[$m]}"; done)
 EXTRA_ENV=$(env | grep '^BAZAAR_' | cut -d= -f1 | paste -sd' ' - || true)
-python3 - "$RESULTS" "$DURATION" "$CLK_TCK" <<'PY'
-import sys
-path, duration, tck = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-rows = [l.rstrip("\n").split("\t") for l in open(path)]
-
-def ms(s):
-    for unit, f in (("us", 1e-3), ("ms", 1.0), ("m", 60e3), ("s", 1e3)):
-        if s.endswith(unit):
-            return float(s[: -len(unit)]) * f
-    return float(s)
-
-def fmt_ms(v):
-    return f"{v * 1000:.0f} µs" if v < 1 else (f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms")
-
-res = {}
-print("| configuration | workload | successful req/s | p50 / p99 | non-2xx | socket errors | bazaar CPU-ms / req | PG + NATS CPU-ms / req | audit |")
-print("|---|---|---|---|---|---|---|---|---|")
-for config, workload, total, non2xx, sockerr, p50, p99, ticks, infra, audit in rows:
-    ok = int(total) - int(non2xx)
-    cpu = int(ticks) / tck * 1000 / ok if ok else float("nan")
-    inf = "-" if infra == "-" else (f"{int(infra) / tck * 1000 / ok:.3f}" if ok else "nan")
-    res[(config, workload)] = (ms(p50), cpu)
-    print(f"| {config} | {workload} | {ok / duration:,.0f} | {fmt_ms(ms(p50))} / {fmt_ms(ms(p99))} "
-          f"| {non2xx} | {sockerr} | {cpu:.3f} | {inf} | {audit} |")
-print()
-S, M, P = "split (PostgreSQL + NATS)", "monolith (SQLite)", "monolith (PostgreSQL)"
-print("| workload | p50: split / monolith (SQLite) | p50: split / monolith (PostgreSQL) "
-      "| CPU per request: split / monolith (SQLite) | CPU per request: split / monolith (PostgreSQL) |")
-print("|---|---|---|---|---|")
-for w in ("product reads", "checkouts"):
-    s, m, p = res[(S, w)], res[(M, w)], res[(P, w)]
-    r = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
-    print(f"| {w} | {r(s[0], m[0])} | {r(s[0], p[0])} | {r(s[1], m[1])} | {r(s[1], p[1])} |")
+python3 - "$RUNS" "$TOPOS" "$OUT/topology.json" <<PY
+import json, platform, subprocess, sys, time
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+topologies = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+def first(path, key):
+    try:
+        for line in open(path):
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+def cmd(*args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+mem_kb = first("/proc/meminfo", "MemTotal").split()[0]
+doc = {
+    "schema": 1,
+    "command": "$COMMAND",
+    "started_at": "$STARTED_AT",
+    "build_secs": $BUILD_SECS,
+    "wall_secs": round(time.time() - $SCRIPT_START, 1),
+    "commit": cmd("git", "describe", "--always", "--dirty"),
+    "machine": {
+        "cores": $CORES,
+        "model": first("/proc/cpuinfo", "model name"),
+        "kernel": platform.release(),
+        "memory_gib": round(int(mem_kb) / 1048576, 1) if mem_kb.isdigit() else None,
+        "load_avg_start": "$LOAD_START",
+        "load_avg_end": " ".join(open("/proc/loadavg").read().split()[:3]),
+        "rustc": cmd("rustc", "--version"),
+    },
+    "settings": {
+        "duration_secs": $DURATION,
+        "warmup_secs": $WARMUP,
+        "quick": "$QUICK" == "yes",
+        "pinned": "$PINNED" == "yes",
+        "server_cpus": "$SERVER_CPUS" or None,
+        "loadgen_cpus": "$LOAD_CPUS" or None,
+        "rates": {l.split()[0]: [float(x) for x in l.split()[1:]] for l in """$RATES_JSON""".splitlines()},
+        "users": {l.split()[0]: int(l.split()[1]) for l in """$USERS_JSON""".splitlines()},
+        "users_pool": $USERS_POOL,
+        "request_timeout": "$REQUEST_TIMEOUT",
+        "max_in_flight": $MAX_IN_FLIGHT,
+        "seed_products": $SEED_PRODUCTS,
+        "postgres_cpu": "$PG_LOCAL" == "yes",
+        "nats_cpu": bool("$NATS_PID"),
+        "extra_env": "$EXTRA_ENV".split(),
+    },
+    "topologies": topologies,
+    "runs": runs,
+}
+json.dump(doc, open(sys.argv[3], "w"), indent=1)
+open(sys.argv[3], "a").write("\n")
 PY
-cat <<MD
-
-Each configuration started fresh (100 seeded products), measured with wrk (1 thread, $CONNS connections,
-closed loop, ${DURATION} s, --timeout 10s): product reads = \`GET /api/v1/products/{id}\` round-robin over the 100 ids
-(\`bench/reads.lua\`); checkouts = \`bench/checkout.lua\` (one user, one-line \`tok_visa\` orders over 20 products
-with stock 1,000,000; 201 only once the saga has confirmed). Successful req/s = (requests − non-2xx) / ${DURATION} s.
-CPU per request = utime + stime of every bazaar process of the configuration (1, 1 and 8 processes) over the wrk
-run, divided by the successful requests; the PG + NATS column is the CPU of ${INFRA_NOTE}, over the same window.
-Audit: \`bazaar audit\` polled until clean (≤ 20 s) while running, then again after SIGTERM.
-Server processes pinned to core 0 and wrk to core 1: ${PINNED}$([ "$PINNED" = yes ] && echo " (PostgreSQL and NATS are not pinned)").
-Command: \`bench/topology.sh $DURATION $CONNS\`, $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), commit ${COMMIT}$([ -n "$EXTRA_ENV" ] && echo ", with $EXTRA_ENV set in the environment").
-MD
+log "wrote $OUT/topology.json"
+if [ "$DOCS" = yes ]; then
+  "$REPORT_BIN" --input "$OUT/topology.json" --png "$ROOT/docs/topology-latency.png" \
+    --docs "$ROOT/docs/benchmarks.md" || fail "bench-report"
+  log "wrote docs/topology-latency.png and docs/benchmarks.md"
+else
+  "$REPORT_BIN" --input "$OUT/topology.json" --png "$OUT/topology-latency.png" || fail "bench-report"
+fi
+log "done in $(python3 -c "import time;print(round(time.time() - $SCRIPT_START))") s (build $BUILD_SECS s)"

@@ -49,6 +49,8 @@ pub(crate) enum Mix {
     Shop,
     /// listing 1, product view 10 (anonymous reads only).
     Browse,
+    /// product view only: the cached read path, comparable with the bare baseline.
+    Product,
     /// add to cart 1, checkout 1.
     Checkout,
 }
@@ -58,6 +60,7 @@ impl Mix {
         match self {
             Mix::Shop => "shop",
             Mix::Browse => "browse",
+            Mix::Product => "product",
             Mix::Checkout => "checkout",
         }
     }
@@ -73,6 +76,7 @@ impl Mix {
                 (Operation::Checkout, 1),
             ],
             Mix::Browse => &[(Operation::Listing, 1), (Operation::ProductView, 10)],
+            Mix::Product => &[(Operation::ProductView, 1)],
             Mix::Checkout => &[(Operation::AddToCart, 1), (Operation::Checkout, 1)],
         }
     }
@@ -134,7 +138,7 @@ mod tests {
     #[test]
     fn every_mix_is_drawn_in_proportion_to_its_weights() {
         const DRAWS: u32 = 200_000;
-        for mix in [Mix::Shop, Mix::Browse, Mix::Checkout] {
+        for mix in [Mix::Shop, Mix::Browse, Mix::Product, Mix::Checkout] {
             let sampler = Sampler::new(mix.weights());
             let mut rng = StdRng::seed_from_u64(7);
             let mut counts: HashMap<Operation, u32> = HashMap::new();
@@ -157,10 +161,11 @@ mod tests {
     }
 
     #[test]
-    fn only_the_browse_mix_runs_without_users() {
+    fn only_the_read_mixes_run_without_users() {
         assert!(Mix::Shop.needs_users());
         assert!(Mix::Checkout.needs_users());
         assert!(!Mix::Browse.needs_users());
+        assert!(!Mix::Product.needs_users());
     }
 
     #[test]

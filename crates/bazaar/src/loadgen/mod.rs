@@ -1,16 +1,20 @@
 //! `bazaar loadgen`: drives a running bazaar with a realistic shopper mix and reports
 //! latency percentiles and outcomes per operation.
 //!
-//! - [`mix`]: the operations and their weights (shop, browse, checkout);
+//! - [`mix`]: the operations and their weights (shop, browse, product, checkout);
 //! - [`scheduler`]: open loop (`--rate`, latency from the intended send time) and
 //!   closed loop (`--users`);
 //! - [`shopper`]: the HTTP requests themselves, against the public API;
-//! - [`report`]: HDR histograms per operation, the table and the JSON report.
+//! - [`report`]: HDR histograms per operation, the orders' outcomes, the table and
+//!   the JSON report;
+//! - [`cpu`]: CPU time of the server processes and of loadgen over the measured
+//!   window (`--cpu-pid`).
 //!
 //! Every run is bounded: by `--duration` (+ `--warmup`), by `--max-requests`, and by
 //! the per-request timeout for the drain at the end. Test traffic goes to loopback
 //! only unless `--allow-remote` says otherwise.
 
+mod cpu;
 mod mix;
 mod report;
 mod scheduler;
@@ -47,8 +51,8 @@ pub(crate) struct LoadgenArgs {
     #[arg(long)]
     allow_remote: bool,
     /// The workload: shop (listing 1, product 10, add to cart 2, view cart 3,
-    /// checkout 1), browse (listing 1, product 10) or checkout (add to cart 1,
-    /// checkout 1).
+    /// checkout 1), browse (listing 1, product 10), product (product views only) or
+    /// checkout (add to cart 1, checkout 1).
     #[arg(long, value_enum, default_value = "shop")]
     mix: Mix,
     /// Open loop: arrivals per second, sent on schedule whatever the responses do.
@@ -87,6 +91,15 @@ pub(crate) struct LoadgenArgs {
     /// No live progress line on stderr (it is off anyway when stderr is not a TTY).
     #[arg(long)]
     no_progress: bool,
+    /// After the run, how long to keep reading orders that were still pending when
+    /// their checkout answered (202), so the report counts how they ended.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    settle: Duration,
+    /// Report the CPU time this process spends over the measured window (Linux,
+    /// from /proc), summed under NAME with every other PID of that name, e.g.
+    /// `--cpu-pid bazaar=1234`. Repeatable.
+    #[arg(long, value_name = "NAME=PID", value_parser = cpu::parse_watch)]
+    cpu_pid: Vec<cpu::Watch>,
 }
 
 /// `30s`, `2m`, `500ms`, `1.5s`, `1h`.
@@ -136,9 +149,9 @@ pub(crate) async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     if args.duration.is_zero() {
         bail!("--duration must be more than zero");
     }
-    if args.duration + args.warmup > MAX_RUN {
+    if args.duration + args.warmup > MAX_RUN || args.settle > MAX_RUN {
         bail!(
-            "--duration plus --warmup must be at most {}s",
+            "--duration plus --warmup, and --settle, must be at most {}s",
             MAX_RUN.as_secs()
         );
     }
@@ -175,7 +188,19 @@ pub(crate) async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     );
 
     let start = Instant::now() + Duration::from_millis(50);
-    let recorder = Arc::new(Recorder::new(start + args.warmup)?);
+    let measure_from = start + args.warmup;
+    let recorder = Arc::new(Recorder::new(measure_from)?);
+    // CPU is sampled at both ends of the measured window, on its own task.
+    let cpu_window = {
+        let watches = args.cpu_pid.clone();
+        let end = measure_from + args.duration;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from).await;
+            let before = cpu::sample(&watches);
+            tokio::time::sleep_until(end).await;
+            (before, cpu::sample(&watches))
+        })
+    };
     let bounds = Bounds {
         until: args.warmup + args.duration,
         max_requests: args.max_requests,
@@ -233,8 +258,20 @@ pub(crate) async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    // A run cut short by --max-requests waits here for the window's end: the CPU
+    // numbers always cover the whole window.
+    let cpu_samples = cpu_window.await.ok();
+    let pending = recorder.take_pending_orders();
+    if !pending.is_empty() {
+        eprintln!(
+            "loadgen: {} orders were pending when answered; reading them for up to {:.1}s",
+            pending.len(),
+            args.settle.as_secs_f64()
+        );
+        recorder.settled(shopper.settle(pending, args.settle).await);
+    }
 
-    let report = recorder.report(
+    let mut report = recorder.report(
         RunInfo {
             target: base,
             mode: if args.rate.is_some() {
@@ -249,6 +286,8 @@ pub(crate) async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         },
         args.duration,
     );
+    report.cpu = cpu_samples
+        .map(|(before, after)| cpu::report(&args.cpu_pid, &before, &after, report.total.count));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json + "\n")

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::cpu::CpuReport;
 use super::mix::Operation;
 
 /// The smallest and largest latency a histogram holds (µs), and its precision.
@@ -93,11 +94,46 @@ impl Stats {
     }
 }
 
+/// What a checkout's answer (or a later read of its order) said about the order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OrderSeen {
+    Confirmed,
+    /// With the order's `failure_reason`.
+    Failed(String),
+    /// Not ended yet: whose it is, so it can be read again later.
+    Pending {
+        user: usize,
+        id: String,
+    },
+}
+
+/// The orders of the measured checkouts, by how they ended.
+#[derive(Debug, Default)]
+struct Orders {
+    confirmed: u64,
+    failed: BTreeMap<String, u64>,
+    /// Pending when answered and not (yet) seen to end.
+    pending: Vec<(usize, String)>,
+    /// How many were pending when their checkout answered (202).
+    pending_at_answer: u64,
+}
+
+impl Orders {
+    fn count(&mut self, seen: OrderSeen) {
+        match seen {
+            OrderSeen::Confirmed => self.confirmed += 1,
+            OrderSeen::Failed(reason) => *self.failed.entry(reason).or_default() += 1,
+            OrderSeen::Pending { user, id } => self.pending.push((user, id)),
+        }
+    }
+}
+
 struct Inner {
     operations: BTreeMap<Operation, Stats>,
     total: Stats,
     dropped: u64,
     warmup: u64,
+    orders: Orders,
 }
 
 /// What the scheduler records into; shared by every in-flight request.
@@ -128,6 +164,7 @@ impl Recorder {
                 total: Stats::new()?,
                 dropped: 0,
                 warmup: 0,
+                orders: Orders::default(),
             }),
             measure_from,
         })
@@ -156,6 +193,32 @@ impl Recorder {
         inner.total.record(class, latency);
     }
 
+    /// The order a measured checkout (meant to be sent at `intended`) answered with.
+    pub(crate) fn order(&self, intended: Instant, seen: OrderSeen) {
+        if intended < self.measure_from {
+            return;
+        }
+        let mut inner = self.lock();
+        if matches!(seen, OrderSeen::Pending { .. }) {
+            inner.orders.pending_at_answer += 1;
+        }
+        inner.orders.count(seen);
+    }
+
+    /// The measured orders still pending (owner, id), taken out to be read again;
+    /// hand what they became to [`Recorder::settled`].
+    pub(crate) fn take_pending_orders(&self) -> Vec<(usize, String)> {
+        std::mem::take(&mut self.lock().orders.pending)
+    }
+
+    /// What the orders taken by [`Recorder::take_pending_orders`] became.
+    pub(crate) fn settled(&self, orders: Vec<OrderSeen>) {
+        let mut inner = self.lock();
+        for seen in orders {
+            inner.orders.count(seen);
+        }
+    }
+
     /// An arrival that was not sent: too many requests already in flight.
     pub(crate) fn dropped(&self, intended: Instant) {
         let mut inner = self.lock();
@@ -180,7 +243,14 @@ impl Recorder {
     pub(crate) fn report(&self, run: RunInfo, duration: Duration) -> Report {
         let inner = self.lock();
         let secs = duration.as_secs_f64();
+        let orders = inner
+            .operations
+            .get(&Operation::Checkout)
+            .is_some_and(|stats| !stats.histogram.is_empty())
+            .then(|| OrdersReport::of(&inner.orders, secs));
         Report {
+            orders,
+            cpu: None,
             operations: inner
                 .operations
                 .iter()
@@ -221,7 +291,17 @@ pub(crate) struct RunInfo {
 ///   "dropped": 0,           // open loop: arrivals not sent (in-flight cap reached)
 ///   "warmup_requests": 2500, // completed during the warmup, not in the numbers
 ///   "total": OP,
-///   "operations": { "listing" | "product_view" | "add_to_cart" | "view_cart" | "checkout": OP }
+///   "operations": { "listing" | "product_view" | "add_to_cart" | "view_cart" | "checkout": OP },
+///   "orders": {             // only when the run made checkouts
+///     "placed": 120, "confirmed": 118, "failed": 2, "pending": 0,
+///     "confirmed_per_sec": 23.6, "pending_at_answer": 3,
+///     "failure_reasons": { "out_of_stock": 2 }
+///   },
+///   "cpu": {                // Linux: over the measured window
+///     "window_secs": 5.0,
+///     "groups": { "loadgen" | <--cpu-pid name>: { "processes": 1, "unreadable": 0,
+///                 "cpu_secs": 1.2, "cores": 0.24, "per_request_us": 48.0 } }
+///   }
 /// }
 /// OP = { "count": 15000, "rate": 500.0,
 ///        "latency_us": { "p50", "p90", "p99", "p99_9", "max", "mean" },
@@ -240,6 +320,53 @@ pub(crate) struct Report {
     pub(crate) warmup_requests: u64,
     pub(crate) total: OpReport,
     pub(crate) operations: BTreeMap<String, OpReport>,
+    /// Present when the run made checkouts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) orders: Option<OrdersReport>,
+    /// CPU over the measured window (Linux): loadgen's own, and the `--cpu-pid`
+    /// groups'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cpu: Option<CpuReport>,
+}
+
+/// The orders of the measured checkouts. An order is counted by its final status:
+/// the checkout's answer when terminal (201), otherwise what reading the order again
+/// after the run said (loadgen waits up to `--settle` for pending ones to end).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct OrdersReport {
+    /// Checkouts answered with an order (2xx): confirmed + failed + pending.
+    pub(crate) placed: u64,
+    pub(crate) confirmed: u64,
+    pub(crate) failed: u64,
+    /// Still pending when loadgen stopped waiting.
+    pub(crate) pending: u64,
+    /// `confirmed` over the measured duration.
+    pub(crate) confirmed_per_sec: f64,
+    /// How many were still pending when their checkout answered (202).
+    pub(crate) pending_at_answer: u64,
+    /// Failed orders by `failure_reason`.
+    pub(crate) failure_reasons: BTreeMap<String, u64>,
+}
+
+impl OrdersReport {
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    fn of(orders: &Orders, secs: f64) -> Self {
+        let failed = orders.failed.values().sum::<u64>();
+        let pending = orders.pending.len() as u64;
+        Self {
+            placed: orders.confirmed + failed + pending,
+            confirmed: orders.confirmed,
+            failed,
+            pending,
+            confirmed_per_sec: if secs > 0.0 {
+                orders.confirmed as f64 / secs
+            } else {
+                0.0
+            },
+            pending_at_answer: orders.pending_at_answer,
+            failure_reasons: orders.failed.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -361,6 +488,51 @@ impl std::fmt::Display for Report {
                 s.transport
             );
         }
+        if let Some(orders) = &self.orders {
+            let reasons = orders
+                .failure_reasons
+                .iter()
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                out,
+                "orders: {} placed, {} confirmed ({:.1}/s), {} failed{}, {} still pending \
+                 ({} were pending when answered)",
+                orders.placed,
+                orders.confirmed,
+                orders.confirmed_per_sec,
+                orders.failed,
+                if reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reasons})")
+                },
+                orders.pending,
+                orders.pending_at_answer
+            );
+        }
+        if let Some(cpu) = &self.cpu {
+            let groups = cpu
+                .groups
+                .iter()
+                .map(|(name, g)| {
+                    format!(
+                        "{name} {:.2}s ({:.2} cores, {:.1}µs/request{})",
+                        g.cpu_secs,
+                        g.cores,
+                        g.per_request_us,
+                        if g.unreadable > 0 {
+                            format!(", {} unreadable", g.unreadable)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let _ = writeln!(out, "cpu over {:.1}s: {groups}", cpu.window_secs);
+        }
         f.write_str(&out)?;
         write!(
             f,
@@ -476,6 +648,98 @@ mod tests {
         let table = report.to_string();
         assert!(table.contains("product_view"), "{table}");
         assert!(table.lines().any(|l| l.starts_with("total")), "{table}");
+    }
+
+    #[test]
+    fn orders_are_counted_by_their_final_status() {
+        let start = Instant::now();
+        let recorder = Recorder::new(start + Duration::from_secs(1)).unwrap();
+        let measured = start + Duration::from_secs(2);
+        for _ in 0..3 {
+            recorder.record(
+                Operation::Checkout,
+                StatusClass::S2xx,
+                measured,
+                Duration::from_millis(5),
+            );
+        }
+        recorder.order(measured, OrderSeen::Confirmed);
+        recorder.order(measured, OrderSeen::Failed("out_of_stock".into()));
+        recorder.order(
+            measured,
+            OrderSeen::Pending {
+                user: 1,
+                id: "a".into(),
+            },
+        );
+        recorder.order(
+            measured,
+            OrderSeen::Pending {
+                user: 2,
+                id: "b".into(),
+            },
+        );
+        recorder.order(
+            measured,
+            OrderSeen::Pending {
+                user: 3,
+                id: "c".into(),
+            },
+        );
+        // A warmup checkout's order is not counted.
+        recorder.order(start, OrderSeen::Confirmed);
+
+        let pending = recorder.take_pending_orders();
+        assert_eq!(
+            pending,
+            vec![(1, "a".into()), (2, "b".into()), (3, "c".into())]
+        );
+        // Read again: one confirmed, one failed, one still pending.
+        recorder.settled(vec![
+            OrderSeen::Confirmed,
+            OrderSeen::Failed("payment_declined".into()),
+            OrderSeen::Pending {
+                user: 3,
+                id: "c".into(),
+            },
+        ]);
+        let report = recorder.report(run(), Duration::from_secs(2));
+        let orders = report.orders.clone().unwrap();
+        assert_eq!(orders.placed, 5);
+        assert_eq!(orders.confirmed, 2);
+        assert_eq!(orders.failed, 2);
+        assert_eq!(orders.pending, 1);
+        assert_eq!(orders.pending_at_answer, 3);
+        assert!((orders.confirmed_per_sec - 1.0).abs() < 1e-9);
+        assert_eq!(orders.failure_reasons["out_of_stock"], 1);
+        assert_eq!(orders.failure_reasons["payment_declined"], 1);
+
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["orders"]["confirmed"], 2);
+        assert_eq!(json["orders"]["failure_reasons"]["out_of_stock"], 1);
+        assert!(json.get("cpu").is_none());
+        let table = report.to_string();
+        assert!(table.contains("2 confirmed (1.0/s)"), "{table}");
+    }
+
+    #[test]
+    fn a_run_without_checkouts_has_no_orders() {
+        let start = Instant::now();
+        let recorder = Recorder::new(start).unwrap();
+        recorder.record(
+            Operation::ProductView,
+            StatusClass::S2xx,
+            start,
+            Duration::from_millis(1),
+        );
+        let report = recorder.report(run(), Duration::from_secs(1));
+        assert!(report.orders.is_none());
+        assert!(
+            serde_json::to_value(&report)
+                .unwrap()
+                .get("orders")
+                .is_none()
+        );
     }
 
     #[test]

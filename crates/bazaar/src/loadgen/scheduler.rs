@@ -15,15 +15,17 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::mix::Operation;
-use super::report::{Recorder, StatusClass};
+use super::report::{OrderSeen, Recorder, StatusClass};
 
 /// One request of an arrival and when its response ended. An arrival is usually one
 /// step; a checkout on an empty cart is two (add to cart, then checkout).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Step {
     pub(crate) op: Operation,
     pub(crate) class: StatusClass,
     pub(crate) finished: Instant,
+    /// A checkout's order, as its answer described it.
+    pub(crate) order: Option<OrderSeen>,
 }
 
 /// The steps of one arrival, recorded: the first from `intended`, each next one from
@@ -37,6 +39,9 @@ fn record_steps(recorder: &Recorder, intended: Instant, steps: &[Step]) {
             intended,
             step.finished.saturating_duration_since(from),
         );
+        if let Some(order) = &step.order {
+            recorder.order(intended, order.clone());
+        }
         from = step.finished;
     }
 }
@@ -186,6 +191,7 @@ mod tests {
                     op: Operation::ProductView,
                     class: StatusClass::S2xx,
                     finished: Instant::now(),
+                    order: None,
                 }]
             })
         }
@@ -259,11 +265,13 @@ mod tests {
                     op: Operation::AddToCart,
                     class: StatusClass::S2xx,
                     finished: first,
+                    order: None,
                 },
                 Step {
                     op: Operation::Checkout,
                     class: StatusClass::S2xx,
                     finished: Instant::now(),
+                    order: None,
                 },
             ]
         })
@@ -284,6 +292,7 @@ mod tests {
                 op: Operation::ViewCart,
                 class: StatusClass::S2xx,
                 finished: Instant::now(),
+                order: None,
             }]
         })
         .await;
@@ -304,6 +313,7 @@ mod tests {
                 op: Operation::Listing,
                 class: StatusClass::S2xx,
                 finished: Instant::now(),
+                order: None,
             }]
         };
         let start = Instant::now();

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::mix::Operation;
-use super::report::StatusClass;
+use super::report::{OrderSeen, StatusClass};
 use super::scheduler::Step;
 
 /// Listing pages read up front to learn product ids.
@@ -217,33 +217,157 @@ impl Shopper {
                             "country": "GB",
                         },
                     }));
-                steps.push(send(Operation::Checkout, request).await.0);
+                let (mut step, status, body) =
+                    send_reading(Operation::Checkout, request, true).await;
+                if let (Some(status), Some(body)) = (status, body) {
+                    step.order = OrderSeen::of_answer(status, &body, plan.user.unwrap_or(0));
+                }
+                steps.push(step);
                 steps
             }
         }
     }
 }
 
+impl Shopper {
+    /// Reads the orders that were still pending when their checkout answered, until
+    /// each has ended or `patience` has passed: what each became (or still pending).
+    pub(crate) async fn settle(
+        self: &Arc<Self>,
+        pending: Vec<(usize, String)>,
+        patience: Duration,
+    ) -> Vec<OrderSeen> {
+        const READS_AT_ONCE: usize = 16;
+        const POLL: Duration = Duration::from_millis(200);
+        let deadline = Instant::now() + patience;
+        let mut waiting = pending;
+        let mut ended = Vec::with_capacity(waiting.len());
+        loop {
+            let mut still = Vec::new();
+            for chunk in waiting.chunks(READS_AT_ONCE) {
+                let mut reads = tokio::task::JoinSet::new();
+                for (user, id) in chunk.iter().cloned() {
+                    let shopper = Arc::clone(self);
+                    reads.spawn(async move { shopper.read_order(user, id).await });
+                }
+                while let Some(read) = reads.join_next().await {
+                    match read {
+                        Ok(OrderSeen::Pending { user, id }) => still.push((user, id)),
+                        Ok(seen) => ended.push(seen),
+                        Err(_) => {}
+                    }
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() || Instant::now() + POLL >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        ended.extend(
+            waiting
+                .into_iter()
+                .map(|(user, id)| OrderSeen::Pending { user, id }),
+        );
+        ended
+    }
+
+    /// The order as its owner reads it; still pending when it cannot be read.
+    async fn read_order(&self, user: usize, id: String) -> OrderSeen {
+        let Some(owner) = self.users.get(user) else {
+            return OrderSeen::Pending { user, id };
+        };
+        let url = self.url(&format!("/api/v1/orders/{id}"));
+        let answer = self.client.get(url).bearer_auth(&owner.token).send().await;
+        let order = match answer {
+            Ok(response) if response.status().is_success() => {
+                response.json::<OrderBody>().await.ok()
+            }
+            _ => None,
+        };
+        order
+            .and_then(|order| OrderSeen::of_status(&order, user))
+            .unwrap_or(OrderSeen::Pending { user, id })
+    }
+}
+
 /// Sends one request and reads its whole body (so the connection is reused).
 async fn send(op: Operation, request: RequestBuilder) -> (Step, Option<u16>) {
-    let (class, status) = match request.send().await {
+    let (step, status, _) = send_reading(op, request, false).await;
+    (step, status)
+}
+
+/// [`send`], also handing back the body when `keep_body` (only checkouts need it).
+async fn send_reading(
+    op: Operation,
+    request: RequestBuilder,
+    keep_body: bool,
+) -> (Step, Option<u16>, Option<Vec<u8>>) {
+    let (class, status, body) = match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
             match response.bytes().await {
-                Ok(_) => (StatusClass::of(status), Some(status)),
-                Err(_) => (StatusClass::Transport, None),
+                Ok(body) => (
+                    StatusClass::of(status),
+                    Some(status),
+                    keep_body.then(|| body.to_vec()),
+                ),
+                Err(_) => (StatusClass::Transport, None, None),
             }
         }
-        Err(_) => (StatusClass::Transport, None),
+        Err(_) => (StatusClass::Transport, None, None),
     };
     (
         Step {
             op,
             class,
             finished: Instant::now(),
+            order: None,
         },
         status,
+        body,
     )
+}
+
+/// The fields of an order that say how it ended.
+#[derive(Deserialize)]
+struct OrderBody {
+    id: String,
+    status: String,
+    #[serde(default)]
+    failure_reason: Option<String>,
+}
+
+impl OrderSeen {
+    /// What a checkout answer (`201` terminal or `202` pending, with the order as its
+    /// body) says; `None` for any other answer (no order, or one this run cannot
+    /// follow).
+    pub(crate) fn of_answer(status: u16, body: &[u8], user: usize) -> Option<Self> {
+        if !(200..=299).contains(&status) {
+            return None;
+        }
+        let order: OrderBody = serde_json::from_slice(body).ok()?;
+        Self::of_status(&order, user)
+    }
+
+    fn of_status(order: &OrderBody, user: usize) -> Option<Self> {
+        match order.status.as_str() {
+            // Cancelled only follows confirmed, and this run cancels nothing: count
+            // it as what it was before, confirmed.
+            "confirmed" | "cancelled" => Some(Self::Confirmed),
+            "failed" => Some(Self::Failed(
+                order
+                    .failure_reason
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_owned()),
+            )),
+            "pending" => Some(Self::Pending {
+                user,
+                id: order.id.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Up to [`PRODUCT_PAGES`] pages of the listing.

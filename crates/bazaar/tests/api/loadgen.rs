@@ -12,6 +12,15 @@ use serde_json::Value;
 
 use crate::helpers::{DataDir, Server};
 
+/// The value of the one series of `name` whose labels include `label`, 0 when absent.
+fn series(metrics: &str, name: &str, label: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
+        .sum()
+}
+
 /// `http_requests_total` summed over statuses, by (method, route).
 fn requests_by_route(metrics: &str) -> HashMap<(String, String), u64> {
     let mut counts = HashMap::new();
@@ -49,7 +58,9 @@ async fn loadgen_counts_agree_with_the_servers_metrics() {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_bazaar"))
             .args(["loadgen", "--target", &server.base, "--mix", "shop"])
             .args(["--rate", "50", "--duration", "3s", "--users-pool", "4"])
-            .args(["--seed", "42", "--no-progress", "--timeout", "5s", "--json"])
+            .args(["--seed", "42", "--no-progress", "--timeout", "5s"])
+            .args(["--cpu-pid", &format!("server={}", server.proc.child.id())])
+            .arg("--json")
             .arg(&report_path)
             .kill_on_drop(true)
             .output(),
@@ -117,4 +128,33 @@ async fn loadgen_counts_agree_with_the_servers_metrics() {
             "{op}: loadgen {sent}, server {server_count} ({method} {route})\n{report:#}"
         );
     }
+
+    // Orders: every checkout answered 2xx placed one, each counted by how it ended,
+    // as the server's saga counted them.
+    let orders = &report["orders"];
+    let checkouts_ok = report["operations"]["checkout"]["status"]["2xx"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(orders["placed"], checkouts_ok, "{report:#}");
+    assert_eq!(orders["pending"], 0, "{report:#}");
+    let confirmed = orders["confirmed"].as_u64().unwrap();
+    let failed = orders["failed"].as_u64().unwrap();
+    assert!(confirmed > 0, "{report:#}");
+    assert_eq!(confirmed + failed, checkouts_ok, "{report:#}");
+    assert_eq!(
+        confirmed,
+        series(&metrics, "orders_total", "outcome=\"confirmed\""),
+        "{report:#}\n{metrics}"
+    );
+    assert_eq!(
+        failed,
+        series(&metrics, "orders_total", "outcome=\"failed\""),
+        "{report:#}"
+    );
+
+    // CPU over the window: loadgen's own and the server's, both read.
+    let cpu = &report["cpu"]["groups"];
+    assert_eq!(cpu["server"]["processes"], 1, "{report:#}");
+    assert_eq!(cpu["server"]["unreadable"], 0, "{report:#}");
+    assert_eq!(cpu["loadgen"]["processes"], 1, "{report:#}");
 }

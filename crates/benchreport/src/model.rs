@@ -1,0 +1,383 @@
+//! The results file `bench/topology.sh` writes (`bench/results/topology.json`): one
+//! object with the machine, the settings, the topologies and one entry per loadgen
+//! run (the loadgen `--json` report itself, plus peak RSS per process), and the
+//! numbers derived from each run.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Results {
+    pub(crate) command: String,
+    pub(crate) started_at: String,
+    pub(crate) build_secs: f64,
+    pub(crate) wall_secs: f64,
+    pub(crate) commit: String,
+    pub(crate) machine: Machine,
+    pub(crate) settings: Settings,
+    pub(crate) topologies: Vec<Topology>,
+    pub(crate) runs: Vec<Run>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Machine {
+    pub(crate) cores: u32,
+    pub(crate) model: String,
+    pub(crate) kernel: String,
+    pub(crate) memory_gib: Option<f64>,
+    pub(crate) load_avg_start: String,
+    pub(crate) load_avg_end: String,
+    pub(crate) rustc: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[allow(clippy::struct_excessive_bools)] // the file's shape: four independent facts
+pub(crate) struct Settings {
+    pub(crate) duration_secs: f64,
+    pub(crate) warmup_secs: f64,
+    pub(crate) quick: bool,
+    pub(crate) pinned: bool,
+    pub(crate) server_cpus: Option<String>,
+    pub(crate) loadgen_cpus: Option<String>,
+    pub(crate) rates: BTreeMap<String, Vec<f64>>,
+    pub(crate) users: BTreeMap<String, u64>,
+    pub(crate) users_pool: u32,
+    pub(crate) request_timeout: String,
+    pub(crate) max_in_flight: u64,
+    pub(crate) seed_products: u32,
+    pub(crate) postgres_cpu: bool,
+    pub(crate) nats_cpu: bool,
+    #[serde(default)]
+    pub(crate) extra_env: Vec<String>,
+}
+
+impl Settings {
+    /// How many cores a `taskset -c` list such as `0-3,6` names.
+    fn cores_in(list: Option<&str>) -> Option<f64> {
+        let mut n = 0_u32;
+        for part in list?.split(',') {
+            let count = if let Some((a, b)) = part.split_once('-') {
+                b.trim()
+                    .parse::<u32>()
+                    .ok()?
+                    .checked_sub(a.trim().parse().ok()?)?
+                    + 1
+            } else {
+                part.trim().parse::<u32>().ok()?;
+                1
+            };
+            n += count;
+        }
+        Some(f64::from(n))
+    }
+
+    /// The cores the servers may use (all of them when not pinned).
+    pub(crate) fn server_cores(&self, machine: &Machine) -> f64 {
+        Self::cores_in(self.server_cpus.as_deref()).unwrap_or(f64::from(machine.cores))
+    }
+
+    /// The cores loadgen may use (all of them when not pinned).
+    pub(crate) fn loadgen_cores(&self, machine: &Machine) -> f64 {
+        Self::cores_in(self.loadgen_cpus.as_deref()).unwrap_or(f64::from(machine.cores))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Topology {
+    pub(crate) id: String,
+    pub(crate) label: String,
+    pub(crate) processes: u32,
+    pub(crate) audit: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Run {
+    pub(crate) topology: String,
+    pub(crate) mix: String,
+    /// `open` (fixed arrival rate) or `closed` (users).
+    pub(crate) mode: String,
+    pub(crate) rate: Option<f64>,
+    pub(crate) users: Option<u64>,
+    #[serde(default)]
+    pub(crate) peak_rss_kb: BTreeMap<String, u64>,
+    pub(crate) report: Report,
+}
+
+/// The parts of a `bazaar loadgen --json` report used here.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Report {
+    pub(crate) duration_secs: f64,
+    pub(crate) dropped: u64,
+    pub(crate) total: Op,
+    #[serde(default)]
+    pub(crate) orders: Option<Orders>,
+    #[serde(default)]
+    pub(crate) cpu: Option<Cpu>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Op {
+    pub(crate) count: u64,
+    pub(crate) latency_us: Latency,
+    pub(crate) status: Status,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) struct Latency {
+    pub(crate) p50: u64,
+    pub(crate) p99: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) struct Status {
+    #[serde(rename = "2xx")]
+    pub(crate) s2xx: u64,
+    #[serde(rename = "4xx")]
+    pub(crate) s4xx: u64,
+    #[serde(rename = "5xx")]
+    pub(crate) s5xx: u64,
+    pub(crate) transport: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Orders {
+    pub(crate) failed: u64,
+    pub(crate) pending: u64,
+    pub(crate) confirmed_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Cpu {
+    pub(crate) groups: BTreeMap<String, CpuGroup>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct CpuGroup {
+    pub(crate) cpu_secs: f64,
+    pub(crate) cores: f64,
+}
+
+/// Open-loop runs that got less than this share of the offered rate did not keep up.
+const KEPT_UP_SHARE: f64 = 0.95;
+/// Nor did runs with more than this share of errors (or any dropped arrival).
+const KEPT_UP_ERRORS: f64 = 0.01;
+
+impl Run {
+    fn group(&self, name: &str) -> Option<&CpuGroup> {
+        self.report.cpu.as_ref()?.groups.get(name)
+    }
+
+    /// Successful (2xx) answers per second.
+    #[allow(clippy::cast_precision_loss)]
+    pub(crate) fn ok_rate(&self) -> f64 {
+        per_sec(self.report.total.status.s2xx, self.report.duration_secs)
+    }
+
+    /// 4xx, 5xx and transport errors.
+    pub(crate) fn errors(&self) -> u64 {
+        let s = self.report.total.status;
+        s.s4xx + s.s5xx + s.transport
+    }
+
+    /// CPU microseconds of `group` per successful request.
+    #[allow(clippy::cast_precision_loss)]
+    pub(crate) fn cpu_us_per_ok(&self, group: &str) -> Option<f64> {
+        let ok = self.report.total.status.s2xx;
+        let g = self.group(group)?;
+        (ok > 0).then(|| g.cpu_secs * 1e6 / ok as f64)
+    }
+
+    /// Successful requests per CPU-second of the server processes.
+    pub(crate) fn ok_per_server_cpu_sec(&self) -> Option<f64> {
+        self.cpu_us_per_ok("server")
+            .filter(|us| *us > 0.0)
+            .map(|us| 1e6 / us)
+    }
+
+    /// Cores `group` kept busy over the window.
+    pub(crate) fn cores(&self, group: &str) -> Option<f64> {
+        self.group(group).map(|g| g.cores)
+    }
+
+    /// Open loop: the server answered (nearly) every arrival, on time enough not to
+    /// drop or fail. Closed loop: no errors to speak of.
+    #[allow(clippy::cast_precision_loss)]
+    pub(crate) fn kept_up(&self) -> bool {
+        let total = self.report.total.count.max(1) as f64;
+        let errors_ok = (self.errors() as f64) / total <= KEPT_UP_ERRORS;
+        match self.rate {
+            Some(rate) if self.mode == "open" => {
+                errors_ok
+                    && self.report.dropped == 0
+                    && per_sec(self.report.total.count, self.report.duration_secs)
+                        >= KEPT_UP_SHARE * rate
+            }
+            _ => errors_ok,
+        }
+    }
+
+    /// The load, as the tables show it: `500/s` or `32 users`.
+    pub(crate) fn load(&self) -> String {
+        match (self.mode.as_str(), self.rate, self.users) {
+            ("open", Some(rate), _) => format!("{}/s", thousands(rate)),
+            (_, _, Some(users)) => format!("{users} users"),
+            _ => "?".to_owned(),
+        }
+    }
+
+    pub(crate) fn peak_rss_mb_total(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let kb = self.peak_rss_kb.values().sum::<u64>() as f64;
+        kb / 1024.0
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn per_sec(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
+}
+
+/// `12,345` (rounded).
+pub(crate) fn thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return "n/a".to_owned();
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let n = value.abs().round() as u64;
+    let out = count(n);
+    if value < 0.0 && n > 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// `12,345`.
+pub(crate) fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Results {
+    /// The runs of one topology and mix, open loop by rate, then the closed loop.
+    pub(crate) fn runs_of<'a>(&'a self, topology: &'a str, mix: &'a str) -> Vec<&'a Run> {
+        let mut runs: Vec<&Run> = self
+            .runs
+            .iter()
+            .filter(|r| r.topology == topology && r.mix == mix)
+            .collect();
+        runs.sort_by(|a, b| {
+            (a.mode != "open")
+                .cmp(&(b.mode != "open"))
+                .then(a.rate.unwrap_or(0.0).total_cmp(&b.rate.unwrap_or(0.0)))
+        });
+        runs
+    }
+
+    pub(crate) fn closed(&self, topology: &str, mix: &str) -> Option<&Run> {
+        self.runs
+            .iter()
+            .find(|r| r.topology == topology && r.mix == mix && r.mode == "closed")
+    }
+
+    pub(crate) fn open_at(&self, topology: &str, mix: &str, rate: f64) -> Option<&Run> {
+        self.runs.iter().find(|r| {
+            r.topology == topology
+                && r.mix == mix
+                && r.mode == "open"
+                && r.rate.is_some_and(|x| (x - rate).abs() < 1e-9)
+        })
+    }
+
+    /// The mixes in the order the settings list them (product, shop, checkout).
+    pub(crate) fn mixes(&self) -> Vec<String> {
+        let order = ["product", "browse", "shop", "checkout"];
+        let mut mixes: Vec<String> = self.runs.iter().map(|r| r.mix.clone()).collect();
+        mixes.sort_by_key(|m| order.iter().position(|o| o == m).unwrap_or(order.len()));
+        mixes.dedup();
+        mixes
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A run with the numbers that matter to the derived figures.
+    pub(crate) fn run(
+        topology: &str,
+        mix: &str,
+        load: (&str, f64),
+        ok: u64,
+        p50_us: u64,
+        server_cpu_secs: f64,
+    ) -> Run {
+        let (mode, value) = load;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let users = value as u64;
+        let json = serde_json::json!({
+            "topology": topology, "mix": mix, "mode": mode,
+            "rate": if mode == "open" { Some(value) } else { None },
+            "users": if mode == "closed" { Some(users) } else { None },
+            "peak_rss_kb": {"bazaar": 40960},
+            "report": {
+                "duration_secs": 10.0, "dropped": 0,
+                "total": {"count": ok, "latency_us": {"p50": p50_us, "p99": p50_us * 4},
+                          "status": {"2xx": ok, "3xx": 0, "4xx": 0, "5xx": 0, "transport": 0}},
+                "orders": if mix == "checkout" {
+                    Some(serde_json::json!({"confirmed": ok / 2, "failed": 0, "pending": 0,
+                                            "confirmed_per_sec": f64::from(u32::try_from(ok / 2).unwrap()) / 10.0}))
+                } else { None },
+                "cpu": {"window_secs": 10.0, "groups": {
+                    "server": {"cpu_secs": server_cpu_secs, "cores": server_cpu_secs / 10.0},
+                    "loadgen": {"cpu_secs": 5.0, "cores": 0.5}}}
+            }
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn derived_figures() {
+        let r = run("monolith", "shop", ("open", 1000.0), 10_000, 800, 0.5);
+        assert!((r.ok_rate() - 1000.0).abs() < 1e-9);
+        assert!((r.cpu_us_per_ok("server").unwrap() - 50.0).abs() < 1e-9);
+        assert!((r.ok_per_server_cpu_sec().unwrap() - 20_000.0).abs() < 1e-6);
+        assert!(r.kept_up());
+        assert_eq!(r.load(), "1,000/s");
+        // 9,000 answers in 10 s at 1,000/s offered: did not keep up.
+        let slow = run("split", "shop", ("open", 1000.0), 9_000, 800, 0.5);
+        assert!(!slow.kept_up());
+        assert_eq!(
+            run("m", "shop", ("closed", 32.0), 1, 1, 1.0).load(),
+            "32 users"
+        );
+    }
+
+    #[test]
+    fn core_lists() {
+        assert_eq!(Settings::cores_in(Some("0-0")), Some(1.0));
+        assert_eq!(Settings::cores_in(Some("0-3,6")), Some(5.0));
+        assert_eq!(Settings::cores_in(Some("1")), Some(1.0));
+        assert_eq!(Settings::cores_in(None), None);
+        assert_eq!(Settings::cores_in(Some("x")), None);
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1234.0), "1,234");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+        assert_eq!(thousands(f64::NAN), "n/a");
+        assert_eq!(thousands(-1234.4), "-1,234");
+        assert_eq!(count(1_000), "1,000");
+    }
+}
