@@ -298,6 +298,12 @@ mod routes_tests {
             if path == gateway::SERVICES {
                 continue; // the gateway's own
             }
+            if path
+                .strip_prefix(chassis::traces::admin::TRACES)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            {
+                continue; // gathered by the gateway from every module
+            }
             let owners: Vec<&str> = PUBLIC_ROUTES
                 .iter()
                 .filter(|(prefix, _)| {

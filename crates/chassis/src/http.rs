@@ -57,6 +57,17 @@ impl MakeRequestId for UuidRequestId {
 fn request_span(service: &'static str, req: &axum::http::Request<Body>) -> Span {
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     let request_id = header(&REQUEST_ID).unwrap_or_default();
+    // Probes and scrapes are not traced (a debug span: logs only): every few seconds
+    // each, they would crowd real requests out of the trace buffer and a backend.
+    let path = req.uri().path();
+    if path.starts_with("/health/") || path == "/metrics" {
+        return tracing::debug_span!(
+            "request",
+            method = %req.method(),
+            path,
+            request_id = %request_id,
+        );
+    }
     let span = tracing::info_span!(
         "request",
         otel.name = %format_args!("{} {}", req.method(), req.uri().path()),

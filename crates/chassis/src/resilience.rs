@@ -419,6 +419,9 @@ impl Dependency {
         // The span carries the budget left when the call started.
         let span = tracing::info_span!(
             "call",
+            // The guard around one dependency call (all its attempts): named after it
+            // in trace views, so a waterfall reads `catalog.reserve`, then the attempt.
+            otel.name = %format_args!("call {}.{method}", self.name),
             dependency = self.name,
             method,
             deadline_ms = crate::deadline::remaining()

@@ -330,7 +330,20 @@ pub fn merge_spans(parts: Vec<Vec<SpanRecord>>) -> Vec<SpanRecord> {
 pub fn merge_summaries(parts: Vec<Vec<TraceSummary>>, limit: usize) -> Vec<TraceSummary> {
     let end = |s: &TraceSummary| s.start_unix_us.saturating_add(s.duration_us);
     let mut merged: HashMap<String, TraceSummary> = HashMap::new();
+    // The same part twice is one process asked twice (an in-process composition
+    // where every "process" shares this buffer), not two processes' spans.
+    let mut seen = std::collections::HashSet::new();
     for summary in parts.into_iter().flatten() {
+        let key = (
+            summary.trace_id.clone(),
+            summary.start_unix_us,
+            summary.duration_us,
+            summary.spans,
+            summary.services.clone(),
+        );
+        if !seen.insert(key) {
+            continue;
+        }
         let Some(into) = merged.get_mut(&summary.trace_id) else {
             merged.insert(summary.trace_id.clone(), summary);
             continue;
@@ -565,7 +578,7 @@ mod tests {
     fn merged_summaries_unite_services_and_extend_the_duration() {
         let a = summarize(vec![span("a", None, 1_000_000, 1000, "gateway")], 10);
         let b = summarize(vec![span("b", Some("a"), 1_000_500, 2000, "orders")], 10);
-        let merged = merge_summaries(vec![a, b], 10);
+        let merged = merge_summaries(vec![a.clone(), b, a], 10);
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].services, ["gateway", "orders"]);
         assert_eq!(merged[0].spans, 2);
