@@ -22,15 +22,7 @@ use crate::helpers::{
     split_topology,
 };
 
-const MODULES: [&str; 7] = [
-    "identity",
-    "catalog",
-    "cart",
-    "payments",
-    "orders",
-    "notifications",
-    "analytics",
-];
+use bazaar::topology::MODULES;
 
 // ---- the page and the admin endpoints, without a browser -------------------------
 
