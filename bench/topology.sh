@@ -41,7 +41,7 @@ SCRIPT_START=$(date +%s.%N)
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
 COMMAND="bench/topology.sh${*:+ $*}"
 
-DURATION=6
+DURATION=5
 WARMUP=2
 QUICK=no
 PIN=auto

@@ -66,7 +66,7 @@ fn points(results: &Results, topology: &str, mix: &str) -> Vec<Point> {
         .filter_map(|r| {
             #[allow(clippy::cast_precision_loss)]
             let ms = |us: u64| (us.max(1) as f64) / 1e3;
-            let l = r.report.total.latency_us;
+            let l = r.latency();
             Some((r.rate?, ms(l.p50), ms(l.p99), r.kept_up()))
         })
         .collect()

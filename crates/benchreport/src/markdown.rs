@@ -98,12 +98,12 @@ fn facts(results: &Results) -> String {
     );
     let pin = if s.pinned {
         format!(
-            "server processes pinned to CPUs {} and loadgen to CPUs {} (taskset); PostgreSQL and NATS not pinned",
+            "Server processes pinned to CPUs {} and loadgen to CPUs {} (taskset); PostgreSQL and NATS not pinned",
             s.server_cpus.as_deref().unwrap_or("?"),
             s.loadgen_cpus.as_deref().unwrap_or("?")
         )
     } else {
-        "no pinning: servers, loadgen, PostgreSQL and NATS share every core".to_owned()
+        "No pinning: servers, loadgen, PostgreSQL and NATS share every core".to_owned()
     };
     let rates: Vec<String> = s
         .rates
@@ -167,7 +167,7 @@ fn mix_table(results: &Results, mix: &str) -> String {
     let _ = writeln!(out, "|{}", "---|".repeat(columns));
     for topology in &results.topologies {
         for run in results.runs_of(&topology.id, mix) {
-            let l = run.report.total.latency_us;
+            let l = run.latency();
             let _ = write!(
                 out,
                 "| {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
@@ -222,21 +222,13 @@ fn ratio_table(results: &Results) -> String {
                 other.cpu_us_per_ok("server").unwrap_or(f64::NAN),
             )
         } else {
-            (
-                split.report.total.latency_us.p50 as f64,
-                other.report.total.latency_us.p50 as f64,
-            )
+            (split.latency().p50 as f64, other.latency().p50 as f64)
         };
-        if b > 0.0 && a.is_finite() {
-            format!(
-                "{:.2}×{}",
-                a / b,
-                if split.kept_up() && other.kept_up() {
-                    ""
-                } else {
-                    " ⚠"
-                }
-            )
+        if !(split.kept_up() && other.kept_up()) {
+            // Past a topology's capacity the ratio measures queues, not costs.
+            "⚠ not kept up".to_owned()
+        } else if b > 0.0 && a.is_finite() {
+            format!("{:.2}×", a / b)
         } else {
             "-".to_owned()
         }
@@ -328,7 +320,7 @@ pub(crate) fn results_block(results: &Results, chart: Option<&str>) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
-        "How to read them: *ok req/s* counts 2xx answers (a checkout's 202 \"pending\" included); latency runs from the intended send time (open loop) or the send (closed loop) to the end of the answer. *Server µs/req* is the utime + stime of every server process of the topology (1 process, or the 8 of the split) over the measured window, per 2xx answer; *PostgreSQL* counts the backends of the topology's database plus the WAL writer, checkpointer and background writer (shared with any other database on the server), *NATS* the whole nats-server process (shared likewise). *Cores* are CPU-seconds per second of the window. ⚠ marks a run that did not keep up: under 95 % of the offered rate answered, any arrival dropped or more than 1 % errors. Confirmed orders are counted by each order's final status (loadgen reads the orders that were still pending when answered after the run). {} {}",
+        "How to read them: *ok req/s* counts 2xx answers (a checkout's 202 \"pending\" included); p50 and p99 are of every request, except in the checkout mix where they are of the checkout requests alone; latency runs from the intended send time (open loop) or the send (closed loop) to the end of the answer. *Server µs/req* is the utime + stime of every server process of the topology (1 process, or the 8 of the split) over the measured window, per 2xx answer; *PostgreSQL* counts the backends of the topology's database plus the WAL writer, checkpointer and background writer (shared with any other database on the server), *NATS* the whole nats-server process (shared likewise). *Cores* are CPU-seconds per second of the window. ⚠ marks a run that did not keep up: under 95 % of the offered rate answered, any arrival dropped or more than 1 % errors. Confirmed orders are counted by each order's final status (loadgen reads the orders that were still pending when answered after the run). {} {}",
         if results.settings.postgres_cpu {
             ""
         } else {
@@ -418,7 +410,7 @@ mod tests {
         .unwrap();
         let block = results_block(&r, Some("topology-latency.png"));
         assert!(
-            block.contains("| monolith (SQLite) | 50/s | 50 | 15.0 ms |"),
+            block.contains("| monolith (SQLite) | 50/s | 50 | 30.0 ms |"),
             "{block}"
         );
         assert!(

@@ -156,6 +156,13 @@ pub(crate) fn targets(results: &Results) -> Vec<Target> {
     out
 }
 
+/// Whether loadgen used (nearly) all the cores it may: then the server may have had
+/// more to give, and the rate says more about the client than the server.
+fn loadgen_bound(results: &Results, run: &Run) -> bool {
+    run.cores("loadgen").unwrap_or(0.0)
+        >= SATURATED * results.settings.loadgen_cores(&results.machine)
+}
+
 fn product_reads_vs_baseline(results: &Results) -> Target {
     let name =
         "product reads, monolith: ≥ 50 % of the bare baseline's rate at the same concurrency";
@@ -171,16 +178,44 @@ fn product_reads_vs_baseline(results: &Results) -> Target {
     let Some(share) = ratio(mono.ok_rate(), base.ok_rate()) else {
         return Target::not_measured(name, "a baseline run with answers");
     };
+    // Requests per server CPU-second: the rate each would reach with its cores busy.
+    let capacity = mono
+        .ok_per_server_cpu_sec()
+        .zip(base.ok_per_server_cpu_sec())
+        .and_then(|(m, b)| Some((ratio(m, b)?, m, b)));
+    let mut measured = format!(
+        "{:.0} % of the rate ({} vs {} req/s)",
+        share * 100.0,
+        thousands(mono.ok_rate()),
+        thousands(base.ok_rate())
+    );
+    if let Some((c, m, b)) = capacity {
+        let _ = write!(
+            measured,
+            "; {:.0} % per server CPU-second ({} vs {})",
+            c * 100.0,
+            thousands(m),
+            thousands(b)
+        );
+    }
+    let mut basis = format!("product mix, closed loop, {}", mono.load());
+    // When loadgen was the bottleneck of the baseline run, equal rates say nothing
+    // about the servers: judge by what each server spent per request instead.
+    let judged = match capacity {
+        Some((c, _, _)) if loadgen_bound(results, base) => {
+            basis.push_str(
+                "; judged per server CPU-second, because loadgen, not the baseline, \
+                 was saturated",
+            );
+            c
+        }
+        _ => share,
+    };
     Target {
         name: name.to_owned(),
-        measured: format!(
-            "{:.0} % ({} vs {} req/s)",
-            share * 100.0,
-            thousands(mono.ok_rate()),
-            thousands(base.ok_rate())
-        ),
-        verdict: Verdict::of(share >= 0.5),
-        basis: format!("product mix, closed loop, {}", mono.load()),
+        measured,
+        verdict: Verdict::of(judged >= 0.5),
+        basis,
         limits: format!(
             "monolith: {}. baseline: {}",
             bound(results, mono),
@@ -269,10 +304,7 @@ fn split_ratios(results: &Results, mix: &str) -> Vec<Target> {
         bound(results, mono)
     );
     #[allow(clippy::cast_precision_loss)]
-    let p50 = ratio(
-        split.report.total.latency_us.p50 as f64,
-        mono.report.total.latency_us.p50 as f64,
-    );
+    let p50 = ratio(split.latency().p50 as f64, mono.latency().p50 as f64);
     let cpu = split
         .cpu_us_per_ok("server")
         .zip(mono.cpu_us_per_ok("server"))
@@ -283,8 +315,8 @@ fn split_ratios(results: &Results, mix: &str) -> Vec<Target> {
             name: p50_name,
             measured: format!(
                 "{x:.2}× ({} vs {})",
-                human_us(split.report.total.latency_us.p50),
-                human_us(mono.report.total.latency_us.p50)
+                human_us(split.latency().p50),
+                human_us(mono.latency().p50)
             ),
             verdict: Verdict::of(x <= 3.0),
             basis: basis.clone(),
@@ -395,7 +427,12 @@ pub(crate) mod tests {
         let t = targets(&r);
         let reads = find(&t, "product reads, monolith");
         assert_eq!(reads.verdict, Verdict::Pass, "{reads:?}");
-        assert!(reads.measured.starts_with("60 %"), "{reads:?}");
+        assert!(reads.measured.starts_with("60 % of the rate"), "{reads:?}");
+        // Both at 0.9 server cores: 66,667 vs 111,111 per server CPU-second.
+        assert!(
+            reads.measured.contains("; 60 % per server CPU-second"),
+            "{reads:?}"
+        );
         // 1.0 core of 1 on the server: saturated, said so.
         assert!(reads.limits.contains("server CPU saturated"), "{reads:?}");
 
@@ -425,6 +462,31 @@ pub(crate) mod tests {
             find(&t, "split / monolith, product reads: p50").verdict,
             Verdict::NotMeasured
         );
+    }
+
+    #[test]
+    fn a_client_bound_baseline_is_judged_per_server_cpu_second() {
+        let mut base = run(BASELINE, "product", ("closed", 32.0), 500_000, 200, 1.0);
+        let mut mono = run(MONOLITH, "product", ("closed", 32.0), 450_000, 300, 4.0);
+        // loadgen kept its one core busy in both runs.
+        for r in [&mut base, &mut mono] {
+            if let Some(cpu) = r.report.cpu.as_mut() {
+                if let Some(g) = cpu.groups.get_mut("loadgen") {
+                    g.cores = 0.97;
+                }
+            }
+        }
+        let t = targets(&results(vec![base, mono]));
+        let reads = find(&t, "product reads, monolith");
+        // 90 % of the rate, but 500,000 vs 112,500 per CPU-second: 22 %.
+        assert!(reads.measured.starts_with("90 % of the rate"), "{reads:?}");
+        assert!(
+            reads.measured.contains("22 % per server CPU-second"),
+            "{reads:?}"
+        );
+        assert_eq!(reads.verdict, Verdict::Miss, "{reads:?}");
+        assert!(reads.basis.contains("loadgen"), "{reads:?}");
+        assert!(reads.limits.contains("loadgen CPU saturated"), "{reads:?}");
     }
 
     #[test]
