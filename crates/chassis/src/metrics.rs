@@ -254,22 +254,29 @@ fn describe_platform() {
 #[derive(Clone, Debug)]
 pub struct ServiceName(pub &'static str);
 
-/// The route label a handler decided itself, carried on its response: the split
-/// gateway forwards by prefix, so the route axum matched there is a catch-all; the
-/// public route template it stands for is the useful label.
-#[derive(Clone, Debug)]
-pub struct RouteLabel(pub Arc<str>);
+/// The route label decided after routing ([`label_route`]): the split gateway forwards
+/// by prefix, so the route axum matched there is a catch-all; the public route template
+/// it stands for is the useful label. [`track`] puts an empty slot in the request and
+/// reads it after the response, so the label survives a response made outside the
+/// router (a 504 from the request budget).
+#[derive(Clone, Debug, Default)]
+struct RouteSlot(Arc<OnceLock<Arc<str>>>);
 
 /// RED metrics: `http_requests_total` and `http_request_duration_seconds`, labelled
 /// by service, method, route template (never the raw path: unbounded cardinality) and
 /// status.
-pub async fn track(State(service): State<ServiceName>, req: Request, next: Next) -> Response {
+pub async fn track(State(service): State<ServiceName>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
     let matched = req.extensions().get::<MatchedPath>().cloned();
+    let slot = RouteSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let response = next.run(req).await;
-    let route = match (response.extensions().get::<RouteLabel>(), matched) {
-        (Some(label), _) => label.0.as_ref().to_owned(),
+    let route = match (slot.0.get(), matched) {
+        (Some(label), _) => label.as_ref().to_owned(),
+        // A catch-all never names a series: refused before routing (413), it is
+        // not one of the public routes.
+        (None, Some(path)) if path.as_str().contains("{*") => "unmatched".to_owned(),
         (None, Some(path)) => path.as_str().to_owned(),
         (None, None) => "unmatched".to_owned(),
     };
@@ -375,9 +382,11 @@ pub async fn label_route(
     let label = templates
         .find(req.uri().path())
         .map_or_else(|| Arc::from("unmatched"), Arc::clone);
-    let mut response = next.run(req).await;
-    response.extensions_mut().insert(RouteLabel(label));
-    response
+    if let Some(slot) = req.extensions().get::<RouteSlot>() {
+        // Set once, by the only layer that labels.
+        drop(slot.0.set(label));
+    }
+    next.run(req).await
 }
 
 /// RED metrics of the RPC calls a module serves (`/internal/v1/<service>/<method>`):
