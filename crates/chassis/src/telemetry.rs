@@ -330,6 +330,10 @@ pub fn init(service: &str, format: LogFormat, filter: &str) {
             // busy/idle time per span costs two clock reads per poll of every future
             // in a span; the span's own start and end are what trace views use.
             .with_tracked_inactivity(false)
+            // Nothing here reads `opentelemetry::Context::current()` (propagation asks
+            // the tracing span), so the OTel context need not be attached to the
+            // thread on every poll of every future in a span.
+            .with_context_activation(false)
             .with_filter(Targets::new().with_default(Level::INFO))
     });
     let registry = tracing_subscriber::registry()
