@@ -80,8 +80,15 @@ pub(crate) fn bound(results: &Results, run: &Run) -> String {
         ));
     }
     if parts.is_empty() {
+        let why = if run.mode == "open" && run.kept_up() {
+            "below capacity: the offered rate set the pace"
+        } else if run.mode == "open" {
+            "the server fell behind waiting, not computing (locks, commits, I/O)"
+        } else {
+            "each user waited on latency (locks, commits, I/O), not on CPU"
+        };
         parts.push(format!(
-            "no CPU saturated (server {server:.2} of {server_budget:.0} cores, loadgen {loadgen:.2}): waiting on something else (locks, commits, the users of a closed loop)"
+            "no CPU saturated (server {server:.2} of {server_budget:.0} cores, loadgen {loadgen:.2}): {why}"
         ));
     }
     let infra: Vec<String> = [("PostgreSQL", postgres), ("NATS", nats)]
