@@ -579,11 +579,15 @@ json.dump(doc, open(sys.argv[3], "w"), indent=1)
 open(sys.argv[3], "a").write("\n")
 PY
 log "wrote $OUT/topology.json"
+# The chart needs a TrueType font; bench-report finds DejaVu or Liberation Sans where
+# distributions keep them, BENCH_FONT names another.
+FONT=(); [ -n "${BENCH_FONT:-}" ] && FONT=(--font "$BENCH_FONT")
 if [ "$DOCS" = yes ]; then
   "$REPORT_BIN" --input "$OUT/topology.json" --png "$ROOT/docs/topology-latency.png" \
-    --docs "$ROOT/docs/benchmarks.md" || fail "bench-report"
+    --docs "$ROOT/docs/benchmarks.md" "${FONT[@]}" || fail "bench-report (the results are in $OUT/topology.json)"
   log "wrote docs/topology-latency.png and docs/benchmarks.md"
 else
-  "$REPORT_BIN" --input "$OUT/topology.json" --png "$OUT/topology-latency.png" || fail "bench-report"
+  "$REPORT_BIN" --input "$OUT/topology.json" --png "$OUT/topology-latency.png" "${FONT[@]}" \
+    || fail "bench-report (the results are in $OUT/topology.json)"
 fi
 log "done in $(python3 -c "import time;print(round(time.time() - $SCRIPT_START))") s (build $BUILD_SECS s)"
