@@ -422,6 +422,7 @@ pub mod admin {
     #[into_params(parameter_in = Query)]
     pub struct ListParams {
         /// How many traces, newest first (1..=500, default 50).
+        #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
         limit: Option<String>,
     }
 
@@ -443,10 +444,11 @@ pub mod admin {
         }
     }
 
-    /// 400 problem unless `id` is a W3C trace id.
+    /// 400 problem unless `id` is 32 hex digits (the all-zero id, invalid in W3C, is
+    /// simply never held: 404).
     pub fn trace_id(id: &str) -> Result<String, Problem> {
         let id = id.to_ascii_lowercase();
-        if is_trace_id(&id) {
+        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(id)
         } else {
             Err(Problem::bad_request(
@@ -474,7 +476,7 @@ pub mod admin {
 
     /// Every span of one trace this process holds.
     #[utoipa::path(get, path = "/api/v1/admin/traces/{trace_id}", tag = "ops",
-        params(("trace_id" = String, Path, description = "W3C trace id, 32 hex digits")),
+        params(("trace_id" = String, Path, description = "W3C trace id, 32 hex digits", pattern = "^[0-9a-fA-F]{32}$")),
         security(("bearer" = ["admin"])),
         responses(
             (status = 200, description = "The trace's spans by start time", body = Trace),

@@ -223,7 +223,7 @@ async fn the_traces_api_is_admin_only_and_validates_its_input() {
     }
     for (path, status) in [
         ("/api/v1/admin/traces/not-a-trace", 400),
-        ("/api/v1/admin/traces/00000000000000000000000000000000", 400),
+        ("/api/v1/admin/traces/00000000000000000000000000000000", 404),
         ("/api/v1/admin/traces?limit=0", 400),
         ("/api/v1/admin/traces?limit=ten", 400),
         ("/api/v1/admin/traces/4bf92f3577b34da6a3ce929d0e0e4799", 404),
