@@ -409,7 +409,7 @@ pub mod admin {
     use axum::routing::get;
     use serde::Deserialize;
 
-    use super::{Trace, TraceBuffer, TraceList, is_trace_id};
+    use super::{Trace, TraceBuffer, TraceList};
     use crate::Problem;
     use crate::auth::{AdminUser, Tokens};
     use crate::extract::{Json, Path, Query};
