@@ -1094,6 +1094,12 @@ impl Server {
         }
     }
 
+    /// This server's `/metrics`, as text.
+    pub async fn scrape(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -95,15 +95,7 @@ async fn loadgen_counts_agree_with_the_servers_metrics() {
             > 50
     );
 
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.scrape().await;
     let served = requests_by_route(&metrics);
     for (op, method, route) in [
         ("product_view", "GET", "/api/v1/products/{id}"),

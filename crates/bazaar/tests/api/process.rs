@@ -505,15 +505,7 @@ async fn telemetry_can_be_turned_off_to_measure_what_it_costs() {
         line.get("trace_id").is_none(),
         "no tracing, no trace id: {line}"
     );
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.scrape().await;
     assert!(!metrics.contains("http_requests_total"), "{metrics}");
     let status = server.terminate();
     assert!(status.success(), "{status}");
