@@ -96,7 +96,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// Create an admin account, or give an existing account the admin role.
+    /// Create an admin account. An existing admin with that email is left alone; an
+    /// existing account of another role is refused, never promoted.
     Create {
         #[arg(long)]
         email: String,

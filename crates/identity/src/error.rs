@@ -6,6 +6,13 @@ pub enum IdentityError {
     Invalid(Vec<FieldError>),
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// The admin bootstrap's email belongs to an account that is not an admin.
+    #[error(
+        "an account with the email {0} already exists and is not an admin; bazaar never \
+         promotes an existing account to admin. Choose another admin email, or remove \
+         that account if it is yours"
+    )]
+    AdminEmailTaken(String),
     #[error("invalid email or password")]
     InvalidCredentials,
     #[error("user not found")]
@@ -25,7 +32,9 @@ impl From<IdentityError> for Problem {
     fn from(error: IdentityError) -> Self {
         match error {
             IdentityError::Invalid(errors) => Problem::validation(errors),
-            IdentityError::EmailTaken => Problem::conflict(error.to_string()),
+            IdentityError::EmailTaken | IdentityError::AdminEmailTaken(_) => {
+                Problem::conflict(error.to_string())
+            }
             IdentityError::InvalidCredentials => Problem::unauthorized(error.to_string()),
             // A token for a deleted account is as good as no token.
             IdentityError::UnknownUser => {

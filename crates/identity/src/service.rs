@@ -23,7 +23,6 @@ pub struct Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminOutcome {
     Created,
-    Promoted,
     AlreadyAdmin,
 }
 
@@ -203,8 +202,10 @@ impl IdentityService {
             .ok_or(IdentityError::UnknownUser)
     }
 
-    /// Creates the admin account, or promotes an existing account with that email.
-    /// The password of an existing account is left as it is.
+    /// Creates the admin account when no account has that email; an existing admin
+    /// with it is left as it is. An existing account of any other role is refused,
+    /// never promoted: whoever registered the address first would otherwise become
+    /// admin with a password of their choosing.
     pub async fn ensure_admin(
         &self,
         email: &str,
@@ -213,20 +214,32 @@ impl IdentityService {
     ) -> Result<AdminOutcome, IdentityError> {
         let (email, password, name) = Self::parse_account(email, password, name)?;
         if let Some(existing) = self.users.by_email(email.as_str()).await? {
-            if existing.role == Role::Admin {
-                return Ok(AdminOutcome::AlreadyAdmin);
-            }
-            self.users.set_role(&existing.id, Role::Admin).await?;
-            return Ok(AdminOutcome::Promoted);
+            return Self::existing_admin(&existing);
         }
-        match self.create(email, password, name, Role::Admin).await {
+        match self
+            .create(email.clone(), password, name, Role::Admin)
+            .await
+        {
             Ok(user) => {
                 tracing::info!(user_id = %user.id, "admin created");
                 Ok(AdminOutcome::Created)
             }
-            // Two processes bootstrapping at once: the other one won.
-            Err(IdentityError::EmailTaken) => Ok(AdminOutcome::AlreadyAdmin),
+            // Someone took the address between the check and the insert: another
+            // process bootstrapping the same admin, or a registration. Only the
+            // first is fine.
+            Err(IdentityError::EmailTaken) => match self.users.by_email(email.as_str()).await? {
+                Some(existing) => Self::existing_admin(&existing),
+                None => Err(IdentityError::EmailTaken),
+            },
             Err(e) => Err(e),
+        }
+    }
+
+    fn existing_admin(existing: &UserRecord) -> Result<AdminOutcome, IdentityError> {
+        if existing.role == Role::Admin {
+            Ok(AdminOutcome::AlreadyAdmin)
+        } else {
+            Err(IdentityError::AdminEmailTaken(existing.email.clone()))
         }
     }
 }

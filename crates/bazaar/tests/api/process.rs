@@ -251,6 +251,96 @@ async fn admin_create_makes_an_admin_account() {
     assert_eq!(created.status(), 201);
 }
 
+/// Security finding 1 (admin takeover by pre-registration): an account someone
+/// registered with the admin's email is never promoted, neither by the bootstrap at
+/// start nor by `admin create`; it stays a customer with its own password.
+#[tokio::test]
+async fn admin_bootstrap_never_promotes_an_account_someone_else_registered() {
+    const EMAIL: &str = "boss@example.com";
+    let dir = DataDir::new().await;
+    let mut server = Server::start(&dir, &[]).await;
+    server.register(EMAIL, "attacker-password").await;
+    server.terminate();
+
+    // The start with that admin configured fails and says why.
+    let mut start = dir.bazaar(&["serve", "--http-addr", "127.0.0.1:0"]);
+    start.envs([
+        ("BAZAAR_ADMIN_EMAIL", EMAIL),
+        ("BAZAAR_ADMIN_PASSWORD", "operator-password"),
+    ]);
+    let output = Proc::run(start);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with a taken admin email");
+    assert!(
+        stderr.contains("already exists and is not an admin") && stderr.contains(EMAIL),
+        "the error says what happened: {stderr}"
+    );
+
+    let output = Proc::run(dir.bazaar(&[
+        "admin",
+        "create",
+        "--email",
+        EMAIL,
+        "--password",
+        "operator-password",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "admin create promoted: {stderr}");
+    assert!(stderr.contains("is not an admin"), "{stderr}");
+
+    // Still the customer it was, with the password its owner chose.
+    let server = Server::start(&dir, &[]).await;
+    assert_eq!(server.login(EMAIL, "operator-password").await.status(), 401);
+    let login = server.login(EMAIL, "attacker-password").await;
+    assert_eq!(login.status(), 200);
+    let body: Value = login.json().await.unwrap();
+    assert_eq!(body["user"]["role"], "customer");
+}
+
+/// An admin that already exists is left as it is: the bootstrap on every later start
+/// and a repeated `admin create` succeed without touching it.
+#[tokio::test]
+async fn admin_bootstrap_leaves_an_existing_admin_alone() {
+    let dir = DataDir::new().await;
+    let env = [
+        ("BAZAAR_ADMIN_EMAIL", "root@example.com"),
+        ("BAZAAR_ADMIN_PASSWORD", "first-password"),
+    ];
+    let mut server = Server::start(&dir, &env).await;
+    server.terminate();
+    let output = Proc::run(dir.bazaar(&[
+        "admin",
+        "create",
+        "--email",
+        "root@example.com",
+        "--password",
+        "other-password",
+    ]));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let server = Server::start(
+        &dir,
+        &[
+            ("BAZAAR_ADMIN_EMAIL", "root@example.com"),
+            ("BAZAAR_ADMIN_PASSWORD", "second-password"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        server
+            .login("root@example.com", "second-password")
+            .await
+            .status(),
+        401
+    );
+    let login = server.login("root@example.com", "first-password").await;
+    let body: Value = login.json().await.unwrap();
+    assert_eq!(body["user"]["role"], "admin");
+}
+
 #[test]
 fn admin_create_rejects_a_short_password() {
     let dir = tempfile::tempdir().unwrap();
