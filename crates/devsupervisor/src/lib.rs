@@ -5,8 +5,15 @@
 //! and NATS the configuration names; merges their output with a per-service prefix and
 //! stops them all on Ctrl-C or SIGTERM (gateway first, then the modules).
 //!
-//! The supervision itself ([`supervise`]) knows nothing of bazaar: it takes stages of
-//! named commands, so the tests drive it with `sh`.
+//! - `plan`: the ports, and each child's environment and command line;
+//! - `secret`: the secrets every child shares, generated once into the data dir;
+//! - `child`: one child process, watched, signalled, killed when dropped;
+//! - `output`: the children's lines merged behind their names;
+//! - `supervise`: stages started in order, stopped in reverse. It knows nothing of
+//!   bazaar (it takes stages of named commands), so its tests drive it with `sh`.
+//!
+//! The binary passes the module names in ([`Launch`]), so this crate depends on no
+//! module.
 
 mod child;
 mod output;
