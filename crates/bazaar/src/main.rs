@@ -1,7 +1,5 @@
-//! `bazaar`: the command line. Everything real happens in the library crates.
-
-mod dev;
-mod loadgen;
+//! `bazaar`: the command line. Everything real happens in the library crates; `dev` and
+//! `loadgen` are the `devsupervisor` and `loadgen` crates.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -87,7 +85,7 @@ enum Command {
     /// of this binary on local ports (compose without Docker), against the PostgreSQL
     /// and NATS of BAZAAR_DATABASE_URL and BAZAAR_NATS_URL, with their logs merged;
     /// Ctrl-C stops them all.
-    Dev(dev::DevArgs),
+    Dev(devsupervisor::DevArgs),
     /// Drive a running bazaar with a realistic shopper mix at a fixed arrival rate
     /// (--rate, open loop) or with N users back to back (--users, closed loop), then
     /// print latency percentiles and outcomes per operation (--json: also as JSON).
@@ -141,7 +139,18 @@ impl std::error::Error for AuditFailed {}
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Dev(args) = cli.command {
-        return dev::run(&cli.global, args).await;
+        let launch = devsupervisor::Launch {
+            config: cli.global.config,
+            data_dir: cli.global.data_dir,
+            log_format: cli
+                .global
+                .log_format
+                .and_then(|f| clap::ValueEnum::to_possible_value(&f))
+                .map(|v| v.get_name().to_owned()),
+            modules: bazaar::topology::MODULES.to_vec(),
+            gateway: bazaar::topology::GATEWAY,
+        };
+        return devsupervisor::run(launch, args).await;
     }
     if let Command::Loadgen(args) = cli.command {
         return loadgen::run(args).await;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use loadreport::{CpuGroup, Latency, Report};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,62 +103,6 @@ pub(crate) struct Run {
     #[serde(default)]
     pub(crate) peak_rss_kb: BTreeMap<String, u64>,
     pub(crate) report: Report,
-}
-
-/// The parts of a `bazaar loadgen --json` report used here.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Report {
-    pub(crate) duration_secs: f64,
-    pub(crate) dropped: u64,
-    pub(crate) total: Op,
-    #[serde(default)]
-    pub(crate) operations: BTreeMap<String, Op>,
-    #[serde(default)]
-    pub(crate) orders: Option<Orders>,
-    #[serde(default)]
-    pub(crate) cpu: Option<Cpu>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Op {
-    pub(crate) count: u64,
-    pub(crate) latency_us: Latency,
-    pub(crate) status: Status,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) struct Latency {
-    pub(crate) p50: u64,
-    pub(crate) p99: u64,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) struct Status {
-    #[serde(rename = "2xx")]
-    pub(crate) s2xx: u64,
-    #[serde(rename = "4xx")]
-    pub(crate) s4xx: u64,
-    #[serde(rename = "5xx")]
-    pub(crate) s5xx: u64,
-    pub(crate) transport: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Orders {
-    pub(crate) failed: u64,
-    pub(crate) pending: u64,
-    pub(crate) confirmed_per_sec: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Cpu {
-    pub(crate) groups: BTreeMap<String, CpuGroup>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct CpuGroup {
-    pub(crate) cpu_secs: f64,
-    pub(crate) cores: f64,
 }
 
 /// Open-loop runs that got less than this share of the offered rate did not keep up.
@@ -333,25 +278,39 @@ pub(crate) mod tests {
         let (mode, value) = load;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let users = value as u64;
+        let rate = if mode == "open" { Some(value) } else { None };
+        let users = if mode == "closed" { Some(users) } else { None };
+        // One operation's numbers as `bazaar loadgen --json` writes them.
+        let op = |count: u64, p50: u64| {
+            serde_json::json!({
+                "count": count, "rate": count / 10,
+                "latency_us": {"p50": p50, "p90": p50 * 2, "p99": p50 * 4, "p99_9": p50 * 6,
+                               "max": p50 * 8, "mean": p50},
+                "status": {"2xx": count, "3xx": 0, "4xx": 0, "5xx": 0, "transport": 0}
+            })
+        };
+        let cpu_group = |cpu_secs: f64| {
+            serde_json::json!({"processes": 1, "unreadable": 0, "cpu_secs": cpu_secs,
+                               "cores": cpu_secs / 10.0, "per_request_us": 0.0})
+        };
         let json = serde_json::json!({
-            "topology": topology, "mix": mix, "mode": mode,
-            "rate": if mode == "open" { Some(value) } else { None },
-            "users": if mode == "closed" { Some(users) } else { None },
+            "topology": topology, "mix": mix, "mode": mode, "rate": rate, "users": users,
             "peak_rss_kb": {"bazaar": 40960},
             "report": {
-                "duration_secs": 10.0, "dropped": 0,
-                "total": {"count": ok, "latency_us": {"p50": p50_us, "p99": p50_us * 4},
-                          "status": {"2xx": ok, "3xx": 0, "4xx": 0, "5xx": 0, "transport": 0}},
-                "operations": {"checkout": {"count": ok / 2,
-                          "latency_us": {"p50": p50_us * 2, "p99": p50_us * 8},
-                          "status": {"2xx": ok / 2, "3xx": 0, "4xx": 0, "5xx": 0, "transport": 0}}},
+                "target": "http://127.0.0.1:8080", "mode": mode, "mix": mix,
+                "rate": rate, "users": users, "warmup_secs": 1.0,
+                "duration_secs": 10.0, "dropped": 0, "warmup_requests": 0,
+                "total": op(ok, p50_us),
+                "operations": {"checkout": op(ok / 2, p50_us * 2)},
                 "orders": if mix == "checkout" {
-                    Some(serde_json::json!({"confirmed": ok / 2, "failed": 0, "pending": 0,
-                                            "confirmed_per_sec": f64::from(u32::try_from(ok / 2).unwrap()) / 10.0}))
+                    Some(serde_json::json!({"placed": ok / 2, "confirmed": ok / 2,
+                        "failed": 0, "pending": 0, "pending_at_answer": 0,
+                        "confirmed_per_sec": f64::from(u32::try_from(ok / 2).unwrap()) / 10.0,
+                        "failure_reasons": {}}))
                 } else { None },
                 "cpu": {"window_secs": 10.0, "groups": {
-                    "server": {"cpu_secs": server_cpu_secs, "cores": server_cpu_secs / 10.0},
-                    "loadgen": {"cpu_secs": 5.0, "cores": 0.5}}}
+                    "server": cpu_group(server_cpu_secs),
+                    "loadgen": cpu_group(5.0)}}
             }
         });
         serde_json::from_value(json).unwrap()
@@ -376,6 +335,18 @@ pub(crate) mod tests {
             run("m", "shop", ("closed", 32.0), 1, 1, 1.0).load(),
             "32 users"
         );
+    }
+
+    #[test]
+    fn the_committed_results_read_back() {
+        let text = include_str!("../../../bench/results/topology.json");
+        let results: Results = serde_json::from_str(text).unwrap();
+        assert!(!results.runs.is_empty());
+        for run in &results.runs {
+            assert_eq!(run.report.run.mix, run.mix);
+            assert_eq!(run.report.run.mode, run.mode);
+            assert!(run.report.total.count > 0, "{}/{}", run.topology, run.mix);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use loadreport::{CpuGroup, CpuReport};
 
 /// The unit of utime/stime in `/proc/<pid>/stat`: USER_HZ, 100 on every Linux ABI.
 const TICKS_PER_SEC: f64 = 100.0;
@@ -79,27 +79,6 @@ pub(crate) fn sample(watches: &[Watch]) -> Sample {
         watched: watches.iter().map(|w| ticks(Some(w.pid))).collect(),
         own: ticks(None),
     }
-}
-
-/// The CPU of the measured window, per group.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct CpuReport {
-    pub(crate) window_secs: f64,
-    pub(crate) groups: BTreeMap<String, CpuGroup>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub(crate) struct CpuGroup {
-    /// Processes whose CPU is in the numbers.
-    pub(crate) processes: u32,
-    /// Processes that could not be read at both ends of the window (exited, or not
-    /// ours to read): not in the numbers.
-    pub(crate) unreadable: u32,
-    pub(crate) cpu_secs: f64,
-    /// `cpu_secs` over the window: 1.0 is one core kept busy.
-    pub(crate) cores: f64,
-    /// `cpu_secs` per measured request, in microseconds.
-    pub(crate) per_request_us: f64,
 }
 
 /// The window between two samples, `requests` the requests measured in it.

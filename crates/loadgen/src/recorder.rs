@@ -1,76 +1,20 @@
-//! Recording (one HDR histogram per operation, in microseconds) and the final report:
-//! a table on stdout and, with `--json`, the same numbers as JSON.
+//! Recording (one HDR histogram per operation, in microseconds) and, at the end, the
+//! [`Report`] made of it (its table and JSON are the `loadreport` crate's).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use loadreport::{Classes, Latency, OpReport, OrdersReport, Report, RunInfo, StatusClass};
 use tokio::time::Instant;
 
-use super::cpu::CpuReport;
-use super::mix::Operation;
+use crate::mix::Operation;
 
 /// The smallest and largest latency a histogram holds (µs), and its precision.
 const LOWEST_US: u64 = 1;
 const HIGHEST_US: u64 = 60_000_000;
 const SIGNIFICANT_DIGITS: u8 = 3;
-
-/// How a request ended: the class of its status, or no status at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StatusClass {
-    S2xx,
-    S3xx,
-    S4xx,
-    S5xx,
-    /// Connect/timeout/body errors: no HTTP status was received.
-    Transport,
-}
-
-impl StatusClass {
-    pub(crate) fn of(status: u16) -> Self {
-        match status {
-            300..=399 => Self::S3xx,
-            400..=499 => Self::S4xx,
-            500..=599 => Self::S5xx,
-            // 1xx never reaches a reqwest caller; anything else odd counts as success.
-            _ => Self::S2xx,
-        }
-    }
-}
-
-/// Requests by how they ended.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct Classes {
-    #[serde(rename = "2xx")]
-    pub(crate) s2xx: u64,
-    #[serde(rename = "3xx")]
-    pub(crate) s3xx: u64,
-    #[serde(rename = "4xx")]
-    pub(crate) s4xx: u64,
-    #[serde(rename = "5xx")]
-    pub(crate) s5xx: u64,
-    pub(crate) transport: u64,
-}
-
-impl Classes {
-    fn add(&mut self, class: StatusClass) {
-        match class {
-            StatusClass::S2xx => self.s2xx += 1,
-            StatusClass::S3xx => self.s3xx += 1,
-            StatusClass::S4xx => self.s4xx += 1,
-            StatusClass::S5xx => self.s5xx += 1,
-            StatusClass::Transport => self.transport += 1,
-        }
-    }
-
-    /// Server errors and transport errors: what "errors" means in the progress line.
-    pub(crate) fn errors(&self) -> u64 {
-        self.s5xx + self.transport
-    }
-}
 
 struct Stats {
     histogram: Histogram<u64>,
@@ -91,6 +35,37 @@ impl Stats {
         self.histogram
             .saturating_record(micros.clamp(LOWEST_US, HIGHEST_US));
         self.classes.add(class);
+    }
+
+    /// The percentiles and counts over `secs` measured seconds.
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    fn report(&self, secs: f64) -> OpReport {
+        let h = &self.histogram;
+        let count = h.len();
+        let (p50, p90, p99, p99_9, max) = if count == 0 {
+            (0, 0, 0, 0, 0)
+        } else {
+            (
+                h.value_at_quantile(0.50),
+                h.value_at_quantile(0.90),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max(),
+            )
+        };
+        OpReport {
+            count,
+            rate: if secs > 0.0 { count as f64 / secs } else { 0.0 },
+            latency_us: Latency {
+                p50,
+                p90,
+                p99,
+                p99_9,
+                max,
+                mean: if count == 0 { 0.0 } else { h.mean() },
+            },
+            status: self.classes,
+        }
     }
 }
 
@@ -124,6 +99,26 @@ impl Orders {
             OrderSeen::Confirmed => self.confirmed += 1,
             OrderSeen::Failed(reason) => *self.failed.entry(reason).or_default() += 1,
             OrderSeen::Pending { user, id } => self.pending.push((user, id)),
+        }
+    }
+
+    /// What the orders came to over `secs` measured seconds.
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    fn report(&self, secs: f64) -> OrdersReport {
+        let failed = self.failed.values().sum::<u64>();
+        let pending = self.pending.len() as u64;
+        OrdersReport {
+            placed: self.confirmed + failed + pending,
+            confirmed: self.confirmed,
+            failed,
+            pending,
+            confirmed_per_sec: if secs > 0.0 {
+                self.confirmed as f64 / secs
+            } else {
+                0.0
+            },
+            pending_at_answer: self.pending_at_answer,
+            failure_reasons: self.failed.clone(),
         }
     }
 }
@@ -247,7 +242,7 @@ impl Recorder {
             .operations
             .get(&Operation::Checkout)
             .is_some_and(|stats| !stats.histogram.is_empty())
-            .then(|| OrdersReport::of(&inner.orders, secs));
+            .then(|| inner.orders.report(secs));
         Report {
             orders,
             cpu: None,
@@ -255,290 +250,14 @@ impl Recorder {
                 .operations
                 .iter()
                 .filter(|(_, stats)| !stats.histogram.is_empty())
-                .map(|(op, stats)| (op.name().to_owned(), OpReport::of(stats, secs)))
+                .map(|(op, stats)| (op.name().to_owned(), stats.report(secs)))
                 .collect(),
-            total: OpReport::of(&inner.total, secs),
+            total: inner.total.report(secs),
             dropped: inner.dropped,
             warmup_requests: inner.warmup,
             duration_secs: secs,
             run,
         }
-    }
-}
-
-/// How the run was set up (echoed in the report).
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct RunInfo {
-    pub(crate) target: String,
-    /// `"open"` (fixed arrival rate) or `"closed"` (N users back to back).
-    pub(crate) mode: &'static str,
-    pub(crate) mix: &'static str,
-    /// Arrivals per second (open loop).
-    pub(crate) rate: Option<f64>,
-    /// Concurrent users (closed loop).
-    pub(crate) users: Option<u64>,
-    pub(crate) warmup_secs: f64,
-}
-
-/// The loadgen report. `--json PATH` writes it as one JSON object:
-///
-/// ```json
-/// {
-///   "target": "http://127.0.0.1:8080", "mode": "open" | "closed",
-///   "mix": "shop" | "browse" | "checkout",
-///   "rate": 500.0 | null, "users": 32 | null,
-///   "warmup_secs": 5.0, "duration_secs": 30.0,
-///   "dropped": 0,           // open loop: arrivals not sent (in-flight cap reached)
-///   "warmup_requests": 2500, // completed during the warmup, not in the numbers
-///   "total": OP,
-///   "operations": { "listing" | "product_view" | "add_to_cart" | "view_cart" | "checkout": OP },
-///   "orders": {             // only when the run made checkouts
-///     "placed": 120, "confirmed": 118, "failed": 2, "pending": 0,
-///     "confirmed_per_sec": 23.6, "pending_at_answer": 3,
-///     "failure_reasons": { "out_of_stock": 2 }
-///   },
-///   "cpu": {                // Linux: over the measured window
-///     "window_secs": 5.0,
-///     "groups": { "loadgen" | <--cpu-pid name>: { "processes": 1, "unreadable": 0,
-///                 "cpu_secs": 1.2, "cores": 0.24, "per_request_us": 48.0 } }
-///   }
-/// }
-/// OP = { "count": 15000, "rate": 500.0,
-///        "latency_us": { "p50", "p90", "p99", "p99_9", "max", "mean" },
-///        "status": { "2xx", "3xx", "4xx", "5xx", "transport" } }
-/// ```
-///
-/// Latencies are microseconds from the intended send time (open loop) or the send
-/// time (closed loop) to the end of the response body; `count` includes every
-/// outcome, and `rate` is `count / duration_secs`. Only operations that ran appear.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct Report {
-    #[serde(flatten)]
-    pub(crate) run: RunInfo,
-    pub(crate) duration_secs: f64,
-    pub(crate) dropped: u64,
-    pub(crate) warmup_requests: u64,
-    pub(crate) total: OpReport,
-    pub(crate) operations: BTreeMap<String, OpReport>,
-    /// Present when the run made checkouts.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) orders: Option<OrdersReport>,
-    /// CPU over the measured window (Linux): loadgen's own, and the `--cpu-pid`
-    /// groups'.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) cpu: Option<CpuReport>,
-}
-
-/// The orders of the measured checkouts. An order is counted by its final status:
-/// the checkout's answer when terminal (201), otherwise what reading the order again
-/// after the run said (loadgen waits up to `--settle` for pending ones to end).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub(crate) struct OrdersReport {
-    /// Checkouts answered with an order (2xx): confirmed + failed + pending.
-    pub(crate) placed: u64,
-    pub(crate) confirmed: u64,
-    pub(crate) failed: u64,
-    /// Still pending when loadgen stopped waiting.
-    pub(crate) pending: u64,
-    /// `confirmed` over the measured duration.
-    pub(crate) confirmed_per_sec: f64,
-    /// How many were still pending when their checkout answered (202).
-    pub(crate) pending_at_answer: u64,
-    /// Failed orders by `failure_reason`.
-    pub(crate) failure_reasons: BTreeMap<String, u64>,
-}
-
-impl OrdersReport {
-    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-    fn of(orders: &Orders, secs: f64) -> Self {
-        let failed = orders.failed.values().sum::<u64>();
-        let pending = orders.pending.len() as u64;
-        Self {
-            placed: orders.confirmed + failed + pending,
-            confirmed: orders.confirmed,
-            failed,
-            pending,
-            confirmed_per_sec: if secs > 0.0 {
-                orders.confirmed as f64 / secs
-            } else {
-                0.0
-            },
-            pending_at_answer: orders.pending_at_answer,
-            failure_reasons: orders.failed.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct OpReport {
-    pub(crate) count: u64,
-    pub(crate) rate: f64,
-    pub(crate) latency_us: Latency,
-    pub(crate) status: Classes,
-}
-
-#[derive(Clone, Copy, Debug, Serialize)]
-pub(crate) struct Latency {
-    pub(crate) p50: u64,
-    pub(crate) p90: u64,
-    pub(crate) p99: u64,
-    pub(crate) p99_9: u64,
-    pub(crate) max: u64,
-    pub(crate) mean: f64,
-}
-
-impl OpReport {
-    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-    fn of(stats: &Stats, secs: f64) -> Self {
-        let h = &stats.histogram;
-        let count = h.len();
-        let (p50, p90, p99, p99_9, max) = if count == 0 {
-            (0, 0, 0, 0, 0)
-        } else {
-            (
-                h.value_at_quantile(0.50),
-                h.value_at_quantile(0.90),
-                h.value_at_quantile(0.99),
-                h.value_at_quantile(0.999),
-                h.max(),
-            )
-        };
-        Self {
-            count,
-            rate: if secs > 0.0 { count as f64 / secs } else { 0.0 },
-            latency_us: Latency {
-                p50,
-                p90,
-                p99,
-                p99_9,
-                max,
-                mean: if count == 0 { 0.0 } else { h.mean() },
-            },
-            status: stats.classes,
-        }
-    }
-}
-
-/// Microseconds as a short human string: `850µs`, `4.21ms`, `1.50s`.
-pub(crate) fn human_us(us: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let f = us as f64;
-    if us < 1_000 {
-        format!("{us}µs")
-    } else if us < 1_000_000 {
-        format!("{:.2}ms", f / 1e3)
-    } else {
-        format!("{:.2}s", f / 1e6)
-    }
-}
-
-impl std::fmt::Display for Report {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let load = match (self.run.rate, self.run.users) {
-            (Some(rate), _) => format!("rate {rate}/s"),
-            (None, Some(users)) => format!("{users} users"),
-            (None, None) => String::new(),
-        };
-        writeln!(
-            f,
-            "bazaar loadgen: {} mix against {}, {} loop, {load}, {:.1}s measured (+{:.1}s warmup)",
-            self.run.mix, self.run.target, self.run.mode, self.duration_secs, self.run.warmup_secs
-        )?;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<13} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>6} {:>6} {:>6}",
-            "operation",
-            "count",
-            "rate/s",
-            "p50",
-            "p90",
-            "p99",
-            "p99.9",
-            "max",
-            "2xx",
-            "3xx",
-            "4xx",
-            "5xx",
-            "transp"
-        );
-        let rows = self
-            .operations
-            .iter()
-            .map(|(name, op)| (name.as_str(), op))
-            .chain(std::iter::once(("total", &self.total)));
-        for (name, op) in rows {
-            let l = &op.latency_us;
-            let s = &op.status;
-            let _ = writeln!(
-                out,
-                "{:<13} {:>8} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>6} {:>6} {:>6}",
-                name,
-                op.count,
-                op.rate,
-                human_us(l.p50),
-                human_us(l.p90),
-                human_us(l.p99),
-                human_us(l.p99_9),
-                human_us(l.max),
-                s.s2xx,
-                s.s3xx,
-                s.s4xx,
-                s.s5xx,
-                s.transport
-            );
-        }
-        if let Some(orders) = &self.orders {
-            let reasons = orders
-                .failure_reasons
-                .iter()
-                .map(|(reason, n)| format!("{reason} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let _ = writeln!(
-                out,
-                "orders: {} placed, {} confirmed ({:.1}/s), {} failed{}, {} still pending \
-                 ({} were pending when answered)",
-                orders.placed,
-                orders.confirmed,
-                orders.confirmed_per_sec,
-                orders.failed,
-                if reasons.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({reasons})")
-                },
-                orders.pending,
-                orders.pending_at_answer
-            );
-        }
-        if let Some(cpu) = &self.cpu {
-            let groups = cpu
-                .groups
-                .iter()
-                .map(|(name, g)| {
-                    format!(
-                        "{name} {:.2}s ({:.2} cores, {:.1}µs/request{})",
-                        g.cpu_secs,
-                        g.cores,
-                        g.per_request_us,
-                        if g.unreadable > 0 {
-                            format!(", {} unreadable", g.unreadable)
-                        } else {
-                            String::new()
-                        }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            let _ = writeln!(out, "cpu over {:.1}s: {groups}", cpu.window_secs);
-        }
-        f.write_str(&out)?;
-        write!(
-            f,
-            "dropped (in-flight cap reached): {}; warmup requests (not counted): {}",
-            self.dropped, self.warmup_requests
-        )
     }
 }
 
@@ -549,8 +268,8 @@ mod tests {
     fn run() -> RunInfo {
         RunInfo {
             target: "http://127.0.0.1:1".into(),
-            mode: "open",
-            mix: "shop",
+            mode: "open".into(),
+            mix: "shop".into(),
             rate: Some(100.0),
             users: None,
             warmup_secs: 1.0,
@@ -740,16 +459,5 @@ mod tests {
                 .get("orders")
                 .is_none()
         );
-    }
-
-    #[test]
-    fn status_classes() {
-        assert_eq!(StatusClass::of(201), StatusClass::S2xx);
-        assert_eq!(StatusClass::of(302), StatusClass::S3xx);
-        assert_eq!(StatusClass::of(409), StatusClass::S4xx);
-        assert_eq!(StatusClass::of(503), StatusClass::S5xx);
-        assert_eq!(human_us(850), "850µs");
-        assert_eq!(human_us(4_210), "4.21ms");
-        assert_eq!(human_us(1_500_000), "1.50s");
     }
 }

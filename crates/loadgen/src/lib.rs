@@ -5,8 +5,9 @@
 //! - [`scheduler`]: open loop (`--rate`, latency from the intended send time) and
 //!   closed loop (`--users`);
 //! - [`shopper`]: the HTTP requests themselves, against the public API;
-//! - [`report`]: HDR histograms per operation, the orders' outcomes, the table and
-//!   the JSON report;
+//! - [`recorder`]: HDR histograms per operation and the orders' outcomes, made into
+//!   the report at the end (the report's JSON and table are the `loadreport` crate's,
+//!   which bench-report reads too);
 //! - [`cpu`]: CPU time of the server processes and of loadgen over the measured
 //!   window (`--cpu-pid`).
 //!
@@ -16,7 +17,7 @@
 
 mod cpu;
 mod mix;
-mod report;
+mod recorder;
 mod scheduler;
 mod shopper;
 
@@ -28,21 +29,22 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use loadreport::{RunInfo, human_us};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use tokio::time::Instant;
 
-use self::mix::{Mix, Sampler};
-use self::report::{Recorder, RunInfo, human_us};
-use self::scheduler::Bounds;
-use self::shopper::Shopper;
+use crate::mix::{Mix, Sampler};
+use crate::recorder::Recorder;
+use crate::scheduler::Bounds;
+use crate::shopper::Shopper;
 
 /// The longest run loadgen agrees to (warmup included).
 const MAX_RUN: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("load").required(true).args(["rate", "users"])))]
-pub(crate) struct LoadgenArgs {
+pub struct LoadgenArgs {
     /// The bazaar to drive (http:// only), e.g. http://127.0.0.1:8080. Loopback only,
     /// unless --allow-remote.
     #[arg(long, value_name = "URL")]
@@ -103,7 +105,7 @@ pub(crate) struct LoadgenArgs {
 }
 
 /// `30s`, `2m`, `500ms`, `1.5s`, `1h`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -144,7 +146,9 @@ fn check_target(target: &str, allow_remote: bool) -> anyhow::Result<String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-pub(crate) async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+/// `bazaar loadgen`: prepares the users, drives the target for the warmup and the
+/// measured window, then prints the report (and writes it as JSON with `--json`).
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let base = check_target(&args.target, args.allow_remote)?;
     if args.duration.is_zero() {
         bail!("--duration must be more than zero");
@@ -278,8 +282,9 @@ pub(crate) async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 "open"
             } else {
                 "closed"
-            },
-            mix: args.mix.name(),
+            }
+            .to_owned(),
+            mix: args.mix.name().to_owned(),
             rate: args.rate,
             users: args.users,
             warmup_secs: args.warmup.as_secs_f64(),

@@ -6,15 +6,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use loadreport::StatusClass;
 use rand::Rng;
 use reqwest::{Client, RequestBuilder};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::mix::Operation;
-use super::report::{OrderSeen, StatusClass};
-use super::scheduler::Step;
+use crate::mix::Operation;
+use crate::recorder::OrderSeen;
+use crate::scheduler::Step;
 
 /// Listing pages read up front to learn product ids.
 const PRODUCT_PAGES: usize = 5;

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use loadreport::StatusClass;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::mix::Operation;
-use super::report::{OrderSeen, Recorder, StatusClass};
+use crate::mix::Operation;
+use crate::recorder::{OrderSeen, Recorder};
 
 /// One request of an arrival and when its response ended. An arrival is usually one
 /// step; a checkout on an empty cart is two (add to cart, then checkout).
@@ -158,13 +159,13 @@ mod tests {
     use tokio::sync::Mutex;
 
     use super::*;
-    use crate::loadgen::report::RunInfo;
+    use loadreport::RunInfo;
 
     fn run() -> RunInfo {
         RunInfo {
             target: "test".into(),
-            mode: "open",
-            mix: "shop",
+            mode: "open".into(),
+            mix: "shop".into(),
             rate: Some(10.0),
             users: None,
             warmup_secs: 0.0,

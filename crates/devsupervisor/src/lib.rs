@@ -1,0 +1,217 @@
+//! `bazaar dev --split`: compose without Docker.
+//!
+//! Starts every module and then the gateway as child processes of this same binary
+//! (`bazaar serve --only <module>`) on consecutive local ports, against the PostgreSQL
+//! and NATS the configuration names; merges their output with a per-service prefix and
+//! stops them all on Ctrl-C or SIGTERM (gateway first, then the modules).
+//!
+//! - `plan`: the ports, and each child's environment and command line;
+//! - `secret`: the secrets every child shares, generated once into the data dir;
+//! - `child`: one child process, watched, signalled, killed when dropped;
+//! - `output`: the children's lines merged behind their names;
+//! - `supervise`: stages started in order, stopped in reverse. It knows nothing of
+//!   bazaar (it takes stages of named commands), so its tests drive it with `sh`.
+//!
+//! The binary passes the module names in ([`Launch`]), so this crate depends on no
+//! module.
+
+mod child;
+mod output;
+mod plan;
+mod secret;
+mod supervise;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chassis::config::{Config, Overrides};
+
+use crate::child::Spec;
+use crate::output::Output;
+use crate::plan::{Plan, Planned, Shared, child_command, child_env, reachable};
+use crate::secret::load_or_create_secret;
+use crate::supervise::{Control, Settings, supervise};
+
+/// How long each service may take to answer 200 on `/health/ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Added to `shutdown_timeout_secs` before stragglers are killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What `bazaar dev` takes from the binary it runs in: the global flags, passed on to
+/// every child, and the services to start.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// `--config`: the configuration file, for this process and every child.
+    pub config: Option<PathBuf>,
+    /// `--data-dir`: each child gets a directory of its own below it.
+    pub data_dir: Option<PathBuf>,
+    /// `--log-format` as typed (`json`, `pretty`), passed on to every child.
+    pub log_format: Option<String>,
+    /// The modules, in the order they get ports (the gateway's port + 1, + 2, ...).
+    pub modules: Vec<&'static str>,
+    /// The edge's name in `serve --only`.
+    pub gateway: &'static str,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Run each module and the gateway as its own process (the split topology). Required
+    /// for now; for the monolith run `bazaar serve`.
+    #[arg(long)]
+    split: bool,
+    /// Where the gateway listens; the modules listen on the same IP at the next seven
+    /// ports (identity, catalog, cart, payments, orders, notifications, analytics)
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// The first module's port (the modules take PORT..=PORT+6) [default: the gateway's
+    /// port + 1].
+    #[arg(long, value_name = "PORT")]
+    base_port: Option<u16>,
+    /// PostgreSQL for every module (each in its own schema) [env: BAZAAR_DATABASE_URL].
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// NATS with JetStream, the bus between the processes [env: BAZAAR_NATS_URL].
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+}
+
+/// The first SIGINT/SIGTERM stops gracefully, the second kills.
+fn stop_on_signals(control: &Control) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let control = control.clone();
+    tokio::spawn(async move {
+        for token in [&control.stop, &control.force] {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            token.cancel();
+        }
+    });
+    Ok(())
+}
+
+/// `bazaar dev`: plans the ports, starts the modules and then the gateway as children
+/// of this binary, and runs until Ctrl-C or SIGTERM.
+pub async fn run(launch: Launch, args: DevArgs) -> anyhow::Result<()> {
+    if !args.split {
+        bail!(
+            "`bazaar dev` runs the split topology and needs --split (`bazaar dev --split`); \
+             for the monolith, run `bazaar serve`"
+        );
+    }
+    let overrides = Overrides {
+        http_addr: args.http_addr,
+        data_dir: launch.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let mut config = Config::load(launch.config.as_deref(), &overrides)?;
+    if args.database_url.is_some() {
+        config.database_url = args.database_url;
+    }
+    if args.nats_url.is_some() {
+        config.nats_url = args.nats_url;
+    }
+    config.validate()?;
+    let database_url = config.database_url.clone().context(
+        "bazaar dev --split needs PostgreSQL: set BAZAAR_DATABASE_URL \
+         (e.g. postgres://postgres@127.0.0.1:5432/bazaar), database_url in the config file, \
+         or --database-url",
+    )?;
+    let nats_url = config.nats_url.clone().context(
+        "bazaar dev --split needs NATS with JetStream: set BAZAAR_NATS_URL \
+         (e.g. nats://127.0.0.1:4222), nats_url in the config file, or --nats-url",
+    )?;
+    let plan = Plan::new(
+        launch.gateway,
+        &launch.modules,
+        config.http_addr,
+        args.base_port,
+    )?;
+    plan.check_free()?;
+
+    let data_dir = std::path::absolute(&config.data_dir)
+        .with_context(|| format!("bad data dir {}", config.data_dir.display()))?;
+    let shared = Shared {
+        jwt_secret: load_or_create_secret(
+            config.jwt_secret.as_deref(),
+            &data_dir.join("jwt-secret"),
+        )?,
+        service_secret: load_or_create_secret(
+            config.service_secret.as_deref(),
+            &data_dir.join("service-secret"),
+        )?,
+        data_dir,
+        database_url,
+        nats_url,
+        nats_prefix: config.nats_prefix.clone(),
+    };
+    for service in plan.all() {
+        let dir = shared.data_dir.join(service.name);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+
+    let exe = std::env::current_exe().context("cannot find the bazaar executable")?;
+    let mut global_args: Vec<OsString> = Vec::new();
+    if let Some(file) = launch.config {
+        global_args.push("--config".into());
+        global_args.push(file.into());
+    }
+    if let Some(format) = launch.log_format {
+        global_args.push("--log-format".into());
+        global_args.push(format.into());
+    }
+    let spec = |service: &Planned| Spec {
+        name: service.name.to_owned(),
+        command: child_command(
+            &exe,
+            &global_args,
+            service.name,
+            &child_env(&plan, service, &shared),
+        ),
+        health: Some(reachable(service.listen)),
+        url: Some(service.url.clone()),
+    };
+    let stages = vec![
+        plan.modules.iter().map(spec).collect(),
+        vec![spec(&plan.gateway)],
+    ];
+    let settings = Settings {
+        ready_timeout: READY_TIMEOUT,
+        stop_timeout: Duration::from_secs(config.shutdown_timeout_secs) + STOP_GRACE,
+        poll_every: Duration::from_millis(200),
+        banner: Some(format!("bazaar is ready at {}", plan.gateway.url)),
+    };
+    let control = Control::default();
+    stop_on_signals(&control)?;
+    let output = Output::stdio();
+    let result = supervise(stages, &settings, &control, &output).await;
+    if let Ok(ended) = &result {
+        let unclean: Vec<_> = ended
+            .iter()
+            .filter(|e| !e.status.is_some_and(|s| s.success()))
+            .map(|e| e.name.as_str())
+            .collect();
+        if unclean.is_empty() {
+            output
+                .say("[dev] stopped; every service exited cleanly")
+                .await;
+        } else {
+            output
+                .say(format!(
+                    "[dev] stopped; not cleanly: {}",
+                    unclean.join(", ")
+                ))
+                .await;
+        }
+    }
+    output.flush().await;
+    result.map(drop)
+}

@@ -1,0 +1,347 @@
+//! The plan: the port, environment and command line of every child (pure, apart from
+//! the check that its ports are free).
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context as _, bail};
+use tokio::process::Command;
+
+/// One service of the plan: where it listens and where the others reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Planned {
+    pub(crate) name: &'static str,
+    pub(crate) listen: SocketAddr,
+    /// `http://<ip>:<port>`, with an unspecified listen IP replaced by loopback.
+    pub(crate) url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) gateway: Planned,
+    /// In the order the modules were given.
+    pub(crate) modules: Vec<Planned>,
+}
+
+/// Where a client on this machine connects to reach a listener on `listen`.
+pub(crate) fn reachable(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, listen.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    }
+}
+
+fn planned(name: &'static str, listen: SocketAddr) -> Planned {
+    Planned {
+        name,
+        listen,
+        url: format!("http://{}", reachable(listen)),
+    }
+}
+
+impl Plan {
+    /// The gateway (named `edge`) on `gateway`; the `modules` on its IP at `base_port`
+    /// (default: the gateway's port + 1) and the ports after it, one each.
+    pub(crate) fn new(
+        edge: &'static str,
+        modules: &[&'static str],
+        gateway: SocketAddr,
+        base_port: Option<u16>,
+    ) -> anyhow::Result<Self> {
+        if gateway.port() == 0 {
+            bail!(
+                "bazaar dev needs a fixed gateway port (--http-addr / BAZAAR_HTTP_ADDR), not port 0"
+            );
+        }
+        if modules.is_empty() {
+            bail!("no modules to start");
+        }
+        let count = u16::try_from(modules.len()).context("too many modules")?;
+        let base = match base_port {
+            Some(0) => bail!("--base-port must not be 0"),
+            Some(port) => port,
+            None => gateway.port().checked_add(1).context(
+                "the gateway's port is the highest there is: no room for the modules after it (use --base-port)",
+            )?,
+        };
+        let last = base.checked_add(count - 1).with_context(|| {
+            format!(
+                "the modules need ports {base} to {}: past 65535",
+                u32::from(base) + u32::from(count) - 1
+            )
+        })?;
+        if (base..=last).contains(&gateway.port()) {
+            bail!(
+                "the gateway's port {} falls in the modules' ports {base}..={last} (choose another --base-port)",
+                gateway.port()
+            );
+        }
+        let modules = modules
+            .iter()
+            .zip(base..=last)
+            .map(|(name, port)| planned(name, SocketAddr::new(gateway.ip(), port)))
+            .collect();
+        Ok(Self {
+            gateway: planned(edge, gateway),
+            modules,
+        })
+    }
+
+    /// Modules first, then the gateway.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Planned> {
+        self.modules.iter().chain(std::iter::once(&self.gateway))
+    }
+
+    /// Fails early, naming the service, when one of the ports is taken.
+    pub(crate) fn check_free(&self) -> anyhow::Result<()> {
+        for service in self.all() {
+            std::net::TcpListener::bind(service.listen).with_context(|| {
+                format!(
+                    "cannot listen on {} for {}: is another bazaar running? (choose ports with --http-addr and --base-port)",
+                    service.listen, service.name
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// What every child shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    /// Each child gets `<data_dir>/<its name>`.
+    pub(crate) data_dir: PathBuf,
+    pub(crate) database_url: String,
+    pub(crate) nats_url: String,
+    pub(crate) nats_prefix: String,
+    pub(crate) jwt_secret: String,
+    pub(crate) service_secret: String,
+}
+
+/// The environment one child runs with: these set on top of the parent's, those
+/// removed from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChildEnv {
+    pub(crate) set: Vec<(String, OsString)>,
+    pub(crate) remove: Vec<String>,
+}
+
+fn peer_var(module: &str) -> String {
+    format!("BAZAAR_PEER_{}", module.to_ascii_uppercase())
+}
+
+/// `who`'s environment: its address and data dir, the shared stores and secrets, and
+/// every other module as a peer (the gateway gets them all).
+pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv {
+    let mut set: Vec<(String, OsString)> = vec![
+        ("BAZAAR_HTTP_ADDR".into(), who.listen.to_string().into()),
+        (
+            "BAZAAR_DATA_DIR".into(),
+            shared.data_dir.join(who.name).into(),
+        ),
+        (
+            "BAZAAR_DATABASE_URL".into(),
+            shared.database_url.clone().into(),
+        ),
+        ("BAZAAR_NATS_URL".into(), shared.nats_url.clone().into()),
+        (
+            "BAZAAR_NATS_PREFIX".into(),
+            shared.nats_prefix.clone().into(),
+        ),
+        ("BAZAAR_JWT_SECRET".into(), shared.jwt_secret.clone().into()),
+        (
+            "BAZAAR_SERVICE_SECRET".into(),
+            shared.service_secret.clone().into(),
+        ),
+    ];
+    let mut remove = vec!["BAZAAR_ONLY".to_owned()];
+    for module in &plan.modules {
+        if module.name == who.name {
+            // A peer variable for itself, inherited from the user's shell, would only
+            // confuse it.
+            remove.push(peer_var(module.name));
+        } else {
+            set.push((peer_var(module.name), module.url.clone().into()));
+        }
+    }
+    ChildEnv { set, remove }
+}
+
+/// `<exe> [global flags] serve --only <name>` with `env`, output piped, killed if
+/// dropped.
+pub(crate) fn child_command(
+    exe: &Path,
+    global_args: &[OsString],
+    name: &str,
+    env: &ChildEnv,
+) -> Command {
+    let mut command = Command::new(exe);
+    command
+        .args(global_args)
+        .args(["serve", "--only", name])
+        .stdin(Stdio::null());
+    for key in &env.remove {
+        command.env_remove(key);
+    }
+    command.envs(env.set.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bazaar's modules, in its start order.
+    const MODULES: [&str; 7] = [
+        "identity",
+        "catalog",
+        "cart",
+        "payments",
+        "orders",
+        "notifications",
+        "analytics",
+    ];
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn plan_for(gateway: &str, base_port: Option<u16>) -> anyhow::Result<Plan> {
+        Plan::new("gateway", &MODULES, addr(gateway), base_port)
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            data_dir: PathBuf::from("/tmp/bz"),
+            database_url: "postgres://pg@db/bazaar".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_prefix: "bazaar".into(),
+            jwt_secret: "j".repeat(32),
+            service_secret: "s".repeat(32),
+        }
+    }
+
+    #[test]
+    fn ports_follow_the_gateway_in_module_order() {
+        let plan = plan_for("127.0.0.1:8080", None).unwrap();
+        assert_eq!(plan.gateway.listen, addr("127.0.0.1:8080"));
+        assert_eq!(plan.gateway.url, "http://127.0.0.1:8080");
+        let ports: Vec<_> = plan
+            .modules
+            .iter()
+            .map(|m| (m.name, m.listen.port()))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("identity", 8081),
+                ("catalog", 8082),
+                ("cart", 8083),
+                ("payments", 8084),
+                ("orders", 8085),
+                ("notifications", 8086),
+                ("analytics", 8087)
+            ]
+        );
+        let names: Vec<_> = plan.all().map(|s| s.name).collect();
+        assert_eq!(names.last(), Some(&"gateway"));
+    }
+
+    #[test]
+    fn base_port_moves_the_modules() {
+        let plan = plan_for("0.0.0.0:9000", Some(7001)).unwrap();
+        assert_eq!(plan.modules[0].listen, addr("0.0.0.0:7001"));
+        assert_eq!(plan.modules[6].listen, addr("0.0.0.0:7007"));
+        // Peers reach an unspecified address on loopback.
+        assert_eq!(plan.modules[1].url, "http://127.0.0.1:7002");
+        assert_eq!(plan.gateway.url, "http://127.0.0.1:9000");
+        let v6 = plan_for("[::1]:8080", None).unwrap();
+        assert_eq!(v6.modules[0].url, "http://[::1]:8081");
+    }
+
+    #[test]
+    fn impossible_port_plans_are_refused() {
+        let err = |gateway: &str, base| plan_for(gateway, base).unwrap_err().to_string();
+        assert!(err("127.0.0.1:0", None).contains("port 0"));
+        assert!(err("127.0.0.1:65535", None).contains("--base-port"));
+        assert!(err("127.0.0.1:65530", None).contains("65535"));
+        assert!(err("127.0.0.1:8080", Some(8077)).contains("8080"));
+        assert!(err("127.0.0.1:8080", Some(0)).contains('0'));
+        assert!(plan_for("127.0.0.1:8080", Some(8073)).is_ok());
+        assert!(plan_for("127.0.0.1:65528", None).is_ok());
+        let none = Plan::new("gateway", &[], addr("127.0.0.1:8080"), None).unwrap_err();
+        assert!(none.to_string().contains("no modules"), "{none}");
+    }
+
+    fn env_map(env: &ChildEnv) -> std::collections::BTreeMap<String, String> {
+        env.set
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_module_gets_its_address_dir_shared_settings_and_the_other_six_peers() {
+        let plan = plan_for("127.0.0.1:8080", None).unwrap();
+        let catalog = &plan.modules[1];
+        let env = child_env(&plan, catalog, &shared());
+        let vars = env_map(&env);
+        assert_eq!(vars["BAZAAR_HTTP_ADDR"], "127.0.0.1:8082");
+        assert_eq!(vars["BAZAAR_DATA_DIR"], "/tmp/bz/catalog");
+        assert_eq!(vars["BAZAAR_DATABASE_URL"], "postgres://pg@db/bazaar");
+        assert_eq!(vars["BAZAAR_NATS_URL"], "nats://127.0.0.1:4222");
+        assert_eq!(vars["BAZAAR_NATS_PREFIX"], "bazaar");
+        assert_eq!(vars["BAZAAR_JWT_SECRET"], "j".repeat(32));
+        assert_eq!(vars["BAZAAR_SERVICE_SECRET"], "s".repeat(32));
+        let peers: Vec<_> = vars
+            .keys()
+            .filter(|k| k.starts_with("BAZAAR_PEER_"))
+            .collect();
+        assert_eq!(peers.len(), 6, "{peers:?}");
+        assert!(!vars.contains_key("BAZAAR_PEER_CATALOG"));
+        assert_eq!(vars["BAZAAR_PEER_IDENTITY"], "http://127.0.0.1:8081");
+        assert_eq!(vars["BAZAAR_PEER_ANALYTICS"], "http://127.0.0.1:8087");
+        assert!(env.remove.contains(&"BAZAAR_PEER_CATALOG".to_owned()));
+        assert!(env.remove.contains(&"BAZAAR_ONLY".to_owned()));
+    }
+
+    #[test]
+    fn the_gateway_gets_all_seven_peers() {
+        let plan = plan_for("127.0.0.1:8080", None).unwrap();
+        let vars = env_map(&child_env(&plan, &plan.gateway, &shared()));
+        assert_eq!(vars["BAZAAR_HTTP_ADDR"], "127.0.0.1:8080");
+        assert_eq!(vars["BAZAAR_DATA_DIR"], "/tmp/bz/gateway");
+        for (module, port) in MODULES.iter().zip(8081..) {
+            assert_eq!(vars[&peer_var(module)], format!("http://127.0.0.1:{port}"));
+        }
+    }
+
+    #[test]
+    fn the_command_is_serve_only_with_the_global_flags_first() {
+        let plan = plan_for("127.0.0.1:8080", None).unwrap();
+        let env = child_env(&plan, &plan.modules[3], &shared());
+        let command = child_command(
+            Path::new("/bin/bazaar"),
+            &["--config".into(), "b.toml".into()],
+            "payments",
+            &env,
+        );
+        let std = command.as_std();
+        assert_eq!(std.get_program(), "/bin/bazaar");
+        let args: Vec<_> = std.get_args().collect();
+        assert_eq!(args, ["--config", "b.toml", "serve", "--only", "payments"]);
+        let envs: Vec<_> = std.get_envs().collect();
+        assert!(envs.contains(&(std::ffi::OsStr::new("BAZAAR_PEER_PAYMENTS"), None)));
+        assert!(envs.contains(&(
+            std::ffi::OsStr::new("BAZAAR_HTTP_ADDR"),
+            Some(std::ffi::OsStr::new("127.0.0.1:8084"))
+        )));
+    }
+}
