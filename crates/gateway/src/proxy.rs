@@ -185,9 +185,9 @@ pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
     }
     // Traces: the edge's own spans and every module's, gathered per trace.
     router = router
-        .route(chassis::traces::admin::TRACES, get(traces_list))
+        .route(chassis::admin::traces::TRACES, get(traces_list))
         .route(
-            &format!("{}/{{trace_id}}", chassis::traces::admin::TRACES),
+            &format!("{}/{{trace_id}}", chassis::admin::traces::TRACES),
             get(trace_one),
         );
     let mut write_prefixes: Vec<&str> = Vec::new();
@@ -598,7 +598,7 @@ async fn json_body(name: &'static str, response: Response) -> Option<serde_json:
 /// included, merged by trace (each process knows only its own spans of a trace).
 async fn traces_list(
     State(proxy): State<Arc<Proxy>>,
-    chassis::extract::Query(params): chassis::extract::Query<chassis::traces::admin::ListParams>,
+    chassis::extract::Query(params): chassis::extract::Query<chassis::admin::traces::ListParams>,
     request: Request,
 ) -> Response {
     let (mut parts, _) = request.into_parts();
@@ -645,7 +645,7 @@ async fn trace_one(
     if let Err(response) = require_admin(&proxy, &mut parts).await {
         return response;
     }
-    let trace_id = match chassis::traces::admin::trace_id(&id) {
+    let trace_id = match chassis::admin::traces::trace_id(&id) {
         Ok(trace_id) => trace_id,
         Err(problem) => return problem.into_response(),
     };
@@ -673,7 +673,7 @@ async fn trace_one(
     }
     let spans = chassis::traces::merge_spans(parts_found);
     if spans.is_empty() {
-        return chassis::traces::admin::not_found().into_response();
+        return chassis::admin::traces::not_found().into_response();
     }
     axum::Json(serde_json::json!({
         "trace_id": trace_id,
