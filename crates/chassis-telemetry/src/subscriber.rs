@@ -8,7 +8,7 @@
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]` apply as usual, and
 //! `OTEL_SDK_DISABLED=true` turns tracing off.
 //!
-//! Logs are JSON lines ([`logs`](crate::logs)) or, for humans, pretty ones.
+//! Logs are JSON lines (see `logs.rs`) or, for humans, pretty ones.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;

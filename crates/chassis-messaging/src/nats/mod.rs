@@ -29,8 +29,8 @@
 //!
 //! The parts: [`settings`], the connection and its streams and durables
 //! ([`jetstream`]), publishing ([`publish`]), the consume loop ([`consume`]), what
-//! travels in message headers ([`headers`]), settling messages ([`settle`]) and
-//! copying the undeliverable to the dead-letter stream ([`dead_letter`]).
+//! travels in message headers (`headers`), settling messages (`settle`) and
+//! copying the undeliverable to the dead-letter stream (`dead_letter`).
 
 pub mod consume;
 mod dead_letter;
