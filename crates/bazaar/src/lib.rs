@@ -20,9 +20,9 @@ use chassis::nats::{JetStream, NatsBus, NatsSettings};
 use chassis::outbox::Outbox;
 use chassis::resilience::{Dependency, DependencyPolicy, Faults, Guarded, Registry};
 use chassis::store::{Store, StoreError};
-use contracts::cart::{CartApi, CartClient, cart_routes};
-use contracts::catalog::{CatalogApi, CatalogClient, catalog_routes};
-use contracts::payments::{PaymentsApi, PaymentsClient, payments_routes};
+use contracts::cart::{CartApi, CartClient, cart_handlers};
+use contracts::catalog::{CatalogApi, CatalogClient, catalog_handlers};
+use contracts::payments::{PaymentsApi, PaymentsClient, payments_handlers};
 use tokio::net::TcpListener;
 
 pub use chassis::config;
@@ -558,22 +558,22 @@ impl Modules {
         }
         if !self.stores.is_empty() {
             routes = routes
-                .merge(chassis::bus::admin::router(
+                .merge(chassis::admin::dead_letters::router(
                     self.stores.clone(),
                     tokens.clone(),
                 ))
-                .merge(chassis::bus_health::admin::router(
+                .merge(chassis::admin::bus::router(
                     self.bus_health.clone(),
                     tokens.clone(),
                 ))
-                .merge(chassis::resilience::admin::router(
+                .merge(chassis::admin::resilience::router(
                     self.registry.clone(),
                     self.faults.clone(),
                     tokens.clone(),
                     self.fault_admin,
                 ))
                 // This process's recent spans; the split edge gathers every module's.
-                .merge(chassis::traces::admin::router(tokens.clone()));
+                .merge(chassis::admin::traces::router(tokens.clone()));
         }
         // Route faults (`GET /api/v1/products/{id}`); a no-op while none are set.
         let faults = self.faults.clone();
@@ -585,19 +585,20 @@ impl Modules {
         };
         routes = with_faults(routes);
         if let Some(keys) = self.keys.as_ref().filter(|_| self.topology.is_split()) {
-            let mut internal: Vec<axum::Router> = Vec::new();
+            let mut internal = Vec::new();
             if let Some(catalog) = &self.catalog {
-                internal.push(catalog_routes(Arc::new(catalog.clone())));
+                internal.extend(catalog_handlers(Arc::new(catalog.clone())));
             }
             if let Some(cart) = &self.cart {
-                internal.push(cart_routes(Arc::new(cart.clone())));
+                internal.extend(cart_handlers(Arc::new(cart.clone())));
             }
             if let Some(payments) = &self.payments {
-                internal.push(payments_routes(Arc::new(payments.clone())));
+                internal.extend(payments_handlers(Arc::new(payments.clone())));
             }
             // (A guard on no routes at all would be a no-op, which axum refuses.)
-            if let Some(internal) = internal.into_iter().reduce(axum::Router::merge) {
-                routes = routes.merge(chassis::rpc::internal(with_faults(internal), keys.clone()));
+            if !internal.is_empty() {
+                let internal = with_faults(chassis::rpc::router(internal));
+                routes = routes.merge(chassis::rpc::internal(internal, keys.clone()));
             }
         }
         routes
@@ -683,15 +684,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         <orders::ApiDoc as utoipa::OpenApi>::openapi(),
         <notifications::ApiDoc as utoipa::OpenApi>::openapi(),
         <analytics::ApiDoc as utoipa::OpenApi>::openapi(),
-        <chassis::bus::admin::ApiDoc as utoipa::OpenApi>::openapi(),
-        <chassis::bus_health::admin::ApiDoc as utoipa::OpenApi>::openapi(),
-        <chassis::resilience::admin::ApiDoc as utoipa::OpenApi>::openapi(),
-        <chassis::traces::admin::ApiDoc as utoipa::OpenApi>::openapi(),
+        <chassis::admin::dead_letters::ApiDoc as utoipa::OpenApi>::openapi(),
+        <chassis::admin::bus::ApiDoc as utoipa::OpenApi>::openapi(),
+        <chassis::admin::resilience::ApiDoc as utoipa::OpenApi>::openapi(),
+        <chassis::admin::traces::ApiDoc as utoipa::OpenApi>::openapi(),
     ])
 }
 
 /// The resilience admin route, answered by every module process.
-pub const RESILIENCE: &str = "/api/v1/admin/resilience";
+pub use chassis::admin::resilience::RESILIENCE;
 
 /// The edge alone: every public route proxied to the module that owns it.
 fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, StartError> {
@@ -722,7 +723,7 @@ fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, Start
                 gateway::DEAD_LETTERS,
                 RESILIENCE,
                 gateway::FAULTS,
-                chassis::bus_health::BUS,
+                chassis::admin::bus::BUS,
             ],
             fan_out_writes: vec![gateway::FAULTS],
             // Every module without a public route of its own.

@@ -291,7 +291,7 @@ mod routes_tests {
             }
             if path == gateway::DEAD_LETTERS
                 || path == crate::RESILIENCE
-                || path == chassis::bus_health::BUS
+                || path == chassis::admin::bus::BUS
             {
                 continue; // fanned out to every module
             }
@@ -299,7 +299,7 @@ mod routes_tests {
                 continue; // the gateway's own
             }
             if path
-                .strip_prefix(chassis::traces::admin::TRACES)
+                .strip_prefix(chassis::admin::traces::TRACES)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             {
                 continue; // gathered by the gateway from every module

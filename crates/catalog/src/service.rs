@@ -129,7 +129,7 @@ impl CatalogService {
         if q.is_some_and(|q| q.chars().count() > QUERY_MAX) {
             v.push("q", format!("must be at most {QUERY_MAX} characters"));
         }
-        v.finish().map_err(CatalogFailure::Invalid)?;
+        v.finish().map_err(|e| CatalogFailure::Invalid(e.into()))?;
         let limit = limit.unwrap_or(page::DEFAULT_LIMIT);
         let cursor = page::cursor(cursor).map_err(|_| CatalogFailure::BadCursor)?;
         let pattern = q.filter(|q| !q.is_empty()).map(like_pattern);

@@ -13,28 +13,15 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::resilience::{DependencyPolicy, Fault, PolicyOverrides};
+pub use chassis_store::store::SqliteSync;
+pub use chassis_telemetry::LogFormat;
 
-/// Log output: JSON lines for machines (default) or pretty for humans.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Json,
-    Pretty,
-}
+use chassis_resilience::{DependencyPolicy, Fault, PolicyOverrides};
 
-/// SQLite's `synchronous` pragma. See docs/adr/0003: `normal` in WAL mode survives a
-/// process crash and loses at most the last transactions on power loss; `full`
-/// survives power loss at the cost of an fsync per commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SqliteSync {
-    #[default]
-    Normal,
-    Full,
-}
-
+/// The process's configuration: one flat set of keys, each typed with the settings
+/// type of the mechanism it configures (`log_format`: chassis-telemetry,
+/// `sqlite_synchronous`: chassis-store, `dependencies` and `faults`:
+/// chassis-resilience).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {

@@ -1,34 +1,88 @@
-//! The platform every bazaar module stands on.
+//! The platform every bazaar module stands on, assembled.
 //!
 //! Modules bring their domain, use cases and adapters; everything that would otherwise
-//! be copied between them (configuration, telemetry, the HTTP server and its layers,
-//! the store, problem+json errors, authentication extractors) lives here once.
+//! be copied between them lives once in the chassis crates, each on its own seam, with
+//! one-way dependencies:
+//!
+//! - `chassis-core`: ids, money, time, cursors, validation, events, the RPC contract
+//!   layer (`rpc!`); no I/O, all that contracts need;
+//! - `chassis-telemetry`: logs, traces, the metrics recorder;
+//! - `chassis-http`: problem+json, extractors, auth, deadlines, health, the server, RED
+//!   metrics, the RPC transport;
+//! - `chassis-store`: a module's database and idempotency records;
+//! - `chassis-messaging`: outbox, relay, consumers, the in-process bus and JetStream;
+//! - `chassis-resilience`: guarded dependencies and injected faults.
+//!
+//! This crate re-exports them under the paths modules use (`chassis::http`,
+//! `chassis::outbox`, `chassis::Problem` ...) and adds what needs several of them: the
+//! [`admin`] API and the process [`config`].
 
-pub mod auth;
-pub mod bus;
-pub mod bus_health;
+pub mod admin;
 pub mod config;
-pub mod deadline;
-pub mod error;
-pub mod events;
-pub mod extract;
-pub mod health;
-pub mod http;
-pub mod id;
-pub mod idempotency;
-pub mod metrics;
-pub mod money;
-pub mod nats;
-pub mod openapi;
-pub mod outbox;
-pub mod page;
-pub mod resilience;
-pub mod retry;
-pub mod rpc;
-pub mod store;
-pub mod telemetry;
-pub mod time;
-pub mod traces;
 
-pub use error::{FieldError, Problem};
+pub use chassis_core::{events, id, money, page, retry, time};
+pub use chassis_http::{auth, deadline, extract, impl_into_response, openapi};
+pub use chassis_messaging::{bus_health, nats, outbox, relay};
+pub use chassis_store::idempotency;
+pub use chassis_telemetry::traces;
+
+pub use chassis_core::validation::FieldError;
+pub use chassis_http::Problem;
 pub use tokio_util::sync::CancellationToken;
+
+/// Errors as problem+json, and field validation.
+pub mod error {
+    pub use chassis_core::error::chain;
+    pub use chassis_core::validation::{FieldError, Invalid, Violations};
+    pub use chassis_http::problem::{PROBLEM_JSON, Problem};
+}
+
+/// Liveness and readiness.
+pub mod health {
+    pub use chassis_core::health::Check;
+    pub use chassis_http::health::{Readiness, live, ready};
+}
+
+/// The HTTP server every bazaar process runs: its layers, its ops routes and its
+/// graceful shutdown.
+pub mod http {
+    pub use chassis_http::server::*;
+}
+
+/// Prometheus metrics: the recorder (chassis-telemetry) and the RED middleware and
+/// `/metrics` route (chassis-http).
+pub mod metrics {
+    pub use chassis_http::red::*;
+    pub use chassis_telemetry::metrics::*;
+}
+
+/// Calls between modules: the contract layer (chassis-core) and its HTTP transport
+/// (chassis-http).
+pub mod rpc {
+    pub use chassis_core::rpc::*;
+    pub use chassis_http::rpc::*;
+}
+
+/// The event bus and its consumers.
+pub mod bus {
+    pub use chassis_messaging::bus::*;
+    pub use chassis_messaging::consumer::*;
+    pub use chassis_messaging::dead_letters::{DeadLetter, dead_letters};
+}
+
+/// Guarded calls to other modules, and injected faults.
+pub mod resilience {
+    pub use chassis_core::rpc::{Guard, Guarded};
+    pub use chassis_resilience::*;
+}
+
+/// A module's database.
+pub mod store {
+    pub use chassis_store::store::*;
+}
+
+/// Logs and traces.
+pub mod telemetry {
+    pub use chassis_telemetry::propagation::*;
+    pub use chassis_telemetry::subscriber::*;
+}

@@ -14,19 +14,19 @@ pub enum CartError {
     Unavailable(String),
 }
 
-chassis::rpc! {
+chassis_core::rpc! {
     /// What orders may read of a user's cart.
     pub trait CartApi as "cart" {
         client CartClient;
-        routes cart_routes;
+        handlers cart_handlers;
 
         /// The user's cart lines (no prices: those are the catalog's).
         async fn items(&self, user_id: String) -> Result<Vec<CartItem>, CartError>;
     }
 }
 
-impl chassis::rpc::RemoteError for CartError {
-    fn from_failure(failure: chassis::rpc::RpcFailure) -> Self {
+impl chassis_core::rpc::RemoteError for CartError {
+    fn from_failure(failure: chassis_core::rpc::RpcFailure) -> Self {
         CartError::Unavailable(failure.to_string())
     }
 

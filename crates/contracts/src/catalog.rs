@@ -52,11 +52,11 @@ pub enum ReservationState {
     Restocked,
 }
 
-chassis::rpc! {
+chassis_core::rpc! {
     /// What other modules may ask the catalog.
     pub trait CatalogApi as "catalog" {
         client CatalogClient;
-        routes catalog_routes;
+        handlers catalog_handlers;
 
         async fn get_product(&self, id: String) -> Result<Product, CatalogError>;
 
@@ -85,8 +85,8 @@ chassis::rpc! {
     }
 }
 
-impl chassis::rpc::RemoteError for CatalogError {
-    fn from_failure(failure: chassis::rpc::RpcFailure) -> Self {
+impl chassis_core::rpc::RemoteError for CatalogError {
+    fn from_failure(failure: chassis_core::rpc::RpcFailure) -> Self {
         CatalogError::Unavailable(failure.to_string())
     }
 

@@ -10,10 +10,10 @@ pub mod identity;
 pub mod orders;
 pub mod payments;
 
-/// Implements [`chassis::events::DomainEvent`] for a contract event.
+/// Implements [`chassis_core::events::DomainEvent`] for a contract event.
 macro_rules! event {
     ($ty:ty, $source:literal, $name:literal, v $version:literal, |$e:ident| $aggregate:expr) => {
-        impl chassis::events::DomainEvent for $ty {
+        impl chassis_core::events::DomainEvent for $ty {
             const TYPE: &'static str = $name;
             const VERSION: u32 = $version;
             const SOURCE: &'static str = $source;

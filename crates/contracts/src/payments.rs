@@ -59,12 +59,12 @@ pub enum PaymentError {
     Invalid(String),
 }
 
-chassis::rpc! {
+chassis_core::rpc! {
     /// Charging and refunding, with Stripe-style idempotency keys: a retried charge
     /// with the same key is answered from the record, never charged twice.
     pub trait PaymentsApi as "payments" {
         client PaymentsClient;
-        routes payments_routes;
+        handlers payments_handlers;
 
         async fn charge(&self, request: ChargeRequest) -> Result<Payment, PaymentError>;
         async fn refund(&self, request: RefundRequest) -> Result<Payment, PaymentError>;
@@ -74,8 +74,8 @@ chassis::rpc! {
     }
 }
 
-impl chassis::rpc::RemoteError for PaymentError {
-    fn from_failure(failure: chassis::rpc::RpcFailure) -> Self {
+impl chassis_core::rpc::RemoteError for PaymentError {
+    fn from_failure(failure: chassis_core::rpc::RpcFailure) -> Self {
         PaymentError::Unavailable(failure.to_string())
     }
 

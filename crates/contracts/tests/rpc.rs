@@ -1,4 +1,4 @@
-//! The RPC layer over real HTTP: `catalog_routes` served on 127.0.0.1 the way a split
+//! The RPC layer over real HTTP: `catalog_handlers` served on 127.0.0.1 the way a split
 //! catalog process serves them (service-credential guard inside the common layers),
 //! called through `CatalogClient`. The catalog itself is a small in-test fake; the
 //! transport (chassis::rpc, chassis::http, chassis::deadline, chassis::auth) is real.
@@ -17,7 +17,7 @@ use axum::response::Response;
 use chassis::auth::{Role, ServiceKeys, Tokens};
 use chassis::http::HttpSettings;
 use contracts::catalog::{
-    CatalogApi, CatalogClient, CatalogError, Product, ReservationState, StockLine, catalog_routes,
+    CatalogApi, CatalogClient, CatalogError, Product, ReservationState, StockLine, catalog_handlers,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -224,7 +224,7 @@ async fn record(
 async fn serve(api: Arc<dyn CatalogApi>, keys: ServiceKeys, deadlines: Deadlines) -> Server {
     let seen = Seen::default();
     let router = chassis::http::with_common_layers(
-        chassis::rpc::internal(catalog_routes(api), keys),
+        chassis::rpc::internal(chassis::rpc::router(catalog_handlers(api)), keys),
         &HttpSettings {
             service: "catalog",
             request_timeout: SERVER_BUDGET,

@@ -110,7 +110,8 @@ impl NotificationsService {
                 format!("must be at most {ORDER_ID_MAX} characters"),
             );
         }
-        v.finish().map_err(NotificationsError::Invalid)?;
+        v.finish()
+            .map_err(|e| NotificationsError::Invalid(e.into()))?;
         let limit = limit.unwrap_or(page::DEFAULT_LIMIT);
         let cursor = page::cursor(cursor).map_err(|_| NotificationsError::BadCursor)?;
         let page = store::list(&self.pool, order_id, cursor.as_ref(), limit).await?;

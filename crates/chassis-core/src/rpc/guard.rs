@@ -1,0 +1,52 @@
+//! The guarded side: a contract implementation behind a guard.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::failure::RemoteError;
+
+/// What protects a caller from a dependency (chassis-resilience's `Dependency`:
+/// breaker, bulkhead, timeout, budgeted retries, injected faults). `attempt` is one
+/// try of the real call; a guard may call it again to retry, or not at all.
+pub trait Guard: Send + Sync + 'static {
+    fn call<T, E, F, Fut>(
+        &self,
+        method: &'static str,
+        attempt: F,
+    ) -> impl Future<Output = Result<T, E>> + Send
+    where
+        T: Send,
+        E: RemoteError,
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send;
+}
+
+/// A contract implementation (the module's service, or its client) behind a
+/// [`Guard`]. [`rpc!`](crate::rpc!) implements each contract trait for
+/// `Guarded<dyn Trait, G>`, so callers hold an `Arc<dyn Trait>` as before.
+pub struct Guarded<T: ?Sized, G> {
+    inner: Arc<T>,
+    guard: Arc<G>,
+}
+
+impl<T: ?Sized, G> Guarded<T, G> {
+    pub fn new(inner: Arc<T>, guard: Arc<G>) -> Self {
+        Self { inner, guard }
+    }
+
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    pub fn guard(&self) -> &G {
+        &self.guard
+    }
+}
+
+impl<T: ?Sized, G: std::fmt::Debug> std::fmt::Debug for Guarded<T, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}

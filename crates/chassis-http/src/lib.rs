@@ -1,0 +1,20 @@
+//! The HTTP side of the bazaar platform.
+//!
+//! Errors as problem+json ([`Problem`]), extractors whose rejections are problems
+//! ([`extract`]), user tokens and service credentials ([`auth`]), the deadline
+//! carried across hops ([`deadline`]), liveness and readiness ([`health`]), the
+//! server every process runs with its layers ([`server`]), RED metrics ([`red`]),
+//! the RPC transport ([`rpc`]) and the OpenAPI pieces every document shares
+//! ([`openapi`]).
+
+pub mod auth;
+pub mod deadline;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod problem;
+pub mod red;
+pub mod rpc;
+pub mod server;
+
+pub use problem::Problem;

@@ -1,0 +1,18 @@
+//! The HTTP transport of chassis-core's RPC layer.
+//!
+//! A call is `POST /internal/v1/<service>/<method>` with the arguments as one JSON
+//! object; the answer is 200 `{"ok": ..}` or 422 `{"err": ..}` (a malformed call is a
+//! 400 problem). Every call carries a short-lived service credential
+//! ([`ServiceKeys`](crate::auth::ServiceKeys)), the W3C `traceparent` of the calling
+//! span and the time left ([`deadline`](crate::deadline)); internal routes refuse
+//! calls without a valid credential with 401 ([`internal`]) and are never routed by
+//! the gateway.
+//!
+//! [`Client`] is the calling side (a `chassis_core::rpc::Transport`), [`router`] turns
+//! a contract's handler table into the serving routes.
+
+mod client;
+mod server;
+
+pub use client::{Client, http_client};
+pub use server::{PREFIX, internal, router};

@@ -1,0 +1,119 @@
+//! The relay: moves a module's unsent outbox rows to the bus, in order, and stamps
+//! them sent only once the bus accepted them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chassis_core::events::Envelope;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusError};
+use crate::outbox::Outbox;
+
+impl Outbox {
+    /// Publishes unsent rows in order until none are left or the bus refuses one.
+    /// Returns how many were sent.
+    pub async fn relay_once(&self, bus: &dyn Bus) -> Result<usize, RelayError> {
+        const BATCH: i64 = 100;
+        let mut sent = 0;
+        loop {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT id, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+            )
+            .bind(BATCH)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(sent);
+            }
+            // Published rows are stamped sent together, one UPDATE per batch rather
+            // than one commit per event. A crash mid-batch re-publishes the batch:
+            // consumers' inboxes (and JetStream's dedup window) absorb the repeats.
+            let mut published = Vec::with_capacity(rows.len());
+            let mut failure = None;
+            for (id, text) in rows {
+                match serde_json::from_str::<Envelope>(&text) {
+                    Ok(envelope) => {
+                        if let Err(e) = bus.publish(&envelope).await {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                    // Written by this code from a valid envelope; an unreadable row
+                    // can never be sent, so it must not block the ones behind it.
+                    Err(e) => {
+                        tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row");
+                    }
+                }
+                published.push(id);
+            }
+            self.mark_sent(&published).await?;
+            sent += published.len();
+            metrics::counter!("outbox_relayed_total", "module" => self.module)
+                .increment(published.len() as u64);
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+        }
+    }
+
+    /// Runs the relay until `shutdown`: on every wake-up and at least every `poll`.
+    pub fn spawn_relay(
+        &self,
+        bus: Arc<dyn Bus>,
+        poll: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let outbox = self.clone();
+        tokio::spawn(async move {
+            let mut failures: u32 = 0;
+            loop {
+                match outbox.relay_once(bus.as_ref()).await {
+                    Ok(_) => failures = 0,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(module = outbox.module, error = %e, "relay failed; will retry");
+                    }
+                }
+                if let Ok(backlog) = outbox.backlog().await {
+                    #[allow(clippy::cast_precision_loss)]
+                    {
+                        metrics::gauge!("outbox_backlog", "module" => outbox.module)
+                            .set(backlog.unsent as f64);
+                        metrics::gauge!("outbox_oldest_unsent_age_seconds", "module" => outbox.module)
+                            .set(backlog.oldest_age_micros as f64 / 1e6);
+                    }
+                }
+                // Back off while the bus is failing; otherwise wait for work.
+                let wait = if failures > 0 {
+                    chassis_core::retry::backoff(
+                        failures,
+                        Duration::from_millis(100),
+                        Duration::from_secs(5),
+                    )
+                } else {
+                    poll
+                };
+                tokio::select! {
+                    () = outbox.wake.notified(), if failures == 0 => {}
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => {
+                        // One last pass so a clean stop leaves nothing behind.
+                        if let Err(e) = outbox.relay_once(bus.as_ref()).await {
+                            tracing::warn!(module = outbox.module, error = %e, "final relay pass failed");
+                        }
+                        break;
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox store failed")]
+    Store(#[from] sqlx::Error),
+    #[error("bus refused the event")]
+    Bus(#[from] BusError),
+}

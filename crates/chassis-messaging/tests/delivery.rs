@@ -1,0 +1,247 @@
+//! Outbox → relay → in-process bus → consumer with inbox: at-least-once delivery,
+//! exactly-once effects, retries and dead letters.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chassis_core::events::{DomainEvent, Envelope, topic_of};
+use chassis_messaging::bus::{Bus, InProcBus};
+use chassis_messaging::consumer::{Consumer, Delivery, Handler, HandlerError, RetryPolicy};
+use chassis_messaging::outbox::{Outbox, enqueue};
+use chassis_store::store::{SqliteSync, Store};
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Deposited {
+    account: String,
+    amount: i64,
+}
+
+impl DomainEvent for Deposited {
+    const TYPE: &'static str = "Deposited";
+    const VERSION: u32 = 1;
+    const SOURCE: &'static str = "bank";
+    fn aggregate_id(&self) -> String {
+        self.account.clone()
+    }
+}
+
+/// Adds each deposit to a balance table; fails the first `fail_first` attempts.
+struct Ledger {
+    fail_first: u32,
+    calls: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Handler for Ledger {
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
+        let deposit: Deposited = event.decode()?;
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail_first {
+            return Err(HandlerError::Transient("flaky".into()));
+        }
+        sqlx::query("UPDATE balance SET total = total + $1")
+            .bind(deposit.amount)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn store(dir: &std::path::Path, name: &'static str) -> Store {
+    let store = Store::open_sqlite(dir, name, 2, SqliteSync::Normal)
+        .await
+        .unwrap();
+    store.migrate_platform().await.unwrap();
+    store
+}
+
+async fn balance(store: &Store) -> i64 {
+    let (total,): (i64,) = sqlx::query_as("SELECT total FROM balance")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    total
+}
+
+fn fast() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 3,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(5),
+    }
+}
+
+async fn setup(
+    fail_first: u32,
+) -> (
+    tempfile::TempDir,
+    Store,
+    Store,
+    Arc<InProcBus>,
+    Arc<Consumer>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let producer = store(dir.path(), "producer").await;
+    let consumer_store = store(dir.path(), "consumer").await;
+    sqlx::query("CREATE TABLE balance (total BIGINT NOT NULL)")
+        .execute(consumer_store.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO balance (total) VALUES (0)")
+        .execute(consumer_store.pool())
+        .await
+        .unwrap();
+    let consumer = Arc::new(Consumer::new(
+        "ledger",
+        vec![topic_of::<Deposited>()],
+        consumer_store.pool().clone(),
+        Arc::new(Ledger {
+            fail_first,
+            calls: AtomicU32::new(0),
+        }),
+        fast(),
+    ));
+    let bus = Arc::new(InProcBus::new());
+    bus.subscribe(Arc::clone(&consumer));
+    (dir, producer, consumer_store, bus, consumer)
+}
+
+async fn deposit(producer: &Store, amount: i64) -> Envelope {
+    let mut tx = producer.pool().begin().await.unwrap();
+    let env = enqueue(
+        &mut tx,
+        &Deposited {
+            account: "a".into(),
+            amount,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    env
+}
+
+#[tokio::test]
+async fn relayed_events_apply_once_even_when_redelivered() {
+    let (_dir, producer, consumer_store, bus, consumer) = setup(1).await;
+    let outbox = Outbox::new("producer", producer.pool().clone());
+    let first = deposit(&producer, 5).await;
+    deposit(&producer, 7).await;
+    assert_eq!(outbox.backlog().await.unwrap().unsent, 2);
+    assert_eq!(outbox.relay_once(bus.as_ref()).await.unwrap(), 2);
+    assert_eq!(outbox.backlog().await.unwrap().unsent, 0);
+    assert_eq!(balance(&consumer_store).await, 12);
+    // The relay crashed before marking sent, say: the same envelope again.
+    assert_eq!(consumer.deliver(&first).await.unwrap(), Delivery::Duplicate);
+    bus.publish(&first).await.unwrap();
+    assert_eq!(balance(&consumer_store).await, 12);
+}
+
+#[tokio::test]
+async fn rolled_back_changes_publish_nothing() {
+    let (_dir, producer, _consumer_store, _bus, _consumer) = setup(0).await;
+    let mut tx = producer.pool().begin().await.unwrap();
+    enqueue(
+        &mut tx,
+        &Deposited {
+            account: "a".into(),
+            amount: 1,
+        },
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let outbox = Outbox::new("producer", producer.pool().clone());
+    assert_eq!(outbox.backlog().await.unwrap().unsent, 0);
+}
+
+#[tokio::test]
+async fn poison_and_persistently_failing_events_are_dead_lettered() {
+    let (_dir, _producer, consumer_store, _bus, consumer) = setup(u32::MAX).await;
+    // Fails every attempt: retried, then dead-lettered.
+    let env = Envelope::wrap(&Deposited {
+        account: "a".into(),
+        amount: 3,
+    })
+    .unwrap();
+    assert_eq!(
+        consumer.deliver(&env).await.unwrap(),
+        Delivery::DeadLettered
+    );
+    // Undecodable: dead-lettered without retries.
+    let mut poison = Envelope::wrap(&Deposited {
+        account: "a".into(),
+        amount: 3,
+    })
+    .unwrap();
+    poison.payload = serde_json::json!({"amount": "lots"});
+    assert_eq!(
+        consumer.deliver(&poison).await.unwrap(),
+        Delivery::DeadLettered
+    );
+    let letters = chassis_messaging::dead_letters::dead_letters(consumer_store.pool())
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 2);
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.event_id == poison.id && l.attempts == 1)
+    );
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.event_id == env.id && l.attempts == 3)
+    );
+    // A dead letter redelivered is not run again.
+    assert_eq!(consumer.deliver(&env).await.unwrap(), Delivery::Duplicate);
+    assert_eq!(balance(&consumer_store).await, 0);
+}
+
+/// On a bus that redelivers (JetStream), a transient failure that outlasts the local
+/// retries is left for the next delivery, not dead-lettered; a poison event still is.
+#[tokio::test]
+async fn a_redelivering_bus_defers_transient_failures() {
+    // Fails the first 4 calls; the policy retries 3 times per delivery.
+    let (_dir, _producer, consumer_store, _bus, consumer) = setup(4).await;
+    let env = Envelope::wrap(&Deposited {
+        account: "a".into(),
+        amount: 9,
+    })
+    .unwrap();
+    assert_eq!(
+        consumer.deliver_or_defer(&env).await.unwrap(),
+        Delivery::Deferred
+    );
+    assert!(
+        chassis_messaging::dead_letters::dead_letters(consumer_store.pool())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(balance(&consumer_store).await, 0);
+    // The next delivery gets through, once.
+    assert_eq!(
+        consumer.deliver_or_defer(&env).await.unwrap(),
+        Delivery::Applied
+    );
+    assert_eq!(
+        consumer.deliver_or_defer(&env).await.unwrap(),
+        Delivery::Duplicate
+    );
+    assert_eq!(balance(&consumer_store).await, 9);
+
+    let mut poison = Envelope::wrap(&Deposited {
+        account: "a".into(),
+        amount: 3,
+    })
+    .unwrap();
+    poison.payload = serde_json::json!({"amount": "lots"});
+    assert_eq!(
+        consumer.deliver_or_defer(&poison).await.unwrap(),
+        Delivery::DeadLettered
+    );
+}

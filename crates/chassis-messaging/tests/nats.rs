@@ -1,0 +1,797 @@
+//! The JetStream bus against a real NATS server: outbox → relay → `NatsBus` →
+//! JetStream → durable consumer with inbox.
+//!
+//! Needs `BAZAAR_TEST_NATS_URL` (CI: `nats://127.0.0.1:4222`, a server with JetStream);
+//! without it every test here says it was skipped and passes. Each test uses its own
+//! subject/stream prefix and deletes its streams. The restart test starts its own
+//! `nats-server` (`BAZAAR_TEST_NATS_SERVER`, default `/usr/sbin/nats-server`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::message::PublishMessage;
+use chassis_core::events::{DomainEvent, Envelope, topic_of};
+use chassis_messaging::bus::Bus;
+use chassis_messaging::consumer::{Consumer, Delivery, Handler, HandlerError, RetryPolicy};
+use chassis_messaging::nats::{
+    ConsumerSettings, DEAD_LETTER_SOURCE, JetStream, NatsBus, NatsSettings,
+};
+use chassis_messaging::outbox::{Outbox, enqueue, enqueue_envelope};
+use chassis_store::store::{SqliteSync, Store};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Deposited {
+    account: String,
+    amount: i64,
+}
+
+impl DomainEvent for Deposited {
+    const TYPE: &'static str = "Deposited";
+    const VERSION: u32 = 1;
+    const SOURCE: &'static str = "bank";
+    fn aggregate_id(&self) -> String {
+        self.account.clone()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Withdrawn {
+    account: String,
+    amount: i64,
+}
+
+impl DomainEvent for Withdrawn {
+    const TYPE: &'static str = "Withdrawn";
+    const VERSION: u32 = 1;
+    const SOURCE: &'static str = "bank";
+    fn aggregate_id(&self) -> String {
+        self.account.clone()
+    }
+}
+
+/// Published on the same stream, wanted by nobody here.
+#[derive(Debug, Serialize, Deserialize)]
+struct Audited {
+    account: String,
+}
+
+impl DomainEvent for Audited {
+    const TYPE: &'static str = "Audited";
+    const VERSION: u32 = 1;
+    const SOURCE: &'static str = "bank";
+    fn aggregate_id(&self) -> String {
+        self.account.clone()
+    }
+}
+
+/// Records every applied event in `applied`, which has no unique key: an event
+/// applied twice shows up as two rows. Takes `delay` per event (inside the
+/// transaction), so a test can make it lag behind the producer.
+struct Ledger {
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Handler for Ledger {
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
+        let amount = if event.is::<Withdrawn>() {
+            -event.decode::<Withdrawn>()?.amount
+        } else {
+            event.decode::<Deposited>()?.amount
+        };
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        sqlx::query("INSERT INTO applied (event_id, amount) VALUES ($1, $2)")
+            .bind(&event.id)
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn nats_url(test: &str) -> Option<String> {
+    // BAZAAR_TEST_LOG=chassis_messaging=debug shows every message settled, every reconnect.
+    if let Ok(filter) = std::env::var("BAZAAR_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+    let url = std::env::var("BAZAAR_TEST_NATS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("skipping {test}: BAZAAR_TEST_NATS_URL is not set");
+    }
+    url
+}
+
+/// A prefix no other test run uses.
+fn unique_prefix() -> String {
+    format!("bazaartest_{:012x}", rand::random::<u64>() >> 16)
+}
+
+fn settings(prefix: String) -> NatsSettings {
+    NatsSettings {
+        prefix,
+        publish_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+        reconnect_max_delay: Duration::from_millis(200),
+        consumer: ConsumerSettings {
+            heartbeat: Duration::from_secs(1),
+            ..ConsumerSettings::default()
+        },
+        ..NatsSettings::default()
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    producer: Store,
+    consumer_store: Store,
+    consumer: Arc<Consumer>,
+    outbox: Outbox,
+}
+
+async fn fixture(topics: Vec<String>, handler_delay: Duration) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name| Store::open_sqlite(dir.path(), name, 4, SqliteSync::Normal);
+    let producer = open("producer").await.unwrap();
+    producer.migrate_platform().await.unwrap();
+    let consumer_store = open("consumer").await.unwrap();
+    consumer_store.migrate_platform().await.unwrap();
+    sqlx::query("CREATE TABLE applied (event_id TEXT NOT NULL, amount BIGINT NOT NULL)")
+        .execute(consumer_store.pool())
+        .await
+        .unwrap();
+    let consumer = Arc::new(Consumer::new(
+        "ledger",
+        topics,
+        consumer_store.pool().clone(),
+        Arc::new(Ledger {
+            delay: handler_delay,
+        }),
+        RetryPolicy {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+        },
+    ));
+    let outbox = Outbox::new("producer", producer.pool().clone());
+    Fixture {
+        _dir: dir,
+        producer,
+        consumer_store,
+        consumer,
+        outbox,
+    }
+}
+
+/// Commits one event to the producer's outbox.
+async fn commit<E: DomainEvent>(producer: &Store, event: &E) -> Envelope {
+    let mut tx = producer.pool().begin().await.unwrap();
+    let envelope = enqueue(&mut tx, event).await.unwrap();
+    tx.commit().await.unwrap();
+    envelope
+}
+
+/// What the ledger consumes: two topics of one stream (on NATS < 2.10 the durable then
+/// reads the whole stream and skips the rest).
+fn both() -> Vec<String> {
+    vec![topic_of::<Deposited>(), topic_of::<Withdrawn>()]
+}
+
+fn deposit(amount: i64) -> Deposited {
+    Deposited {
+        account: "a".into(),
+        amount,
+    }
+}
+
+/// (rows, distinct event ids, sum of amounts) of the consumer's effects.
+async fn applied(store: &Store) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT event_id), COALESCE(SUM(amount), 0) FROM applied",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// Polls `check` until it holds; fails the test after `limit`.
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the durable has nothing left to deliver and nothing unacknowledged
+/// (nak'ed messages waiting for redelivery count as unacknowledged).
+async fn wait_all_acked(js: &JetStream, consumer: &Consumer) {
+    let stream = js.stream_name("bank");
+    wait_for(
+        "every message acknowledged",
+        Duration::from_secs(30),
+        || {
+            let stream = stream.clone();
+            async move {
+                let Ok(info) = js
+                .context()
+                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                    consumer.name(),
+                    stream,
+                )
+                .await
+                .map(|c| c.cached_info().clone())
+            else {
+                return false;
+            };
+                info.num_ack_pending == 0 && info.num_pending == 0
+            }
+        },
+    )
+    .await;
+}
+
+async fn stream_messages(js: &JetStream, source: &str) -> u64 {
+    let mut stream = js
+        .context()
+        .get_stream(js.stream_name(source))
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+async fn stop(shutdown: &CancellationToken, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    shutdown.cancel();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("task stops on shutdown")
+            .unwrap();
+    }
+}
+
+/// Deletes a test's streams when dropped, also when the test failed: the server at
+/// `BAZAAR_TEST_NATS_URL` is shared.
+struct DeleteStreams {
+    url: String,
+    settings: NatsSettings,
+}
+
+impl Drop for DeleteStreams {
+    fn drop(&mut self) {
+        let (url, settings) = (self.url.clone(), self.settings.clone());
+        // Its own thread and runtime: drop cannot await, and the test's runtime may be
+        // unwinding.
+        let deleting = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let delete = async {
+                    let js = JetStream::connect(&url, "chassis-test-cleanup", settings).await?;
+                    for source in ["bank", DEAD_LETTER_SOURCE] {
+                        js.delete_stream(source).await?;
+                    }
+                    Ok::<(), chassis_messaging::nats::NatsError>(())
+                };
+                match tokio::time::timeout(Duration::from_secs(10), delete).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => eprintln!("cannot delete test streams: {e}"),
+                    Err(_) => eprintln!("cannot delete test streams: timed out"),
+                }
+            });
+        });
+        let _ = deleting.join();
+    }
+}
+
+#[tokio::test]
+async fn outbox_to_jetstream_applies_every_event_once() {
+    let Some(url) = nats_url("outbox_to_jetstream_applies_every_event_once") else {
+        return;
+    };
+    let js = JetStream::connect(&url, "chassis-test", settings(unique_prefix()))
+        .await
+        .unwrap();
+    let _cleanup = DeleteStreams {
+        url: url.clone(),
+        settings: js.settings().clone(),
+    };
+    let f = fixture(both(), Duration::ZERO).await;
+    let bus = NatsBus::new(js.clone());
+    let shutdown = CancellationToken::new();
+    let consuming = chassis_messaging::nats::spawn_consumer(
+        js.clone(),
+        Arc::clone(&f.consumer),
+        shutdown.clone(),
+    );
+
+    // The first one carries a trace context, as it would from a traced request.
+    let mut traced = Envelope::wrap(&deposit(1000)).unwrap();
+    traced.trace_context =
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned());
+    let mut tx = f.producer.pool().begin().await.unwrap();
+    enqueue_envelope(&mut tx, &traced).await.unwrap();
+    tx.commit().await.unwrap();
+    for i in 1..=30 {
+        commit(&f.producer, &deposit(i)).await;
+        if i % 3 == 0 {
+            commit(
+                &f.producer,
+                &Withdrawn {
+                    account: "a".into(),
+                    amount: 1,
+                },
+            )
+            .await;
+        }
+        if i % 6 == 0 {
+            commit(
+                &f.producer,
+                &Audited {
+                    account: "a".into(),
+                },
+            )
+            .await;
+        }
+    }
+    // 1 + 30 deposits + 10 withdrawals + 5 audits.
+    assert_eq!(f.outbox.relay_once(&bus).await.unwrap(), 46);
+    assert_eq!(f.outbox.backlog().await.unwrap().unsent, 0);
+
+    wait_for("41 effects", Duration::from_secs(30), || async {
+        applied(&f.consumer_store).await.0 >= 41
+    })
+    .await;
+    // The unwanted audits are acknowledged too (skipped on servers without
+    // multi-subject filters, never delivered on the others).
+    wait_all_acked(&js, &f.consumer).await;
+    assert_eq!(
+        applied(&f.consumer_store).await,
+        (41, 41, 1000 + (1..=30).sum::<i64>() - 10)
+    );
+    assert_eq!(stream_messages(&js, "bank").await, 46);
+
+    // Subject, message id and trace context on the stored message.
+    let stream = js
+        .context()
+        .get_stream(js.stream_name("bank"))
+        .await
+        .unwrap();
+    let first = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(
+        first.subject.as_str(),
+        format!("{}.bank.Deposited", js.settings().prefix)
+    );
+    assert_eq!(
+        first
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .unwrap()
+            .as_str(),
+        traced.id
+    );
+    assert_eq!(
+        first.headers.get("traceparent").unwrap().as_str(),
+        traced.trace_context.as_deref().unwrap()
+    );
+    // A relay that crashed before marking the row sent publishes it again: JetStream
+    // drops the copy (same message id, within the duplicate window).
+    bus.publish(&traced).await.unwrap();
+    assert_eq!(stream_messages(&js, "bank").await, 46);
+
+    stop(&shutdown, vec![consuming]).await;
+    assert_eq!(applied(&f.consumer_store).await.0, 41);
+}
+
+#[tokio::test]
+async fn redelivered_and_republished_events_apply_once() {
+    let Some(url) = nats_url("redelivered_and_republished_events_apply_once") else {
+        return;
+    };
+    let mut config = settings(unique_prefix());
+    config.consumer.ack_wait = Duration::from_secs(1);
+    config.consumer.backoff = Vec::new();
+    let js = JetStream::connect(&url, "chassis-test", config)
+        .await
+        .unwrap();
+    let _cleanup = DeleteStreams {
+        url: url.clone(),
+        settings: js.settings().clone(),
+    };
+    // One topic: a durable with a single `filter_subject`.
+    let f = fixture(vec![topic_of::<Deposited>()], Duration::ZERO).await;
+    let bus = NatsBus::new(js.clone());
+
+    let event = Envelope::wrap(&deposit(5)).unwrap();
+    bus.publish(&event).await.unwrap();
+    // The same event again under another message id (a republish after the duplicate
+    // window): JetStream stores it twice, only the inbox can tell.
+    js.context()
+        .send_publish(
+            js.subject(&event.topic()),
+            PublishMessage::build()
+                .payload(serde_json::to_vec(&event).unwrap().into())
+                .message_id("another-id"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(stream_messages(&js, "bank").await, 2);
+
+    // A consumer instance takes the first message, commits its effect and crashes
+    // before acknowledging it.
+    let pull = js.ensure_consumer(&f.consumer, "bank").await.unwrap();
+    let mut batch = pull
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    let taken = batch.next().await.unwrap().unwrap();
+    let decoded: Envelope = serde_json::from_slice(&taken.payload).unwrap();
+    assert_eq!(decoded.id, event.id);
+    assert_eq!(
+        f.consumer.deliver(&decoded).await.unwrap(),
+        Delivery::Applied
+    );
+    drop(taken);
+    drop(batch);
+
+    // Its replacement gets both after the ack wait, applies neither, acks both.
+    let shutdown = CancellationToken::new();
+    let consuming = chassis_messaging::nats::spawn_consumer(
+        js.clone(),
+        Arc::clone(&f.consumer),
+        shutdown.clone(),
+    );
+    wait_all_acked(&js, &f.consumer).await;
+    stop(&shutdown, vec![consuming]).await;
+
+    assert_eq!(applied(&f.consumer_store).await, (1, 1, 5));
+    let (inbox,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM inbox WHERE consumer = 'ledger'")
+        .fetch_one(f.consumer_store.pool())
+        .await
+        .unwrap();
+    assert_eq!(inbox, 1);
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_and_acked() {
+    let Some(url) = nats_url("poison_messages_are_dead_lettered_and_acked") else {
+        return;
+    };
+    let js = JetStream::connect(&url, "chassis-test", settings(unique_prefix()))
+        .await
+        .unwrap();
+    let _cleanup = DeleteStreams {
+        url: url.clone(),
+        settings: js.settings().clone(),
+    };
+    let f = fixture(both(), Duration::ZERO).await;
+    let bus = NatsBus::new(js.clone());
+    let shutdown = CancellationToken::new();
+    let consuming = chassis_messaging::nats::spawn_consumer(
+        js.clone(),
+        Arc::clone(&f.consumer),
+        shutdown.clone(),
+    );
+
+    // A well-formed envelope whose payload the handler cannot decode.
+    let mut poison = Envelope::wrap(&deposit(1)).unwrap();
+    poison.payload = serde_json::json!({"amount": "lots"});
+    bus.publish(&poison).await.unwrap();
+    // Not an envelope at all.
+    js.context()
+        .send_publish(
+            js.subject(&topic_of::<Deposited>()),
+            PublishMessage::build()
+                .payload("not json".into())
+                .message_id("garbage"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let good = Envelope::wrap(&deposit(7)).unwrap();
+    bus.publish(&good).await.unwrap();
+
+    wait_all_acked(&js, &f.consumer).await;
+    stop(&shutdown, vec![consuming]).await;
+
+    assert_eq!(applied(&f.consumer_store).await, (1, 1, 7));
+    let letters = chassis_messaging::dead_letters::dead_letters(f.consumer_store.pool())
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event_id, poison.id);
+    assert_eq!(letters[0].attempts, 1);
+
+    // The undecodable one was copied to the consumer's dead-letter subject.
+    assert_eq!(stream_messages(&js, DEAD_LETTER_SOURCE).await, 1);
+    let dead = js
+        .context()
+        .get_stream(js.stream_name(DEAD_LETTER_SOURCE))
+        .await
+        .unwrap()
+        .get_raw_message(1)
+        .await
+        .unwrap();
+    assert_eq!(dead.subject.as_str(), js.dead_letter_subject("ledger"));
+    assert_eq!(&dead.payload[..], b"not json");
+    assert_eq!(
+        dead.headers
+            .get("Bazaar-Original-Subject")
+            .unwrap()
+            .as_str(),
+        js.subject(&topic_of::<Deposited>())
+    );
+    assert!(
+        dead.headers
+            .get("Bazaar-Error")
+            .unwrap()
+            .as_str()
+            .starts_with("undecodable")
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_durable_is_recreated_and_replays_without_second_effects() {
+    let Some(url) = nats_url("a_deleted_durable_is_recreated_and_replays_without_second_effects")
+    else {
+        return;
+    };
+    let js = JetStream::connect(&url, "chassis-test", settings(unique_prefix()))
+        .await
+        .unwrap();
+    let _cleanup = DeleteStreams {
+        url: url.clone(),
+        settings: js.settings().clone(),
+    };
+    let f = fixture(both(), Duration::ZERO).await;
+    let bus = NatsBus::new(js.clone());
+    let shutdown = CancellationToken::new();
+    let consuming = chassis_messaging::nats::spawn_consumer(
+        js.clone(),
+        Arc::clone(&f.consumer),
+        shutdown.clone(),
+    );
+    bus.publish(&Envelope::wrap(&deposit(2)).unwrap())
+        .await
+        .unwrap();
+    wait_for("the first effect", Duration::from_secs(30), || async {
+        applied(&f.consumer_store).await.0 >= 1
+    })
+    .await;
+
+    // An operator deletes the durable: the consume loop notices, creates it again, and
+    // the new one starts from the beginning of the stream.
+    js.context()
+        .delete_consumer_from_stream(f.consumer.name(), js.stream_name("bank"))
+        .await
+        .unwrap();
+    bus.publish(&Envelope::wrap(&deposit(3)).unwrap())
+        .await
+        .unwrap();
+    wait_for("the second effect", Duration::from_secs(60), || async {
+        applied(&f.consumer_store).await.0 >= 2
+    })
+    .await;
+    wait_all_acked(&js, &f.consumer).await;
+    stop(&shutdown, vec![consuming]).await;
+    assert_eq!(applied(&f.consumer_store).await, (2, 2, 5));
+}
+
+/// A `nats-server -js` of this test's own, on a free loopback port, with its store in
+/// a directory that survives restarts. Killed (SIGKILL) when dropped.
+struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    fn new(store: &Path) -> Self {
+        let binary = std::env::var_os("BAZAAR_TEST_NATS_SERVER")
+            .map_or_else(|| PathBuf::from("/usr/sbin/nats-server"), PathBuf::from);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self {
+            binary,
+            port,
+            store: store.to_owned(),
+            child: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it and waits until it accepts connections.
+    async fn start(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new(&self.binary)
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_for("nats-server to listen", Duration::from_secs(10), || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+        })
+        .await;
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn nats_restart_loses_nothing_and_applies_nothing_twice() {
+    const EVENTS: i64 = 300;
+    if nats_url("nats_restart_loses_nothing_and_applies_nothing_twice").is_none() {
+        return;
+    }
+    let store_dir = tempfile::tempdir().unwrap();
+    let mut server = NatsServer::new(store_dir.path());
+    server.start().await;
+
+    let mut config = settings(unique_prefix());
+    config.publish_timeout = Duration::from_secs(1);
+    config.request_timeout = Duration::from_secs(1);
+    // Messages handed to a pull request the dead server forgot come back after this.
+    config.consumer.ack_wait = Duration::from_secs(2);
+    config.consumer.backoff = Vec::new();
+    config.consumer.max_in_flight = 8;
+    let js = JetStream::connect(&server.url(), "chassis-restart-test", config)
+        .await
+        .unwrap();
+    // A consumer slower than the producer: when the server dies there are messages in
+    // flight, pulled but unacknowledged, and outbox rows waiting.
+    let f = fixture(both(), Duration::from_millis(5)).await;
+    let bus: Arc<dyn Bus> = Arc::new(NatsBus::new(js.clone()));
+    let shutdown = CancellationToken::new();
+    let consuming = chassis_messaging::nats::spawn_consumer(
+        js.clone(),
+        Arc::clone(&f.consumer),
+        shutdown.clone(),
+    );
+    let relaying = f
+        .outbox
+        .spawn_relay(bus, Duration::from_millis(20), shutdown.clone());
+
+    let produced = Arc::new(AtomicI64::new(0));
+    let producing = tokio::spawn({
+        let producer = f.producer.clone();
+        let outbox = f.outbox.clone();
+        let produced = Arc::clone(&produced);
+        async move {
+            for _ in 0..EVENTS {
+                commit(&producer, &deposit(1)).await;
+                produced.fetch_add(1, Ordering::SeqCst);
+                outbox.wake();
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
+        }
+    });
+    let effects_at_least = |n: i64| {
+        let store = f.consumer_store.clone();
+        async move { applied(&store).await.0 >= n }
+    };
+
+    // Killed while the consumer is busy (messages pulled, not yet acknowledged), down
+    // briefly.
+    wait_for("a fifth of the effects", Duration::from_secs(60), || {
+        effects_at_least(EVENTS / 5)
+    })
+    .await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.start().await;
+
+    // Killed again once consuming resumed and while the producer is still going, down
+    // long enough for publishes to time out and the relay to back off.
+    wait_for("effects after the restart", Duration::from_secs(60), || {
+        effects_at_least(EVENTS / 5 + 20)
+    })
+    .await;
+    wait_for(
+        "half of the events produced",
+        Duration::from_secs(60),
+        || {
+            let produced = produced.load(Ordering::SeqCst);
+            async move { produced >= EVENTS / 2 }
+        },
+    )
+    .await;
+    let produced_at_kill = produced.load(Ordering::SeqCst);
+    server.kill();
+    let mut max_backlog = 0;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        max_backlog = max_backlog.max(f.outbox.backlog().await.unwrap().unsent);
+    }
+    server.start().await;
+
+    tokio::time::timeout(Duration::from_secs(60), producing)
+        .await
+        .expect("producer finishes")
+        .unwrap();
+    wait_for(
+        "every effect and an empty outbox",
+        Duration::from_secs(120),
+        || async {
+            applied(&f.consumer_store).await.0 >= EVENTS
+                && f.outbox.backlog().await.unwrap().unsent == 0
+        },
+    )
+    .await;
+    // Whatever was still unacknowledged comes back within an ack wait; let it.
+    wait_all_acked(&js, &f.consumer).await;
+    stop(&shutdown, vec![consuming, relaying]).await;
+
+    let (rows, distinct, sum) = applied(&f.consumer_store).await;
+    let stored = stream_messages(&js, "bank").await;
+    eprintln!(
+        "restart test: {rows} effects of {EVENTS} events, {stored} messages in the stream; \
+         second kill after {produced_at_kill} events produced, outbox backlog during that \
+         outage up to {max_backlog}"
+    );
+    assert_eq!((rows, distinct, sum), (EVENTS, EVENTS, EVENTS));
+    assert_eq!(f.outbox.backlog().await.unwrap().unsent, 0);
+    assert!(stored >= u64::try_from(EVENTS).unwrap());
+    assert!(
+        chassis_messaging::dead_letters::dead_letters(f.consumer_store.pool())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(server);
+}

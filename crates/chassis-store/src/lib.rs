@@ -1,0 +1,8 @@
+//! A module's database: one per module, embedded SQLite (the monolith) or a
+//! PostgreSQL schema (split), reached through sqlx's `Any` driver so the very same
+//! query code runs on both. Every store carries the platform tables (outbox, inbox,
+//! dead letters, idempotency keys: one migration, `migrations/`) next to the module's
+//! own; chassis-messaging works on the first three, [`idempotency`] on the last.
+
+pub mod idempotency;
+pub mod store;

@@ -1,0 +1,375 @@
+//! The store: one database per module, reached through sqlx's `Any` driver so the very
+//! same query code runs on embedded SQLite (monolith) and PostgreSQL (split).
+//!
+//! Portability rules every module's SQL follows: `$1` placeholders (SQLite accepts
+//! them too), `TEXT`/`BIGINT` columns only (ids are UUID strings, times are integer
+//! microseconds), `ON CONFLICT` upserts, no `AUTOINCREMENT`/`SERIAL`.
+
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Connection, Executor};
+
+use serde::{Deserialize, Serialize};
+
+pub use sqlx::AnyPool as Pool;
+
+/// SQLite's `synchronous` pragma. See docs/adr/0003: `normal` in WAL mode survives a
+/// process crash and loses at most the last transactions on power loss; `full`
+/// survives power loss at the cost of an fsync per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    #[default]
+    Normal,
+    Full,
+}
+
+/// The platform tables every module store carries.
+static PLATFORM: Migrator = sqlx::migrate!("./migrations");
+
+/// A module's database: its pool and the name it is known by in logs and health.
+#[derive(Clone, Debug)]
+pub struct Store {
+    module: &'static str,
+    pool: AnyPool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the {module} database")]
+    Open {
+        module: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the {module} database")]
+    Migrate {
+        module: &'static str,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
+impl Store {
+    /// Opens (creating if needed) `<data_dir>/<module>.db` in WAL mode.
+    pub async fn open_sqlite(
+        data_dir: &Path,
+        module: &'static str,
+        max_connections: u32,
+        synchronous: SqliteSync,
+    ) -> Result<Self, StoreError> {
+        install_drivers();
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let path = data_dir.join(format!("{module}.db"));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let sync = match synchronous {
+            SqliteSync::Normal => "NORMAL",
+            SqliteSync::Full => "FULL",
+        };
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+        );
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|source| StoreError::Open { module, source })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                let pragmas = pragmas.clone();
+                Box::pin(async move {
+                    conn.execute(pragmas.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open { module, source })?;
+        Ok(Self { module, pool })
+    }
+
+    /// Connects to a PostgreSQL database (`postgres://` or `postgresql://`) as
+    /// `module`: the module's tables live in a schema named after it, created if
+    /// missing, and every connection of the pool has `search_path` set to that schema
+    /// alone, so the module's unqualified SQL neither sees nor creates tables
+    /// anywhere else (another module's schema, `public`).
+    pub async fn open_postgres(
+        url: &str,
+        module: &'static str,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        Self::open_postgres_in(url, module, module, max_connections).await
+    }
+
+    /// [`Store::open_postgres`] with the schema named explicitly (tests use a
+    /// throwaway schema per run). `schema` must be a plain lower-case identifier.
+    pub async fn open_postgres_in(
+        url: &str,
+        module: &'static str,
+        schema: &str,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        install_drivers();
+        let open = |source| StoreError::Open { module, source };
+        if !is_plain_identifier(schema) {
+            return Err(open(sqlx::Error::Configuration(
+                format!("`{schema}` is not a valid schema name (a-z, 0-9, _)").into(),
+            )));
+        }
+        let options: AnyConnectOptions = url.parse().map_err(open)?;
+        create_schema(&options, schema).await.map_err(open)?;
+        // Per connection, before the pool hands it out: a fresh connection after a
+        // restart of the server gets it too.
+        // NOTICEs ("relation _sqlx_migrations already exists, skipping" on every
+        // start) would be logged at info by sqlx: only warnings and up.
+        let set_path =
+            format!("SET search_path TO \"{schema}\"; SET client_min_messages TO warning");
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                let set_path = set_path.clone();
+                Box::pin(async move {
+                    conn.execute(set_path.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(open)?;
+        Ok(Self { module, pool })
+    }
+
+    /// Whether the PostgreSQL database at `url` has a schema named `schema` (`bazaar
+    /// audit` refuses to audit a deployment that was never created).
+    pub async fn postgres_schema_exists(url: &str, schema: &str) -> Result<bool, sqlx::Error> {
+        install_drivers();
+        let mut conn = sqlx::AnyConnection::connect(url).await?;
+        let found = schema_exists(&mut conn, schema).await;
+        let _ = conn.close().await;
+        found
+    }
+
+    /// Applies the platform tables (outbox, inbox, dead letters, idempotency keys)
+    /// and then the module's own embedded migrations.
+    pub async fn migrate(&self, migrator: &'static Migrator) -> Result<(), StoreError> {
+        self.migrate_platform().await?;
+        self.run_migrator(migrator).await
+    }
+
+    /// Applies only the platform tables.
+    pub async fn migrate_platform(&self) -> Result<(), StoreError> {
+        self.run_migrator(&PLATFORM).await
+    }
+
+    async fn run_migrator(&self, migrator: &Migrator) -> Result<(), StoreError> {
+        // Platform and module migrations share one history table; each set ignores
+        // the versions that belong to the other.
+        let mut migrator = Migrator {
+            migrations: migrator.migrations.clone(),
+            ..Migrator::DEFAULT
+        };
+        migrator.set_ignore_missing(true);
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                module: self.module,
+                source,
+            })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn module(&self) -> &'static str {
+        self.module
+    }
+
+    /// Reachability, for readiness.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl chassis_core::health::Check for Store {
+    fn name(&self) -> String {
+        format!("store:{}", self.module)
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+fn is_plain_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+async fn schema_exists(conn: &mut sqlx::AnyConnection, schema: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+        .bind(schema)
+        .fetch_optional(conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// `CREATE SCHEMA IF NOT EXISTS`, on a connection of its own (the pool's connections
+/// need the schema to exist only when they are used, but `after_connect` must not be
+/// where it is created: that would run on every connection).
+async fn create_schema(options: &AnyConnectOptions, schema: &str) -> Result<(), sqlx::Error> {
+    let mut conn = sqlx::AnyConnection::connect_with(options).await?;
+    if schema_exists(&mut conn, schema).await? {
+        let _ = conn.close().await;
+        return Ok(());
+    }
+    let created = conn
+        .execute(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"").as_str())
+        .await;
+    let result = match created {
+        Ok(_) => Ok(()),
+        // Two processes creating the same schema at once: IF NOT EXISTS does not
+        // cover the race, the catalog's unique index reports it. The schema is there.
+        Err(e) if is_unique_violation(&e) && schema_exists(&mut conn, schema).await? => Ok(()),
+        Err(e) => Err(e),
+    };
+    let _ = conn.close().await;
+    result
+}
+
+/// True when the error is a unique-constraint violation (on either backend).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_accepts_dollar_placeholders_and_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), "t", 2, SqliteSync::Normal)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t (id, n) VALUES ($1, $2)")
+            .bind("a")
+            .bind(5_i64)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let err = sqlx::query("INSERT INTO t (id, n) VALUES ($1, $2)")
+            .bind("a")
+            .bind(6_i64)
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+        assert!(is_unique_violation(&err));
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        store.ping().await.unwrap();
+    }
+
+    /// Two modules on one PostgreSQL database: each in its own schema, created on
+    /// open, migrated on its own, unable to see the other's tables.
+    #[tokio::test]
+    async fn postgres_schema_per_module_isolates_modules() {
+        let Ok(url) = std::env::var("BAZAAR_TEST_DATABASE_URL") else {
+            eprintln!(
+                "postgres_schema_per_module_isolates_modules skipped: BAZAAR_TEST_DATABASE_URL not set"
+            );
+            return;
+        };
+        let run = chassis_core::id::new_id().replace('-', "");
+        let (a, b) = (format!("store_test_a_{run}"), format!("store_test_b_{run}"));
+        assert!(!Store::postgres_schema_exists(&url, &a).await.unwrap());
+        let first = Store::open_postgres_in(&url, "a", &a, 2).await.unwrap();
+        let second = Store::open_postgres_in(&url, "b", &b, 2).await.unwrap();
+        assert!(Store::postgres_schema_exists(&url, &a).await.unwrap());
+        // Opening again (a restart, a second process) finds the schema there.
+        let again = Store::open_postgres_in(&url, "a", &a, 1).await.unwrap();
+        again.close().await;
+
+        first.migrate_platform().await.unwrap();
+        let (path,): (String,) = sqlx::query_as("SELECT CAST(current_schemas(false) AS TEXT)")
+            .fetch_one(first.pool())
+            .await
+            .unwrap();
+        assert_eq!(path, format!("{{{a}}}"));
+        sqlx::query("INSERT INTO outbox (id, topic, envelope, created_at) VALUES ($1, $2, $3, $4)")
+            .bind("e1")
+            .bind("t")
+            .bind("{}")
+            .bind(1_i64)
+            .execute(first.pool())
+            .await
+            .unwrap();
+        // b has no outbox of its own yet, and cannot see a's.
+        let err = sqlx::query("SELECT id FROM outbox")
+            .execute(second.pool())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        second.migrate_platform().await.unwrap();
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM outbox")
+            .fetch_all(second.pool())
+            .await
+            .unwrap();
+        assert!(rows.is_empty());
+        assert!(matches!(
+            Store::open_postgres_in(&url, "x", "Bad-Name", 1).await,
+            Err(StoreError::Open { .. })
+        ));
+
+        for schema in [&a, &b] {
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(first.pool())
+                .await
+                .unwrap();
+        }
+        first.close().await;
+        second.close().await;
+    }
+}
