@@ -346,16 +346,19 @@ impl Modules {
         };
         let payments = if topology.runs(payments::MODULE) {
             let store = open_store(config, payments::MODULE, &payments::MIGRATOR).await?;
+            let payments_outbox = outbox(&store);
             let service = payments::PaymentsService::new(
-                store.pool().clone(),
-                outbox(&store),
+                Arc::new(payments::store::SqlPayments::new(
+                    store.pool().clone(),
+                    payments_outbox.clone(),
+                )),
                 Arc::new(payments::provider::SimulatedProvider::new(
                     Duration::from_millis(config.payment_provider_latency_ms),
                     config.payment_provider_failure_rate,
                 )),
                 Duration::from_millis(config.payment_timeout_ms),
             );
-            outboxes.push(service.outbox().clone());
+            outboxes.push(payments_outbox);
             stores.push(store);
             Some(service)
         } else {
