@@ -5,8 +5,9 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, accepted_repeats, assert_audit_clean, assert_problem, cart_order_body, error_fields,
-    event_types, eventually, ledger, order_body, outbox_payloads, spawn_app, spawn_app_with,
+    Api, DataDir, TestApp, accepted_repeats, assert_audit_clean, assert_problem, cart_order_body,
+    client, error_fields, event_types, eventually, ledger, open_db, order_body, outbox_payloads,
+    spawn_app, spawn_app_with, test_config,
 };
 
 const ORDERS: &str = "/api/v1/orders";
@@ -704,3 +705,57 @@ async fn order_lists_page_newest_first() {
     placed.reverse();
     assert_eq!(seen, placed, "newest first, each once");
 }
+
+/// The `.eml` files the maildir transport wrote under the data dir, as text.
+fn emails(data: &DataDir) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(data.path().join("mail")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_confirmation_email_names_the_products() {
+    let app = spawn_app().await;
+    let (token, _) = app.register("named@example.com").await;
+    let product = app.products(1).await.remove(0);
+    let (id, name) = (id_of(&product), product["name"].as_str().unwrap().to_owned());
+    let price = product["price_cents"].as_i64().unwrap();
+    let (_, order) = app
+        .place_ok(&token, &order_body(&[(&id, 2)], "tok_visa"))
+        .await;
+    let order_id = id_of(&order);
+    assert_eq!(
+        app.wait_until_terminal(&token, &order_id).await["status"],
+        "confirmed"
+    );
+    let subject = format!("Subject: Your bazaar order {order_id} is confirmed");
+    let email = eventually("the confirmation email", || async {
+        emails(&app.data_dir)
+            .into_iter()
+            .find(|text| text.contains(&subject))
+            .ok_or_else(|| "not written yet".to_owned())
+    })
+    .await;
+    let cents = |c: i64| format!("${}.{:02}", c / 100, c % 100);
+    let line = format!("2 x {name} at {} = {}", cents(price), cents(price * 2));
+    assert!(email.contains(&line), "no `{line}` in:\n{email}");
+    assert!(!email.contains(&id), "the product id is shown:\n{email}");
+    // The order's events carry the name as sold.
+    let published = outbox_payloads(&app, "orders", "orders.OrderConfirmed").await;
+    let confirmed = published
+        .iter()
+        .find(|p| p["order_id"] == order_id.as_str())
+        .expect("OrderConfirmed in the outbox");
+    assert_eq!(confirmed["lines"][0]["name"], name.as_str(), "{confirmed}");
+    // The public order keeps its shape.
+    assert_eq!(
+        app.order(&token, &order_id).await["items"],
+        json!([{"product_id": id, "quantity": 2, "price_cents": price}])
+    );
+}
+
