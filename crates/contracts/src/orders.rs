@@ -31,10 +31,15 @@ pub struct OrderPlaced {
 }
 crate::event!(OrderPlaced, "orders", "OrderPlaced", v 1, |e| e.order_id);
 
+/// An order was paid and its stock taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderConfirmed {
     pub order_id: String,
     pub user_id: String,
+    /// The lines bought: the cart removes exactly these quantities. Always present
+    /// since version 1; a payload without them reads as no lines (the cart then
+    /// removes nothing, rather than lines the buyer added since).
+    #[serde(default)]
     pub lines: Vec<OrderLine>,
     pub total_cents: i64,
     pub currency: String,

@@ -706,6 +706,78 @@ async fn order_lists_page_newest_first() {
     assert_eq!(seen, placed, "newest first, each once");
 }
 
+/// `items` (of a cart or an order) as `(product_id, quantity)`, sorted.
+fn quantities(items: &Value) -> Vec<(String, u64)> {
+    let mut lines: Vec<(String, u64)> = items
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list of items: {items}"))
+        .iter()
+        .map(|l| {
+            (
+                l["product_id"].as_str().unwrap().to_owned(),
+                l["quantity"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A slow payment provider: the confirmation lands well after the order was placed.
+fn slow_payments(config: &mut bazaar::config::Config) {
+    config.payment_provider_latency_ms = 800;
+    config.checkout_wait_ms = 100;
+}
+
+#[tokio::test]
+async fn lines_added_while_an_order_is_paid_stay_in_the_cart() {
+    let app = spawn_app_with(slow_payments).await;
+    let (token, _) = app.register("late-adds@example.com").await;
+    let products = pick_products(&app, 3).await;
+    let [(a, _), (b, _), (c, _)] = [
+        products[0].clone(),
+        products[1].clone(),
+        products[2].clone(),
+    ];
+    add_to_cart(&app, &token, &a, 2).await;
+    add_to_cart(&app, &token, &b, 1).await;
+    let response = app
+        .place_order(&token, &cart_order_body("tok_visa"), None)
+        .await;
+    assert_eq!(response.status(), 202, "the payment should still be running");
+    let id = id_of(&response.json().await.unwrap());
+
+    // While the payment runs: a new product, and one more unit of a line bought.
+    add_to_cart(&app, &token, &c, 1).await;
+    add_to_cart(&app, &token, &b, 2).await;
+    assert_eq!(
+        app.order(&token, &id).await["status"],
+        "pending",
+        "the order was confirmed before the cart changed: the test proves nothing"
+    );
+    let order = app.wait_until_terminal(&token, &id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+
+    // The confirmation takes what was bought (all of a, one b) and nothing else.
+    let mut expected = vec![(b.clone(), 2), (c.clone(), 1)];
+    expected.sort();
+    eventually("the bought lines to leave the cart", || async {
+        let lines = quantities(&cart(&app, &token).await["items"]);
+        if lines == expected {
+            Ok(())
+        } else {
+            Err(format!("{lines:?}"))
+        }
+    })
+    .await;
+
+    // The next checkout buys what is left.
+    let (_, second) = app.place_ok(&token, &cart_order_body("tok_visa")).await;
+    let second = app.wait_until_terminal(&token, &id_of(&second)).await;
+    assert_eq!(second["status"], "confirmed", "{second}");
+    assert_eq!(quantities(&second["items"]), expected);
+}
+
 /// The `.eml` files the maildir transport wrote under the data dir, as text.
 fn emails(data: &DataDir) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(data.path().join("mail")) else {
