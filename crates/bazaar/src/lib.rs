@@ -670,6 +670,13 @@ impl Modules {
         workers
     }
 
+    /// After shutdown: waits, at most `limit`, for the sagas running here to stop.
+    pub async fn drain_sagas(&self, limit: Duration) {
+        if let Some(saga) = &self.saga {
+            saga.drain(limit).await;
+        }
+    }
+
     pub async fn close(&self) {
         for store in &self.stores {
             store.close().await;
@@ -907,8 +914,9 @@ impl Application {
         )
         .await;
         self.shutdown.cancel();
-        // Workers finish their current step (relays make a last pass) before the
-        // stores close under them.
+        // Sagas finish and record the step they are in, and workers theirs (relays
+        // make a last pass), before the stores close under them.
+        self.modules.drain_sagas(self.drain).await;
         for worker in self.workers {
             if let Err(e) = worker.await {
                 tracing::warn!(error = %e, "a background worker failed");

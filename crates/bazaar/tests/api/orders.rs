@@ -831,3 +831,76 @@ async fn the_confirmation_email_names_the_products() {
     );
 }
 
+/// The types of an order's stored events, read from its store.
+async fn stored_event_types(data: &DataDir, order_id: &str) -> Vec<String> {
+    let pool = open_db(data, "orders").await;
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT event_type FROM order_events WHERE order_id = $1 ORDER BY sequence",
+    )
+    .bind(order_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows.into_iter().map(|(t,)| t).collect()
+}
+
+/// Stopping bazaar while a saga step runs: the step finishes and is recorded before
+/// the stores close (the capture is not lost to a closed pool), and the next start
+/// goes on from there without charging again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_the_running_saga_step_then_a_restart_finishes_the_order() {
+    let data = DataDir::new().await;
+    let config = || {
+        let mut config = test_config(data.path());
+        data.configure(&mut config);
+        slow_payments(&mut config);
+        config
+    };
+    let start = |config: bazaar::config::Config| async move {
+        let app = bazaar::Application::build(config).await.expect("app builds");
+        let api = Api {
+            address: format!("http://127.0.0.1:{}", app.port()),
+            client: client(),
+        };
+        let stop = app.shutdown_token();
+        (api, stop, tokio::spawn(app.run_until_stopped()))
+    };
+
+    let (api, stop, running) = start(config()).await;
+    let (token, _) = api.register("drain@example.com").await;
+    let product = api.products(1).await.remove(0);
+    let (id, price) = (id_of(&product), product["price_cents"].as_i64().unwrap());
+    let response = api
+        .place_order(&token, &order_body(&[(&id, 1)], "tok_visa"), None)
+        .await;
+    assert_eq!(response.status(), 202);
+    let order_id = id_of(&response.json().await.unwrap());
+    // Stop once the charge is under way (the provider takes 800 ms).
+    eventually("the stock to be reserved", || async {
+        let types = event_types(&api.order_events(&token, &order_id, None).await);
+        if types.iter().any(|t| t == "StockReserved") {
+            Ok(())
+        } else {
+            Err(format!("{types:?}"))
+        }
+    })
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+
+    assert_eq!(
+        stored_event_types(&data, &order_id).await,
+        ["OrderPlaced", "StockReserved", "PaymentCaptured"],
+        "the charge that was running is recorded, and nothing after it"
+    );
+    assert_eq!(ledger(&data, &order_id).await, (1, price, 0));
+
+    let (api, stop, running) = start(config()).await;
+    let order = api.wait_until_terminal(&token, &order_id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(ledger(&data, &order_id).await, (1, price, 0), "charged again");
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    assert_audit_clean(&data).await;
+}
