@@ -22,6 +22,7 @@ pub mod nats;
 pub mod openapi;
 pub mod outbox;
 pub mod page;
+pub mod private_fs;
 pub mod resilience;
 pub mod retry;
 pub mod rpc;

@@ -55,7 +55,8 @@ fn install_drivers() {
 }
 
 impl Store {
-    /// Opens (creating if needed) `<data_dir>/<module>.db` in WAL mode.
+    /// Opens (creating if needed) `<data_dir>/<module>.db` in WAL mode; the directory
+    /// and the files are owner-only (see [`crate::private_fs`]).
     pub async fn open_sqlite(
         data_dir: &Path,
         module: &'static str,
@@ -63,11 +64,13 @@ impl Store {
         synchronous: SqliteSync,
     ) -> Result<Self, StoreError> {
         install_drivers();
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
         let path = data_dir.join(format!("{module}.db"));
+        crate::private_fs::create_dir(data_dir)
+            .and_then(|()| crate::private_fs::prepare_sqlite_file(&path))
+            .map_err(|source| StoreError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let sync = match synchronous {
             SqliteSync::Normal => "NORMAL",
