@@ -71,7 +71,12 @@ async fn a_confirmed_order_removes_exactly_what_it_bought() {
     add(&items, "c", 3).await;
     add(&items, "b", 1).await;
     add(&items, "d", 1).await;
-    let event = confirmed(vec![bought("a", 2), bought("c", 1), bought("gone", 4), bought("d", 5)]);
+    let event = confirmed(vec![
+        bought("a", 2),
+        bought("c", 1),
+        bought("gone", 4),
+        bought("d", 5),
+    ]);
     deliver(&store, &event).await;
     let mut left = items.lines("u1").await.unwrap();
     left.sort_by(|x, y| x.product_id.cmp(&y.product_id));

@@ -188,7 +188,10 @@ async fn one_email_per_event(s: Setup) {
     assert!(text.contains("Subject: Your bazaar order o1 is confirmed\r\n"));
     assert!(text.contains(&format!("Message-ID: <{}@bazaar.invalid>\r\n", order.id)));
     // The email names what was bought, not its id.
-    assert!(text.contains("2 x Blue Teapot at $12.99 = $25.98\r\n"), "{text}");
+    assert!(
+        text.contains("2 x Blue Teapot at $12.99 = $25.98\r\n"),
+        "{text}"
+    );
     assert!(text.contains("Total: $25.98 USD"));
 }
 

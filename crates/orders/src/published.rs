@@ -57,15 +57,13 @@ pub fn published(after: &Order, events: &[Event]) -> Vec<Published> {
                     user_id: placed.user_id.clone(),
                     reason: reason.clone(),
                 }),
-                Event::OrderCancelled { refunded_cents } => {
-                    Published::Cancelled(OrderCancelled {
-                        order_id: after.id.clone(),
-                        user_id: placed.user_id.clone(),
-                        lines: lines(&placed.lines),
-                        refunded_cents: *refunded_cents,
-                        currency: placed.currency.clone(),
-                    })
-                }
+                Event::OrderCancelled { refunded_cents } => Published::Cancelled(OrderCancelled {
+                    order_id: after.id.clone(),
+                    user_id: placed.user_id.clone(),
+                    lines: lines(&placed.lines),
+                    refunded_cents: *refunded_cents,
+                    currency: placed.currency.clone(),
+                }),
                 _ => return None,
             })
         })

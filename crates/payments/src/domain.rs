@@ -321,7 +321,9 @@ pub enum Charged {
     Declined(Decline),
     /// No result (the provider failed or did not answer): the key is released so a
     /// retry asks the provider again, under the same key, so it cannot charge twice.
-    NoResult { reason: String },
+    NoResult {
+        reason: String,
+    },
 }
 
 /// Turns the provider's answer into what to record. `payment_id` names the payment
@@ -567,10 +569,7 @@ mod tests {
         );
         let mut euro = charge_request("k", 5);
         euro.currency = "EUR".into();
-        assert_eq!(
-            invalid_message(Charge::parse(euro)),
-            "currency must be USD"
-        );
+        assert_eq!(invalid_message(Charge::parse(euro)), "currency must be USD");
         let mut tokenless = charge_request("k", 5);
         tokenless.payment_token = String::new();
         assert_eq!(
@@ -594,7 +593,10 @@ mod tests {
             invalid_message(Refund::parse(request("", 10))),
             "idempotency_key must be 1 to 255 characters"
         );
-        assert_eq!(Refund::parse(request("k", 10)).unwrap().amount().cents(), 10);
+        assert_eq!(
+            Refund::parse(request("k", 10)).unwrap().amount().cents(),
+            10
+        );
     }
 
     #[test]
@@ -728,10 +730,7 @@ mod tests {
         assert_eq!(full.refundable_cents(), 10);
         let part = full.refund(Amount::parse(4).unwrap()).unwrap();
         assert_eq!(part.status(), PaymentStatus::PartiallyRefunded);
-        assert_eq!(
-            (part.captured_cents(), part.refunded_cents()),
-            (10, 4)
-        );
+        assert_eq!((part.captured_cents(), part.refunded_cents()), (10, 4));
         let none_left = part.refund(Amount::parse(6).unwrap()).unwrap();
         assert_eq!(none_left.status(), PaymentStatus::Refunded);
         assert_eq!(none_left.refundable_cents(), 0);

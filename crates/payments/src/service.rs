@@ -114,11 +114,8 @@ impl PaymentsService {
         domain::refund(&current.payment, refund)?;
         match tokio::time::timeout(
             self.timeout,
-            self.provider.refund(
-                &current.provider_ref,
-                refund.amount().cents(),
-                refund.key(),
-            ),
+            self.provider
+                .refund(&current.provider_ref, refund.amount().cents(), refund.key()),
         )
         .await
         {

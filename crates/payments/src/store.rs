@@ -190,14 +190,26 @@ impl PaymentStore for SqlPayments {
         .execute(&mut *tx)
         .await?;
         append(&mut tx, &capture.entry, now).await?;
-        self.finish(tx, &capture.event, Scope::Charge, &capture.key, &capture.answer)
-            .await
+        self.finish(
+            tx,
+            &capture.event,
+            Scope::Charge,
+            &capture.key,
+            &capture.answer,
+        )
+        .await
     }
 
     async fn record_decline(&self, decline: &Decline) -> Result<(), StoreError> {
         let tx = self.pool.begin().await?;
-        self.finish(tx, &decline.event, Scope::Charge, &decline.key, &decline.answer)
-            .await
+        self.finish(
+            tx,
+            &decline.event,
+            Scope::Charge,
+            &decline.key,
+            &decline.answer,
+        )
+        .await
     }
 
     async fn record_refund(&self, refund: &RefundRecord) -> Result<RefundWrite, StoreError> {
@@ -222,8 +234,14 @@ impl PaymentStore for SqlPayments {
             return Ok(RefundWrite::Stale);
         }
         append(&mut tx, &refund.entry, now).await?;
-        self.finish(tx, &refund.event, Scope::Refund, &refund.key, &refund.answer)
-            .await?;
+        self.finish(
+            tx,
+            &refund.event,
+            Scope::Refund,
+            &refund.key,
+            &refund.answer,
+        )
+        .await?;
         Ok(RefundWrite::Written)
     }
 

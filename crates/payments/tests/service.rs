@@ -10,9 +10,7 @@ use std::time::Duration;
 use chassis::config::SqliteSync;
 use chassis::outbox::Outbox;
 use chassis::store::Store;
-use contracts::payments::{
-    ChargeRequest, PaymentError, PaymentStatus, PaymentsApi, RefundRequest,
-};
+use contracts::payments::{ChargeRequest, PaymentError, PaymentStatus, PaymentsApi, RefundRequest};
 use payments::PaymentsService;
 use payments::provider::{PaymentProvider, ProviderError};
 use payments::store::SqlPayments;
@@ -48,7 +46,10 @@ impl PaymentProvider for Scripted {
         _currency: &str,
         idempotency_key: &str,
     ) -> Result<String, ProviderError> {
-        self.charges.lock().unwrap().push(idempotency_key.to_owned());
+        self.charges
+            .lock()
+            .unwrap()
+            .push(idempotency_key.to_owned());
         if self.hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
@@ -62,7 +63,10 @@ impl PaymentProvider for Scripted {
         _amount_cents: i64,
         idempotency_key: &str,
     ) -> Result<(), ProviderError> {
-        self.refunds.lock().unwrap().push(idempotency_key.to_owned());
+        self.refunds
+            .lock()
+            .unwrap()
+            .push(idempotency_key.to_owned());
         Ok(())
     }
 }
@@ -163,9 +167,9 @@ async fn a_declined_charge_captures_nothing_and_stays_declined() {
 
 #[tokio::test]
 async fn no_answer_releases_the_key_and_the_retry_captures_once() {
-    let provider = Arc::new(Scripted::answering(vec![Err(
-        ProviderError::Unavailable("down".into()),
-    )]));
+    let provider = Arc::new(Scripted::answering(vec![Err(ProviderError::Unavailable(
+        "down".into(),
+    ))]));
     let app = setup(Arc::clone(&provider)).await;
     assert_eq!(
         app.service.charge(charge("k1", 500)).await,

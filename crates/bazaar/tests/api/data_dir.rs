@@ -124,7 +124,11 @@ async fn a_data_dir_left_readable_is_tightened_at_start() {
     run_once(&dir, "first@example.com").await;
     // As an older version left it: everything readable by everyone.
     for (path, _) in modes(&dir) {
-        let wide = if Path::new(&path).is_dir() { 0o755 } else { 0o644 };
+        let wide = if Path::new(&path).is_dir() {
+            0o755
+        } else {
+            0o644
+        };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wide)).unwrap();
     }
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();

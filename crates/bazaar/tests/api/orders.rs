@@ -744,7 +744,11 @@ async fn lines_added_while_an_order_is_paid_stay_in_the_cart() {
     let response = app
         .place_order(&token, &cart_order_body("tok_visa"), None)
         .await;
-    assert_eq!(response.status(), 202, "the payment should still be running");
+    assert_eq!(
+        response.status(),
+        202,
+        "the payment should still be running"
+    );
     let id = id_of(&response.json().await.unwrap());
 
     // While the payment runs: a new product, and one more unit of a line bought.
@@ -795,7 +799,10 @@ async fn the_confirmation_email_names_the_products() {
     let app = spawn_app().await;
     let (token, _) = app.register("named@example.com").await;
     let product = app.products(1).await.remove(0);
-    let (id, name) = (id_of(&product), product["name"].as_str().unwrap().to_owned());
+    let (id, name) = (
+        id_of(&product),
+        product["name"].as_str().unwrap().to_owned(),
+    );
     let price = product["price_cents"].as_i64().unwrap();
     let (_, order) = app
         .place_ok(&token, &order_body(&[(&id, 2)], "tok_visa"))
@@ -834,13 +841,12 @@ async fn the_confirmation_email_names_the_products() {
 /// The types of an order's stored events, read from its store.
 async fn stored_event_types(data: &DataDir, order_id: &str) -> Vec<String> {
     let pool = open_db(data, "orders").await;
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT event_type FROM order_events WHERE order_id = $1 ORDER BY sequence",
-    )
-    .bind(order_id)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT event_type FROM order_events WHERE order_id = $1 ORDER BY sequence")
+            .bind(order_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     pool.close().await;
     rows.into_iter().map(|(t,)| t).collect()
 }
@@ -858,7 +864,9 @@ async fn shutdown_waits_for_the_running_saga_step_then_a_restart_finishes_the_or
         config
     };
     let start = |config: bazaar::config::Config| async move {
-        let app = bazaar::Application::build(config).await.expect("app builds");
+        let app = bazaar::Application::build(config)
+            .await
+            .expect("app builds");
         let api = Api {
             address: format!("http://127.0.0.1:{}", app.port()),
             client: client(),
@@ -899,7 +907,11 @@ async fn shutdown_waits_for_the_running_saga_step_then_a_restart_finishes_the_or
     let (api, stop, running) = start(config()).await;
     let order = api.wait_until_terminal(&token, &order_id).await;
     assert_eq!(order["status"], "confirmed", "{order}");
-    assert_eq!(ledger(&data, &order_id).await, (1, price, 0), "charged again");
+    assert_eq!(
+        ledger(&data, &order_id).await,
+        (1, price, 0),
+        "charged again"
+    );
     stop.cancel();
     running.await.unwrap().unwrap();
     assert_audit_clean(&data).await;
