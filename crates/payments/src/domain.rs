@@ -933,16 +933,13 @@ mod tests {
                     match model.charge(request, provider) {
                         Ok(payment) => {
                             assert!(payment.amount_cents > 0);
-                            match first_capture.get(key) {
+                            if let Some(first) = first_capture.get(key) {
                                 // A repeat: the first payment again, nothing captured.
-                                Some(first) => {
-                                    assert_eq!(&payment.id, &first.id, "seed {seed}");
-                                    assert_eq!(model.ledger.len(), before, "seed {seed}");
-                                }
-                                None => {
-                                    assert_eq!(model.ledger.len(), before + 1, "seed {seed}");
-                                    first_capture.insert(key.to_owned(), payment);
-                                }
+                                assert_eq!(&payment.id, &first.id, "seed {seed}");
+                                assert_eq!(model.ledger.len(), before, "seed {seed}");
+                            } else {
+                                assert_eq!(model.ledger.len(), before + 1, "seed {seed}");
+                                first_capture.insert(key.to_owned(), payment);
                             }
                         }
                         Err(e) => {

@@ -38,9 +38,7 @@ async fn start(
     api.register(email).await;
     let mail = dir.join("mail");
     eventually("the welcome email", || async {
-        let written = std::fs::read_dir(&mail)
-            .map(|entries| entries.count())
-            .unwrap_or(0);
+        let written = std::fs::read_dir(&mail).map_or(0, Iterator::count);
         if written > 0 {
             Ok(())
         } else {
@@ -81,7 +79,9 @@ fn assert_private(dir: &Path, expected: &[&str]) {
         );
     }
     assert!(
-        entries.iter().any(|(path, _)| path.ends_with(".eml")),
+        entries
+            .iter()
+            .any(|(path, _)| Path::new(path).extension().is_some_and(|x| x == "eml")),
         "no email in {entries:?}"
     );
     for (path, mode) in entries {
