@@ -24,7 +24,8 @@ pub(crate) const MAX_QUANTITY: u32 = 100;
 /// A client's Idempotency-Key claim held by a crashed process is taken over after this.
 const KEY_LEASE: Duration = Duration::from_secs(60);
 
-/// One line of an order as the API shows it.
+// One line of an order as the API shows it (a plain comment: the OpenAPI document
+// keeps the schema `Line` as it was).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = Line)]
 pub struct ItemView {
