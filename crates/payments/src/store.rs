@@ -77,6 +77,21 @@ impl SqlPayments {
         Self { pool, outbox }
     }
 
+    /// The oldest payment matching `condition` (over `$1` = `value`).
+    async fn first(
+        &self,
+        condition: &str,
+        value: &str,
+    ) -> Result<Option<StoredPayment>, StoreError> {
+        let row: Option<PaymentRow> = sqlx::query_as(&format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE {condition} ORDER BY created_at LIMIT 1"
+        ))
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(stored))
+    }
+
     /// Ends a record: its event into the outbox and its answer under its key, in its
     /// transaction, then commits and wakes the relay.
     async fn finish<E: DomainEvent>(
@@ -246,23 +261,14 @@ impl PaymentStore for SqlPayments {
     }
 
     async fn payment(&self, payment_id: &str) -> Result<Option<StoredPayment>, StoreError> {
-        let row: Option<PaymentRow> = sqlx::query_as(&format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"
-        ))
-        .bind(payment_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(stored))
+        self.first("id = $1", payment_id).await
     }
 
     async fn payment_for_order(&self, order_id: &str) -> Result<Option<Payment>, StoreError> {
-        let row: Option<PaymentRow> = sqlx::query_as(&format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 ORDER BY created_at LIMIT 1"
-        ))
-        .bind(order_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| stored(row).payment))
+        Ok(self
+            .first("order_id = $1", order_id)
+            .await?
+            .map(|stored| stored.payment))
     }
 
     async fn totals(&self) -> Result<LedgerTotals, sqlx::Error> {
