@@ -101,6 +101,7 @@ mod tests {
             product_id: p.into(),
             quantity: q,
             price_cents: c,
+            name: format!("Product {p}"),
         };
         let merged = per_product(&[line("b", 2, 500), line("a", 1, 100), line("b", 1, 500)]);
         assert_eq!(

@@ -64,6 +64,7 @@ fn line(product_id: &str, quantity: u32, price_cents: i64) -> OrderLine {
         product_id: product_id.into(),
         quantity,
         price_cents,
+        name: format!("Product {product_id}"),
     }
 }
 

@@ -346,16 +346,19 @@ impl Modules {
         };
         let payments = if topology.runs(payments::MODULE) {
             let store = open_store(config, payments::MODULE, &payments::MIGRATOR).await?;
+            let payments_outbox = outbox(&store);
             let service = payments::PaymentsService::new(
-                store.pool().clone(),
-                outbox(&store),
+                Arc::new(payments::store::SqlPayments::new(
+                    store.pool().clone(),
+                    payments_outbox.clone(),
+                )),
                 Arc::new(payments::provider::SimulatedProvider::new(
                     Duration::from_millis(config.payment_provider_latency_ms),
                     config.payment_provider_failure_rate,
                 )),
                 Duration::from_millis(config.payment_timeout_ms),
             );
-            outboxes.push(service.outbox().clone());
+            outboxes.push(payments_outbox);
             stores.push(store);
             Some(service)
         } else {
@@ -668,6 +671,13 @@ impl Modules {
         workers
     }
 
+    /// After shutdown: waits, at most `limit`, for the sagas running here to stop.
+    pub async fn drain_sagas(&self, limit: Duration) {
+        if let Some(saga) = &self.saga {
+            saga.drain(limit).await;
+        }
+    }
+
     pub async fn close(&self) {
         for store in &self.stores {
             store.close().await;
@@ -905,8 +915,9 @@ impl Application {
         )
         .await;
         self.shutdown.cancel();
-        // Workers finish their current step (relays make a last pass) before the
-        // stores close under them.
+        // Sagas finish and record the step they are in, and workers theirs (relays
+        // make a last pass), before the stores close under them.
+        self.modules.drain_sagas(self.drain).await;
         for worker in self.workers {
             if let Err(e) = worker.await {
                 tracing::warn!(error = %e, "a background worker failed");

@@ -1,4 +1,6 @@
-//! cart's event handlers: a confirmed order empties its buyer's cart.
+//! cart's event handlers: a confirmed order takes what it bought out of its buyer's
+//! cart. Only those quantities: a line added, or raised, after the order was placed
+//! keeps what was added.
 
 use chassis::bus::{Handler, HandlerError};
 use chassis::events::{Envelope, topic_of};
@@ -19,8 +21,18 @@ pub struct CartEvents;
 impl Handler for CartEvents {
     async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
         let confirmed: OrderConfirmed = event.decode()?;
-        crate::store::clear(tx, &confirmed.user_id).await?;
-        tracing::info!(user_id = %confirmed.user_id, order_id = %confirmed.order_id, "cart emptied after order");
+        let bought: Vec<(&str, u32)> = confirmed
+            .lines
+            .iter()
+            .map(|l| (l.product_id.as_str(), l.quantity))
+            .collect();
+        crate::store::remove_bought(tx, &confirmed.user_id, &bought).await?;
+        tracing::info!(
+            user_id = %confirmed.user_id,
+            order_id = %confirmed.order_id,
+            lines = bought.len(),
+            "bought lines taken out of the cart"
+        );
         Ok(())
     }
 }

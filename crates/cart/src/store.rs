@@ -96,11 +96,34 @@ impl CartItems for SqlCartItems {
     }
 }
 
-/// Empties a user's cart inside the caller's transaction (the inbox's).
-pub async fn clear(conn: &mut sqlx::AnyConnection, user_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM cart_items WHERE user_id = $1")
+/// Takes `bought` (product, quantity) out of a user's cart inside the caller's
+/// transaction (the inbox's): each line loses that quantity, and goes when nothing is
+/// left. The arithmetic is the database's, row by row and guarded, so an add racing
+/// with this keeps its units and no line goes below one.
+pub async fn remove_bought(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    bought: &[(&str, u32)],
+) -> Result<(), sqlx::Error> {
+    for (product_id, quantity) in bought {
+        let quantity = i64::from(*quantity);
+        sqlx::query(
+            "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2 AND quantity <= $3",
+        )
         .bind(user_id)
-        .execute(conn)
-        .await
-        .map(|_| ())
+        .bind(*product_id)
+        .bind(quantity)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE cart_items SET quantity = quantity - $3 \
+             WHERE user_id = $1 AND product_id = $2 AND quantity > $3",
+        )
+        .bind(user_id)
+        .bind(*product_id)
+        .bind(quantity)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }

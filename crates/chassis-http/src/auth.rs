@@ -173,6 +173,7 @@ impl Tokens {
             path: path.display().to_string(),
             source,
         };
+        chassis_core::private_fs::tighten(&path).map_err(io_err)?;
         match std::fs::read_to_string(&path) {
             Ok(secret) if secret.trim().len() >= 32 => {
                 return Ok(Self::new(secret.trim().as_bytes(), ttl_secs));
@@ -181,7 +182,7 @@ impl Tokens {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(e)),
         }
-        std::fs::create_dir_all(data_dir).map_err(io_err)?;
+        chassis_core::private_fs::create_dir(data_dir).map_err(io_err)?;
         let secret =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         write_private(&path, &secret).map_err(io_err)?;

@@ -66,7 +66,8 @@ fn install_drivers() {
 }
 
 impl Store {
-    /// Opens (creating if needed) `<data_dir>/<module>.db` in WAL mode.
+    /// Opens (creating if needed) `<data_dir>/<module>.db` in WAL mode; the directory
+    /// and the files are owner-only (see [`chassis_core::private_fs`]).
     pub async fn open_sqlite(
         data_dir: &Path,
         module: &'static str,
@@ -74,11 +75,13 @@ impl Store {
         synchronous: SqliteSync,
     ) -> Result<Self, StoreError> {
         install_drivers();
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
         let path = data_dir.join(format!("{module}.db"));
+        chassis_core::private_fs::create_dir(data_dir)
+            .and_then(|()| chassis_core::private_fs::prepare_sqlite_file(&path))
+            .map_err(|source| StoreError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let sync = match synchronous {
             SqliteSync::Normal => "NORMAL",

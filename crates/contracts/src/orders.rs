@@ -1,12 +1,24 @@
 //! The orders module's published events.
+//!
+//! Versions: a field added with a default keeps an event's version (consumers ignore
+//! fields they do not know, and read a missing one as its default); only a change
+//! that old consumers would misread bumps it, since a consumer refuses versions newer
+//! than its own.
 
 use serde::{Deserialize, Serialize};
 
+/// One line of an order, as it was bought.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
     pub product_id: String,
     pub quantity: u32,
+    /// Unit price when the order was placed.
     pub price_cents: i64,
+    /// The product's name when the order was placed (the catalog's may change
+    /// later). Added in version 1 with a default: empty in events of orders placed
+    /// before names were carried, and consumers fall back to the product id.
+    #[serde(default)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,10 +31,15 @@ pub struct OrderPlaced {
 }
 crate::event!(OrderPlaced, "orders", "OrderPlaced", v 1, |e| e.order_id);
 
+/// An order was paid and its stock taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderConfirmed {
     pub order_id: String,
     pub user_id: String,
+    /// The lines bought: the cart removes exactly these quantities. Always present
+    /// since version 1; a payload without them reads as no lines (the cart then
+    /// removes nothing, rather than lines the buyer added since).
+    #[serde(default)]
     pub lines: Vec<OrderLine>,
     pub total_cents: i64,
     pub currency: String,

@@ -217,6 +217,20 @@ pub fn reason_in_words(reason: &str) -> String {
     }
 }
 
+/// A line's product as the customer knows it: its name when the order was placed.
+/// Orders placed before names were carried only have the id. Control characters
+/// become spaces: a name is one line of the body.
+pub fn product_in_words(line: &OrderLine) -> String {
+    let name = line.name.trim();
+    if name.is_empty() {
+        format!("product {}", line.product_id)
+    } else {
+        name.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    }
+}
+
 /// Who receives the email.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
@@ -299,9 +313,9 @@ pub fn order_confirmed(
         let line_total = line.price_cents.saturating_mul(i64::from(line.quantity));
         let _ = writeln!(
             body,
-            "  {} x product {} at {} = {}",
+            "  {} x {} at {} = {}",
             line.quantity,
-            line.product_id,
+            product_in_words(line),
             dollars(line.price_cents),
             dollars(line_total)
         );
@@ -459,11 +473,13 @@ mod tests {
                 product_id: "p1".into(),
                 quantity: 2,
                 price_cents: 1299,
+                name: "Blue Teapot".into(),
             },
             OrderLine {
                 product_id: "p2".into(),
                 quantity: 1,
                 price_cents: 150_000,
+                name: "Espresso Machine".into(),
             },
         ];
         let email = order_confirmed(
@@ -480,13 +496,32 @@ mod tests {
         );
         assert_eq!(email.kind, Kind::OrderConfirmed);
         assert!(email.subject.contains("o-42"));
-        assert!(email.body.contains("2 x product p1 at $12.99 = $25.98"));
+        assert!(
+            email.body.contains("2 x Blue Teapot at $12.99 = $25.98"),
+            "{}",
+            email.body
+        );
         assert!(
             email
                 .body
-                .contains("1 x product p2 at $1,500.00 = $1,500.00")
+                .contains("1 x Espresso Machine at $1,500.00 = $1,500.00")
         );
         assert!(email.body.contains("Total: $1,525.98 USD"));
+        assert!(!email.body.contains("p1"), "{}", email.body);
+    }
+
+    #[test]
+    fn a_line_without_a_name_says_its_product_id_and_names_stay_on_their_line() {
+        let line = |name: &str| OrderLine {
+            product_id: "p1".into(),
+            quantity: 1,
+            price_cents: 100,
+            name: name.into(),
+        };
+        assert_eq!(product_in_words(&line("")), "product p1");
+        assert_eq!(product_in_words(&line("  ")), "product p1");
+        assert_eq!(product_in_words(&line("Mug")), "Mug");
+        assert_eq!(product_in_words(&line("Mug\r\nBcc: x")), "Mug  Bcc: x");
     }
 
     #[test]

@@ -93,13 +93,14 @@ fn is_safe_file_stem(id: &str) -> bool {
 }
 
 fn write_atomically(dir: &Path, id: &str, text: &str, durable: bool) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    // Emails hold names and addresses: the directory and each file are owner-only.
+    chassis::private_fs::create_dir(dir)?;
     let target = dir.join(format!("{id}.eml"));
     // A dot file in the same directory (same file system, so the rename is atomic);
     // unique, so two writers of the same email never share a temporary file.
     let temp = dir.join(format!(".{id}.{}.tmp", uuid::Uuid::now_v7().simple()));
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
+        let mut file = chassis::private_fs::create_file(&temp)?;
         file.write_all(text.as_bytes())?;
         if durable {
             file.sync_all()?;

@@ -113,6 +113,7 @@ fn confirmed(user_id: &str, order_id: &str) -> Envelope {
             product_id: "p1".into(),
             quantity: 2,
             price_cents: 1299,
+            name: "Blue Teapot".into(),
         }],
         total_cents: 2598,
         currency: "USD".into(),
@@ -186,6 +187,11 @@ async fn one_email_per_event(s: Setup) {
     assert!(text.contains("To: Ada Lovelace <u1@example.com>\r\n"));
     assert!(text.contains("Subject: Your bazaar order o1 is confirmed\r\n"));
     assert!(text.contains(&format!("Message-ID: <{}@bazaar.invalid>\r\n", order.id)));
+    // The email names what was bought, not its id.
+    assert!(
+        text.contains("2 x Blue Teapot at $12.99 = $25.98\r\n"),
+        "{text}"
+    );
     assert!(text.contains("Total: $25.98 USD"));
 }
 

@@ -39,12 +39,17 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// One line of an order: a snapshot of the product as it was sold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
     pub product_id: String,
     pub quantity: u32,
     /// Unit price when the order was placed.
     pub price_cents: i64,
+    /// The product's name when the order was placed (for emails and receipts);
+    /// empty in orders stored before names were kept.
+    #[serde(default)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -499,10 +504,10 @@ pub fn decide(order: &Order, command: Command) -> Result<Vec<Event>, Rejection> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn address() -> Address {
+    pub(crate) fn address() -> Address {
         Address {
             name: "Ada".into(),
             line1: "1 Main St".into(),
@@ -528,11 +533,13 @@ mod tests {
                         product_id: "p1".into(),
                         quantity: 2,
                         price_cents: 500,
+                        name: "Teapot".into(),
                     },
                     Line {
                         product_id: "p2".into(),
                         quantity: 1,
                         price_cents: 250,
+                        name: "Cup".into(),
                     },
                 ],
                 currency: "USD".into(),

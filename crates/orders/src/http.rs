@@ -380,7 +380,7 @@ pub fn router(service: OrdersService, tokens: Tokens) -> Router {
         SagaReport,
         StuckOrder,
         LastEvent,
-        crate::domain::Line
+        crate::service::ItemView
     ))
 )]
 pub struct ApiDoc;

@@ -1,6 +1,7 @@
 //! orders: event-sourced orders and the checkout saga that drives them.
 //!
-//! `domain` is the pure aggregate (`decide`/`apply`/`next_step`); `store` the event
+//! `domain` is the pure aggregate (`decide`/`apply`/`next_step`); `published` the
+//! pure mapping of its events to the contract events others hear; `store` the event
 //! table, projection and outbox; `saga` the orchestrator that performs each step
 //! through the catalog and payments contracts; `service` and `http` the public API.
 
@@ -8,6 +9,7 @@ mod country;
 pub mod domain;
 mod error;
 mod http;
+pub mod published;
 pub mod saga;
 mod service;
 pub mod store;

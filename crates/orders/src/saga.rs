@@ -15,6 +15,7 @@ use chassis::outbox::Outbox;
 use contracts::catalog::{CatalogApi, CatalogError, StockLine};
 use contracts::payments::{ChargeRequest, PaymentError, PaymentsApi, RefundRequest};
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::domain::{Command, Event, Order, Step, decide, next_step, reason};
@@ -91,6 +92,8 @@ pub struct Saga {
     running: Mutex<HashSet<String>>,
     permits: Semaphore,
     shutdown: CancellationToken,
+    /// Every order's driver, so shutdown can wait for them before the stores close.
+    tracker: TaskTracker,
 }
 
 impl std::fmt::Debug for Saga {
@@ -132,7 +135,27 @@ impl Saga {
             running: Mutex::new(HashSet::new()),
             permits: Semaphore::new(MAX_CONCURRENT),
             shutdown,
+            tracker: TaskTracker::new(),
         }
+    }
+
+    /// After shutdown: waits, at most `limit`, for the drivers running here, each
+    /// finishing and recording the step it is in. Recording needs the stores, so this
+    /// comes before they close; a step cut short is resumed by the next start's
+    /// recovery. False if some were still running at `limit`.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        self.tracker.close();
+        let drained = tokio::time::timeout(limit, self.tracker.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                running = self.tracker.len(),
+                limit_secs = limit.as_secs(),
+                "sagas still running at the shutdown limit; the next start resumes them"
+            );
+        }
+        drained
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -142,23 +165,28 @@ impl Saga {
         }
     }
 
-    /// Drives `order_id` in the background unless this process already is. The
-    /// handle resolves to the order's state when the driver stops.
+    /// Drives `order_id` in the background unless this process already is, or is
+    /// shutting down (the order stays open in the store; the next start resumes it).
+    /// The handle resolves to the order's state when the driver stops.
     pub fn spawn(
         self: &Arc<Self>,
         order_id: &str,
     ) -> Option<tokio::task::JoinHandle<Option<Order>>> {
-        if !self.lock_running().insert(order_id.to_owned()) {
+        if self.shutdown.is_cancelled() || !self.lock_running().insert(order_id.to_owned()) {
             return None;
         }
         let saga = Arc::clone(self);
         let id = order_id.to_owned();
         let span = tracing::info_span!("saga", order_id = %id);
-        Some(tokio::spawn(
+        Some(self.tracker.spawn(
             async move {
-                let result = match saga.permits.acquire().await {
-                    Ok(_permit) => saga.drive(&id).await,
-                    Err(_) => Ok(None),
+                let permit = tokio::select! {
+                    permit = saga.permits.acquire() => permit.ok(),
+                    () = saga.shutdown.cancelled() => None,
+                };
+                let result = match permit {
+                    Some(_permit) => saga.drive(&id).await,
+                    None => Ok(None),
                 };
                 saga.lock_running().remove(&id);
                 match result {

@@ -24,13 +24,34 @@ pub(crate) const MAX_QUANTITY: u32 = 100;
 /// A client's Idempotency-Key claim held by a crashed process is taken over after this.
 const KEY_LEASE: Duration = Duration::from_secs(60);
 
+// One line of an order as the API shows it (a plain comment: the OpenAPI document
+// keeps the schema `Line` as it was).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Line)]
+pub struct ItemView {
+    pub product_id: String,
+    pub quantity: u32,
+    /// Unit price when the order was placed.
+    pub price_cents: i64,
+}
+
+impl From<Line> for ItemView {
+    fn from(line: Line) -> Self {
+        Self {
+            product_id: line.product_id,
+            quantity: line.quantity,
+            price_cents: line.price_cents,
+        }
+    }
+}
+
 /// An order as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderView {
     pub id: String,
     /// `pending`, `confirmed`, `failed` or `cancelled`.
     pub status: String,
-    pub items: Vec<Line>,
+    pub items: Vec<ItemView>,
     pub total_cents: i64,
     pub currency: String,
     pub created_at: String,
@@ -44,7 +65,7 @@ impl From<Summary> for OrderView {
         Self {
             id: s.id,
             status: s.status.as_str().to_owned(),
-            items: s.lines,
+            items: s.lines.into_iter().map(ItemView::from).collect(),
             total_cents: s.total_cents,
             currency: s.currency,
             created_at: chassis::time::micros_to_rfc3339(s.created_at),
@@ -289,7 +310,7 @@ impl OrdersService {
         Ok(Placed { status, body })
     }
 
-    /// Resolves the lines (the request's, or the cart's) and prices them now.
+    /// Resolves the lines (the request's, or the cart's) and prices and names them now.
     async fn price(
         &self,
         user_id: &str,
@@ -328,22 +349,25 @@ impl OrdersService {
             )]));
         }
         let ids: Vec<String> = wanted.iter().map(|w| w.product_id.clone()).collect();
-        let prices: HashMap<String, i64> = self
+        // Price and name as sold now: the order keeps them, whatever the catalog
+        // says later.
+        let products: HashMap<String, (i64, String)> = self
             .catalog
             .get_products(ids)
             .await
             .map_err(|e| OrdersError::Unavailable(e.to_string()))?
             .into_iter()
-            .map(|p| (p.id, p.price_cents))
+            .map(|p| (p.id, (p.price_cents, p.name)))
             .collect();
         let mut errors = Vec::new();
         let mut lines = Vec::with_capacity(wanted.len());
         for (i, w) in wanted.into_iter().enumerate() {
-            match prices.get(&w.product_id) {
-                Some(&price_cents) => lines.push(Line {
+            match products.get(&w.product_id) {
+                Some((price_cents, name)) => lines.push(Line {
                     product_id: w.product_id,
                     quantity: w.quantity,
-                    price_cents,
+                    price_cents: *price_cents,
+                    name: name.clone(),
                 }),
                 None => errors.push(FieldError::new(
                     format!("items[{i}].product_id"),

@@ -5,10 +5,10 @@
 use chassis::outbox::{OutboxError, enqueue};
 use chassis::page::Cursor;
 use chassis::store::is_unique_violation;
-use contracts::orders as published;
 use sqlx::{AnyConnection, AnyPool};
 
 use crate::domain::{Event, Line, Order, Status, apply};
+use crate::published::{Published, published};
 
 /// One stored event.
 #[derive(Debug, Clone)]
@@ -93,17 +93,6 @@ fn summary(row: SummaryRow) -> Summary {
     }
 }
 
-fn to_contract(lines: &[Line]) -> Vec<published::OrderLine> {
-    lines
-        .iter()
-        .map(|l| published::OrderLine {
-            product_id: l.product_id.clone(),
-            quantity: l.quantity,
-            price_cents: l.price_cents,
-        })
-        .collect()
-}
-
 /// Writes the contract events other modules hear about, for the domain events just
 /// appended.
 async fn publish(
@@ -111,64 +100,13 @@ async fn publish(
     after: &Order,
     events: &[Event],
 ) -> Result<(), AppendError> {
-    let Some(placed) = &after.placed else {
-        return Ok(());
-    };
-    for event in events {
+    for event in published(after, events) {
         match event {
-            Event::OrderPlaced { .. } => {
-                enqueue(
-                    conn,
-                    &published::OrderPlaced {
-                        order_id: after.id.clone(),
-                        user_id: placed.user_id.clone(),
-                        lines: to_contract(&placed.lines),
-                        total_cents: placed.total_cents,
-                        currency: placed.currency.clone(),
-                    },
-                )
-                .await?;
-            }
-            Event::OrderConfirmed => {
-                enqueue(
-                    conn,
-                    &published::OrderConfirmed {
-                        order_id: after.id.clone(),
-                        user_id: placed.user_id.clone(),
-                        lines: to_contract(&placed.lines),
-                        total_cents: placed.total_cents,
-                        currency: placed.currency.clone(),
-                        payment_id: after.payment_id.clone().unwrap_or_default(),
-                    },
-                )
-                .await?;
-            }
-            Event::OrderFailed { reason } => {
-                enqueue(
-                    conn,
-                    &published::OrderFailed {
-                        order_id: after.id.clone(),
-                        user_id: placed.user_id.clone(),
-                        reason: reason.clone(),
-                    },
-                )
-                .await?;
-            }
-            Event::OrderCancelled { refunded_cents } => {
-                enqueue(
-                    conn,
-                    &published::OrderCancelled {
-                        order_id: after.id.clone(),
-                        user_id: placed.user_id.clone(),
-                        lines: to_contract(&placed.lines),
-                        refunded_cents: *refunded_cents,
-                        currency: placed.currency.clone(),
-                    },
-                )
-                .await?;
-            }
-            _ => {}
-        }
+            Published::Placed(e) => enqueue(conn, &e).await?,
+            Published::Confirmed(e) => enqueue(conn, &e).await?,
+            Published::Failed(e) => enqueue(conn, &e).await?,
+            Published::Cancelled(e) => enqueue(conn, &e).await?,
+        };
     }
     Ok(())
 }

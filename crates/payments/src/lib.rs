@@ -1,13 +1,22 @@
 //! payments: charges and refunds through a [`provider::PaymentProvider`], with
 //! idempotency keys (Stripe's semantics) and an append-only ledger.
 //!
-//! No public routes: orders reaches payments through
-//! [`contracts::payments::PaymentsApi`] (in-process, or over HTTP when split).
+//! `domain` holds the money rules, pure (the idempotency decision, capture and refund
+//! arithmetic, the ledger's entries); `service` the use cases; `store` the
+//! [`store::PaymentStore`] port and its SQL adapter; `provider` the provider port
+//! and the simulated provider.
+//!
+//! No HTTP of its own: orders reaches payments through
+//! [`contracts::payments::PaymentsApi`], in process or, split, over the internal
+//! routes `rpc!` derives from that contract (`contracts::payments::payments_routes`).
 
+pub mod domain;
 pub mod provider;
 mod service;
+pub mod store;
 
-pub use service::{LedgerTotals, PaymentsService};
+pub use domain::LedgerTotals;
+pub use service::PaymentsService;
 
 /// The module's embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

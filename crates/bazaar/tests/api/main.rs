@@ -8,6 +8,7 @@ mod cart;
 mod catalog;
 mod console;
 mod crash;
+mod data_dir;
 mod edge;
 mod health;
 mod identity;

@@ -5,8 +5,9 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, accepted_repeats, assert_audit_clean, assert_problem, cart_order_body, error_fields,
-    event_types, eventually, ledger, order_body, outbox_payloads, spawn_app, spawn_app_with,
+    Api, DataDir, TestApp, accepted_repeats, assert_audit_clean, assert_problem, cart_order_body,
+    client, error_fields, event_types, eventually, ledger, open_db, order_body, outbox_payloads,
+    spawn_app, spawn_app_with, test_config,
 };
 
 const ORDERS: &str = "/api/v1/orders";
@@ -703,4 +704,215 @@ async fn order_lists_page_newest_first() {
     }
     placed.reverse();
     assert_eq!(seen, placed, "newest first, each once");
+}
+
+/// `items` (of a cart or an order) as `(product_id, quantity)`, sorted.
+fn quantities(items: &Value) -> Vec<(String, u64)> {
+    let mut lines: Vec<(String, u64)> = items
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list of items: {items}"))
+        .iter()
+        .map(|l| {
+            (
+                l["product_id"].as_str().unwrap().to_owned(),
+                l["quantity"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A slow payment provider: the confirmation lands well after the order was placed.
+fn slow_payments(config: &mut bazaar::config::Config) {
+    config.payment_provider_latency_ms = 800;
+    config.checkout_wait_ms = 100;
+}
+
+#[tokio::test]
+async fn lines_added_while_an_order_is_paid_stay_in_the_cart() {
+    let app = spawn_app_with(slow_payments).await;
+    let (token, _) = app.register("late-adds@example.com").await;
+    let products = pick_products(&app, 3).await;
+    let [(a, _), (b, _), (c, _)] = [
+        products[0].clone(),
+        products[1].clone(),
+        products[2].clone(),
+    ];
+    add_to_cart(&app, &token, &a, 2).await;
+    add_to_cart(&app, &token, &b, 1).await;
+    let response = app
+        .place_order(&token, &cart_order_body("tok_visa"), None)
+        .await;
+    assert_eq!(
+        response.status(),
+        202,
+        "the payment should still be running"
+    );
+    let id = id_of(&response.json().await.unwrap());
+
+    // While the payment runs: a new product, and one more unit of a line bought.
+    add_to_cart(&app, &token, &c, 1).await;
+    add_to_cart(&app, &token, &b, 2).await;
+    assert_eq!(
+        app.order(&token, &id).await["status"],
+        "pending",
+        "the order was confirmed before the cart changed: the test proves nothing"
+    );
+    let order = app.wait_until_terminal(&token, &id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+
+    // The confirmation takes what was bought (all of a, one b) and nothing else.
+    let mut expected = vec![(b.clone(), 2), (c.clone(), 1)];
+    expected.sort();
+    eventually("the bought lines to leave the cart", || async {
+        let lines = quantities(&cart(&app, &token).await["items"]);
+        if lines == expected {
+            Ok(())
+        } else {
+            Err(format!("{lines:?}"))
+        }
+    })
+    .await;
+
+    // The next checkout buys what is left.
+    let (_, second) = app.place_ok(&token, &cart_order_body("tok_visa")).await;
+    let second = app.wait_until_terminal(&token, &id_of(&second)).await;
+    assert_eq!(second["status"], "confirmed", "{second}");
+    assert_eq!(quantities(&second["items"]), expected);
+}
+
+/// The `.eml` files the maildir transport wrote under the data dir, as text.
+fn emails(data: &DataDir) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(data.path().join("mail")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_confirmation_email_names_the_products() {
+    let app = spawn_app().await;
+    let (token, _) = app.register("named@example.com").await;
+    let product = app.products(1).await.remove(0);
+    let (id, name) = (
+        id_of(&product),
+        product["name"].as_str().unwrap().to_owned(),
+    );
+    let price = product["price_cents"].as_i64().unwrap();
+    let (_, order) = app
+        .place_ok(&token, &order_body(&[(&id, 2)], "tok_visa"))
+        .await;
+    let order_id = id_of(&order);
+    assert_eq!(
+        app.wait_until_terminal(&token, &order_id).await["status"],
+        "confirmed"
+    );
+    let subject = format!("Subject: Your bazaar order {order_id} is confirmed");
+    let email = eventually("the confirmation email", || async {
+        emails(&app.data_dir)
+            .into_iter()
+            .find(|text| text.contains(&subject))
+            .ok_or_else(|| "not written yet".to_owned())
+    })
+    .await;
+    let cents = |c: i64| format!("${}.{:02}", c / 100, c % 100);
+    let line = format!("2 x {name} at {} = {}", cents(price), cents(price * 2));
+    assert!(email.contains(&line), "no `{line}` in:\n{email}");
+    assert!(!email.contains(&id), "the product id is shown:\n{email}");
+    // The order's events carry the name as sold.
+    let published = outbox_payloads(&app, "orders", "orders.OrderConfirmed").await;
+    let confirmed = published
+        .iter()
+        .find(|p| p["order_id"] == order_id.as_str())
+        .expect("OrderConfirmed in the outbox");
+    assert_eq!(confirmed["lines"][0]["name"], name.as_str(), "{confirmed}");
+    // The public order keeps its shape.
+    assert_eq!(
+        app.order(&token, &order_id).await["items"],
+        json!([{"product_id": id, "quantity": 2, "price_cents": price}])
+    );
+}
+
+/// The types of an order's stored events, read from its store.
+async fn stored_event_types(data: &DataDir, order_id: &str) -> Vec<String> {
+    let pool = open_db(data, "orders").await;
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT event_type FROM order_events WHERE order_id = $1 ORDER BY sequence")
+            .bind(order_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    rows.into_iter().map(|(t,)| t).collect()
+}
+
+/// Stopping bazaar while a saga step runs: the step finishes and is recorded before
+/// the stores close (the capture is not lost to a closed pool), and the next start
+/// goes on from there without charging again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_the_running_saga_step_then_a_restart_finishes_the_order() {
+    let data = DataDir::new().await;
+    let config = || {
+        let mut config = test_config(data.path());
+        data.configure(&mut config);
+        slow_payments(&mut config);
+        config
+    };
+    let start = |config: bazaar::config::Config| async move {
+        let app = bazaar::Application::build(config)
+            .await
+            .expect("app builds");
+        let api = Api {
+            address: format!("http://127.0.0.1:{}", app.port()),
+            client: client(),
+        };
+        let stop = app.shutdown_token();
+        (api, stop, tokio::spawn(app.run_until_stopped()))
+    };
+
+    let (api, stop, running) = start(config()).await;
+    let (token, _) = api.register("drain@example.com").await;
+    let product = api.products(1).await.remove(0);
+    let (id, price) = (id_of(&product), product["price_cents"].as_i64().unwrap());
+    let response = api
+        .place_order(&token, &order_body(&[(&id, 1)], "tok_visa"), None)
+        .await;
+    assert_eq!(response.status(), 202);
+    let order_id = id_of(&response.json().await.unwrap());
+    // Stop once the charge is under way (the provider takes 800 ms).
+    eventually("the stock to be reserved", || async {
+        let types = event_types(&api.order_events(&token, &order_id, None).await);
+        if types.iter().any(|t| t == "StockReserved") {
+            Ok(())
+        } else {
+            Err(format!("{types:?}"))
+        }
+    })
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+
+    assert_eq!(
+        stored_event_types(&data, &order_id).await,
+        ["OrderPlaced", "StockReserved", "PaymentCaptured"],
+        "the charge that was running is recorded, and nothing after it"
+    );
+    assert_eq!(ledger(&data, &order_id).await, (1, price, 0));
+
+    let (api, stop, running) = start(config()).await;
+    let order = api.wait_until_terminal(&token, &order_id).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(
+        ledger(&data, &order_id).await,
+        (1, price, 0),
+        "charged again"
+    );
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    assert_audit_clean(&data).await;
 }
