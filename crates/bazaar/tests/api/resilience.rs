@@ -345,6 +345,17 @@ fn metric_sum(exposition: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// Requests refused by the load shedder so far, process-wide (only this file's
+/// overload test sets a limit low enough to shed).
+async fn shed_total(app: &TestApp) -> f64 {
+    scrape(app)
+        .await
+        .lines()
+        .filter(|line| line.starts_with("http_requests_shed_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 async fn scrape(app: &TestApp) -> String {
     let response = app.get("/metrics", None).await;
     assert_eq!(response.status(), 200);
@@ -614,6 +625,7 @@ async fn overload_sheds_fast_with_retry_after() {
     assert!(warm.iter().all(|r| r.status() == 200));
     drop(warm);
     let rss_before = rss_kib();
+    let shed_before = shed_total(&app).await;
 
     let burst = join_all((0..BURST).map(|_| {
         let (app, path) = (&app, &path);
@@ -689,17 +701,21 @@ async fn overload_sheds_fast_with_retry_after() {
         "only {} of {BURST} shed",
         shed.len()
     );
-    // The served ones went through the fault; the shed ones did not wait for it.
+    // The served ones went through the fault (its latency is a lower bound, never a
+    // race); every 503 was the shedder's, which answers before routing, so none of
+    // them waited for the fault. (No wall-clock upper bound: how fast a loaded
+    // machine answers is for benchmarks, not tests.)
     assert!(
         served
             .iter()
             .all(|d| *d >= Duration::from_millis(LATENCY_MS)),
         "{served:?}"
     );
+    let shed_counted = shed_total(&app).await - shed_before;
     assert!(
-        mean(&shed) < Duration::from_millis(LATENCY_MS / 2),
-        "shed requests took {:?} on average",
-        mean(&shed)
+        (shed_counted - shed.len() as f64).abs() < 0.5,
+        "{} answers were 503 but the shedder counted {shed_counted}",
+        shed.len()
     );
 
     // The monolith's memory stays bounded (the split modules share this process with
