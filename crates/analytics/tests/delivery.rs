@@ -3,57 +3,32 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use analytics::events::{AnalyticsEvents, CONSUMER, topics};
 use analytics::{AnalyticsService, SalesReport};
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use chassis::auth::{Role, Tokens};
-use chassis::bus::{Consumer, Delivery, RetryPolicy};
-use chassis::config::SqliteSync;
+use chassis::bus::{Consumer, Delivery};
 use chassis::events::{DomainEvent, Envelope};
-use chassis::store::Store;
 use contracts::orders::{OrderCancelled, OrderConfirmed, OrderFailed, OrderLine};
 use contracts::payments::{PaymentCaptured, PaymentDeclined, PaymentRefunded};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
-
-fn fast() -> RetryPolicy {
-    RetryPolicy {
-        attempts: 3,
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(5),
-    }
-}
+use testkit::delivery::TestStore;
 
 struct Setup {
-    _dir: tempfile::TempDir,
-    store: Store,
+    store: TestStore,
     service: AnalyticsService,
     consumer: Arc<Consumer>,
 }
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(dir.path(), analytics::MODULE, 2, SqliteSync::Normal)
-        .await
-        .unwrap();
-    setup_on(dir, store).await
+    setup_on(TestStore::sqlite(analytics::MODULE).await).await
 }
 
-async fn setup_on(dir: tempfile::TempDir, store: Store) -> Setup {
+async fn setup_on(store: TestStore) -> Setup {
     store.migrate(&analytics::MIGRATOR).await.unwrap();
-    let consumer = Arc::new(Consumer::new(
-        CONSUMER,
-        topics(),
-        store.pool().clone(),
-        Arc::new(AnalyticsEvents),
-        fast(),
-    ));
+    let consumer = Arc::new(store.consumer(CONSUMER, topics(), Arc::new(AnalyticsEvents)));
     Setup {
         service: AnalyticsService::new(store.pool().clone()),
-        _dir: dir,
         store,
         consumer,
     }
@@ -97,21 +72,11 @@ async fn sums_are_exact_under_redelivery() {
 /// `BAZAAR_TEST_DATABASE_URL` names a database.
 #[tokio::test]
 async fn sums_are_exact_under_redelivery_on_postgres() {
-    let Ok(url) = std::env::var("BAZAAR_TEST_DATABASE_URL") else {
-        eprintln!("BAZAAR_TEST_DATABASE_URL not set; skipped");
+    let test = "sums_are_exact_under_redelivery_on_postgres";
+    let Some(store) = TestStore::postgres(test, analytics::MODULE).await else {
         return;
     };
-    let schema = format!("analytics_test_{}", chassis::id::new_id().replace('-', ""));
-    // The store creates the schema and keeps its connections to it.
-    let store = Store::open_postgres_in(&url, analytics::MODULE, &schema, 2)
-        .await
-        .unwrap();
-    let admin = store.clone();
-    sums_are_exact(setup_on(tempfile::tempdir().unwrap(), store).await).await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
+    sums_are_exact(setup_on(store).await).await;
 }
 
 async fn sums_are_exact(s: Setup) {
@@ -304,21 +269,7 @@ async fn poison_events_are_dead_lettered_without_effect() {
 }
 
 async fn get(app: &axum::Router, token: Option<&str>) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::get("/api/v1/admin/analytics/sales");
-    if let Some(token) = token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    testkit::http::get(app, "/api/v1/admin/analytics/sales", token).await
 }
 
 #[tokio::test]

@@ -9,14 +9,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead as _, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sqlx::Connection as _;
+use testkit::eventually_within;
+use testkit::postgres::TestDatabase;
 
 const SERVICES: [&str; 8] = [
     "gateway",
@@ -29,63 +30,6 @@ const SERVICES: [&str; 8] = [
     "analytics",
 ];
 
-fn hex() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
-/// A throwaway database, dropped (best effort) even when the test panics.
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(admin_url: &str) -> Self {
-        let name = format!("bazaar_dev_{}", hex());
-        let mut conn = sqlx::PgConnection::connect(admin_url)
-            .await
-            .expect("connect to BAZAAR_TEST_DATABASE_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create the test database");
-        conn.close().await.ok();
-        let mut url = reqwest::Url::parse(admin_url).expect("BAZAAR_TEST_DATABASE_URL is a URL");
-        url.set_path(&format!("/{name}"));
-        Self {
-            admin_url: admin_url.to_owned(),
-            name,
-            url: url.to_string(),
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime: a thread of its own may block.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin_url).await.ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-                    .ok()?;
-                Some(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("could not drop the test database {}", self.name);
-        }
-    }
-}
-
 /// The run's JetStream streams (`<PREFIX>_<SOURCE>`), deleted (best effort) at the end.
 struct Streams {
     url: String,
@@ -94,38 +38,7 @@ struct Streams {
 
 impl Drop for Streams {
     fn drop(&mut self) {
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                use futures::StreamExt as _;
-                let settings = chassis::nats::NatsSettings {
-                    prefix: prefix.clone(),
-                    ..chassis::nats::NatsSettings::default()
-                };
-                let js =
-                    chassis::nats::JetStream::connect(&url, "bazaar-dev-test-cleanup", settings)
-                        .await
-                        .ok()?;
-                let ours = format!("{}_", prefix.to_ascii_uppercase());
-                let names: Vec<_> = js.context().stream_names().collect().await;
-                let mut all_deleted = true;
-                for name in names.into_iter().flatten().filter(|n| n.starts_with(&ours)) {
-                    all_deleted &= js.context().delete_stream(&name).await.is_ok();
-                }
-                all_deleted.then_some(())
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Some(()))) {
-            eprintln!(
-                "could not delete the JetStream streams of prefix {}",
-                self.prefix
-            );
-        }
+        testkit::nats::delete_streams(&self.url, &self.prefix);
     }
 }
 
@@ -179,16 +92,7 @@ impl Dev {
 
     /// Waits up to `limit` for the process to exit.
     fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        testkit::wait_exit(&mut self.child, limit)
     }
 }
 
@@ -202,26 +106,6 @@ impl Drop for Dev {
             }
         }
     }
-}
-
-/// A port p such that p..=p+7 are all free on 127.0.0.1.
-fn free_port_run() -> u16 {
-    for _ in 0..200 {
-        let first = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if first > 65535 - 8 {
-            continue;
-        }
-        let all_free =
-            (first..=first + 7).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
-        if all_free {
-            return first;
-        }
-    }
-    panic!("no run of 8 free ports found");
 }
 
 fn listening(port: u16) -> bool {
@@ -248,23 +132,20 @@ fn table_pids(stderr: &[String]) -> Vec<(String, i32)> {
 
 #[tokio::test]
 async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
-    let (Ok(admin_url), Ok(nats_url)) = (
-        std::env::var("BAZAAR_TEST_DATABASE_URL"),
-        std::env::var("BAZAAR_TEST_NATS_URL"),
-    ) else {
-        println!(
-            "skipped: dev --split needs BAZAAR_TEST_DATABASE_URL (PostgreSQL admin URL) and \
-             BAZAAR_TEST_NATS_URL (NATS with JetStream); set both to run it"
-        );
+    const TEST: &str = "dev_split_runs_every_service_and_stops_cleanly_on_sigint";
+    let Some(admin_url) = testkit::postgres::url(TEST) else {
         return;
     };
-    let database = Database::create(&admin_url).await;
+    let Some(nats_url) = testkit::nats::url(TEST) else {
+        return;
+    };
+    let database = TestDatabase::create(&admin_url).await;
     let data_dir = tempfile::tempdir().unwrap();
     let streams = Streams {
         url: nats_url.clone(),
-        prefix: format!("devtest{}", hex()),
+        prefix: format!("devtest{}", testkit::unique()),
     };
-    let port = free_port_run();
+    let port = testkit::free_port_run(8);
     let gateway = format!("http://127.0.0.1:{port}");
 
     let mut command = Command::new(env!("CARGO_BIN_EXE_bazaar"));
@@ -295,29 +176,23 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually_within("the gateway to be ready", Duration::from_secs(60), || {
         if let Some(status) = dev.child.try_wait().unwrap() {
             panic!(
                 "bazaar dev exited with {status} before it was ready\n{}",
                 dev.output()
             );
         }
-        let ready = http
-            .get(format!("{gateway}/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            break;
+        let output = dev.output();
+        let ready = http.get(format!("{gateway}/health/ready")).send();
+        async move {
+            match ready.await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                other => Err(format!("{other:?}\n{output}")),
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway was not ready within 60 s\n{}",
-            dev.output()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
 
     let products: serde_json::Value = http
         .get(format!("{gateway}/api/v1/products"))
@@ -335,7 +210,7 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
         "{products}"
     );
 
-    let email = format!("dev-{}@example.com", hex());
+    let email = format!("dev-{}@example.com", testkit::unique());
     let registered = http
         .post(format!("{gateway}/api/v1/auth/register"))
         .json(&serde_json::json!({"email": email, "password": "correct horse", "name": "Dev Test"}))
@@ -363,35 +238,40 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
                 .is_some_and(|(name, _)| name.trim_end() == service && name.starts_with(service))
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines = dev.stdout();
-        let missing: Vec<_> = SERVICES
-            .iter()
-            .filter(|s| !prefixed_by(&lines, s))
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no stdout line from {missing:?}\n{}",
-            dev.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_within(
+        "a stdout line from every service",
+        Duration::from_secs(10),
+        || {
+            let lines = dev.stdout();
+            let missing: Vec<_> = SERVICES
+                .iter()
+                .filter(|s| !prefixed_by(&lines, s))
+                .collect();
+            let seen = if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("none from {missing:?}\n{}", dev.output()))
+            };
+            std::future::ready(seen)
+        },
+    )
+    .await;
     // dev's own banner (not the gateway's line, prefixed with its name), under the
     // table it prints once it has seen the gateway ready too.
     let banner = format!("bazaar is ready at {gateway}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !dev.stderr().iter().any(|l| l.starts_with(&banner)) {
-        assert!(
-            Instant::now() < deadline,
-            "no `{banner}` from dev\n{}",
-            dev.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_within(
+        &format!("`{banner}` from dev"),
+        Duration::from_secs(10),
+        || {
+            let seen = if dev.stderr().iter().any(|l| l.starts_with(&banner)) {
+                Ok(())
+            } else {
+                Err(dev.output())
+            };
+            std::future::ready(seen)
+        },
+    )
+    .await;
     let stderr = dev.stderr();
     let pids = table_pids(&stderr);
     assert_eq!(pids.len(), 8, "one row per service\n{}", dev.output());

@@ -6,19 +6,15 @@ use cart::domain::Quantity;
 use cart::events::CartEvents;
 use cart::store::{CartItems, Line, SqlCartItems};
 use chassis::bus::Handler;
-use chassis::config::SqliteSync;
 use chassis::events::Envelope;
 use chassis::store::Store;
 use contracts::orders::{OrderConfirmed, OrderLine};
+use testkit::delivery::TestStore;
 
-async fn store() -> (tempfile::TempDir, Store, SqlCartItems) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(dir.path(), cart::MODULE, 2, SqliteSync::Normal)
-        .await
-        .unwrap();
-    store.migrate(&cart::MIGRATOR).await.unwrap();
+async fn store() -> (TestStore, SqlCartItems) {
+    let store = TestStore::migrated(cart::MODULE, &cart::MIGRATOR).await;
     let items = SqlCartItems::new(store.pool().clone());
-    (dir, store, items)
+    (store, items)
 }
 
 async fn add(items: &SqlCartItems, product_id: &str, quantity: i64) {
@@ -65,7 +61,7 @@ fn line(product_id: &str, quantity: u32) -> Line {
 
 #[tokio::test]
 async fn a_confirmed_order_removes_exactly_what_it_bought() {
-    let (_dir, store, items) = store().await;
+    let (store, items) = store().await;
     // Bought: 2 of a, 1 of c. Since then the buyer raised c to 3 and added b.
     add(&items, "a", 2).await;
     add(&items, "c", 3).await;
@@ -96,7 +92,7 @@ async fn a_confirmed_order_removes_exactly_what_it_bought() {
 
 #[tokio::test]
 async fn an_event_without_lines_removes_nothing() {
-    let (_dir, store, items) = store().await;
+    let (store, items) = store().await;
     add(&items, "a", 2).await;
     let mut event = confirmed(vec![bought("a", 2)]);
     event

@@ -376,7 +376,6 @@ mod tests {
     use sqlx::AnyConnection;
 
     use chassis_core::events::Envelope;
-    use chassis_store::store::{SqliteSync, Store};
 
     use super::BusHealth;
     use crate::consumer::{Consumer, Handler, HandlerError, RetryPolicy};
@@ -395,10 +394,8 @@ mod tests {
     /// letters are counted from its store.
     #[tokio::test]
     async fn monolith_lag_backlog_and_dead_letters() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(dir.path(), "t", 2, SqliteSync::Normal)
-            .await
-            .unwrap();
+        // The store from the test kit: chassis-store, not this crate, so one type.
+        let store = testkit::delivery::TestStore::sqlite("t").await;
         store.migrate_platform().await.unwrap();
         let pool = store.pool();
         let now = chassis_core::time::now_micros();

@@ -2,32 +2,20 @@
 //! exactly-once effects, retries and dead letters.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use chassis_core::events::{DomainEvent, Envelope, topic_of};
+use chassis_core::events::{Envelope, topic_of};
 use chassis_messaging::bus::{Bus, InProcBus};
-use chassis_messaging::consumer::{Consumer, Delivery, Handler, HandlerError, RetryPolicy};
+use chassis_messaging::consumer::{Consumer, Delivery, Handler, HandlerError};
 use chassis_messaging::outbox::{Outbox, enqueue};
-use chassis_store::store::{SqliteSync, Store};
-use serde::{Deserialize, Serialize};
+use chassis_store::store::Store;
 use sqlx::AnyConnection;
+use testkit::delivery::TestStore;
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Deposited {
-    account: String,
-    amount: i64,
-}
-
-impl DomainEvent for Deposited {
-    const TYPE: &'static str = "Deposited";
-    const VERSION: u32 = 1;
-    const SOURCE: &'static str = "bank";
-    fn aggregate_id(&self) -> String {
-        self.account.clone()
-    }
-}
+use common::{Deposited, commit, deposit};
 
 /// Adds each deposit to a balance table; fails the first `fail_first` attempts.
 struct Ledger {
@@ -50,10 +38,8 @@ impl Handler for Ledger {
     }
 }
 
-async fn store(dir: &std::path::Path, name: &'static str) -> Store {
-    let store = Store::open_sqlite(dir, name, 2, SqliteSync::Normal)
-        .await
-        .unwrap();
+async fn store(name: &'static str) -> TestStore {
+    let store = TestStore::sqlite(name).await;
     store.migrate_platform().await.unwrap();
     store
 }
@@ -66,26 +52,9 @@ async fn balance(store: &Store) -> i64 {
     total
 }
 
-fn fast() -> RetryPolicy {
-    RetryPolicy {
-        attempts: 3,
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(5),
-    }
-}
-
-async fn setup(
-    fail_first: u32,
-) -> (
-    tempfile::TempDir,
-    Store,
-    Store,
-    Arc<InProcBus>,
-    Arc<Consumer>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let producer = store(dir.path(), "producer").await;
-    let consumer_store = store(dir.path(), "consumer").await;
+async fn setup(fail_first: u32) -> (TestStore, TestStore, Arc<InProcBus>, Arc<Consumer>) {
+    let producer = store("producer").await;
+    let consumer_store = store("consumer").await;
     sqlx::query("CREATE TABLE balance (total BIGINT NOT NULL)")
         .execute(consumer_store.pool())
         .await
@@ -94,42 +63,25 @@ async fn setup(
         .execute(consumer_store.pool())
         .await
         .unwrap();
-    let consumer = Arc::new(Consumer::new(
+    let consumer = Arc::new(consumer_store.consumer(
         "ledger",
         vec![topic_of::<Deposited>()],
-        consumer_store.pool().clone(),
         Arc::new(Ledger {
             fail_first,
             calls: AtomicU32::new(0),
         }),
-        fast(),
     ));
     let bus = Arc::new(InProcBus::new());
     bus.subscribe(Arc::clone(&consumer));
-    (dir, producer, consumer_store, bus, consumer)
-}
-
-async fn deposit(producer: &Store, amount: i64) -> Envelope {
-    let mut tx = producer.pool().begin().await.unwrap();
-    let env = enqueue(
-        &mut tx,
-        &Deposited {
-            account: "a".into(),
-            amount,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    env
+    (producer, consumer_store, bus, consumer)
 }
 
 #[tokio::test]
 async fn relayed_events_apply_once_even_when_redelivered() {
-    let (_dir, producer, consumer_store, bus, consumer) = setup(1).await;
+    let (producer, consumer_store, bus, consumer) = setup(1).await;
     let outbox = Outbox::new("producer", producer.pool().clone());
-    let first = deposit(&producer, 5).await;
-    deposit(&producer, 7).await;
+    let first = commit(&producer, &deposit(5)).await;
+    commit(&producer, &deposit(7)).await;
     assert_eq!(outbox.backlog().await.unwrap().unsent, 2);
     assert_eq!(outbox.relay_once(bus.as_ref()).await.unwrap(), 2);
     assert_eq!(outbox.backlog().await.unwrap().unsent, 0);
@@ -142,7 +94,7 @@ async fn relayed_events_apply_once_even_when_redelivered() {
 
 #[tokio::test]
 async fn rolled_back_changes_publish_nothing() {
-    let (_dir, producer, _consumer_store, _bus, _consumer) = setup(0).await;
+    let (producer, _consumer_store, _bus, _consumer) = setup(0).await;
     let mut tx = producer.pool().begin().await.unwrap();
     enqueue(
         &mut tx,
@@ -160,7 +112,7 @@ async fn rolled_back_changes_publish_nothing() {
 
 #[tokio::test]
 async fn poison_and_persistently_failing_events_are_dead_lettered() {
-    let (_dir, _producer, consumer_store, _bus, consumer) = setup(u32::MAX).await;
+    let (_producer, consumer_store, _bus, consumer) = setup(u32::MAX).await;
     // Fails every attempt: retried, then dead-lettered.
     let env = Envelope::wrap(&Deposited {
         account: "a".into(),
@@ -206,7 +158,7 @@ async fn poison_and_persistently_failing_events_are_dead_lettered() {
 #[tokio::test]
 async fn a_redelivering_bus_defers_transient_failures() {
     // Fails the first 4 calls; the policy retries 3 times per delivery.
-    let (_dir, _producer, consumer_store, _bus, consumer) = setup(4).await;
+    let (_producer, consumer_store, _bus, consumer) = setup(4).await;
     let env = Envelope::wrap(&Deposited {
         account: "a".into(),
         amount: 9,

@@ -4,44 +4,34 @@
 //! Needs `BAZAAR_TEST_NATS_URL` (CI: `nats://127.0.0.1:4222`, a server with JetStream);
 //! without it every test here says it was skipped and passes. Each test uses its own
 //! subject/stream prefix and deletes its streams. The restart test starts its own
-//! `nats-server` (`BAZAAR_TEST_NATS_SERVER`, default `/usr/sbin/nats-server`).
+//! `nats-server` (`BAZAAR_TEST_NATS_SERVER`, default `/usr/sbin/nats-server`; skipped
+//! when it is not installed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use chassis_core::events::{DomainEvent, Envelope, topic_of};
 use chassis_messaging::bus::Bus;
-use chassis_messaging::consumer::{Consumer, Delivery, Handler, HandlerError, RetryPolicy};
+use chassis_messaging::consumer::{Consumer, Delivery, Handler, HandlerError};
 use chassis_messaging::nats::{
     ConsumerSettings, DEAD_LETTER_SOURCE, JetStream, NatsBus, NatsSettings,
 };
-use chassis_messaging::outbox::{Outbox, enqueue, enqueue_envelope};
-use chassis_store::store::{SqliteSync, Store};
+use chassis_messaging::outbox::{Outbox, enqueue_envelope};
+use chassis_store::store::Store;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
+use testkit::delivery::TestStore;
+use testkit::nats::NatsServer;
+use testkit::until;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Deposited {
-    account: String,
-    amount: i64,
-}
-
-impl DomainEvent for Deposited {
-    const TYPE: &'static str = "Deposited";
-    const VERSION: u32 = 1;
-    const SOURCE: &'static str = "bank";
-    fn aggregate_id(&self) -> String {
-        self.account.clone()
-    }
-}
+use common::{Deposited, commit, deposit};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Withdrawn {
@@ -108,18 +98,12 @@ fn nats_url(test: &str) -> Option<String> {
             .with_test_writer()
             .try_init();
     }
-    let url = std::env::var("BAZAAR_TEST_NATS_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("skipping {test}: BAZAAR_TEST_NATS_URL is not set");
-    }
-    url
+    testkit::nats::url(test)
 }
 
 /// A prefix no other test run uses.
 fn unique_prefix() -> String {
-    format!("bazaartest_{:012x}", rand::random::<u64>() >> 16)
+    format!("bazaartest_{}", testkit::unique())
 }
 
 fn settings(prefix: String) -> NatsSettings {
@@ -137,40 +121,31 @@ fn settings(prefix: String) -> NatsSettings {
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    producer: Store,
-    consumer_store: Store,
+    producer: TestStore,
+    consumer_store: TestStore,
     consumer: Arc<Consumer>,
     outbox: Outbox,
 }
 
 async fn fixture(topics: Vec<String>, handler_delay: Duration) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let open = |name| Store::open_sqlite(dir.path(), name, 4, SqliteSync::Normal);
-    let producer = open("producer").await.unwrap();
+    let open = |name| TestStore::sqlite_with(name, 4);
+    let producer = open("producer").await;
     producer.migrate_platform().await.unwrap();
-    let consumer_store = open("consumer").await.unwrap();
+    let consumer_store = open("consumer").await;
     consumer_store.migrate_platform().await.unwrap();
     sqlx::query("CREATE TABLE applied (event_id TEXT NOT NULL, amount BIGINT NOT NULL)")
         .execute(consumer_store.pool())
         .await
         .unwrap();
-    let consumer = Arc::new(Consumer::new(
+    let consumer = Arc::new(consumer_store.consumer(
         "ledger",
         topics,
-        consumer_store.pool().clone(),
         Arc::new(Ledger {
             delay: handler_delay,
         }),
-        RetryPolicy {
-            attempts: 3,
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(5),
-        },
     ));
     let outbox = Outbox::new("producer", producer.pool().clone());
     Fixture {
-        _dir: dir,
         producer,
         consumer_store,
         consumer,
@@ -178,25 +153,10 @@ async fn fixture(topics: Vec<String>, handler_delay: Duration) -> Fixture {
     }
 }
 
-/// Commits one event to the producer's outbox.
-async fn commit<E: DomainEvent>(producer: &Store, event: &E) -> Envelope {
-    let mut tx = producer.pool().begin().await.unwrap();
-    let envelope = enqueue(&mut tx, event).await.unwrap();
-    tx.commit().await.unwrap();
-    envelope
-}
-
 /// What the ledger consumes: two topics of one stream (on NATS < 2.10 the durable then
 /// reads the whole stream and skips the rest).
 fn both() -> Vec<String> {
     vec![topic_of::<Deposited>(), topic_of::<Withdrawn>()]
-}
-
-fn deposit(amount: i64) -> Deposited {
-    Deposited {
-        account: "a".into(),
-        amount,
-    }
 }
 
 /// (rows, distinct event ids, sum of amounts) of the consumer's effects.
@@ -209,27 +169,11 @@ async fn applied(store: &Store) -> (i64, i64, i64) {
     .unwrap()
 }
 
-/// Polls `check` until it holds; fails the test after `limit`.
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until the durable has nothing left to deliver and nothing unacknowledged
 /// (nak'ed messages waiting for redelivery count as unacknowledged).
 async fn wait_all_acked(js: &JetStream, consumer: &Consumer) {
     let stream = js.stream_name("bank");
-    wait_for(
+    until(
         "every message acknowledged",
         Duration::from_secs(30),
         || {
@@ -362,7 +306,7 @@ async fn outbox_to_jetstream_applies_every_event_once() {
     assert_eq!(f.outbox.relay_once(&bus).await.unwrap(), 46);
     assert_eq!(f.outbox.backlog().await.unwrap().unsent, 0);
 
-    wait_for("41 effects", Duration::from_secs(30), || async {
+    until("41 effects", Duration::from_secs(30), || async {
         applied(&f.consumer_store).await.0 >= 41
     })
     .await;
@@ -584,7 +528,7 @@ async fn a_deleted_durable_is_recreated_and_replays_without_second_effects() {
     bus.publish(&Envelope::wrap(&deposit(2)).unwrap())
         .await
         .unwrap();
-    wait_for("the first effect", Duration::from_secs(30), || async {
+    until("the first effect", Duration::from_secs(30), || async {
         applied(&f.consumer_store).await.0 >= 1
     })
     .await;
@@ -598,7 +542,7 @@ async fn a_deleted_durable_is_recreated_and_replays_without_second_effects() {
     bus.publish(&Envelope::wrap(&deposit(3)).unwrap())
         .await
         .unwrap();
-    wait_for("the second effect", Duration::from_secs(60), || async {
+    until("the second effect", Duration::from_secs(60), || async {
         applied(&f.consumer_store).await.0 >= 2
     })
     .await;
@@ -607,81 +551,17 @@ async fn a_deleted_durable_is_recreated_and_replays_without_second_effects() {
     assert_eq!(applied(&f.consumer_store).await, (2, 2, 5));
 }
 
-/// A `nats-server -js` of this test's own, on a free loopback port, with its store in
-/// a directory that survives restarts. Killed (SIGKILL) when dropped.
-struct NatsServer {
-    binary: PathBuf,
-    port: u16,
-    store: PathBuf,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    fn new(store: &Path) -> Self {
-        let binary = std::env::var_os("BAZAAR_TEST_NATS_SERVER")
-            .map_or_else(|| PathBuf::from("/usr/sbin/nats-server"), PathBuf::from);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self {
-            binary,
-            port,
-            store: store.to_owned(),
-            child: None,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it and waits until it accepts connections.
-    async fn start(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        wait_for("nats-server to listen", Duration::from_secs(10), || {
-            let addr = addr.clone();
-            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
-        })
-        .await;
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test]
 async fn nats_restart_loses_nothing_and_applies_nothing_twice() {
     const EVENTS: i64 = 300;
     if nats_url("nats_restart_loses_nothing_and_applies_nothing_twice").is_none() {
         return;
     }
-    let store_dir = tempfile::tempdir().unwrap();
-    let mut server = NatsServer::new(store_dir.path());
-    server.start().await;
+    let Some(mut server) =
+        NatsServer::started("nats_restart_loses_nothing_and_applies_nothing_twice").await
+    else {
+        return;
+    };
 
     let mut config = settings(unique_prefix());
     config.publish_timeout = Duration::from_secs(1);
@@ -728,7 +608,7 @@ async fn nats_restart_loses_nothing_and_applies_nothing_twice() {
 
     // Killed while the consumer is busy (messages pulled, not yet acknowledged), down
     // briefly.
-    wait_for("a fifth of the effects", Duration::from_secs(60), || {
+    until("a fifth of the effects", Duration::from_secs(60), || {
         effects_at_least(EVENTS / 5)
     })
     .await;
@@ -738,11 +618,11 @@ async fn nats_restart_loses_nothing_and_applies_nothing_twice() {
 
     // Killed again once consuming resumed and while the producer is still going, down
     // long enough for publishes to time out and the relay to back off.
-    wait_for("effects after the restart", Duration::from_secs(60), || {
+    until("effects after the restart", Duration::from_secs(60), || {
         effects_at_least(EVENTS / 5 + 20)
     })
     .await;
-    wait_for(
+    until(
         "half of the events produced",
         Duration::from_secs(60),
         || {
@@ -764,7 +644,7 @@ async fn nats_restart_loses_nothing_and_applies_nothing_twice() {
         .await
         .expect("producer finishes")
         .unwrap();
-    wait_for(
+    until(
         "every effect and an empty outbox",
         Duration::from_secs(120),
         || async {

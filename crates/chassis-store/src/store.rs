@@ -283,6 +283,7 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testkit::postgres::TestSchema;
 
     #[tokio::test]
     async fn sqlite_accepts_dollar_placeholders_and_wal() {
@@ -319,20 +320,22 @@ mod tests {
     /// open, migrated on its own, unable to see the other's tables.
     #[tokio::test]
     async fn postgres_schema_per_module_isolates_modules() {
-        let Ok(url) = std::env::var("BAZAAR_TEST_DATABASE_URL") else {
-            eprintln!(
-                "postgres_schema_per_module_isolates_modules skipped: BAZAAR_TEST_DATABASE_URL not set"
-            );
+        let Some(url) = testkit::postgres::url("postgres_schema_per_module_isolates_modules")
+        else {
             return;
         };
-        let run = chassis_core::id::new_id().replace('-', "");
-        let (a, b) = (format!("store_test_a_{run}"), format!("store_test_b_{run}"));
-        assert!(!Store::postgres_schema_exists(&url, &a).await.unwrap());
-        let first = Store::open_postgres_in(&url, "a", &a, 2).await.unwrap();
-        let second = Store::open_postgres_in(&url, "b", &b, 2).await.unwrap();
-        assert!(Store::postgres_schema_exists(&url, &a).await.unwrap());
+        // Dropped with everything in them at the end, or when the test fails.
+        let (schema_a, schema_b) = (
+            TestSchema::new(&url, "store_a"),
+            TestSchema::new(&url, "store_b"),
+        );
+        let (a, b) = (&schema_a.name, &schema_b.name);
+        assert!(!Store::postgres_schema_exists(&url, a).await.unwrap());
+        let first = Store::open_postgres_in(&url, "a", a, 2).await.unwrap();
+        let second = Store::open_postgres_in(&url, "b", b, 2).await.unwrap();
+        assert!(Store::postgres_schema_exists(&url, a).await.unwrap());
         // Opening again (a restart, a second process) finds the schema there.
-        let again = Store::open_postgres_in(&url, "a", &a, 1).await.unwrap();
+        let again = Store::open_postgres_in(&url, "a", a, 1).await.unwrap();
         again.close().await;
 
         first.migrate_platform().await.unwrap();
@@ -365,13 +368,6 @@ mod tests {
             Store::open_postgres_in(&url, "x", "Bad-Name", 1).await,
             Err(StoreError::Open { .. })
         ));
-
-        for schema in [&a, &b] {
-            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                .execute(first.pool())
-                .await
-                .unwrap();
-        }
         first.close().await;
         second.close().await;
     }

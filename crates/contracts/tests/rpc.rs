@@ -394,10 +394,7 @@ async fn typed_errors_survive_the_round_trip() {
 /// 3a. Nobody listening: Unavailable naming the peer, promptly.
 #[tokio::test]
 async fn unreachable_peer_is_unavailable() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let closed = testkit::closed_addr();
     let client = client_at(closed, caller_keys(), PATIENT);
     let started = Instant::now();
     let message = unavailable(client.get_product("p1".into()).await);

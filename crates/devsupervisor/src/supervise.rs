@@ -441,10 +441,7 @@ mod tests {
     #[tokio::test]
     async fn probes_readiness_over_http() {
         assert!(probe_ready(always_ready().await).await);
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let closed = testkit::closed_addr();
         assert!(!probe_ready(closed).await);
     }
 
@@ -553,10 +550,7 @@ mod tests {
         let ready = always_ready().await;
         let mut fine = sh("fine", "exec sleep 30");
         fine.health = Some(ready);
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let closed = testkit::closed_addr();
         let mut slow = sh(
             "slow",
             "echo booting; echo cannot connect >&2; exec sleep 30",
@@ -589,10 +583,7 @@ mod tests {
     async fn a_child_that_exits_while_starting_fails_the_start_with_its_last_lines() {
         let (output, _out, _err) = captured();
         let control = Control::default();
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let closed = testkit::closed_addr();
         let mut broken = sh(
             "broken",
             "echo 'error: cannot reach the database' >&2; exit 1",

@@ -7,65 +7,42 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use chassis::auth::{Role, Tokens};
 use chassis::bus::{Consumer, Delivery, RetryPolicy};
-use chassis::config::SqliteSync;
 use chassis::events::Envelope;
 use chassis::store::Store;
 use contracts::identity::UserRegistered;
 use contracts::orders::{OrderCancelled, OrderConfirmed, OrderFailed, OrderLine};
-use http_body_util::BodyExt;
 use notifications::events::{CONSUMER, topics};
 use notifications::{
     Email, Kind, MailTransport, MaildirTransport, NotificationsService, TransportError,
 };
-use tower::ServiceExt;
-
-fn fast() -> RetryPolicy {
-    RetryPolicy {
-        attempts: 3,
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(5),
-    }
-}
+use testkit::delivery::TestStore;
+use testkit::http::get;
 
 struct Setup {
-    _dir: tempfile::TempDir,
     mail: PathBuf,
-    store: Store,
+    store: TestStore,
     service: NotificationsService,
     consumer: Consumer,
 }
 
 async fn setup_with(transport: impl FnOnce(PathBuf) -> Arc<dyn MailTransport>) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(dir.path(), notifications::MODULE, 2, SqliteSync::Normal)
-        .await
-        .unwrap();
-    setup_on(dir, store, transport).await
+    setup_on(TestStore::sqlite(notifications::MODULE).await, transport).await
 }
 
 async fn setup_on(
-    dir: tempfile::TempDir,
-    store: Store,
+    store: TestStore,
     transport: impl FnOnce(PathBuf) -> Arc<dyn MailTransport>,
 ) -> Setup {
     store.migrate(&notifications::MIGRATOR).await.unwrap();
-    let mail = dir.path().join("mail");
+    let mail = store.dir().join("mail");
     let service = NotificationsService::new(store.pool().clone(), transport(mail.clone()))
         .with_sender("bazaar shop <shop@bazaar.test>")
         .unwrap();
-    let consumer = Consumer::new(
-        CONSUMER,
-        topics(),
-        store.pool().clone(),
-        Arc::new(service.events()),
-        fast(),
-    );
+    let consumer = store.consumer(CONSUMER, topics(), Arc::new(service.events()));
     Setup {
-        _dir: dir,
         mail,
         store,
         service,
@@ -131,28 +108,12 @@ async fn one_email_per_event_even_when_redelivered() {
 /// `BAZAAR_TEST_DATABASE_URL` names a database.
 #[tokio::test]
 async fn one_email_per_event_on_postgres() {
-    let Ok(url) = std::env::var("BAZAAR_TEST_DATABASE_URL") else {
-        eprintln!("BAZAAR_TEST_DATABASE_URL not set; skipped");
+    let test = "one_email_per_event_on_postgres";
+    let Some(store) = TestStore::postgres(test, notifications::MODULE).await else {
         return;
     };
-    let schema = format!(
-        "notifications_test_{}",
-        chassis::id::new_id().replace('-', "")
-    );
-    // The store creates the schema and keeps its connections to it.
-    let store = Store::open_postgres_in(&url, notifications::MODULE, &schema, 2)
-        .await
-        .unwrap();
-    let admin = store.clone();
-    let s = setup_on(tempfile::tempdir().unwrap(), store, |mail| {
-        Arc::new(MaildirTransport::new(mail))
-    })
-    .await;
+    let s = setup_on(store, |mail| Arc::new(MaildirTransport::new(mail))).await;
     one_email_per_event(s).await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
 }
 
 async fn one_email_per_event(s: Setup) {
@@ -340,28 +301,6 @@ async fn a_send_whose_commit_is_lost_is_resent_under_the_same_name() {
     // Three sends, one file, one row.
     assert_eq!(eml_files(&s.mail), [format!("{}.eml", welcome.id)]);
     assert_eq!(rows(&s.store).await, 1);
-}
-
-async fn get(
-    app: &axum::Router,
-    uri: &str,
-    token: Option<&str>,
-) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::get(uri);
-    if let Some(token) = token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
 }
 
 #[tokio::test]

@@ -7,13 +7,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chassis::config::SqliteSync;
 use chassis::outbox::Outbox;
 use chassis::store::Store;
 use contracts::payments::{ChargeRequest, PaymentError, PaymentStatus, PaymentsApi, RefundRequest};
 use payments::PaymentsService;
 use payments::provider::{PaymentProvider, ProviderError};
 use payments::store::SqlPayments;
+use testkit::delivery::TestStore;
 
 /// Answers charges from a script (then captures), and records every call's key.
 #[derive(Default)]
@@ -72,16 +72,12 @@ impl PaymentProvider for Scripted {
 }
 
 struct Setup {
-    _dir: tempfile::TempDir,
-    store: Store,
+    store: TestStore,
     service: PaymentsService,
 }
 
 async fn setup(provider: Arc<Scripted>) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(dir.path(), payments::MODULE, 4, SqliteSync::Normal)
-        .await
-        .unwrap();
+    let store = TestStore::sqlite_with(payments::MODULE, 4).await;
     store.migrate(&payments::MIGRATOR).await.unwrap();
     let outbox = Outbox::new(payments::MODULE, store.pool().clone());
     let service = PaymentsService::new(
@@ -89,11 +85,7 @@ async fn setup(provider: Arc<Scripted>) -> Setup {
         provider,
         Duration::from_millis(200),
     );
-    Setup {
-        _dir: dir,
-        store,
-        service,
-    }
+    Setup { store, service }
 }
 
 fn charge(key: &str, amount_cents: i64) -> ChargeRequest {

@@ -10,7 +10,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use chassis::resilience::{Fault, PolicyOverrides};
@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::helpers::{
-    Api, TestApp, assert_problem, eventually, free_port, order_body, spawn_app, spawn_app_with,
-    split_topology,
+    Api, TestApp, assert_problem, eventually, eventually_within, free_port, order_body, spawn_app,
+    spawn_app_with, split_topology,
 };
 
 use bazaar::topology::MODULES;
@@ -308,25 +308,27 @@ impl Browser {
             session: String::new(),
             profile,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = match browser.http.get(format!("{base}/status")).send().await {
-                Ok(r) => r
-                    .json::<Value>()
+        eventually_within(
+            &format!("chromedriver to be ready on {base}"),
+            Duration::from_secs(30),
+            || async {
+                let status: Value = browser
+                    .http
+                    .get(format!("{base}/status"))
+                    .send()
                     .await
-                    .ok()
-                    .map(|v| v["value"]["ready"] == true),
-                Err(_) => None,
-            };
-            if ready == Some(true) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver not ready on {base}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if status["value"]["ready"] == true {
+                    Ok(())
+                } else {
+                    Err(status.to_string())
+                }
+            },
+        )
+        .await;
         let args = [
             "--headless",
             "--no-sandbox",
@@ -433,20 +435,11 @@ impl Browser {
 
     /// Polls (bounded) until the visible text of `css` satisfies `check`; that text.
     async fn wait_for_text(&self, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + BROWSER_PATIENCE;
-        let mut last: String;
-        loop {
-            match self.visible_text(css).await {
-                Ok(text) if check(&text) => return text,
-                Ok(text) => last = text,
-                Err(e) => last = e,
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gave up after {BROWSER_PATIENCE:?} waiting for {what} in {css}; last seen: {last}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        eventually_within(&format!("{what} in {css}"), BROWSER_PATIENCE, || async {
+            let text = self.visible_text(css).await?;
+            if check(&text) { Ok(text) } else { Err(text) }
+        })
+        .await
     }
 
     async fn visible_text(&self, css: &str) -> Result<String, String> {
@@ -460,27 +453,19 @@ impl Browser {
     /// Clicks the first `css` element whose text contains `needle`, retrying (bounded)
     /// while the page re-renders it.
     async fn click_containing(&self, css: &str, needle: &str) {
-        let deadline = Instant::now() + BROWSER_PATIENCE;
-        let mut last: String;
-        loop {
-            let attempt = async {
+        eventually_within(
+            &format!("a click on {css} containing {needle:?}"),
+            BROWSER_PATIENCE,
+            || async {
                 for element in self.find_all(css).await? {
                     if self.text(&element).await?.contains(needle) {
                         return self.click(&element).await;
                     }
                 }
                 Err(format!("no {css} contains {needle:?}"))
-            };
-            match attempt.await {
-                Ok(()) => return,
-                Err(e) => last = e,
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gave up clicking {css} with {needle:?}: {last}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            },
+        )
+        .await;
     }
 
     async fn screenshot(&self) -> Vec<u8> {

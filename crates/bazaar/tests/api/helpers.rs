@@ -12,19 +12,21 @@
 //! for its peers) and the gateway in front of them, and the tests talk to the gateway.
 //! The same scenarios thereby run against both topologies and cannot drift apart.
 
-use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bazaar::Application;
 use bazaar::config::Config;
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use tempfile::TempDir;
+pub use testkit::nats::delete_streams;
+pub use testkit::postgres::TestDatabase;
+pub use testkit::{PATIENCE, eventually, eventually_within, free_port};
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password";
@@ -67,7 +69,7 @@ pub fn split_topology() -> bool {
 
 /// The NATS server of split-topology tests.
 pub fn nats_url() -> Option<String> {
-    std::env::var("BAZAAR_TEST_NATS_URL").ok()
+    testkit::env(testkit::nats::URL_VAR)
 }
 
 // ---- The backend: SQLite (default) or PostgreSQL ----
@@ -75,9 +77,6 @@ pub fn nats_url() -> Option<String> {
 /// Connections per module pool of a test bazaar on PostgreSQL: 7 modules x 2 = 14 per
 /// app, so a few apps at once stay well under the server's `max_connections` (100).
 pub const PG_POOL: u32 = 2;
-/// Leftover test databases (from a run that was killed) older than this are dropped
-/// when the next run starts.
-const STALE_DATABASE: Duration = Duration::from_secs(3600);
 
 /// The server URL the tests create their databases in, when they run on PostgreSQL.
 pub fn postgres_url() -> Option<&'static str> {
@@ -98,104 +97,6 @@ pub fn postgres_url() -> Option<&'static str> {
         }
     })
     .as_deref()
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// `url` with its database replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let mut url = reqwest::Url::parse(url).expect("BAZAAR_TEST_DATABASE_URL is a URL");
-    url.set_path(&format!("/{database}"));
-    url.to_string()
-}
-
-async fn admin_connection(url: &str) -> sqlx::PgConnection {
-    use sqlx::Connection as _;
-    sqlx::PgConnection::connect(url)
-        .await
-        .expect("BAZAAR_TEST_DATABASE_URL accepts connections")
-}
-
-/// Drops the `bz_*` databases an interrupted earlier run left behind (only those
-/// older than [`STALE_DATABASE`], so a concurrent run keeps its own), once per run.
-async fn drop_stale_databases(url: &str) {
-    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    DONE.get_or_init(|| async {
-        let mut conn = admin_connection(url).await;
-        let names: Vec<(String,)> = sqlx::query_as(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'bz\\_%' ORDER BY datname LIMIT 200",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-        let cutoff = unix_secs().saturating_sub(STALE_DATABASE.as_secs());
-        for (name,) in names {
-            let created = name
-                .split('_')
-                .nth(1)
-                .and_then(|secs| secs.parse::<u64>().ok());
-            if created.is_some_and(|created| created < cutoff) {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
-        }
-    })
-    .await;
-}
-
-/// A fresh PostgreSQL database, dropped (best effort) on drop.
-pub struct TestDatabase {
-    admin_url: String,
-    name: String,
-    pub url: String,
-}
-
-impl TestDatabase {
-    pub async fn create(admin_url: &str) -> Self {
-        drop_stale_databases(admin_url).await;
-        let name = format!("bz_{}_{}", unix_secs(), uuid::Uuid::new_v4().simple());
-        let mut conn = admin_connection(admin_url).await;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        Self {
-            admin_url: admin_url.to_owned(),
-            url: with_database(admin_url, &name),
-            name,
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which cannot be blocked on: a thread
-        // with a runtime of its own. FORCE ends the connections the app still holds.
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let mut conn = admin_connection(&admin_url).await;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(_))) {
-            eprintln!("could not drop test database {}: {dropped:?}", self.name);
-        }
-    }
 }
 
 /// Where one bazaar keeps its data: a temp dir (SQLite files, `jwt-secret`, mail)
@@ -264,7 +165,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         if let (Some(prefix), Some(url)) = (self.nats_prefix.take(), nats_url()) {
-            delete_streams(url, prefix);
+            delete_streams(&url, &prefix);
         }
     }
 }
@@ -335,47 +236,6 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         },
         data_dir,
         shutdown,
-    }
-}
-
-/// The JetStream streams a deployment creates (one per publishing module, and the
-/// dead letters).
-pub const STREAMS: [&str; 5] = ["identity", "catalog", "payments", "orders", "deadletter"];
-
-/// Deletes the JetStream streams of the deployment with `prefix` (best effort,
-/// bounded). Called from `Drop`, inside a runtime that cannot be blocked on: a thread
-/// with a runtime of its own.
-pub fn delete_streams(url: String, prefix: String) {
-    let deleted = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let work = async {
-                let js = chassis::nats::JetStream::connect(
-                    &url,
-                    "bazaar-test-cleanup",
-                    chassis::nats::NatsSettings {
-                        prefix,
-                        ..chassis::nats::NatsSettings::default()
-                    },
-                )
-                .await?;
-                for source in STREAMS {
-                    js.delete_stream(source).await?;
-                }
-                Ok::<_, chassis::nats::NatsError>(())
-            };
-            tokio::time::timeout(Duration::from_secs(15), work)
-                .await
-                .map_err(|_| "timed out".to_owned())?
-                .map_err(|e| e.to_string())
-        })
-    })
-    .join();
-    if !matches!(deleted, Ok(Ok(()))) {
-        eprintln!("could not delete the test's JetStream streams: {deleted:?}");
     }
 }
 
@@ -585,39 +445,6 @@ impl Api {
 }
 
 // ---- Orders ----
-
-/// How long a test waits for something the server does in the background (a saga
-/// step, an event delivery, a sweep) before it fails.
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Polls `check` every 50 ms until it returns `Ok`, failing after [`PATIENCE`] with
-/// `what` and the last `Err` (a description of what was seen).
-pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    eventually_within(what, PATIENCE, check).await
-}
-
-/// Like [`eventually`], with a patience of its own.
-pub async fn eventually_within<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + patience;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "gave up after {patience:?} waiting for {what}; last seen: {last}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A valid US shipping address.
 pub fn address() -> Value {
@@ -1001,18 +828,12 @@ impl Proc {
 
     /// Waits (bounded) for the child to exit; then all its output has been read.
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let status = testkit::wait_exit(&mut self.child, limit).unwrap_or_else(|| {
+            panic!(
                 "bazaar did not exit within {limit:?}; stderr:\n{}",
                 self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+            )
+        });
         for reader in self.readers.drain(..) {
             reader.join().unwrap();
         }
@@ -1036,12 +857,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A free loopback port: bind port 0, read the port, let it go.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 pub fn client() -> Client {
@@ -1068,24 +883,21 @@ impl Server {
         let mut proc = Proc::spawn(command);
         let base = format!("http://{addr}");
         let client = client();
-        let deadline = Instant::now() + STARTUP;
-        loop {
+        eventually_within("bazaar to be ready", STARTUP, || {
             if let Some(status) = proc.child.try_wait().unwrap() {
                 proc.wait(EXIT);
                 panic!("bazaar exited early ({status}); stderr:\n{}", proc.stderr());
             }
-            if let Ok(response) = client.get(format!("{base}/health/ready")).send().await {
-                if response.status() == 200 {
-                    break;
+            let stderr = proc.stderr();
+            let answer = client.get(format!("{base}/health/ready")).send();
+            async move {
+                match answer.await {
+                    Ok(response) if response.status() == 200 => Ok(()),
+                    other => Err(format!("{other:?}; stderr:\n{stderr}")),
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "bazaar was not ready within {STARTUP:?}; stderr:\n{}",
-                proc.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
         Self {
             proc,
             port,

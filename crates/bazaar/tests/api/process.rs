@@ -3,31 +3,24 @@
 //! assertion; every wait is bounded. Those that keep data use a [`DataDir`], so with
 //! `BAZAAR_TEST_BACKEND=postgres` they run on a fresh PostgreSQL database.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{DataDir, Proc, SEED, Server, bazaar, free_port};
+use crate::helpers::{DataDir, Proc, SEED, Server, bazaar, eventually_within, free_port};
 
 /// Polls the captured stdout (bounded) for a JSON line matching `pred`.
 async fn wait_for_line(proc: &Proc, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = proc
-            .stdout()
+    eventually_within("such a log line", Duration::from_secs(10), || {
+        let stdout = proc.stdout();
+        let found = stdout
             .iter()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|v| pred(v));
-        if let Some(line) = found {
-            return line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no such log line; stdout:\n{}",
-            proc.stdout().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .find(|v| pred(v))
+            .ok_or_else(|| format!("stdout:\n{}", stdout.join("\n")));
+        std::future::ready(found)
+    })
+    .await
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -67,15 +60,19 @@ async fn serve_announces_itself_logs_json_and_stops_on_sigterm() {
 
     // The URL for humans, on stderr.
     let announcement = format!("ready at http://127.0.0.1:{}", server.port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.proc.stderr().contains(&announcement) {
-        assert!(
-            Instant::now() < deadline,
-            "stderr does not say {announcement:?}:\n{}",
-            server.proc.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_within(
+        &format!("stderr to say {announcement:?}"),
+        Duration::from_secs(10),
+        || {
+            let stderr = server.proc.stderr();
+            std::future::ready(if stderr.contains(&announcement) {
+                Ok(())
+            } else {
+                Err(stderr)
+            })
+        },
+    )
+    .await;
 
     // A request with a W3C trace context and a request id.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -540,19 +537,19 @@ async fn spans_go_to_the_otlp_endpoint_the_standard_variables_name() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let spans = loop {
-        let spans = receiver.spans_of(trace_id);
-        if !spans.is_empty() {
-            break spans;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no span of the trace reached the receiver; stderr:\n{}",
-            server.proc.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let spans = eventually_within(
+        "a span of the trace at the receiver",
+        Duration::from_secs(15),
+        || {
+            let spans = receiver.spans_of(trace_id);
+            std::future::ready(if spans.is_empty() {
+                Err(format!("none; stderr:\n{}", server.proc.stderr()))
+            } else {
+                Ok(spans)
+            })
+        },
+    )
+    .await;
     assert!(
         spans.contains(&(
             "shop-edge".to_owned(),

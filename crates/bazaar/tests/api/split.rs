@@ -9,9 +9,6 @@
 //! them it says it is skipped and passes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +19,7 @@ use nix::unistd::Pid;
 use reqwest::Client;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use testkit::nats::NatsServer;
 
 use crate::helpers::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Api, EXIT, PATIENCE, Proc, SPLIT_START_ORDER, STARTUP,
@@ -38,17 +36,10 @@ struct Backends {
 
 /// The backends, or `None` (and a message) when the environment does not name them.
 fn backends(test: &str) -> Option<Backends> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if let (Some(database), Some(nats)) =
-        (var("BAZAAR_TEST_DATABASE_URL"), var("BAZAAR_TEST_NATS_URL"))
-    {
-        return Some(Backends { database, nats });
-    }
-    eprintln!(
-        "skipping {test}: it needs BAZAAR_TEST_DATABASE_URL (PostgreSQL) and \
-         BAZAAR_TEST_NATS_URL (NATS with JetStream)"
-    );
-    None
+    Some(Backends {
+        database: testkit::postgres::url(test)?,
+        nats: testkit::nats::url(test)?,
+    })
 }
 
 /// How often a waiting loop looks again.
@@ -222,8 +213,7 @@ impl Cluster {
         let ready = format!("http://127.0.0.1:{}/health/ready", service.port);
         service.running = Some(Proc::spawn(command));
         let client = crate::helpers::client();
-        let deadline = Instant::now() + STARTUP;
-        loop {
+        eventually_within(&format!("{name} to be ready"), STARTUP, || {
             let service = self.service(name);
             let proc = service.running.as_mut().unwrap();
             if let Some(status) = proc.child.try_wait().unwrap() {
@@ -234,17 +224,15 @@ impl Cluster {
                     .push((format!("exited while starting: {status}"), proc));
                 panic!("{name} exited while starting ({status}); its output is below");
             }
-            if let Ok(response) = client.get(&ready).send().await {
-                if response.status() == 200 {
-                    return;
+            let answer = client.get(&ready).send();
+            async move {
+                match answer.await {
+                    Ok(response) if response.status() == 200 => Ok(()),
+                    other => Err(format!("{other:?}")),
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} was not ready within {STARTUP:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await;
     }
 
     /// SIGTERM, then a bounded wait for a clean exit.
@@ -383,7 +371,7 @@ impl Cluster {
 
     /// Deletes this deployment's JetStream streams (best effort, bounded).
     fn delete_streams(&self) {
-        delete_streams(self.nats_url.clone(), self.nats_prefix.clone());
+        delete_streams(&self.nats_url, &self.nats_prefix);
     }
 }
 
@@ -1028,96 +1016,6 @@ async fn split_kill_orders_mid_checkout() {
     assert_eq!(api.dead_letters(&admin).await, json!([]), "dead letters");
 }
 
-/// A `nats-server -js` of the test's own on a free loopback port, its store in a
-/// directory that survives restarts. Killed (SIGKILL) when dropped; its log printed
-/// when the test fails.
-struct NatsServer {
-    binary: PathBuf,
-    port: u16,
-    store: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    /// `None` (and a message) when the binary is not installed.
-    fn new(test: &str, dir: &Path) -> Option<Self> {
-        let binary = std::env::var_os("BAZAAR_TEST_NATS_SERVER")
-            .map_or_else(|| PathBuf::from("/usr/sbin/nats-server"), PathBuf::from);
-        if !binary.is_file() {
-            eprintln!(
-                "skipping {test}: no nats-server at {} (set BAZAAR_TEST_NATS_SERVER)",
-                binary.display()
-            );
-            return None;
-        }
-        Some(Self {
-            binary,
-            port: free_port(),
-            store: dir.join("jetstream"),
-            log: dir.join("nats-server.log"),
-            child: None,
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it and waits (bounded) until it accepts connections.
-    async fn start(&mut self) {
-        assert!(self.child.is_none(), "nats-server is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(&self.store)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        eventually_within("nats-server to listen", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(&addr)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
-        .await;
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            if let Ok(file) = std::fs::File::open(&self.log) {
-                let lines: Vec<String> =
-                    BufReader::new(file).lines().map_while(Result::ok).collect();
-                eprintln!("===== nats-server (last {LOG_TAIL} lines) =====");
-                for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_nats_restart_loses_nothing() {
     const TEST: &str = "split_nats_restart_loses_nothing";
@@ -1125,11 +1023,9 @@ async fn split_nats_restart_loses_nothing() {
     let Some(backends) = backends(TEST) else {
         return;
     };
-    let nats_dir = tempfile::tempdir().unwrap();
-    let Some(mut nats) = NatsServer::new(TEST, nats_dir.path()) else {
+    let Some(mut nats) = NatsServer::started(TEST).await else {
         return;
     };
-    nats.start().await;
     // Declared after the server: dropped (its streams deleted) while it still runs.
     let cluster = Cluster::start(&backends, &nats.url(), &[]).await;
     let api = cluster.api.clone();
