@@ -8,7 +8,7 @@ use chassis::CancellationToken;
 use chassis::outbox::Outbox;
 use contracts::catalog::{CatalogApi, CatalogError, Product, ReservationState, StockLine};
 
-use chassis::page::{self, Cursor};
+use chassis::page;
 
 use crate::cache::ProductCache;
 use crate::domain::{NewProduct, QUERY_MAX, Stock, like_pattern};
@@ -137,11 +137,7 @@ impl CatalogService {
             .products
             .list(pattern.as_deref(), cursor.as_ref(), limit)
             .await?;
-        let next_cursor = if page.has_more {
-            page.items.last().map(|p| Cursor::after(&p.id).encode())
-        } else {
-            None
-        };
+        let next_cursor = page::next_cursor(&page.items, page.has_more, |p| &p.id);
         Ok(ProductPage {
             items: page.items,
             next_cursor,

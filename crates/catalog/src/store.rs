@@ -1,9 +1,7 @@
 //! The catalog store: the [`Products`] port and its SQL adapter.
 
-use std::fmt::Write as _;
-
 use chassis::outbox::{OutboxError, enqueue};
-use chassis::store::is_unique_violation;
+use chassis::store::{PageOrder, is_unique_violation, keyset_page};
 use contracts::catalog::{
     Product, ProductChanged, ReservationState, StockCommitted, StockLine, StockReleased,
     StockReserved,
@@ -289,36 +287,16 @@ impl Products for SqlProducts {
         after: Option<&Cursor>,
         limit: u32,
     ) -> Result<Page, sqlx::Error> {
-        // One extra row tells whether another page follows.
-        let fetch = i64::from(limit) + 1;
-        // Placeholders are numbered in the order the optional filters appear.
-        let mut sql = format!("SELECT {COLUMNS} FROM products WHERE 1 = 1");
-        let mut n = 0;
-        if pattern.is_some() {
-            n += 1;
-            let _ = write!(sql, " AND search_text LIKE ${n} ESCAPE '\\'");
-        }
-        if after.is_some() {
-            n += 1;
-            let _ = write!(sql, " AND id > ${n}");
-        }
-        let _ = write!(sql, " ORDER BY id LIMIT ${}", n + 1);
-        let mut query = sqlx::query_as::<_, Row>(&sql);
-        if let Some(pattern) = pattern {
-            query = query.bind(pattern);
-        }
-        if let Some(cursor) = after {
-            query = query.bind(cursor.last_id());
-        }
-        let mut items: Vec<Product> = query
-            .bind(fetch)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(product)
-            .collect();
-        let has_more = items.len() > limit as usize;
-        items.truncate(limit as usize);
+        let (rows, has_more) = keyset_page::<Row>(
+            &self.pool,
+            &format!("SELECT {COLUMNS} FROM products WHERE 1 = 1"),
+            pattern.map(|pattern| ("search_text LIKE $1 ESCAPE '\\'", pattern)),
+            after.map(Cursor::last_id),
+            PageOrder::OldestFirst,
+            limit,
+        )
+        .await?;
+        let items = rows.into_iter().map(product).collect();
         Ok(Page { items, has_more })
     }
 

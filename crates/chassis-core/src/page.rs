@@ -47,6 +47,14 @@ pub fn limit(requested: Option<u32>) -> Result<u32, String> {
     }
 }
 
+/// The `next_cursor` of a page: after its last item when more follow.
+pub fn next_cursor<T>(items: &[T], has_more: bool, id: impl Fn(&T) -> &str) -> Option<String> {
+    has_more
+        .then(|| items.last())
+        .flatten()
+        .map(|last| Cursor::after(id(last)).encode())
+}
+
 /// A `cursor` this API did not issue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForeignCursor;
@@ -70,6 +78,15 @@ mod tests {
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("p1:not-a-uuid")).is_none());
         assert_eq!(cursor(Some("not-a-cursor")), Err(ForeignCursor));
         assert_eq!(cursor(None), Ok(None));
+    }
+
+    #[test]
+    fn next_cursor_follows_the_last_item_only_when_more_follow() {
+        let ids = [crate::id::new_id(), crate::id::new_id()];
+        let next = next_cursor(&ids, true, String::as_str).unwrap();
+        assert_eq!(Cursor::decode(&next), Some(Cursor::after(&ids[1])));
+        assert_eq!(next_cursor(&ids, false, String::as_str), None);
+        assert_eq!(next_cursor(&[] as &[String], true, String::as_str), None);
     }
 
     #[test]

@@ -5,4 +5,5 @@
 //! own; chassis-messaging works on the first three, [`idempotency`] on the last.
 
 pub mod idempotency;
+pub mod page;
 pub mod store;

@@ -76,8 +76,9 @@ pub mod resilience {
     pub use chassis_resilience::*;
 }
 
-/// A module's database.
+/// A module's database, and keyset pages of its rows.
 pub mod store {
+    pub use chassis_store::page::{PageOrder, keyset_page};
     pub use chassis_store::store::*;
 }
 

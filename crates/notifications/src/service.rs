@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chassis::page::{self, Cursor};
+use chassis::page;
 use serde::Serialize;
 use sqlx::AnyPool;
 use utoipa::ToSchema;
@@ -115,11 +115,7 @@ impl NotificationsService {
         let limit = limit.unwrap_or(page::DEFAULT_LIMIT);
         let cursor = page::cursor(cursor).map_err(|_| NotificationsError::BadCursor)?;
         let page = store::list(&self.pool, order_id, cursor.as_ref(), limit).await?;
-        let next_cursor = if page.has_more {
-            page.items.last().map(|n| Cursor::after(&n.id).encode())
-        } else {
-            None
-        };
+        let next_cursor = page::next_cursor(&page.items, page.has_more, |n| &n.id);
         Ok(NotificationPage {
             items: page
                 .items

@@ -2,9 +2,9 @@
 //! `&mut AnyConnection` a handler is given); reads on the pool.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use chassis::page::Cursor;
+use chassis::store::{PageOrder, keyset_page};
 use sqlx::{AnyConnection, AnyPool};
 
 use crate::domain::{Kind, Recipient};
@@ -117,34 +117,17 @@ pub async fn list(
     before: Option<&Cursor>,
     limit: u32,
 ) -> Result<Page, sqlx::Error> {
-    let mut sql = String::from(
+    let (rows, has_more) = keyset_page::<Row>(
+        pool,
         "SELECT id, event_id, user_id, recipient, subject, kind, order_id, sent_at \
          FROM notifications WHERE 1 = 1",
-    );
-    let mut n = 0;
-    if order_id.is_some() {
-        n += 1;
-        let _ = write!(sql, " AND order_id = ${n}");
-    }
-    if before.is_some() {
-        n += 1;
-        let _ = write!(sql, " AND id < ${n}");
-    }
-    let _ = write!(sql, " ORDER BY id DESC LIMIT ${}", n + 1);
-    let mut query = sqlx::query_as::<_, Row>(&sql);
-    if let Some(order_id) = order_id {
-        query = query.bind(order_id);
-    }
-    if let Some(cursor) = before {
-        query = query.bind(cursor.last_id());
-    }
-    let rows = query.bind(i64::from(limit) + 1).fetch_all(pool).await?;
-    let has_more = rows.len() > limit as usize;
-    let items = rows
-        .into_iter()
-        .take(limit as usize)
-        .filter_map(sent)
-        .collect();
+        order_id.map(|order_id| ("order_id = $1", order_id)),
+        before.map(Cursor::last_id),
+        PageOrder::NewestFirst,
+        limit,
+    )
+    .await?;
+    let items = rows.into_iter().filter_map(sent).collect();
     Ok(Page { items, has_more })
 }
 

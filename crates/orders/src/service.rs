@@ -7,7 +7,6 @@ use std::time::Duration;
 use chassis::FieldError;
 use chassis::auth::{Principal, Role};
 use chassis::idempotency::{self, Begin};
-use chassis::page::Cursor;
 use contracts::cart::CartApi;
 use contracts::catalog::CatalogApi;
 use serde::Serialize;
@@ -411,11 +410,7 @@ impl OrdersService {
             .store
             .list_for_user(user_id, cursor.as_ref(), limit)
             .await?;
-        let next = if more {
-            items.last().map(|s| Cursor::after(&s.id).encode())
-        } else {
-            None
-        };
+        let next = chassis::page::next_cursor(&items, more, |s| &s.id);
         Ok((items.into_iter().map(OrderView::from).collect(), next))
     }
 

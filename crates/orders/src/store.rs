@@ -4,7 +4,7 @@
 
 use chassis::outbox::{OutboxError, enqueue};
 use chassis::page::Cursor;
-use chassis::store::is_unique_violation;
+use chassis::store::{PageOrder, is_unique_violation, keyset_page};
 use sqlx::{AnyConnection, AnyPool};
 
 use crate::domain::{Event, Line, Order, Status, apply};
@@ -264,32 +264,16 @@ impl SqlOrders {
         before: Option<&Cursor>,
         limit: u32,
     ) -> Result<(Vec<Summary>, bool), sqlx::Error> {
-        let fetch = i64::from(limit) + 1;
-        let rows: Vec<SummaryRow> = match before {
-            Some(cursor) => {
-                sqlx::query_as(&format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM orders WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-                ))
-                .bind(user_id)
-                .bind(cursor.last_id())
-                .bind(fetch)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query_as(&format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
-                ))
-                .bind(user_id)
-                .bind(fetch)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        let mut items: Vec<Summary> = rows.into_iter().map(summary).collect();
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
-        Ok((items, more))
+        let (rows, more) = keyset_page::<SummaryRow>(
+            &self.pool,
+            &format!("SELECT {SUMMARY_COLUMNS} FROM orders WHERE 1 = 1"),
+            Some(("user_id = $1", user_id)),
+            before.map(Cursor::last_id),
+            PageOrder::NewestFirst,
+            limit,
+        )
+        .await?;
+        Ok((rows.into_iter().map(summary).collect(), more))
     }
 
     /// Orders whose saga still has work, least recently touched first.
