@@ -19,16 +19,10 @@ use nix::unistd::Pid;
 use testkit::eventually_within;
 use testkit::postgres::TestDatabase;
 
-const SERVICES: [&str; 8] = [
-    "gateway",
-    "identity",
-    "catalog",
-    "cart",
-    "payments",
-    "orders",
-    "notifications",
-    "analytics",
-];
+/// What `dev --split` runs: the gateway and every module.
+fn services() -> impl Iterator<Item = &'static str> {
+    std::iter::once("gateway").chain(bazaar::topology::MODULES)
+}
 
 /// The run's JetStream streams (`<PREFIX>_<SOURCE>`), deleted (best effort) at the end.
 struct Streams {
@@ -123,7 +117,7 @@ fn table_pids(stderr: &[String]) -> Vec<(String, i32)> {
         .filter_map(|line| {
             let mut words = line.strip_prefix("[dev] ")?.split_whitespace();
             let (service, url, pid) = (words.next()?, words.next()?, words.next()?);
-            (SERVICES.contains(&service) && url.starts_with("http://"))
+            (services().any(|s| s == service) && url.starts_with("http://"))
                 .then(|| Some((service.to_owned(), pid.parse().ok()?)))
                 .flatten()
         })
@@ -243,10 +237,7 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
         Duration::from_secs(10),
         || {
             let lines = dev.stdout();
-            let missing: Vec<_> = SERVICES
-                .iter()
-                .filter(|s| !prefixed_by(&lines, s))
-                .collect();
+            let missing: Vec<_> = services().filter(|s| !prefixed_by(&lines, s)).collect();
             let seen = if missing.is_empty() {
                 Ok(())
             } else {
