@@ -33,11 +33,7 @@ pub struct CartService {
     catalog: Arc<dyn CatalogApi>,
 }
 
-impl std::fmt::Debug for CartService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CartService").finish_non_exhaustive()
-    }
-}
+chassis::debug_fields!(CartService {});
 
 impl CartService {
     pub fn new(items: Arc<dyn CartItems>, catalog: Arc<dyn CatalogApi>) -> Self {

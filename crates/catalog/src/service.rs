@@ -31,11 +31,7 @@ pub struct CatalogService {
     cache: Arc<ProductCache>,
 }
 
-impl std::fmt::Debug for CatalogService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CatalogService").finish_non_exhaustive()
-    }
-}
+chassis::debug_fields!(CatalogService {});
 
 impl CatalogService {
     /// `reservation_ttl`: how long stock stays reserved for an order that is neither

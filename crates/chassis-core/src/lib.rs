@@ -8,6 +8,7 @@
 //! that provide those (chassis-http, chassis-store, chassis-messaging,
 //! chassis-telemetry, chassis-resilience) build on this one.
 
+mod debug;
 pub mod error;
 pub mod events;
 pub mod health;

@@ -31,11 +31,7 @@ pub struct InProcBus {
     consumers: RwLock<Vec<Arc<Consumer>>>,
 }
 
-impl std::fmt::Debug for InProcBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InProcBus").finish_non_exhaustive()
-    }
-}
+chassis_core::debug_fields!(InProcBus {});
 
 impl InProcBus {
     pub fn new() -> Self {

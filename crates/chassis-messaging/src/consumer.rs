@@ -112,14 +112,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl std::fmt::Debug for Consumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("name", &self.name)
-            .field("topics", &self.topics)
-            .finish_non_exhaustive()
-    }
-}
+chassis_core::debug_fields!(Consumer { name, topics });
 
 impl Consumer {
     pub fn new(

@@ -49,14 +49,7 @@ pub struct Dependency {
     faults: Faults,
 }
 
-impl std::fmt::Debug for Dependency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dependency")
-            .field("name", &self.name)
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
+chassis_core::debug_fields!(Dependency { name, policy });
 
 /// A dependency as `GET /api/v1/admin/resilience` shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

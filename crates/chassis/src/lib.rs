@@ -20,7 +20,7 @@
 pub mod admin;
 pub mod config;
 
-pub use chassis_core::{events, id, money, page, private_fs, retry, time};
+pub use chassis_core::{debug_fields, events, id, money, page, private_fs, retry, time};
 pub use chassis_http::{auth, deadline, extract, impl_into_response, openapi};
 pub use chassis_messaging::{bus_health, nats, outbox, relay};
 pub use chassis_store::idempotency;

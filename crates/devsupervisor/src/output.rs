@@ -31,11 +31,7 @@ pub(crate) struct Output {
     color_err: bool,
 }
 
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Output").finish_non_exhaustive()
-    }
-}
+chassis::debug_fields!(Output {});
 
 fn writer(mut sink: Box<dyn Write + Send>) -> mpsc::Sender<Msg> {
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);

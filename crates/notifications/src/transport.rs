@@ -152,13 +152,7 @@ pub struct SmtpTransport {
     url: String,
 }
 
-impl std::fmt::Debug for SmtpTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpTransport")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
+chassis::debug_fields!(SmtpTransport { url });
 
 /// The URL without its password, for logs.
 fn redact(url: &str) -> String {

@@ -96,13 +96,7 @@ pub struct Saga {
     tracker: TaskTracker,
 }
 
-impl std::fmt::Debug for Saga {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Saga")
-            .field("crash", &self.crash)
-            .finish_non_exhaustive()
-    }
-}
+chassis::debug_fields!(Saga { crash });
 
 /// Sagas driven at once; more wait for a permit.
 const MAX_CONCURRENT: usize = 256;

@@ -169,13 +169,7 @@ pub struct OrdersService {
     wait: Duration,
 }
 
-impl std::fmt::Debug for OrdersService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrdersService")
-            .field("wait", &self.wait)
-            .finish_non_exhaustive()
-    }
-}
+chassis::debug_fields!(OrdersService { wait });
 
 fn redact(mut data: serde_json::Value) -> serde_json::Value {
     if let Some(token) = data.get_mut("payment_token") {

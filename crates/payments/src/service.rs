@@ -23,13 +23,7 @@ pub struct PaymentsService {
     timeout: Duration,
 }
 
-impl std::fmt::Debug for PaymentsService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PaymentsService")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
+chassis::debug_fields!(PaymentsService { timeout });
 
 impl PaymentsService {
     pub fn new(

@@ -25,14 +25,7 @@ pub struct Handler {
     pub handle: Handle,
 }
 
-impl std::fmt::Debug for Handler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handler")
-            .field("service", &self.service)
-            .field("method", &self.method)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_fields!(Handler { service, method });
 
 impl Handler {
     /// Serves `method` with `call`, which takes the method's arguments as one value

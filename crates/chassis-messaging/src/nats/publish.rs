@@ -19,13 +19,7 @@ pub struct NatsBus {
     ensured: Mutex<HashSet<String>>,
 }
 
-impl std::fmt::Debug for NatsBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsBus")
-            .field("js", &self.js)
-            .finish_non_exhaustive()
-    }
-}
+chassis_core::debug_fields!(NatsBus { js });
 
 impl NatsBus {
     pub fn new(js: JetStream) -> Self {
