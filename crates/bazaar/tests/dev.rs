@@ -178,13 +178,8 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
             );
         }
         let output = dev.output();
-        let ready = http.get(format!("{gateway}/health/ready")).send();
-        async move {
-            match ready.await {
-                Ok(r) if r.status() == 200 => Ok(()),
-                other => Err(format!("{other:?}\n{output}")),
-            }
-        }
+        let ready = testkit::answers_ok(&http, &format!("{gateway}/health/ready"));
+        async move { ready.await.map_err(|e| format!("{e}\n{output}")) }
     })
     .await;
 

@@ -1,7 +1,8 @@
 //! What bazaar's test suites share, so that no suite carries its own copy:
 //!
 //! - [`eventually`] / [`eventually_within`] / [`until`]: bounded polling with a
-//!   deadline and a message; [`wait_exit`] for a child process.
+//!   deadline and a message; [`answers_ok`] (a readiness check); [`wait_exit`] for a
+//!   child process.
 //! - [`free_port`], [`free_port_run`], [`closed_addr`]: loopback ports.
 //! - [`nats`]: `BAZAAR_TEST_NATS_URL`, or a throwaway `nats-server -js` of the test's
 //!   own ([`nats::NatsServer`]).
@@ -26,7 +27,7 @@ pub mod postgres;
 mod wait;
 
 pub use net::{closed_addr, free_port, free_port_run};
-pub use wait::{PATIENCE, eventually, eventually_within, until, wait_exit};
+pub use wait::{PATIENCE, answers_ok, eventually, eventually_within, until, wait_exit};
 
 /// Says that `test` is skipped and why (shown with `--nocapture`, and in CI logs).
 pub fn skip(test: &str, why: &str) {

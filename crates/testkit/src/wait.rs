@@ -59,6 +59,21 @@ where
     .await;
 }
 
+/// An [`eventually`] check: `GET url` answers 200; the `Err` says what came instead.
+pub fn answers_ok(
+    client: &reqwest::Client,
+    url: &str,
+) -> impl Future<Output = Result<(), String>> + use<> {
+    let answer = client.get(url).send();
+    async move {
+        match answer.await {
+            Ok(response) if response.status() == 200 => Ok(()),
+            Ok(response) => Err(format!("{} from {}", response.status(), response.url())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 /// Waits (blocking the thread, bounded by `limit`) for `child` to exit; `None` if it
 /// is still running then.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
@@ -99,6 +114,26 @@ mod tests {
             Err::<(), _>("no".to_owned())
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn answers_ok_is_a_200() {
+        use axum::http::StatusCode;
+        use axum::routing::get;
+        let app = axum::Router::new()
+            .route("/ok", get(|| async { "fine" }))
+            .route("/no", get(|| async { StatusCode::SERVICE_UNAVAILABLE }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = reqwest::Client::new();
+        answers_ok(&client, &format!("{base}/ok")).await.unwrap();
+        let refused = answers_ok(&client, &format!("{base}/no"))
+            .await
+            .unwrap_err();
+        assert!(refused.starts_with("503"), "{refused}");
+        let closed = format!("http://{}/ok", crate::closed_addr());
+        assert!(answers_ok(&client, &closed).await.is_err());
     }
 
     #[tokio::test]

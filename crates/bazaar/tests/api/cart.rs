@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, error_fields, spawn_app};
+use crate::helpers::{TestApp, assert_problem, error_fields, spawn_app, statuses, tally};
 
 const CART: &str = "/api/v1/cart";
 const ITEMS: &str = "/api/v1/cart/items";
@@ -308,14 +308,8 @@ async fn concurrent_adds_never_push_a_line_past_100() {
     let (token, _) = app.register("busy@example.com").await;
     let [(id, price), _] = two_products(&app).await;
     let adds = (0..8).map(|_| add(&app, &token, &id, 20));
-    let statuses: Vec<u16> = futures::future::join_all(adds)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
-    let added = statuses.iter().filter(|s| **s == 200).count();
-    let refused = statuses.iter().filter(|s| **s == 422).count();
-    assert_eq!((added, refused), (5, 3), "{statuses:?}");
+    let statuses = statuses(adds).await;
+    assert_eq!(tally(&statuses, [200, 422]), (5, 3), "{statuses:?}");
     let body = cart(&app, &token).await;
     assert_eq!(body["items"][0]["quantity"], 100, "{body}");
     assert_eq!(body["total_cents"], price * 100);

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{SEEDED, TestApp, assert_problem, error_fields, spawn_app};
+use crate::helpers::{SEEDED, TestApp, assert_problem, error_fields, spawn_app, statuses, tally};
 
 const PRODUCTS: &str = "/api/v1/products";
 const PRODUCT_FIELDS: [&str; 7] = [
@@ -555,13 +555,7 @@ async fn concurrent_creates_of_one_sku_make_one_product() {
     let admin = app.admin_token().await;
     let body = new_product("RACE-1");
     let creates = (0..8).map(|_| app.post_json(PRODUCTS, &body, Some(&admin)));
-    let statuses: Vec<u16> = futures::future::join_all(creates)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
-    let created = statuses.iter().filter(|s| **s == 201).count();
-    let conflicts = statuses.iter().filter(|s| **s == 409).count();
-    assert_eq!((created, conflicts), (1, 7), "{statuses:?}");
+    let statuses = statuses(creates).await;
+    assert_eq!(tally(&statuses, [201, 409]), (1, 7), "{statuses:?}");
     assert_eq!(app.all_products(100).await.len(), SEEDED as usize + 1);
 }

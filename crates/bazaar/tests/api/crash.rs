@@ -8,8 +8,8 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, DataDir, EXIT, Server, assert_audit_clean, cart_order_body,
-    event_types, eventually, is_terminal, ledger,
+    ADMIN_EMAIL, ADMIN_PASSWORD, CONFIRMED_EVENTS, DataDir, EXIT, Server, assert_audit_clean,
+    cart_order_body, event_types, eventually, is_terminal, ledger,
 };
 
 const PASSWORD: &str = "crash-password";
@@ -109,17 +109,7 @@ async fn crash_then_recover(point: &str) {
         Some(&token),
     )
     .await;
-    assert_eq!(
-        event_types(&events),
-        [
-            "OrderPlaced",
-            "StockReserved",
-            "PaymentCaptured",
-            "StockCommitted",
-            "OrderConfirmed"
-        ],
-        "{point}: {events}"
-    );
+    assert_eq!(event_types(&events), CONFIRMED_EVENTS, "{point}: {events}");
     assert_eq!(stock(&second, &product).await, before - QUANTITY, "{point}");
 
     // OrderConfirmed reaches the cart, even when it was still unsent at the crash.

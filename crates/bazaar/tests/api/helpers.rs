@@ -478,6 +478,31 @@ pub fn is_terminal(order: &Value) -> bool {
     )
 }
 
+/// The event stream of an order that went through: placed, reserved, paid, committed,
+/// confirmed.
+pub const CONFIRMED_EVENTS: [&str; 5] = [
+    "OrderPlaced",
+    "StockReserved",
+    "PaymentCaptured",
+    "StockCommitted",
+    "OrderConfirmed",
+];
+
+/// The statuses of `requests`, sent concurrently, in order.
+pub async fn statuses(requests: impl IntoIterator<Item: Future<Output = Response>>) -> Vec<u16> {
+    futures::future::join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect()
+}
+
+/// How many of `statuses` are each of `wanted`.
+pub fn tally(statuses: &[u16], wanted: [u16; 2]) -> (usize, usize) {
+    let count = |status| statuses.iter().filter(|s| **s == status).count();
+    (count(wanted[0]), count(wanted[1]))
+}
+
 /// The `type` of each item of an order's event stream.
 pub fn event_types(events: &Value) -> Vec<String> {
     events["items"]
@@ -889,13 +914,8 @@ impl Server {
                 panic!("bazaar exited early ({status}); stderr:\n{}", proc.stderr());
             }
             let stderr = proc.stderr();
-            let answer = client.get(format!("{base}/health/ready")).send();
-            async move {
-                match answer.await {
-                    Ok(response) if response.status() == 200 => Ok(()),
-                    other => Err(format!("{other:?}; stderr:\n{stderr}")),
-                }
-            }
+            let ready = testkit::answers_ok(&client, &format!("{base}/health/ready"));
+            async move { ready.await.map_err(|e| format!("{e}; stderr:\n{stderr}")) }
         })
         .await;
         Self {

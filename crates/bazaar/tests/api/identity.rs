@@ -3,7 +3,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, error_fields, spawn_app};
+use crate::helpers::{TestApp, assert_problem, error_fields, spawn_app, statuses, tally};
 
 const REGISTER: &str = "/api/v1/auth/register";
 const LOGIN: &str = "/api/v1/auth/login";
@@ -492,12 +492,6 @@ async fn concurrent_registrations_of_one_email_make_one_account() {
     let app = spawn_app().await;
     let body = registration("race@example.com");
     let attempts = (0..8).map(|_| app.post_json(REGISTER, &body, None));
-    let statuses: Vec<u16> = futures::future::join_all(attempts)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
-    let created = statuses.iter().filter(|s| **s == 201).count();
-    let conflicts = statuses.iter().filter(|s| **s == 409).count();
-    assert_eq!((created, conflicts), (1, 7), "{statuses:?}");
+    let statuses = statuses(attempts).await;
+    assert_eq!(tally(&statuses, [201, 409]), (1, 7), "{statuses:?}");
 }

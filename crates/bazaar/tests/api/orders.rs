@@ -5,9 +5,9 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Api, DataDir, TestApp, accepted_repeats, assert_audit_clean, assert_problem, cart_order_body,
-    client, error_fields, event_types, eventually, ledger, open_db, order_body, outbox_payloads,
-    spawn_app, spawn_app_with, test_config,
+    Api, CONFIRMED_EVENTS, DataDir, TestApp, accepted_repeats, assert_audit_clean, assert_problem,
+    cart_order_body, client, error_fields, event_types, eventually, ledger, open_db, order_body,
+    outbox_payloads, spawn_app, spawn_app_with, test_config,
 };
 
 const ORDERS: &str = "/api/v1/orders";
@@ -141,17 +141,7 @@ async fn checkout_from_the_cart_confirms_takes_the_stock_and_empties_the_cart() 
 
     // The event stream, in sequence order, the payment token not shown.
     let events = app.order_events(&token, &id, None).await;
-    assert_eq!(
-        event_types(&events),
-        [
-            "OrderPlaced",
-            "StockReserved",
-            "PaymentCaptured",
-            "StockCommitted",
-            "OrderConfirmed"
-        ],
-        "{events}"
-    );
+    assert_eq!(event_types(&events), CONFIRMED_EVENTS, "{events}");
     let sequences: Vec<u64> = events["items"]
         .as_array()
         .unwrap()

@@ -224,13 +224,7 @@ impl Cluster {
                     .push((format!("exited while starting: {status}"), proc));
                 panic!("{name} exited while starting ({status}); its output is below");
             }
-            let answer = client.get(&ready).send();
-            async move {
-                match answer.await {
-                    Ok(response) if response.status() == 200 => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            }
+            testkit::answers_ok(&client, &ready)
         })
         .await;
     }
