@@ -344,6 +344,21 @@ impl Api {
         req.send().await.unwrap()
     }
 
+    /// Adds `quantity` of `product` to the caller's cart, which must answer 200; the cart.
+    pub async fn add_to_cart(&self, token: &str, product: &str, quantity: i64) -> Value {
+        let response = self
+            .post_json(
+                "/api/v1/cart/items",
+                &json!({"product_id": product, "quantity": quantity}),
+                Some(token),
+            )
+            .await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "POST /cart/items: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
     /// GET that must answer 200; its JSON body.
     pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
         let response = self.get(path, token).await;
@@ -501,6 +516,14 @@ pub async fn statuses(requests: impl IntoIterator<Item: Future<Output = Response
 pub fn tally(statuses: &[u16], wanted: [u16; 2]) -> (usize, usize) {
     let count = |status| statuses.iter().filter(|s| **s == status).count();
     (count(wanted[0]), count(wanted[1]))
+}
+
+/// The `id` of an order (or anything else the API returns with one).
+pub fn id_of(order: &Value) -> String {
+    order["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id: {order}"))
+        .to_owned()
 }
 
 /// The `type` of each item of an order's event stream.

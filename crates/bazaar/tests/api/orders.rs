@@ -6,20 +6,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     Api, CONFIRMED_EVENTS, DataDir, TestApp, accepted_repeats, assert_audit_clean, assert_problem,
-    cart_order_body, client, error_fields, event_types, eventually, ledger, open_db, order_body,
-    outbox_payloads, spawn_app, spawn_app_with, test_config,
+    cart_order_body, client, error_fields, event_types, eventually, id_of, ledger, open_db,
+    order_body, outbox_payloads, spawn_app, spawn_app_with, test_config,
 };
 
 const ORDERS: &str = "/api/v1/orders";
 /// An id in the right shape that no product or order has.
 const NO_SUCH_ID: &str = "01890000-0000-7000-8000-000000000000";
-
-fn id_of(order: &Value) -> String {
-    order["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id: {order}"))
-        .to_owned()
-}
 
 /// (id, price_cents) of each product on the catalog's first page of `n`.
 async fn pick_products(app: &TestApp, n: u32) -> Vec<(String, i64)> {
@@ -49,17 +42,6 @@ async fn cart(app: &TestApp, token: &str) -> Value {
     response.json().await.unwrap()
 }
 
-async fn add_to_cart(app: &TestApp, token: &str, product_id: &str, quantity: i64) {
-    let response = app
-        .post_json(
-            "/api/v1/cart/items",
-            &json!({"product_id": product_id, "quantity": quantity}),
-            Some(token),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-}
-
 async fn cancel(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
     app.post_raw(&format!("{ORDERS}/{id}/cancel"), "", None, Some(token))
         .await
@@ -72,8 +54,8 @@ async fn checkout_from_the_cart_confirms_takes_the_stock_and_empties_the_cart() 
     let products = pick_products(&app, 2).await;
     let [(a, price_a), (b, price_b)] = [products[0].clone(), products[1].clone()];
     let (stock_a, stock_b) = (app.stock(&a).await, app.stock(&b).await);
-    add_to_cart(&app, &token, &a, 2).await;
-    add_to_cart(&app, &token, &b, 1).await;
+    app.add_to_cart(&token, &a, 2).await;
+    app.add_to_cart(&token, &b, 1).await;
 
     let response = app
         .place_order(&token, &cart_order_body("tok_visa"), None)
@@ -729,8 +711,8 @@ async fn lines_added_while_an_order_is_paid_stay_in_the_cart() {
         products[1].clone(),
         products[2].clone(),
     ];
-    add_to_cart(&app, &token, &a, 2).await;
-    add_to_cart(&app, &token, &b, 1).await;
+    app.add_to_cart(&token, &a, 2).await;
+    app.add_to_cart(&token, &b, 1).await;
     let response = app
         .place_order(&token, &cart_order_body("tok_visa"), None)
         .await;
@@ -742,8 +724,8 @@ async fn lines_added_while_an_order_is_paid_stay_in_the_cart() {
     let id = id_of(&response.json().await.unwrap());
 
     // While the payment runs: a new product, and one more unit of a line bought.
-    add_to_cart(&app, &token, &c, 1).await;
-    add_to_cart(&app, &token, &b, 2).await;
+    app.add_to_cart(&token, &c, 1).await;
+    app.add_to_cart(&token, &b, 2).await;
     assert_eq!(
         app.order(&token, &id).await["status"],
         "pending",

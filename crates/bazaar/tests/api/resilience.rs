@@ -18,21 +18,14 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_audit_clean, assert_problem, cart_order_body, eventually, ledger, order_body,
-    outbox_payloads, spawn_app_with, split_topology,
+    TestApp, assert_audit_clean, assert_problem, cart_order_body, eventually, id_of, ledger,
+    order_body, outbox_payloads, spawn_app_with, split_topology,
 };
 
 const RESILIENCE: &str = "/api/v1/admin/resilience";
 const FAULTS: &str = "/api/v1/admin/faults";
 const CHARGE: &str = "payments.charge";
 const PRODUCT_ROUTE: &str = "GET /api/v1/products/{id}";
-
-fn id_of(order: &Value) -> String {
-    order["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id: {order}"))
-        .to_owned()
-}
 
 /// A short payments policy: `timeout_ms` an attempt, the breaker opening after three
 /// failures in a row for one second. One attempt per call stays payments' default

@@ -24,7 +24,7 @@ use testkit::nats::NatsServer;
 use crate::helpers::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Api, EXIT, PATIENCE, Proc, SPLIT_START_ORDER, STARTUP,
     TestDatabase, accepted_repeats, assert_problem, bazaar, cart_order_body, delete_streams,
-    eventually, eventually_within, free_port, order_body, test_secret,
+    eventually, eventually_within, free_port, id_of, order_body, test_secret,
 };
 
 /// What every split test needs: a PostgreSQL server to create its database in and a
@@ -422,20 +422,6 @@ impl Api {
         self.get_json("/api/v1/cart", Some(token)).await
     }
 
-    async fn add_to_cart(&self, token: &str, product: &str, quantity: i64) -> Value {
-        let response = self
-            .post_json(
-                "/api/v1/cart/items",
-                &json!({"product_id": product, "quantity": quantity}),
-                Some(token),
-            )
-            .await;
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert_eq!(status, 200, "POST /cart/items: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
     /// The caller's orders, which must fit one page (a buyer here never has more;
     /// unlike `Api::my_orders`, which does not check).
     async fn my_orders_one_page(&self, token: &str) -> Vec<Value> {
@@ -504,13 +490,6 @@ impl Api {
         }
         panic!("the notifications list did not end after 100 pages");
     }
-}
-
-fn id_of(order: &Value) -> String {
-    order["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id: {order}"))
-        .to_owned()
 }
 
 /// `Ok` when `emails` holds exactly one `order_confirmed` email for each of
