@@ -20,7 +20,6 @@ use contracts::catalog::{
     CatalogApi, CatalogClient, CatalogError, Product, ReservationState, StockLine, catalog_handlers,
 };
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 const SECRET: &[u8] = b"service-secret-service-secret-xx";
 const OTHER_SECRET: &[u8] = b"another-secret-another-secret-xx";
@@ -234,16 +233,7 @@ async fn serve(api: Arc<dyn CatalogApi>, keys: ServiceKeys, deadlines: Deadlines
         (Arc::clone(&seen), deadlines),
         record,
     ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let (addr, task) = testkit::http::serve(router).await;
     Server { addr, seen, task }
 }
 

@@ -22,7 +22,6 @@ use futures::StreamExt;
 use gateway::{DEAD_LETTERS, EdgeSettings, FAULTS, ProxySettings, Route};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 const JWT_SECRET: &[u8] = b"jwt-secret-jwt-secret-jwt-secret";
@@ -235,18 +234,13 @@ async fn start_upstream_with(
         .with_state((up.clone(), fault_admin))
         .fallback(upstream_handler)
         .with_state(up.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (addr, _serving) = testkit::http::serve(router).await;
     (up, format!("http://{addr}"))
 }
 
 /// A base URL nothing listens on.
-async fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+fn closed_port() -> String {
+    format!("http://{}", testkit::closed_addr())
 }
 
 fn route(prefix: &'static str, upstream: &'static str, base_url: &str) -> Route {
@@ -313,15 +307,7 @@ impl Edge {
             &settings,
             None,
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-        });
+        let (addr, _serving) = testkit::http::serve(router).await;
         Edge {
             url: format!("http://{addr}"),
             addr,
@@ -667,7 +653,7 @@ async fn an_unreachable_upstream_costs_only_its_routes() {
     let edge = Edge::start(
         vec![
             route("/api/v1/products", "catalog", &catalog_url),
-            route("/api/v1/orders", "orders", &closed_port().await),
+            route("/api/v1/orders", "orders", &closed_port()),
             route("/api/v1/cart", "cart", "http://no-such-host.invalid:8080"),
             route("/api/v1/me", "identity", "https://identity:8443"),
         ],
@@ -796,7 +782,7 @@ async fn dead_letters_fan_out_to_every_upstream() {
             route("/api/v1/orders", "orders", &orders_url),
             // Two prefixes of one upstream: asked once.
             route("/api/v1/admin/orders", "orders", &orders_url),
-            route("/api/v1/cart", "cart", &closed_port().await),
+            route("/api/v1/cart", "cart", &closed_port()),
         ],
         vec![DEAD_LETTERS],
         Vec::new(),
@@ -1034,7 +1020,7 @@ async fn a_fault_write_not_applied_everywhere_is_a_502_naming_the_modules() {
     let (_off, off_url) = start_upstream_with("analytics", vec![], FaultAdmin::Off).await;
     let edge = faults_edge(vec![
         route("/api/v1/products", "catalog", &catalog_url),
-        route("/api/v1/orders", "orders", &closed_port().await),
+        route("/api/v1/orders", "orders", &closed_port()),
         route("/api/v1/cart", "cart", &cart_url),
         route("/api/v1/me", "analytics", &off_url),
     ])
@@ -1072,7 +1058,7 @@ async fn a_fault_write_not_applied_everywhere_is_a_502_naming_the_modules() {
     // Only an unreachable module: 502 naming it, for a DELETE too.
     let edge = faults_edge(vec![
         route("/api/v1/products", "catalog", &catalog_url),
-        route("/api/v1/orders", "orders", &closed_port().await),
+        route("/api/v1/orders", "orders", &closed_port()),
     ])
     .await;
     let response = edge

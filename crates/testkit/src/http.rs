@@ -1,12 +1,30 @@
 //! A `Router` called in-process (`tower::ServiceExt::oneshot`), no socket: requests
 //! with an optional bearer token, answers as status and JSON.
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tower::ServiceExt as _;
+
+/// Serves `router` on a free loopback port, as the real server does (with
+/// `ConnectInfo<SocketAddr>`); its address and the serving task.
+pub async fn serve(router: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    (addr, task)
+}
 
 /// A request to `uri`, with `Authorization: Bearer <token>` when given.
 pub fn request(method: Method, uri: &str, token: Option<&str>) -> axum::http::request::Builder {
@@ -92,5 +110,14 @@ mod tests {
         assert_eq!((status, body), (StatusCode::OK, sent));
         assert_eq!(get(&app, "/text", None).await.1, Value::Null);
         assert_eq!(get(&app, "/missing", None).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn serves_on_a_port_of_its_own() {
+        let (addr, task) = serve(app()).await;
+        crate::answers_ok(&reqwest::Client::new(), &format!("http://{addr}/text"))
+            .await
+            .unwrap();
+        task.abort();
     }
 }

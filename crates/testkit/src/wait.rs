@@ -123,9 +123,8 @@ mod tests {
         let app = axum::Router::new()
             .route("/ok", get(|| async { "fine" }))
             .route("/no", get(|| async { StatusCode::SERVICE_UNAVAILABLE }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (addr, _task) = crate::http::serve(app).await;
+        let base = format!("http://{addr}");
         let client = reqwest::Client::new();
         answers_ok(&client, &format!("{base}/ok")).await.unwrap();
         let refused = answers_ok(&client, &format!("{base}/no"))

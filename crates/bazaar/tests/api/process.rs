@@ -451,11 +451,8 @@ impl OtlpReceiver {
                 },
             ),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (addr, task) = testkit::http::serve(app).await;
+        let url = format!("http://{addr}");
         Self {
             url,
             received,
