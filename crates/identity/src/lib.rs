@@ -6,6 +6,7 @@
 pub mod domain;
 mod error;
 mod http;
+pub mod module;
 mod service;
 pub mod store;
 
@@ -15,6 +16,8 @@ pub use service::{AdminOutcome, IdentityService, Session};
 
 /// The module's embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub use module::DESCRIPTOR;
 
 /// The name of this module's store and log/metric label.
 pub const MODULE: &str = "identity";

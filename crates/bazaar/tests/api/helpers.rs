@@ -284,16 +284,18 @@ fn init_logs() {
 }
 
 pub fn test_config(data_dir: &std::path::Path) -> Config {
-    Config {
+    let mut config = Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_owned(),
-        admin_email: Some(ADMIN_EMAIL.to_owned()),
-        admin_password: Some(ADMIN_PASSWORD.to_owned()),
-        seed_products: SEEDED,
         // Tests share one client IP; they exercise the limiter on purpose only.
         rate_limit_per_second: 0,
         ..Config::default()
-    }
+    };
+    config
+        .set("admin_email", ADMIN_EMAIL)
+        .set("admin_password", ADMIN_PASSWORD)
+        .set("seed_products", SEEDED);
+    config
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -437,15 +439,10 @@ async fn spawn_split(mut config: Config) -> (String, chassis::CancellationToken,
             .await
             .unwrap_or_else(|e| panic!("{module} builds: {e:?}"));
         let url = format!("http://127.0.0.1:{}", app.port());
-        match module {
-            "identity" => config.peer_identity = Some(url),
-            "catalog" => config.peer_catalog = Some(url),
-            "payments" => config.peer_payments = Some(url),
-            "notifications" => config.peer_notifications = Some(url),
-            "analytics" => config.peer_analytics = Some(url),
-            "cart" => config.peer_cart = Some(url),
-            "orders" => config.peer_orders = Some(url),
-            _ => gateway = url,
+        if module == "gateway" {
+            gateway = url;
+        } else {
+            config.peers.insert((*module).to_owned(), url);
         }
         let stop = app.shutdown_token();
         let all = shutdown.clone();

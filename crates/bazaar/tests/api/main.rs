@@ -16,6 +16,7 @@ mod loadgen;
 mod metrics;
 mod orders;
 mod process;
+mod registry;
 mod resilience;
 mod split;
 mod traces;

@@ -386,8 +386,8 @@ async fn a_declined_card_fails_the_order_and_gives_the_stock_back() {
 #[tokio::test]
 async fn a_payment_timeout_answers_pending_then_fails_and_gives_the_stock_back() {
     let app = spawn_app_with(|c| {
-        c.payment_timeout_ms = 200;
-        c.checkout_wait_ms = 100;
+        c.set("payment_timeout_ms", 200);
+        c.set("checkout_wait_ms", 100);
     })
     .await;
     let (token, _) = app.register("timeout@example.com").await;
@@ -493,8 +493,8 @@ async fn cancelling_a_confirmed_order_refunds_and_restocks_once() {
 async fn an_expired_reservation_is_released_once_while_the_payment_is_retried() {
     // Each charge attempt hangs 1.5 s, three attempts; the hold lasts 1 s.
     let app = spawn_app_with(|c| {
-        c.reservation_ttl_secs = 1;
-        c.payment_timeout_ms = 1500;
+        c.set("reservation_ttl_secs", 1);
+        c.set("payment_timeout_ms", 1500);
     })
     .await;
     let admin = app.admin_token().await;
@@ -725,8 +725,8 @@ fn quantities(items: &Value) -> Vec<(String, u64)> {
 
 /// A slow payment provider: the confirmation lands well after the order was placed.
 fn slow_payments(config: &mut bazaar::config::Config) {
-    config.payment_provider_latency_ms = 800;
-    config.checkout_wait_ms = 100;
+    config.set("payment_provider_latency_ms", 800);
+    config.set("checkout_wait_ms", 100);
 }
 
 #[tokio::test]

@@ -1310,7 +1310,7 @@ async fn split_every_process_exports_what_operators_query() {
     let cluster = Cluster::start(&backends, &backends.nats, &[]).await;
     let api = cluster.api.clone();
     crate::metrics::drive_checkouts(&api, "split").await;
-    crate::metrics::assert_bus_report(&api, &bazaar::topology::MODULES).await;
+    crate::metrics::assert_bus_report(&api, &bazaar::registry().names()).await;
     let client = crate::helpers::client();
     let mut scrapes = Vec::new();
     for name in SPLIT_START_ORDER {
