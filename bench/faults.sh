@@ -109,6 +109,8 @@ BIN=$ROOT/target/release/bazaar
 
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 URL="http://127.0.0.1:$PORT"
+# /metrics answers only its scrape credential.
+METRICS_TOKEN=bench-faults-metrics-token-0000000000
 DATA=$WORK/data
 DEPENDENCIES='{payments = {timeout_ms = 500, breaker_failures = 5, breaker_cool_down_ms = 2000}}'
 SERVER_ENV=(
@@ -122,6 +124,7 @@ SERVER_ENV=(
   BAZAAR_FAULT_ADMIN=true
   BAZAAR_DEPENDENCIES="$DEPENDENCIES"
   BAZAAR_CHECKOUT_WAIT_MS=1000
+  BAZAAR_METRICS_TOKEN="$METRICS_TOKEN"
 )
 
 log "starting bazaar (monolith, SQLite) on $URL"
@@ -160,7 +163,7 @@ admin_call() { # method path [body]: the admin token, status checked
 }
 
 metrics_snapshot() { # file: the payments dependency_calls_total and _retries_total series
-  curl -fsS "$URL/metrics" | grep -E '^dependency_(calls|retries)_total\{' | grep 'dependency="payments"' >"$1" || true
+  curl -fsS -H "Authorization: Bearer $METRICS_TOKEN" "$URL/metrics" | grep -E '^dependency_(calls|retries)_total\{' | grep 'dependency="payments"' >"$1" || true
 }
 
 # run_phase NAME FAULT-DESCRIPTION: both wrk at once, then the breaker and the calls.

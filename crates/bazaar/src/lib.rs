@@ -469,11 +469,18 @@ impl Application {
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         };
         let shed = |routes| chassis::http::shed_load(routes, config.max_in_flight_requests);
+        let scrape = chassis::http::ScrapeCredential::new(
+            &match &config.metrics_token {
+                Some(token) => token.clone(),
+                None => chassis::auth::load_or_create_secret(&config.data_dir, "metrics-token")?,
+            },
+            modules.tokens.clone(),
+        );
         let router = if topology.is_split() && !topology.is_gateway() {
             // A module behind the gateway: its routes and the ops routes with the
             // common layers; the edge's own (CORS, rate limit, docs) are the gateway's.
             chassis::http::with_common_layers(
-                shed(modules.routes()).merge(chassis::http::ops_router(readiness.clone())),
+                shed(modules.routes()).merge(chassis::http::ops_router(readiness.clone(), scrape)),
                 &http,
             )
         } else {
@@ -497,7 +504,14 @@ impl Application {
                 readiness.clone(),
                 modules.tokens.clone(),
             ));
-            gateway::router(routes, &openapi(), readiness.clone(), &settings, limiter)
+            gateway::router(
+                routes,
+                &openapi(),
+                readiness.clone(),
+                &settings,
+                limiter,
+                scrape,
+            )
         };
 
         let listener = TcpListener::bind(config.http_addr)

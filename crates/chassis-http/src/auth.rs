@@ -73,7 +73,7 @@ pub struct Principal {
 pub enum TokenError {
     #[error("cannot sign token")]
     Sign(#[source] jsonwebtoken::errors::Error),
-    #[error("cannot read or write the token secret at {path}")]
+    #[error("cannot read or write the secret at {path}")]
     Secret {
         path: String,
         #[source]
@@ -168,24 +168,7 @@ impl Tokens {
         if let Some(secret) = configured {
             return Ok(Self::new(secret.as_bytes(), ttl_secs));
         }
-        let path = data_dir.join("jwt-secret");
-        let io_err = |source| TokenError::Secret {
-            path: path.display().to_string(),
-            source,
-        };
-        chassis_core::private_fs::tighten(&path).map_err(io_err)?;
-        match std::fs::read_to_string(&path) {
-            Ok(secret) if secret.trim().len() >= 32 => {
-                return Ok(Self::new(secret.trim().as_bytes(), ttl_secs));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(e)),
-        }
-        chassis_core::private_fs::create_dir(data_dir).map_err(io_err)?;
-        let secret =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        write_private(&path, &secret).map_err(io_err)?;
+        let secret = load_or_create_secret(data_dir, "jwt-secret")?;
         Ok(Self::new(secret.as_bytes(), ttl_secs))
     }
 
@@ -215,6 +198,41 @@ impl Tokens {
                 user_id: data.claims.sub,
                 role: data.claims.role,
             })
+    }
+}
+
+/// A random 256-bit secret kept in `<data_dir>/<file>` (base64url, owner-only): read
+/// if it is there, else generated and written on this first start. Processes sharing
+/// the data dir agree on it: whoever writes it first wins.
+pub fn load_or_create_secret(data_dir: &Path, file: &str) -> Result<String, TokenError> {
+    let path = data_dir.join(file);
+    let io_err = |source| TokenError::Secret {
+        path: path.display().to_string(),
+        source,
+    };
+    let read = || match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().len() >= 32 => Ok(Some(text.trim().to_owned())),
+        Ok(_) => Err(io_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "holds fewer than 32 bytes: delete it to have a new secret generated",
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(e)),
+    };
+    chassis_core::private_fs::tighten(&path).map_err(io_err)?;
+    if let Some(secret) = read()? {
+        return Ok(secret);
+    }
+    chassis_core::private_fs::create_dir(data_dir).map_err(io_err)?;
+    let secret =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    match write_private(&path, &secret) {
+        Ok(()) => Ok(secret),
+        // Another process sharing the data dir wrote it first: theirs is the secret.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read()?.ok_or_else(|| io_err(std::io::ErrorKind::NotFound.into()))
+        }
+        Err(e) => Err(io_err(e)),
     }
 }
 

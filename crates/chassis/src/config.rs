@@ -93,6 +93,10 @@ pub struct Config {
     /// Prometheus metrics (`/metrics`, RED middleware). On by default; off only to
     /// measure what they cost.
     pub metrics_enabled: bool,
+    /// The scrape credential: `/metrics` answers only `Authorization: Bearer <this>`
+    /// (at least 32 bytes). Unset: generated on first start and kept in
+    /// `<data_dir>/metrics-token`.
+    pub metrics_token: Option<String>,
     /// Split topology: where each module this process does not run is reached, by
     /// module name (`http://catalog:8080`; DNS names work): `[peers] catalog = ...`
     /// in the file, `BAZAAR_PEER_CATALOG` in the environment, or the older file key
@@ -134,6 +138,7 @@ impl Default for Config {
             fault_admin: false,
             max_in_flight_requests: 1_024,
             metrics_enabled: true,
+            metrics_token: None,
             peers: BTreeMap::new(),
             modules: BTreeMap::new(),
         }
@@ -169,6 +174,7 @@ pub const KEYS: &[&str] = &[
     "fault_admin",
     "max_in_flight_requests",
     "metrics_enabled",
+    "metrics_token",
 ];
 
 /// Values given as command-line flags; `None` leaves the lower layers alone.
@@ -321,6 +327,9 @@ impl Config {
                     format!("`{origin}` is not a valid origin"),
                 ));
             }
+        }
+        if self.metrics_token.as_ref().is_some_and(|t| t.len() < 32) {
+            return Err(invalid("metrics_token", "must be at least 32 bytes"));
         }
         if let Some(secret) = &self.service_secret {
             if secret.len() < 32 {

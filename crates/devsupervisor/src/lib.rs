@@ -154,6 +154,11 @@ pub async fn run(launch: Launch, args: DevArgs) -> anyhow::Result<()> {
             config.service_secret.as_deref(),
             &data_dir.join("service-secret"),
         )?,
+        // One scrape credential for every child, so one Prometheus job reads them all.
+        metrics_token: load_or_create_secret(
+            config.metrics_token.as_deref(),
+            &data_dir.join("metrics-token"),
+        )?,
         data_dir,
         database_url,
         nats_url,

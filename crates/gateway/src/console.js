@@ -547,7 +547,7 @@
   async function sampleRate() {
     if (!token) return;
     try {
-      const response = await fetch('/metrics');
+      const response = await fetch('/metrics', { headers: { Authorization: 'Bearer ' + token } });
       if (!response.ok) throw new Error('HTTP ' + response.status);
       const now = counters(await response.text());
       if (lastCounters && now.all >= lastCounters.all) {

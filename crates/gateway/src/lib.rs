@@ -87,6 +87,7 @@ pub fn router(
     readiness: Readiness,
     settings: &EdgeSettings,
     limiter: Option<RateLimit>,
+    scrape: chassis::http::ScrapeCredential,
 ) -> Router {
     // At 0 from the start, limiter or not: alerts and dashboards query it.
     chassis::metrics::zero_counter("http_rate_limited_total", &[]);
@@ -105,7 +106,7 @@ pub fn router(
     ));
     let router = Router::new()
         .merge(api)
-        .merge(chassis::http::ops_router(readiness))
+        .merge(chassis::http::ops_router(readiness, scrape))
         .merge(docs::router(docs))
         .merge(console::page_router());
     // CORS outermost: it must see preflight OPTIONS before routing would answer them

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The edge's scrape credential.
+const SCRAPE_TOKEN: &str = "scrape-token-for-the-proxy-tests-0000";
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -312,6 +315,7 @@ impl Edge {
             Readiness::new(),
             &settings,
             None,
+            chassis::http::ScrapeCredential::new(SCRAPE_TOKEN, tokens.clone()),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -687,8 +691,15 @@ async fn an_unreachable_upstream_costs_only_its_routes() {
     assert_eq!(body["detail"], "identity is unavailable");
     assert_eq!(catalog.seen().len(), 2);
 
+    let anonymous = edge.get("/metrics").send().await.unwrap();
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "metrics are not for anonymous clients"
+    );
     let metrics = edge
         .get("/metrics")
+        .bearer_auth(SCRAPE_TOKEN)
         .send()
         .await
         .unwrap()

@@ -283,6 +283,9 @@ fn init_logs() {
     });
 }
 
+/// The scrape credential of every server the tests start.
+pub const METRICS_TOKEN: &str = "metrics-token-of-the-api-tests-000000";
+
 pub fn test_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -291,6 +294,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         rate_limit_per_second: 0,
         ..Config::default()
     };
+    config.metrics_token = Some(METRICS_TOKEN.to_owned());
     config
         .set("admin_email", ADMIN_EMAIL)
         .set("admin_password", ADMIN_PASSWORD)
@@ -479,6 +483,16 @@ impl Api {
             req = req.bearer_auth(token);
         }
         req.send().await.unwrap()
+    }
+
+    /// `/metrics` as Prometheus scrapes it, with the scrape credential.
+    pub async fn scrape(&self) -> Response {
+        self.client
+            .get(self.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// GET that must answer 200; its JSON body.
@@ -937,6 +951,7 @@ pub fn bazaar(args: &[&str]) -> Command {
     command
         .env_remove("RUST_LOG")
         .env("BAZAAR_SEED_PRODUCTS", SEED.to_string())
+        .env("BAZAAR_METRICS_TOKEN", METRICS_TOKEN)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1093,7 +1108,13 @@ impl Server {
 
     /// This server's `/metrics`, as text.
     pub async fn scrape(&self) -> String {
-        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        let response = self
+            .client
+            .get(self.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap();
         response.text().await.unwrap()
     }
 

@@ -106,9 +106,11 @@ fn deploy_files_name_every_module() {
         "      - targets: [\"127.0.0.1:8080\"]\n        labels: {topology: split, component: gateway}\n",
     );
     for (module, port) in names.iter().zip(8081..) {
-        expected.push_str(&format!(
+        use std::fmt::Write as _;
+        let _ = write!(
+            expected,
             "      - targets: [\"127.0.0.1:{port}\"]\n        labels: {{topology: split, component: {module}}}\n"
-        ));
+        );
     }
     assert!(
         local.contains(&expected),

@@ -357,7 +357,7 @@ async fn shed_total(app: &TestApp) -> f64 {
 }
 
 async fn scrape(app: &TestApp) -> String {
-    let response = app.get("/metrics", None).await;
+    let response = app.scrape().await;
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
 }

@@ -149,6 +149,10 @@ impl Cluster {
             ("BAZAAR_NATS_URL", nats_url.to_owned()),
             ("BAZAAR_NATS_PREFIX", nats_prefix.clone()),
             ("BAZAAR_SERVICE_SECRET", service_secret.clone()),
+            (
+                "BAZAAR_METRICS_TOKEN",
+                crate::helpers::METRICS_TOKEN.to_owned(),
+            ),
             ("BAZAAR_JWT_SECRET", test_secret()),
             ("BAZAAR_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
             ("BAZAAR_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
@@ -1316,6 +1320,7 @@ async fn split_every_process_exports_what_operators_query() {
     for name in SPLIT_START_ORDER {
         let scrape = client
             .get(cluster.module_url(name, "/metrics"))
+            .bearer_auth(crate::helpers::METRICS_TOKEN)
             .send()
             .await
             .unwrap()
