@@ -293,6 +293,10 @@ impl Modules {
                 Arc::new(identity::store::SqlUsers::new(store.pool().clone())),
                 tokens.clone(),
                 outbox(&store),
+                &identity::Settings {
+                    hash_wait: Duration::from_millis(config.password_hash_wait_ms),
+                    ..identity::Settings::default()
+                },
             );
             outboxes.push(service.outbox().clone());
             stores.push(store);
@@ -453,7 +457,8 @@ impl Modules {
         };
         // Each module's own metrics, at zero, where it runs.
         for (module, register) in [
-            (orders::MODULE, orders::register_metrics as fn()),
+            (identity::MODULE, identity::register_metrics as fn()),
+            (orders::MODULE, orders::register_metrics),
             (payments::MODULE, payments::register_metrics),
             (catalog::MODULE, catalog::register_metrics),
             (notifications::MODULE, notifications::register_metrics),
@@ -830,9 +835,11 @@ impl Application {
                 cors_origins: config.cors_origins.clone(),
                 rate_per_second: config.rate_limit_per_second,
                 rate_burst: config.rate_limit_burst,
+                auth_rate_per_second: config.auth_rate_limit_per_second,
+                auth_rate_burst: config.auth_rate_limit_burst,
             };
-            let limiter = gateway::RateLimit::new(settings.rate_per_second, settings.rate_burst);
-            if let Some(limiter) = &limiter {
+            let limiters = settings.limiters();
+            for limiter in &limiters {
                 limiter.spawn_sweeper(shutdown.clone());
             }
             let routes = shed(if topology.is_gateway() {
@@ -845,7 +852,7 @@ impl Application {
                 readiness.clone(),
                 modules.tokens.clone(),
             ));
-            gateway::router(routes, &openapi(), readiness.clone(), &settings, limiter)
+            gateway::router(routes, &openapi(), readiness.clone(), &settings, limiters)
         };
 
         let listener = TcpListener::bind(config.http_addr)

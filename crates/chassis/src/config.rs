@@ -48,6 +48,14 @@ pub struct Config {
     pub rate_limit_per_second: u32,
     /// Requests a client may burst above the sustained rate.
     pub rate_limit_burst: u32,
+    /// Sustained requests per second per client IP to `/api/v1/auth/*` (register,
+    /// login), on top of the general limit: each one costs a password hash. 0: off.
+    pub auth_rate_limit_per_second: u32,
+    /// Requests to `/api/v1/auth/*` a client may burst above that rate.
+    pub auth_rate_limit_burst: u32,
+    /// How long a registration or login waits for a password-hashing slot (there
+    /// are as many as cores) before it is shed with 503 and Retry-After.
+    pub password_hash_wait_ms: u64,
     /// Budget of one public request, after which it is abandoned with a 504.
     pub request_timeout_ms: u64,
     /// How long in-flight requests may take to finish once shutdown starts.
@@ -145,6 +153,9 @@ impl Default for Config {
             cors_origins: Vec::new(),
             rate_limit_per_second: 100,
             rate_limit_burst: 200,
+            auth_rate_limit_per_second: 5,
+            auth_rate_limit_burst: 10,
+            password_hash_wait_ms: 2_000,
             request_timeout_ms: 10_000,
             shutdown_timeout_secs: 30,
             database_url: None,
@@ -196,6 +207,9 @@ pub const KEYS: &[&str] = &[
     "cors_origins",
     "rate_limit_per_second",
     "rate_limit_burst",
+    "auth_rate_limit_per_second",
+    "auth_rate_limit_burst",
+    "password_hash_wait_ms",
     "request_timeout_ms",
     "shutdown_timeout_secs",
     "database_url",
@@ -305,8 +319,20 @@ impl Config {
         if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
             return Err(invalid(
                 "rate_limit_burst",
+                "auth_rate_limit_per_second",
+                "auth_rate_limit_burst",
+                "password_hash_wait_ms",
                 "must be at least 1 when rate limiting is on",
             ));
+        }
+        if self.auth_rate_limit_per_second > 0 && self.auth_rate_limit_burst == 0 {
+            return Err(invalid(
+                "auth_rate_limit_burst",
+                "must be at least 1 when auth rate limiting is on",
+            ));
+        }
+        if self.password_hash_wait_ms == 0 {
+            return Err(invalid("password_hash_wait_ms", "must be positive"));
         }
         if self.request_timeout_ms == 0 {
             return Err(invalid("request_timeout_ms", "must be positive"));

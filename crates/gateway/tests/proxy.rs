@@ -305,13 +305,15 @@ impl Edge {
             cors_origins: Vec::new(),
             rate_per_second: 0,
             rate_burst: 0,
+            auth_rate_per_second: 0,
+            auth_rate_burst: 0,
         };
         let router = gateway::router(
             modules,
             &gateway::openapi(Vec::new()),
             Readiness::new(),
             &settings,
-            None,
+            Vec::new(),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

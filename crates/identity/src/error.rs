@@ -19,6 +19,9 @@ pub enum IdentityError {
     UnknownUser,
     #[error("identity store failed")]
     Store(#[from] sqlx::Error),
+    /// Every password-hashing slot stayed busy for the whole wait.
+    #[error("too many sign-ins and registrations at once; retry shortly")]
+    Busy { retry_after_secs: u64 },
     #[error("password hashing failed: {0}")]
     Hashing(String),
     #[error("token signing failed")]
@@ -39,6 +42,9 @@ impl From<IdentityError> for Problem {
             // A token for a deleted account is as good as no token.
             IdentityError::UnknownUser => {
                 Problem::unauthorized("the token's user no longer exists")
+            }
+            IdentityError::Busy { retry_after_secs } => {
+                Problem::unavailable(error.to_string()).with_retry_after(retry_after_secs)
             }
             IdentityError::Store(_)
             | IdentityError::Hashing(_)

@@ -5,11 +5,15 @@
 
 pub mod domain;
 mod error;
+mod hashing;
 mod http;
 mod service;
+mod settings;
 pub mod store;
 
 pub use error::IdentityError;
+pub use hashing::register_metrics;
+pub use settings::Settings;
 pub use http::{ApiDoc, router};
 pub use service::{AdminOutcome, IdentityService, Session};
 

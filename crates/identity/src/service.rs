@@ -3,13 +3,15 @@
 use std::sync::{Arc, OnceLock};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use chassis::auth::{Principal, Role, Tokens};
 use chassis::error::Violations;
 use contracts::identity::User;
 
 use crate::domain::{Email, Name, Password};
 use crate::error::IdentityError;
+use crate::hashing::Hasher;
+use crate::settings::Settings;
 use crate::store::{InsertError, UserRecord, Users};
 
 /// A signed-in session: the token and who it is for.
@@ -31,6 +33,7 @@ pub struct IdentityService {
     users: Arc<dyn Users>,
     tokens: Tokens,
     outbox: chassis::outbox::Outbox,
+    hasher: Hasher,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -48,31 +51,6 @@ fn public(user: &UserRecord) -> User {
     }
 }
 
-/// argon2id with the crate's defaults (the OWASP-recommended m=19 MiB, t=2, p=1).
-/// CPU-heavy, so it runs on the blocking pool, never on a runtime worker.
-async fn hash_password(password: Password) -> Result<String, IdentityError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default()
-            .hash_password(password.expose().as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| IdentityError::Hashing(e.to_string()))
-    })
-    .await
-    .map_err(|e| IdentityError::Hashing(e.to_string()))?
-}
-
-async fn verify_password(password: String, hash: String) -> Result<bool, IdentityError> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|e| IdentityError::Hashing(e.to_string()))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
-    })
-    .await
-    .map_err(|e| IdentityError::Hashing(e.to_string()))?
-}
-
 /// A hash to verify against when the email is unknown, so a login for a missing
 /// account costs the same time as one with a wrong password.
 fn dummy_hash() -> String {
@@ -88,11 +66,17 @@ fn dummy_hash() -> String {
 }
 
 impl IdentityService {
-    pub fn new(users: Arc<dyn Users>, tokens: Tokens, outbox: chassis::outbox::Outbox) -> Self {
+    pub fn new(
+        users: Arc<dyn Users>,
+        tokens: Tokens,
+        outbox: chassis::outbox::Outbox,
+        settings: &Settings,
+    ) -> Self {
         Self {
             users,
             tokens,
             outbox,
+            hasher: Hasher::new(settings),
         }
     }
 
@@ -139,7 +123,7 @@ impl IdentityService {
             id: chassis::id::new_id(),
             email: email.as_str().to_owned(),
             name: name.as_str().to_owned(),
-            password_hash: hash_password(password).await?,
+            password_hash: self.hasher.hash(password).await?,
             role,
             created_at: chassis::time::now_micros(),
         };
@@ -187,7 +171,7 @@ impl IdentityService {
         let hash = found
             .as_ref()
             .map_or_else(dummy_hash, |u| u.password_hash.clone());
-        let ok = verify_password(password.to_owned(), hash).await?;
+        let ok = self.hasher.verify(password.to_owned(), hash).await?;
         match found {
             Some(user) if ok => self.session(&user),
             _ => Err(IdentityError::InvalidCredentials),

@@ -292,6 +292,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         seed_products: SEEDED,
         // Tests share one client IP; they exercise the limiter on purpose only.
         rate_limit_per_second: 0,
+        auth_rate_limit_per_second: 0,
         ..Config::default()
     }
 }

@@ -501,3 +501,45 @@ async fn concurrent_registrations_of_one_email_make_one_account() {
     let conflicts = statuses.iter().filter(|s| **s == 409).count();
     assert_eq!((created, conflicts), (1, 7), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn a_burst_of_logins_from_one_client_gets_429_with_retry_after() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.auth_rate_limit_per_second = 1;
+        c.auth_rate_limit_burst = 3;
+    })
+    .await;
+    let login =
+        json!({"email": crate::helpers::ADMIN_EMAIL, "password": crate::helpers::ADMIN_PASSWORD});
+    let mut limited = None;
+    for _ in 0..30 {
+        let response = app.post_json(LOGIN, &login, None).await;
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let response = limited.expect("30 rapid logins at 1/s with a burst of 3 hit the auth limit");
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After on a 429")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After is a number of seconds");
+    assert!(retry_after >= 1, "{retry_after}");
+    assert_problem(response, 429).await;
+    // Registration shares the limit; the rest of the API does not.
+    let response = app
+        .post_json(REGISTER, &registration("late@example.com"), None)
+        .await;
+    assert_problem(response, 429).await;
+    for _ in 0..10 {
+        assert_eq!(
+            app.get("/api/v1/products?limit=1", None).await.status(),
+            200
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! identity's settings: everything the module reads from configuration, in one place,
+//! built by the composition root.
+
+use std::time::Duration;
+
+/// How identity protects its password hashing.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Password hashes (argon2id, 19 MiB each) computed at once; more wait.
+    pub hash_concurrency: usize,
+    /// How long a registration or login waits for a hashing slot before it is shed
+    /// with 503 and `Retry-After`.
+    pub hash_wait: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            hash_concurrency: default_hash_concurrency(),
+            hash_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One hash per core: argon2id is CPU- and memory-bound, so more at once only adds
+/// memory and latency.
+pub fn default_hash_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
