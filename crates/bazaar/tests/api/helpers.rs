@@ -787,6 +787,18 @@ impl Api {
     }
 }
 
+/// The `.eml` files the maildir transport wrote under the data dir, as text.
+pub fn emails(data: &DataDir) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(data.path().join("mail")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect()
+}
+
 /// Opens a module's store (`<data_dir>/<module>.db` read-only, or its schema in the
 /// test database), to check what the API cannot show (the payments ledger, the
 /// outboxes).

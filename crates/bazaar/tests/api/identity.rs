@@ -543,3 +543,63 @@ async fn a_burst_of_logins_from_one_client_gets_429_with_retry_after() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_name_with_control_or_direction_characters_is_422_naming_name() {
+    let app = spawn_app().await;
+    for name in [
+        "Ada\nBcc: victim@example.com",
+        "Ada\r\nLovelace",
+        "\u{202e}ecalevoL adA",
+        "   ",
+    ] {
+        let response = app
+            .post_json(
+                REGISTER,
+                &json!({"email": "named@example.com", "password": "password123", "name": name}),
+                None,
+            )
+            .await;
+        let problem = assert_problem(response, 422).await;
+        assert_eq!(error_fields(&problem), vec!["name"], "{name:?}: {problem}");
+    }
+    let long = "x".repeat(101);
+    let response = app
+        .post_json(
+            REGISTER,
+            &json!({"email": "named@example.com", "password": "password123", "name": long}),
+            None,
+        )
+        .await;
+    let problem = assert_problem(response, 422).await;
+    assert_eq!(error_fields(&problem), vec!["name"]);
+}
+
+#[tokio::test]
+async fn the_welcome_email_quotes_the_name_as_data() {
+    let app = spawn_app().await;
+    let name = "Ada » Your refund: http://evil.example";
+    let response = app
+        .post_json(
+            REGISTER,
+            &json!({"email": "welcome@example.com", "password": "password123", "name": name}),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let email = crate::helpers::eventually("the welcome email", || async {
+        crate::helpers::emails(&app.data_dir)
+            .into_iter()
+            .find(|e| e.contains("welcome@example.com") && e.contains("X-Bazaar-Kind: welcome"))
+            .ok_or_else(|| "no welcome email yet".to_owned())
+    })
+    .await;
+    let (head, body) = email.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("Subject: Welcome to bazaar\r\n"), "{head}");
+    assert!(body.starts_with("Hello,\r\n"), "{body}");
+    assert!(
+        body.contains("\r\nAccount name: «Ada \\u{bb} Your refund: http://evil.example»\r\n"),
+        "{body}"
+    );
+    assert_eq!(body.matches("evil.example").count(), 1, "{body}");
+}
