@@ -244,13 +244,6 @@ impl Recipient {
         Mailbox::new(Some(&self.name), &self.email)
     }
 
-    /// The greeting never contains the name: the name is free text its owner chose,
-    /// and spliced into our sentences it would read as the shop's own words
-    /// ("Hello Ada, your refund is waiting at http://…,").
-    fn greeting(&self) -> String {
-        "Hello,".to_owned()
-    }
-
     /// The name as quoted data: between guillemets, with anything that could end the
     /// quote, break the line or reorder the text (controls, bidi overrides, the
     /// guillemets themselves) shown as an escape instead.
@@ -295,6 +288,11 @@ impl Addressing<'_> {
     }
 }
 
+/// The greeting never contains the name: the name is free text its owner chose,
+/// and spliced into our sentences it would read as the shop's own words
+/// ("Hello Ada, your refund is waiting at http://…,").
+const GREETING: &str = "Hello,";
+
 const SIGNATURE: &str =
     "\n-- \nbazaar\nThis message was sent automatically; replies are not read.\n";
 
@@ -303,9 +301,8 @@ const SIGNATURE: &str =
 pub fn welcome(env: &Addressing<'_>) -> Email {
     let subject = "Welcome to bazaar".to_owned();
     let body = format!(
-        "{greeting}\n\nWelcome to bazaar! Your account is ready: sign in with {email} \
+        "{GREETING}\n\nWelcome to bazaar! Your account is ready: sign in with {email} \
          to fill your cart and check out.\n\nAccount name: {name}\n{SIGNATURE}",
-        greeting = env.to.greeting(),
         email = env.to.email,
         name = env.to.quoted_name(),
     );
@@ -321,9 +318,8 @@ pub fn order_confirmed(
 ) -> Email {
     let subject = format!("Your bazaar order {order_id} is confirmed");
     let mut body = format!(
-        "{}\n\nThank you for your order. We have received your payment and your order \
-         is confirmed.\n\nOrder: {order_id}\n\n",
-        env.to.greeting()
+        "{GREETING}\n\nThank you for your order. We have received your payment and your \
+         order is confirmed.\n\nOrder: {order_id}\n\n"
     );
     for line in lines {
         let line_total = line.price_cents.saturating_mul(i64::from(line.quantity));
@@ -344,9 +340,8 @@ pub fn order_confirmed(
 pub fn order_failed(env: &Addressing<'_>, order_id: &str, reason: &str) -> Email {
     let subject = format!("Your bazaar order {order_id} could not be completed");
     let body = format!(
-        "{}\n\nWe are sorry: your order {order_id} could not be completed because {}.\n\
+        "{GREETING}\n\nWe are sorry: your order {order_id} could not be completed because {}.\n\
          You have not been charged for it. You are welcome to try again.\n{SIGNATURE}",
-        env.to.greeting(),
         reason_in_words(reason),
     );
     env.email(Kind::OrderFailed, subject, body)
@@ -360,9 +355,9 @@ pub fn order_cancelled(
 ) -> Email {
     let subject = format!("Your bazaar order {order_id} was cancelled");
     let body = format!(
-        "{}\n\nYour order {order_id} has been cancelled. We have refunded {} {currency} \
-         to your original payment method; it may take a few days to appear.\n{SIGNATURE}",
-        env.to.greeting(),
+        "{GREETING}\n\nYour order {order_id} has been cancelled. We have refunded {} \
+         {currency} to your original payment method; it may take a few days to appear.\n\
+         {SIGNATURE}",
         dollars(refunded_cents),
     );
     env.email(Kind::OrderCancelled, subject, body)

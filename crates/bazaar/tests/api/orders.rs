@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     Api, DataDir, TestApp, accepted_repeats, assert_audit_clean, assert_problem, cart_order_body,
-    client, emails, error_fields, event_types, eventually, ledger, open_db, order_body, outbox_payloads,
-    spawn_app, spawn_app_with, test_config,
+    client, emails, error_fields, event_types, eventually, ledger, open_db, order_body,
+    outbox_payloads, spawn_app, spawn_app_with, test_config,
 };
 
 const ORDERS: &str = "/api/v1/orders";
