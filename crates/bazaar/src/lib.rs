@@ -295,6 +295,11 @@ impl Modules {
                 outbox(&store),
                 &identity::Settings {
                     hash_wait: Duration::from_millis(config.password_hash_wait_ms),
+                    throttle: identity::ThrottlePolicy {
+                        free_attempts: config.login_free_attempts,
+                        max_backoff: Duration::from_secs(config.login_backoff_max_secs),
+                        ..identity::ThrottlePolicy::default()
+                    },
                     ..identity::Settings::default()
                 },
             );
@@ -660,6 +665,9 @@ impl Modules {
         );
         if let Some(catalog) = &self.catalog {
             workers.push(catalog.spawn_sweeper(SWEEP_EVERY, shutdown.clone()));
+        }
+        if let Some(identity) = &self.identity {
+            workers.push(identity.spawn_sweeper(shutdown.clone()));
         }
         if let Some(saga) = &self.saga {
             workers.push(saga.spawn_recovery(RECOVER_EVERY));

@@ -482,6 +482,41 @@ fn bearer(parts: &Parts) -> Result<&str, Problem> {
     bearer_token(&parts.headers).map_err(Refusal::problem)
 }
 
+/// The client's IP address, as the edge saw it: the TCP peer, or, behind the gateway
+/// (split topology), the last `X-Forwarded-For` entry, which is the peer the gateway
+/// itself saw and appended (anything before it is the client's say-so). The monolith
+/// reads no `X-Forwarded-For`, as the edge's rate limiter does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    Tokens: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if Tokens::from_ref(state).0.behind_gateway.is_some() {
+            let last = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|ip| ip.trim().parse().ok());
+            return Ok(ClientIp(last));
+        }
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|axum::extract::ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
+
 /// A signed-in caller (any role).
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Principal);

@@ -56,6 +56,11 @@ pub struct Config {
     /// How long a registration or login waits for a password-hashing slot (there
     /// are as many as cores) before it is shed with 503 and Retry-After.
     pub password_hash_wait_ms: u64,
+    /// Failed sign-ins (per account, and per client IP) before the login throttle
+    /// makes further attempts wait.
+    pub login_free_attempts: u32,
+    /// The login throttle's longest wait; waits double from 1 s up to it.
+    pub login_backoff_max_secs: u64,
     /// Budget of one public request, after which it is abandoned with a 504.
     pub request_timeout_ms: u64,
     /// How long in-flight requests may take to finish once shutdown starts.
@@ -156,6 +161,8 @@ impl Default for Config {
             auth_rate_limit_per_second: 5,
             auth_rate_limit_burst: 10,
             password_hash_wait_ms: 2_000,
+            login_free_attempts: 5,
+            login_backoff_max_secs: 300,
             request_timeout_ms: 10_000,
             shutdown_timeout_secs: 30,
             database_url: None,
@@ -210,6 +217,8 @@ pub const KEYS: &[&str] = &[
     "auth_rate_limit_per_second",
     "auth_rate_limit_burst",
     "password_hash_wait_ms",
+    "login_free_attempts",
+    "login_backoff_max_secs",
     "request_timeout_ms",
     "shutdown_timeout_secs",
     "database_url",
@@ -319,9 +328,6 @@ impl Config {
         if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
             return Err(invalid(
                 "rate_limit_burst",
-                "auth_rate_limit_per_second",
-                "auth_rate_limit_burst",
-                "password_hash_wait_ms",
                 "must be at least 1 when rate limiting is on",
             ));
         }
@@ -333,6 +339,9 @@ impl Config {
         }
         if self.password_hash_wait_ms == 0 {
             return Err(invalid("password_hash_wait_ms", "must be positive"));
+        }
+        if self.login_backoff_max_secs == 0 {
+            return Err(invalid("login_backoff_max_secs", "must be positive"));
         }
         if self.request_timeout_ms == 0 {
             return Err(invalid("request_timeout_ms", "must be positive"));

@@ -15,6 +15,9 @@ pub enum IdentityError {
     AdminEmailTaken(String),
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// Too many failed sign-ins for this account or from this client.
+    #[error("too many failed sign-ins; wait before trying again")]
+    Throttled { retry_after_secs: u64 },
     #[error("user not found")]
     UnknownUser,
     #[error("identity store failed")]
@@ -42,6 +45,9 @@ impl From<IdentityError> for Problem {
             // A token for a deleted account is as good as no token.
             IdentityError::UnknownUser => {
                 Problem::unauthorized("the token's user no longer exists")
+            }
+            IdentityError::Throttled { retry_after_secs } => {
+                Problem::too_many_requests(retry_after_secs).with_detail(error.to_string())
             }
             IdentityError::Busy { retry_after_secs } => {
                 Problem::unavailable(error.to_string()).with_retry_after(retry_after_secs)

@@ -49,8 +49,13 @@ pub fn register_metrics() {
         SHED,
         "Registrations and logins shed with 503 because no hashing slot came free in time"
     );
+    metrics::describe_counter!(
+        crate::throttle::THROTTLED,
+        "Sign-ins refused with 429 by the failed-login throttle"
+    );
     metrics::gauge!(IN_FLIGHT).set(0.0);
     chassis::metrics::zero_counter(SHED, &[]);
+    chassis::metrics::zero_counter(crate::throttle::THROTTLED, &[]);
 }
 
 impl Hasher {
@@ -126,6 +131,7 @@ mod tests {
         let hasher = Hasher::new(&Settings {
             hash_concurrency: 1,
             hash_wait: Duration::from_millis(20),
+            ..Settings::default()
         });
         // Occupy the only slot until the test lets go.
         let (release, held) = std::sync::mpsc::channel::<()>();

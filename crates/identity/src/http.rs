@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use chassis::auth::{ApiState, AuthUser};
+use chassis::auth::{ApiState, AuthUser, ClientIp};
 use chassis::extract::Json;
 use contracts::identity::User;
 use serde::{Deserialize, Serialize};
@@ -56,14 +56,16 @@ impl From<Session> for SessionResponse {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = SessionResponse),
-        (status = 409, description = "Email already registered", body = chassis::Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "Email already registered", body = chassis::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many sign-ins at once; retry after `Retry-After` seconds", body = chassis::Problem, content_type = "application/problem+json")))]
 async fn register(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), IdentityError> {
     let session = state
         .service
-        .register(&req.email, &req.password, &req.name)
+        .register(&req.email, &req.password, &req.name, client)
         .await?;
     Ok((StatusCode::CREATED, Json(session.into())))
 }
@@ -73,12 +75,18 @@ async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = SessionResponse),
-        (status = 401, description = "Wrong email or password", body = chassis::Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "Wrong email or password", body = chassis::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed sign-ins for this account or from this client; retry after `Retry-After` seconds", body = chassis::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many sign-ins at once; retry after `Retry-After` seconds", body = chassis::Problem, content_type = "application/problem+json")))]
 async fn login(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<SessionResponse>, IdentityError> {
-    let session = state.service.login(&req.email, &req.password).await?;
+    let session = state
+        .service
+        .login(&req.email, &req.password, client)
+        .await?;
     Ok(Json(session.into()))
 }
 

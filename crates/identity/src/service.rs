@@ -1,6 +1,8 @@
 //! identity's use cases.
 
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString};
@@ -13,6 +15,7 @@ use crate::error::IdentityError;
 use crate::hashing::Hasher;
 use crate::settings::Settings;
 use crate::store::{InsertError, UserRecord, Users};
+use crate::throttle::LoginThrottle;
 
 /// A signed-in session: the token and who it is for.
 #[derive(Debug, Clone)]
@@ -34,6 +37,7 @@ pub struct IdentityService {
     tokens: Tokens,
     outbox: chassis::outbox::Outbox,
     hasher: Hasher,
+    throttle: LoginThrottle,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -77,7 +81,16 @@ impl IdentityService {
             tokens,
             outbox,
             hasher: Hasher::new(settings),
+            throttle: LoginThrottle::new(settings.throttle),
         }
+    }
+
+    /// Forgets stale sign-in failures every minute until `shutdown`.
+    pub fn spawn_sweeper(
+        &self,
+        shutdown: chassis::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        self.throttle.spawn_sweeper(shutdown)
     }
 
     pub fn outbox(&self) -> &chassis::outbox::Outbox {
@@ -144,6 +157,7 @@ impl IdentityService {
         email: &str,
         password: &str,
         name: &str,
+        client: Option<IpAddr>,
     ) -> Result<Session, IdentityError> {
         let (email, password, name) = Self::parse_account(email, password, name)?;
         // Cheap check first so a taken email does not cost a hash; the unique index
@@ -153,28 +167,47 @@ impl IdentityService {
         }
         let user = self.create(email, password, name, Role::Customer).await?;
         tracing::info!(user_id = %user.id, "user registered");
+        // Whoever created the account is a known client of it.
+        self.throttle.succeeded(&user.email, client, Instant::now());
         self.session(&user)
     }
 
+    /// Signs in, under the failed-login throttle (see `throttle`): a throttled
+    /// attempt is refused before its password is checked.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, email: &str, password: &str) -> Result<Session, IdentityError> {
-        // A password no account can have is refused before it costs a hash.
-        if password.chars().count() > crate::domain::PASSWORD_MAX {
-            return Err(IdentityError::InvalidCredentials);
-        }
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Session, IdentityError> {
         // Anything that cannot be an account is simply a failed login: no hint of
-        // which half was wrong.
-        let found = match Email::parse(email) {
-            Ok(email) => self.users.by_email(email.as_str()).await?,
-            Err(_) => None,
+        // which half was wrong. It is still counted against the client.
+        let email = Email::parse(email).ok();
+        let account = email.as_ref().map(Email::as_str);
+        self.throttle
+            .check(account, client, Instant::now())
+            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        // A password no account can have is refused before it costs a hash.
+        let too_long = password.chars().count() > crate::domain::PASSWORD_MAX;
+        let found = match &email {
+            Some(email) if !too_long => self.users.by_email(email.as_str()).await?,
+            _ => None,
         };
         let hash = found
             .as_ref()
             .map_or_else(dummy_hash, |u| u.password_hash.clone());
-        let ok = self.hasher.verify(password.to_owned(), hash).await?;
+        let ok = !too_long && self.hasher.verify(password.to_owned(), hash).await?;
         match found {
-            Some(user) if ok => self.session(&user),
-            _ => Err(IdentityError::InvalidCredentials),
+            Some(user) if ok => {
+                self.throttle.succeeded(&user.email, client, Instant::now());
+                self.session(&user)
+            }
+            _ => {
+                self.throttle.failed(account, client, Instant::now());
+                tracing::info!(?client, "failed sign-in");
+                Err(IdentityError::InvalidCredentials)
+            }
         }
     }
 

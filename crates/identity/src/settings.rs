@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-/// How identity protects its password hashing.
+pub use crate::throttle::ThrottlePolicy;
+
+/// How identity protects its password hashing and sign-ins.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Password hashes (argon2id, 19 MiB each) computed at once; more wait.
@@ -11,6 +13,8 @@ pub struct Settings {
     /// How long a registration or login waits for a hashing slot before it is shed
     /// with 503 and `Retry-After`.
     pub hash_wait: Duration,
+    /// Throttling of failed sign-ins.
+    pub throttle: ThrottlePolicy,
 }
 
 impl Default for Settings {
@@ -18,12 +22,13 @@ impl Default for Settings {
         Self {
             hash_concurrency: default_hash_concurrency(),
             hash_wait: Duration::from_secs(2),
+            throttle: ThrottlePolicy::default(),
         }
     }
 }
 
 /// One hash per core: argon2id is CPU- and memory-bound, so more at once only adds
 /// memory and latency.
-pub fn default_hash_concurrency() -> usize {
+fn default_hash_concurrency() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
