@@ -291,6 +291,7 @@ impl Modules {
             let store = open_store(config, identity::MODULE, &identity::MIGRATOR).await?;
             let service = identity::IdentityService::new(
                 Arc::new(identity::store::SqlUsers::new(store.pool().clone())),
+                Arc::new(identity::store::SqlSessions::new(store.pool().clone())),
                 tokens.clone(),
                 outbox(&store),
                 &identity::Settings {
@@ -300,6 +301,7 @@ impl Modules {
                         max_backoff: Duration::from_secs(config.login_backoff_max_secs),
                         ..identity::ThrottlePolicy::default()
                     },
+                    refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
                     ..identity::Settings::default()
                 },
             );

@@ -56,6 +56,10 @@ impl Role {
 struct Claims {
     sub: String,
     role: Role,
+    /// The session (refresh-token family) the token was issued for; tokens from
+    /// before sessions existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
     exp: u64,
     iat: u64,
     iss: String,
@@ -67,6 +71,8 @@ struct Claims {
 pub struct Principal {
     pub user_id: String,
     pub role: Role,
+    /// The session the caller's token belongs to (what logout revokes).
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,10 +200,21 @@ impl Tokens {
     }
 
     pub fn issue(&self, user_id: &str, role: Role) -> Result<String, TokenError> {
+        self.issue_for_session(user_id, role, None)
+    }
+
+    /// A token of the session `session_id` (its refresh-token family).
+    pub fn issue_for_session(
+        &self,
+        user_id: &str,
+        role: Role,
+        session_id: Option<&str>,
+    ) -> Result<String, TokenError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user_id.to_owned(),
             role,
+            sid: session_id.map(str::to_owned),
             iat: now,
             exp: now + self.0.ttl_secs,
             iss: ISSUER.to_owned(),
@@ -214,6 +231,7 @@ impl Tokens {
             .map(|data| Principal {
                 user_id: data.claims.sub,
                 role: data.claims.role,
+                session_id: data.claims.sid,
             })
     }
 }
@@ -257,6 +275,9 @@ struct ServiceClaims {
     /// The forwarded user's role (identities only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<Role>,
+    /// The forwarded user's session (identities only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
     exp: u64,
     iat: u64,
     iss: String,
@@ -318,6 +339,7 @@ impl ServiceKeys {
         &self,
         sub: &str,
         role: Option<Role>,
+        sid: Option<&str>,
         aud: &str,
         ttl: u64,
     ) -> Result<(String, u64), TokenError> {
@@ -325,6 +347,7 @@ impl ServiceKeys {
         let claims = ServiceClaims {
             sub: sub.to_owned(),
             role,
+            sid: sid.map(str::to_owned),
             iat: now,
             exp: now + ttl,
             iss: ISSUER.to_owned(),
@@ -354,6 +377,7 @@ impl ServiceKeys {
         let (token, exp) = self.sign(
             self.0.service,
             None,
+            None,
             SERVICE_AUDIENCE,
             SERVICE_TOKEN_TTL_SECS,
         )?;
@@ -373,6 +397,7 @@ impl ServiceKeys {
         self.sign(
             &principal.user_id,
             Some(principal.role),
+            principal.session_id.as_deref(),
             IDENTITY_AUDIENCE,
             IDENTITY_TTL_SECS,
         )
@@ -389,6 +414,7 @@ impl ServiceKeys {
         Some(Principal {
             user_id: data.claims.sub,
             role: data.claims.role?,
+            session_id: data.claims.sid,
         })
     }
 }
@@ -568,7 +594,8 @@ mod tests {
             tokens.verify(&token),
             Some(Principal {
                 user_id: "u1".into(),
-                role: Role::Admin
+                role: Role::Admin,
+                session_id: None,
             })
         );
     }
@@ -595,6 +622,7 @@ mod tests {
         let expired = Claims {
             sub: "u1".into(),
             role: Role::Customer,
+            sid: None,
             iat: now - 3600,
             exp: now - 600,
             iss: ISSUER.into(),
@@ -624,6 +652,7 @@ mod tests {
         let principal = Principal {
             user_id: "u1".into(),
             role: Role::Customer,
+            session_id: Some("s1".into()),
         };
         let identity = keys.forward_identity(&principal).unwrap();
         assert_eq!(keys.verify_identity(&identity), Some(principal));

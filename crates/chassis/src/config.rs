@@ -35,8 +35,11 @@ pub struct Config {
     /// HMAC secret for user tokens (at least 32 bytes). Unset: generated on first
     /// start and kept in `<data_dir>/jwt-secret`.
     pub jwt_secret: Option<String>,
-    /// Lifetime of issued user tokens.
+    /// Lifetime of issued user (access) tokens: short, since one cannot be revoked
+    /// before it expires; clients renew with their refresh token.
     pub token_ttl_secs: u64,
+    /// Lifetime of a refresh token (each refresh issues a new one).
+    pub refresh_token_ttl_secs: u64,
     /// With `admin_password`: the admin account created on first start.
     pub admin_email: Option<String>,
     pub admin_password: Option<String>,
@@ -151,7 +154,8 @@ impl Default for Config {
             log_format: LogFormat::Json,
             log_filter: "info".to_owned(),
             jwt_secret: None,
-            token_ttl_secs: 24 * 3600,
+            token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
             admin_email: None,
             admin_password: None,
             seed_products: 1000,
@@ -208,6 +212,7 @@ pub const KEYS: &[&str] = &[
     "log_filter",
     "jwt_secret",
     "token_ttl_secs",
+    "refresh_token_ttl_secs",
     "admin_email",
     "admin_password",
     "seed_products",
@@ -324,6 +329,9 @@ impl Config {
         }
         if self.token_ttl_secs == 0 {
             return Err(invalid("token_ttl_secs", "must be positive"));
+        }
+        if self.refresh_token_ttl_secs == 0 {
+            return Err(invalid("refresh_token_ttl_secs", "must be positive"));
         }
         if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
             return Err(invalid(

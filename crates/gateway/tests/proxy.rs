@@ -553,6 +553,7 @@ async fn the_edge_verifies_the_caller_and_forwards_an_identity() {
         Some(Principal {
             user_id: "u1".into(),
             role: Role::Admin,
+            session_id: None,
         })
     );
     // A service with the same secret accepts it; a different secret does not.
@@ -570,6 +571,7 @@ async fn the_edge_verifies_the_caller_and_forwards_an_identity() {
         .forward_identity(&Principal {
             user_id: "root".into(),
             role: Role::Admin,
+            session_id: None,
         })
         .unwrap();
     let response = edge
@@ -626,6 +628,7 @@ async fn a_bad_bearer_is_refused_at_the_edge() {
         .forward_identity(&Principal {
             user_id: "u1".into(),
             role: Role::Admin,
+            session_id: None,
         })
         .unwrap();
 

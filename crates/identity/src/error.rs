@@ -18,6 +18,11 @@ pub enum IdentityError {
     /// Too many failed sign-ins for this account or from this client.
     #[error("too many failed sign-ins; wait before trying again")]
     Throttled { retry_after_secs: u64 },
+    /// Unknown, expired, revoked or already used.
+    #[error("invalid, expired or revoked refresh token")]
+    InvalidRefreshToken,
+    #[error("the current password is wrong")]
+    WrongPassword,
     #[error("user not found")]
     UnknownUser,
     #[error("identity store failed")]
@@ -41,7 +46,10 @@ impl From<IdentityError> for Problem {
             IdentityError::EmailTaken | IdentityError::AdminEmailTaken(_) => {
                 Problem::conflict(error.to_string())
             }
-            IdentityError::InvalidCredentials => Problem::unauthorized(error.to_string()),
+            IdentityError::InvalidCredentials | IdentityError::InvalidRefreshToken => {
+                Problem::unauthorized(error.to_string())
+            }
+            IdentityError::WrongPassword => Problem::forbidden(error.to_string()),
             // A token for a deleted account is as good as no token.
             IdentityError::UnknownUser => {
                 Problem::unauthorized("the token's user no longer exists")

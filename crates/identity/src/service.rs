@@ -2,10 +2,12 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chassis::auth::{Principal, Role, Tokens};
 use chassis::error::Violations;
 use contracts::identity::User;
@@ -14,14 +16,41 @@ use crate::domain::{Email, Name, Password};
 use crate::error::IdentityError;
 use crate::hashing::Hasher;
 use crate::settings::Settings;
-use crate::store::{InsertError, UserRecord, Users};
+use crate::store::{InsertError, RefreshRecord, Rotation, Sessions, UserRecord, Users};
 use crate::throttle::LoginThrottle;
 
-/// A signed-in session: the token and who it is for.
+/// A signed-in session: the short-lived access token, the refresh token that renews
+/// it, and who it is for.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub token: String,
+    pub refresh_token: String,
+    /// Seconds until `token` expires.
+    pub expires_in: u64,
     pub user: User,
+}
+
+/// How often the sweeper runs (throttle entries), and how many of its rounds pass
+/// between purges of expired refresh tokens.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const PURGE_EVERY_ROUNDS: u32 = 60;
+
+/// A new refresh token (256 random bits, base64url) and the hash it is stored as.
+fn new_refresh_token() -> (String, String) {
+    let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+/// Only this is stored: a leaked table does not hand out sessions. A plain SHA-256
+/// suffices for 256 random bits (no guessing to slow down).
+fn token_hash(token: &str) -> String {
+    use sha2::Digest as _;
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// What `ensure_admin` did.
@@ -38,6 +67,8 @@ pub struct IdentityService {
     outbox: chassis::outbox::Outbox,
     hasher: Hasher,
     throttle: LoginThrottle,
+    sessions: Arc<dyn Sessions>,
+    refresh_ttl: Duration,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -72,6 +103,7 @@ fn dummy_hash() -> String {
 impl IdentityService {
     pub fn new(
         users: Arc<dyn Users>,
+        sessions: Arc<dyn Sessions>,
         tokens: Tokens,
         outbox: chassis::outbox::Outbox,
         settings: &Settings,
@@ -82,15 +114,37 @@ impl IdentityService {
             outbox,
             hasher: Hasher::new(settings),
             throttle: LoginThrottle::new(settings.throttle),
+            sessions,
+            refresh_ttl: settings.refresh_ttl,
         }
     }
 
-    /// Forgets stale sign-in failures every minute until `shutdown`.
+    /// Until `shutdown`: forgets stale sign-in failures every minute, and deletes
+    /// expired refresh tokens every hour.
     pub fn spawn_sweeper(
         &self,
         shutdown: chassis::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        self.throttle.spawn_sweeper(shutdown)
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            let mut round: u32 = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        service.throttle.sweep(Instant::now());
+                        if round % PURGE_EVERY_ROUNDS == 0 {
+                            let now = chassis::time::now_micros();
+                            if let Err(e) = service.sessions.purge_expired(now).await {
+                                tracing::warn!(error = %e, "purging expired refresh tokens failed");
+                            }
+                        }
+                        round = round.wrapping_add(1);
+                    }
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        })
     }
 
     pub fn outbox(&self) -> &chassis::outbox::Outbox {
@@ -101,11 +155,135 @@ impl IdentityService {
         &self.tokens
     }
 
-    fn session(&self, user: &UserRecord) -> Result<Session, IdentityError> {
+    /// A new session (refresh-token family) for `user`.
+    async fn session(&self, user: &UserRecord) -> Result<Session, IdentityError> {
+        let family_id = chassis::id::new_id();
+        let (refresh_token, token_hash) = new_refresh_token();
+        let now = chassis::time::now_micros();
+        self.sessions
+            .insert(&RefreshRecord {
+                token_hash,
+                family_id: family_id.clone(),
+                user_id: user.id.clone(),
+                created_at: now,
+                expires_at: now.saturating_add(micros(self.refresh_ttl)),
+            })
+            .await?;
+        self.tokens_for(user, &family_id, refresh_token)
+    }
+
+    /// The access token of session `family_id` for `user` as it is now (its current
+    /// role), with `refresh_token`.
+    fn tokens_for(
+        &self,
+        user: &UserRecord,
+        family_id: &str,
+        refresh_token: String,
+    ) -> Result<Session, IdentityError> {
         Ok(Session {
-            token: self.tokens.issue(&user.id, user.role)?,
+            token: self
+                .tokens
+                .issue_for_session(&user.id, user.role, Some(family_id))?,
+            refresh_token,
+            expires_in: self.tokens.ttl_secs(),
             user: public(user),
         })
+    }
+
+    /// Exchanges a live refresh token for a new pair. A used token is dead, and
+    /// presenting one again revokes its whole session: one of its two holders is
+    /// not who the session was issued to. The new access token carries the user's
+    /// current role; a deleted user's session ends.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session, IdentityError> {
+        // Ours are 43 characters; anything far longer is not worth a hash.
+        if refresh_token.is_empty() || refresh_token.len() > 128 {
+            return Err(IdentityError::InvalidRefreshToken);
+        }
+        let (next, next_hash) = new_refresh_token();
+        let now = chassis::time::now_micros();
+        let rotation = self
+            .sessions
+            .rotate(
+                &token_hash(refresh_token),
+                &next_hash,
+                now.saturating_add(micros(self.refresh_ttl)),
+                now,
+            )
+            .await?;
+        match rotation {
+            Rotation::Rotated { user_id, family_id } => {
+                let Some(user) = self.users.by_id(&user_id).await? else {
+                    self.sessions.revoke_family(&family_id, now).await?;
+                    return Err(IdentityError::InvalidRefreshToken);
+                };
+                self.tokens_for(&user, &family_id, next)
+            }
+            Rotation::Reused { family_id } => {
+                tracing::warn!(session = %family_id, "a used refresh token came back: its session is revoked");
+                Err(IdentityError::InvalidRefreshToken)
+            }
+            Rotation::Dead => Err(IdentityError::InvalidRefreshToken),
+        }
+    }
+
+    /// Ends the caller's session: its refresh tokens are revoked. Its access token
+    /// lives out its (short) lifetime.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(&self, principal: &Principal) -> Result<(), IdentityError> {
+        if let Some(session) = &principal.session_id {
+            self.sessions
+                .revoke_family(session, chassis::time::now_micros())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Changes the caller's password, given the current one, and ends every other
+    /// session of the account. Wrong current passwords count as failed sign-ins.
+    #[tracing::instrument(skip_all)]
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        current: &str,
+        new: &str,
+        client: Option<IpAddr>,
+    ) -> Result<(), IdentityError> {
+        let mut v = Violations::new();
+        let Some(new) = v.check("new_password", Password::parse(new)) else {
+            return Err(IdentityError::Invalid(
+                v.finish().err().map(|p| p.errors).unwrap_or_default(),
+            ));
+        };
+        let user = self
+            .users
+            .by_id(&principal.user_id)
+            .await?
+            .ok_or(IdentityError::UnknownUser)?;
+        self.throttle
+            .check(Some(&user.email), client, Instant::now())
+            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        let ok = current.chars().count() <= crate::domain::PASSWORD_MAX
+            && self
+                .hasher
+                .verify(current.to_owned(), user.password_hash.clone())
+                .await?;
+        if !ok {
+            self.throttle
+                .failed(Some(&user.email), client, Instant::now());
+            return Err(IdentityError::WrongPassword);
+        }
+        let hash = self.hasher.hash(new).await?;
+        self.users.set_password(&user.id, &hash).await?;
+        self.sessions
+            .revoke_user(
+                &user.id,
+                principal.session_id.as_deref(),
+                chassis::time::now_micros(),
+            )
+            .await?;
+        tracing::info!(user_id = %user.id, "password changed; other sessions revoked");
+        Ok(())
     }
 
     fn parse_account(
@@ -169,7 +347,7 @@ impl IdentityService {
         tracing::info!(user_id = %user.id, "user registered");
         // Whoever created the account is a known client of it.
         self.throttle.succeeded(&user.email, client, Instant::now());
-        self.session(&user)
+        self.session(&user).await
     }
 
     /// Signs in, under the failed-login throttle (see `throttle`): a throttled
@@ -201,7 +379,7 @@ impl IdentityService {
         match found {
             Some(user) if ok => {
                 self.throttle.succeeded(&user.email, client, Instant::now());
-                self.session(&user)
+                self.session(&user).await
             }
             _ => {
                 self.throttle.failed(account, client, Instant::now());

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 pub use crate::throttle::ThrottlePolicy;
 
-/// How identity protects its password hashing and sign-ins.
+/// How identity protects its password hashing and sign-ins, and how long sessions
+/// last.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Password hashes (argon2id, 19 MiB each) computed at once; more wait.
@@ -15,6 +16,8 @@ pub struct Settings {
     pub hash_wait: Duration,
     /// Throttling of failed sign-ins.
     pub throttle: ThrottlePolicy,
+    /// How long a refresh token lives (each refresh issues a new one).
+    pub refresh_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -23,6 +26,7 @@ impl Default for Settings {
             hash_concurrency: default_hash_concurrency(),
             hash_wait: Duration::from_secs(2),
             throttle: ThrottlePolicy::default(),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

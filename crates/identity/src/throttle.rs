@@ -9,21 +9,18 @@
 //! in to the account successfully before (its IP) is not held back by the account's
 //! block, so an attack on an account does not lock its owner out; the per-IP block
 //! still applies to everyone. A successful sign-in clears the account's failures.
-//! Failures are forgotten after `forget_after` without another one.
+//! Failures are forgotten after `forget_after` without another one; the service's
+//! sweeper drops them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use chassis::CancellationToken;
-
 /// IPs remembered per account as known clients (the most recent successes).
 const KNOWN_PER_ACCOUNT: usize = 4;
 /// How long a known client stays known without another successful sign-in.
 const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
-/// How often forgotten entries are dropped.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Sign-ins refused by the throttle.
 pub(crate) const THROTTLED: &str = "identity_logins_throttled_total";
@@ -195,19 +192,6 @@ impl LoginThrottle {
         state
             .known
             .retain(|_, (_, at)| now.saturating_duration_since(*at) <= KNOWN_FOR);
-    }
-
-    pub(crate) fn spawn_sweeper(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let throttle = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_EVERY);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => throttle.sweep(Instant::now()),
-                    () = shutdown.cancelled() => break,
-                }
-            }
-        })
     }
 
     #[cfg(test)]

@@ -17,5 +17,6 @@ mod metrics;
 mod orders;
 mod process;
 mod resilience;
+mod sessions;
 mod split;
 mod traces;
