@@ -489,9 +489,11 @@ impl Application {
                 cors_origins: config.cors_origins.clone(),
                 rate_per_second: config.rate_limit_per_second,
                 rate_burst: config.rate_limit_burst,
+                auth_rate_per_second: config.auth_rate_limit_per_second,
+                auth_rate_burst: config.auth_rate_limit_burst,
             };
-            let limiter = gateway::RateLimit::new(settings.rate_per_second, settings.rate_burst);
-            if let Some(limiter) = &limiter {
+            let limiters = settings.limiters();
+            for limiter in &limiters {
                 limiter.spawn_sweeper(shutdown.clone());
             }
             let routes = shed(if topology.is_gateway() {
@@ -509,7 +511,7 @@ impl Application {
                 &openapi(),
                 readiness.clone(),
                 &settings,
-                limiter,
+                limiters,
                 scrape,
             )
         };

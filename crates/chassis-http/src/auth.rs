@@ -56,6 +56,10 @@ impl Role {
 struct Claims {
     sub: String,
     role: Role,
+    /// The session (refresh-token family) the token was issued for; tokens from
+    /// before sessions existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
     exp: u64,
     iat: u64,
     iss: String,
@@ -67,6 +71,8 @@ struct Claims {
 pub struct Principal {
     pub user_id: String,
     pub role: Role,
+    /// The session the caller's token belongs to (what logout revokes).
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,10 +183,21 @@ impl Tokens {
     }
 
     pub fn issue(&self, user_id: &str, role: Role) -> Result<String, TokenError> {
+        self.issue_for_session(user_id, role, None)
+    }
+
+    /// A token of the session `session_id` (its refresh-token family).
+    pub fn issue_for_session(
+        &self,
+        user_id: &str,
+        role: Role,
+        session_id: Option<&str>,
+    ) -> Result<String, TokenError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user_id.to_owned(),
             role,
+            sid: session_id.map(str::to_owned),
             iat: now,
             exp: now + self.0.ttl_secs,
             iss: ISSUER.to_owned(),
@@ -197,6 +214,7 @@ impl Tokens {
             .map(|data| Principal {
                 user_id: data.claims.sub,
                 role: data.claims.role,
+                session_id: data.claims.sid,
             })
     }
 }
@@ -275,6 +293,9 @@ struct ServiceClaims {
     /// The forwarded user's role (identities only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<Role>,
+    /// The forwarded user's session (identities only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
     exp: u64,
     iat: u64,
     iss: String,
@@ -336,6 +357,7 @@ impl ServiceKeys {
         &self,
         sub: &str,
         role: Option<Role>,
+        sid: Option<&str>,
         aud: &str,
         ttl: u64,
     ) -> Result<(String, u64), TokenError> {
@@ -343,6 +365,7 @@ impl ServiceKeys {
         let claims = ServiceClaims {
             sub: sub.to_owned(),
             role,
+            sid: sid.map(str::to_owned),
             iat: now,
             exp: now + ttl,
             iss: ISSUER.to_owned(),
@@ -372,6 +395,7 @@ impl ServiceKeys {
         let (token, exp) = self.sign(
             self.0.service,
             None,
+            None,
             SERVICE_AUDIENCE,
             SERVICE_TOKEN_TTL_SECS,
         )?;
@@ -391,6 +415,7 @@ impl ServiceKeys {
         self.sign(
             &principal.user_id,
             Some(principal.role),
+            principal.session_id.as_deref(),
             IDENTITY_AUDIENCE,
             IDENTITY_TTL_SECS,
         )
@@ -407,6 +432,7 @@ impl ServiceKeys {
         Some(Principal {
             user_id: data.claims.sub,
             role: data.claims.role?,
+            session_id: data.claims.sid,
         })
     }
 }
@@ -500,6 +526,41 @@ fn bearer(parts: &Parts) -> Result<&str, Problem> {
     bearer_token(&parts.headers).map_err(Refusal::problem)
 }
 
+/// The client's IP address, as the edge saw it: the TCP peer, or, behind the gateway
+/// (split topology), the last `X-Forwarded-For` entry, which is the peer the gateway
+/// itself saw and appended (anything before it is the client's say-so). The monolith
+/// reads no `X-Forwarded-For`, as the edge's rate limiter does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    Tokens: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if Tokens::from_ref(state).0.behind_gateway.is_some() {
+            let last = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|ip| ip.trim().parse().ok());
+            return Ok(ClientIp(last));
+        }
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|axum::extract::ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
+
 /// A signed-in caller (any role).
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Principal);
@@ -551,7 +612,8 @@ mod tests {
             tokens.verify(&token),
             Some(Principal {
                 user_id: "u1".into(),
-                role: Role::Admin
+                role: Role::Admin,
+                session_id: None,
             })
         );
     }
@@ -578,6 +640,7 @@ mod tests {
         let expired = Claims {
             sub: "u1".into(),
             role: Role::Customer,
+            sid: None,
             iat: now - 3600,
             exp: now - 600,
             iss: ISSUER.into(),
@@ -607,6 +670,7 @@ mod tests {
         let principal = Principal {
             user_id: "u1".into(),
             role: Role::Customer,
+            session_id: Some("s1".into()),
         };
         let identity = keys.forward_identity(&principal).unwrap();
         assert_eq!(keys.verify_identity(&identity), Some(principal));

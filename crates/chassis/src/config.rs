@@ -38,7 +38,8 @@ pub struct Config {
     /// HMAC secret for user tokens (at least 32 bytes). Unset: generated on first
     /// start and kept in `<data_dir>/jwt-secret`.
     pub jwt_secret: Option<String>,
-    /// Lifetime of issued user tokens.
+    /// Lifetime of issued user (access) tokens: short, since one cannot be revoked
+    /// before it expires; clients renew with their refresh token.
     pub token_ttl_secs: u64,
     /// Origins allowed by CORS; empty allows none, `["*"]` allows any.
     pub cors_origins: Vec<String>,
@@ -46,6 +47,11 @@ pub struct Config {
     pub rate_limit_per_second: u32,
     /// Requests a client may burst above the sustained rate.
     pub rate_limit_burst: u32,
+    /// Sustained requests per second per client IP to `/api/v1/auth/*` (register,
+    /// login), on top of the general limit: each one costs a password hash. 0: off.
+    pub auth_rate_limit_per_second: u32,
+    /// Requests to `/api/v1/auth/*` a client may burst above that rate.
+    pub auth_rate_limit_burst: u32,
     /// Budget of one public request, after which it is abandoned with a 504.
     pub request_timeout_ms: u64,
     /// How long in-flight requests may take to finish once shutdown starts.
@@ -118,10 +124,12 @@ impl Default for Config {
             log_format: LogFormat::Json,
             log_filter: "info".to_owned(),
             jwt_secret: None,
-            token_ttl_secs: 24 * 3600,
+            token_ttl_secs: 900,
             cors_origins: Vec::new(),
             rate_limit_per_second: 100,
             rate_limit_burst: 200,
+            auth_rate_limit_per_second: 5,
+            auth_rate_limit_burst: 10,
             request_timeout_ms: 10_000,
             shutdown_timeout_secs: 30,
             database_url: None,
@@ -158,6 +166,8 @@ pub const KEYS: &[&str] = &[
     "cors_origins",
     "rate_limit_per_second",
     "rate_limit_burst",
+    "auth_rate_limit_per_second",
+    "auth_rate_limit_burst",
     "request_timeout_ms",
     "shutdown_timeout_secs",
     "database_url",
@@ -300,6 +310,12 @@ impl Config {
             return Err(invalid(
                 "rate_limit_burst",
                 "must be at least 1 when rate limiting is on",
+            ));
+        }
+        if self.auth_rate_limit_per_second > 0 && self.auth_rate_limit_burst == 0 {
+            return Err(invalid(
+                "auth_rate_limit_burst",
+                "must be at least 1 when auth rate limiting is on",
             ));
         }
         if self.request_timeout_ms == 0 {

@@ -308,13 +308,15 @@ impl Edge {
             cors_origins: Vec::new(),
             rate_per_second: 0,
             rate_burst: 0,
+            auth_rate_per_second: 0,
+            auth_rate_burst: 0,
         };
         let router = gateway::router(
             modules,
             &gateway::openapi(Vec::new()),
             Readiness::new(),
             &settings,
-            None,
+            Vec::new(),
             chassis::http::ScrapeCredential::new(SCRAPE_TOKEN, tokens.clone()),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -555,6 +557,7 @@ async fn the_edge_verifies_the_caller_and_forwards_an_identity() {
         Some(Principal {
             user_id: "u1".into(),
             role: Role::Admin,
+            session_id: None,
         })
     );
     // A service with the same secret accepts it; a different secret does not.
@@ -572,6 +575,7 @@ async fn the_edge_verifies_the_caller_and_forwards_an_identity() {
         .forward_identity(&Principal {
             user_id: "root".into(),
             role: Role::Admin,
+            session_id: None,
         })
         .unwrap();
     let response = edge
@@ -628,6 +632,7 @@ async fn a_bad_bearer_is_refused_at_the_edge() {
         .forward_identity(&Principal {
             user_id: "u1".into(),
             role: Role::Admin,
+            session_id: None,
         })
         .unwrap();
 

@@ -1,33 +1,94 @@
 //! identity, as the composition root sees it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chassis::config::{Config, ConfigError};
 use chassis::module::{BuildError, Context, Module, Parts};
 use serde::Deserialize;
 
-use crate::{IdentityService, MIGRATOR, MODULE};
+use crate::{IdentityService, MIGRATOR, MODULE, Settings, ThrottlePolicy};
 
-/// identity's settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// identity's configuration keys.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
-pub struct Settings {
+pub struct Keys {
     /// With `admin_password`: the admin account created on first start.
     pub admin_email: Option<String>,
     pub admin_password: Option<String>,
+    /// Lifetime of a refresh token (each refresh issues a new one).
+    pub refresh_token_ttl_secs: u64,
+    /// How long a registration or login waits for a password-hashing slot (there are
+    /// as many as cores) before it is shed with 503 and Retry-After.
+    pub password_hash_wait_ms: u64,
+    /// Failed sign-ins (per account, and per client IP) before the login throttle
+    /// makes further attempts wait.
+    pub login_free_attempts: u32,
+    /// The login throttle's longest wait; waits double from 1 s up to it.
+    pub login_backoff_max_secs: u64,
 }
 
-const KEYS: &[&str] = &["admin_email", "admin_password"];
+impl Default for Keys {
+    fn default() -> Self {
+        let service = Settings::default();
+        Self {
+            admin_email: None,
+            admin_password: None,
+            refresh_token_ttl_secs: service.refresh_ttl.as_secs(),
+            password_hash_wait_ms: u64::try_from(service.hash_wait.as_millis()).unwrap_or(u64::MAX),
+            login_free_attempts: service.throttle.free_attempts,
+            login_backoff_max_secs: service.throttle.max_backoff.as_secs(),
+        }
+    }
+}
 
-impl Settings {
+const KEYS: &[&str] = &[
+    "admin_email",
+    "admin_password",
+    "refresh_token_ttl_secs",
+    "password_hash_wait_ms",
+    "login_free_attempts",
+    "login_backoff_max_secs",
+];
+
+impl Keys {
     fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
         if self.admin_email.is_some() != self.admin_password.is_some() {
-            return Err(ConfigError::Invalid {
-                key: "admin_email",
-                message: "admin_email and admin_password must be set together".into(),
-            });
+            return invalid(
+                "admin_email",
+                "admin_email and admin_password must be set together",
+            );
+        }
+        if self.refresh_token_ttl_secs == 0 {
+            return invalid("refresh_token_ttl_secs", "must be positive");
+        }
+        if self.password_hash_wait_ms == 0 {
+            return invalid("password_hash_wait_ms", "must be positive");
+        }
+        if self.login_backoff_max_secs == 0 {
+            return invalid("login_backoff_max_secs", "must be positive");
         }
         Ok(())
+    }
+
+    /// The service's settings these keys make.
+    fn service(&self) -> Settings {
+        Settings {
+            hash_wait: Duration::from_millis(self.password_hash_wait_ms),
+            throttle: ThrottlePolicy {
+                free_attempts: self.login_free_attempts,
+                max_backoff: Duration::from_secs(self.login_backoff_max_secs),
+                ..ThrottlePolicy::default()
+            },
+            refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            ..Settings::default()
+        }
     }
 }
 
@@ -48,7 +109,7 @@ impl Module for Identity {
     }
 
     fn check(&self, config: &Config) -> Result<(), ConfigError> {
-        config.section::<Settings>()?.check()
+        config.section::<Keys>()?.check()
     }
 
     fn routes(&self) -> &'static [&'static str] {
@@ -67,17 +128,26 @@ impl Module for Identity {
         Some(<crate::ApiDoc as utoipa::OpenApi>::openapi())
     }
 
+    fn register_metrics(&self) {
+        crate::register_metrics();
+    }
+
     async fn build(&self, context: Context<'_>) -> Result<Parts, BuildError> {
-        let settings: Settings = context.settings()?;
+        let keys: Keys = context.settings()?;
+        let pool = context.store().pool();
         let service = IdentityService::new(
-            Arc::new(crate::store::SqlUsers::new(context.store().pool().clone())),
+            Arc::new(crate::store::SqlUsers::new(pool.clone())),
+            Arc::new(crate::store::SqlSessions::new(pool.clone())),
             context.tokens().clone(),
             context.outbox(),
+            &keys.service(),
         );
+        let sweeper = service.clone();
         let mut parts = Parts::new(service.clone())
             .routes(crate::router(service.clone()))
-            .outbox(service.outbox().clone());
-        if let (Some(email), Some(password)) = (settings.admin_email, settings.admin_password) {
+            .outbox(service.outbox().clone())
+            .worker(move |shutdown| sweeper.spawn_sweeper(shutdown));
+        if let (Some(email), Some(password)) = (keys.admin_email, keys.admin_password) {
             parts = parts.bootstrap(move || {
                 Box::pin(async move {
                     let outcome = service

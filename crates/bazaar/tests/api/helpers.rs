@@ -292,6 +292,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         data_dir: data_dir.to_owned(),
         // Tests share one client IP; they exercise the limiter on purpose only.
         rate_limit_per_second: 0,
+        auth_rate_limit_per_second: 0,
         ..Config::default()
     };
     config.metrics_token = Some(METRICS_TOKEN.to_owned());
@@ -795,6 +796,18 @@ impl Api {
             .unwrap();
         body["items"].as_array().expect("items is an array").clone()
     }
+}
+
+/// The `.eml` files the maildir transport wrote under the data dir, as text.
+pub fn emails(data: &DataDir) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(data.path().join("mail")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect()
 }
 
 /// Opens a module's store (`<data_dir>/<module>.db` read-only, or its schema in the

@@ -47,6 +47,7 @@ async fn loadgen_counts_agree_with_the_servers_metrics() {
         &dir,
         &[
             ("BAZAAR_RATE_LIMIT_PER_SECOND", "0"),
+            ("BAZAAR_AUTH_RATE_LIMIT_PER_SECOND", "0"),
             ("BAZAAR_SEED_PRODUCTS", "30"),
         ],
     )

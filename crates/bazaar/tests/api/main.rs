@@ -18,5 +18,6 @@ mod orders;
 mod process;
 mod registry;
 mod resilience;
+mod sessions;
 mod split;
 mod traces;

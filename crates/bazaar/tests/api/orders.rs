@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     Api, DataDir, TestApp, accepted_repeats, assert_audit_clean, assert_problem, cart_order_body,
-    client, error_fields, event_types, eventually, ledger, open_db, order_body, outbox_payloads,
-    spawn_app, spawn_app_with, test_config,
+    client, emails, error_fields, event_types, eventually, ledger, open_db, order_body,
+    outbox_payloads, spawn_app, spawn_app_with, test_config,
 };
 
 const ORDERS: &str = "/api/v1/orders";
@@ -780,18 +780,6 @@ async fn lines_added_while_an_order_is_paid_stay_in_the_cart() {
     let second = app.wait_until_terminal(&token, &id_of(&second)).await;
     assert_eq!(second["status"], "confirmed", "{second}");
     assert_eq!(quantities(&second["items"]), expected);
-}
-
-/// The `.eml` files the maildir transport wrote under the data dir, as text.
-fn emails(data: &DataDir) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(data.path().join("mail")) else {
-        return Vec::new();
-    };
-    entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .collect()
 }
 
 #[tokio::test]

@@ -157,6 +157,7 @@ impl Cluster {
             ("BAZAAR_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
             ("BAZAAR_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
             ("BAZAAR_RATE_LIMIT_PER_SECOND", "0".to_owned()),
+            ("BAZAAR_AUTH_RATE_LIMIT_PER_SECOND", "0".to_owned()),
             ("BAZAAR_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
         ]
         .into_iter()
