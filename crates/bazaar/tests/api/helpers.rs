@@ -299,7 +299,10 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     config
         .set("admin_email", ADMIN_EMAIL)
         .set("admin_password", ADMIN_PASSWORD)
-        .set("seed_products", SEEDED);
+        .set("seed_products", SEEDED)
+        // Tests register users in bursts on a shared, loaded machine: waiting for a
+        // hashing slot is fine here (shedding is tested on the hasher itself).
+        .set("password_hash_wait_ms", 60_000);
     config
 }
 
@@ -965,6 +968,7 @@ pub fn bazaar(args: &[&str]) -> Command {
         .env_remove("RUST_LOG")
         .env("BAZAAR_SEED_PRODUCTS", SEED.to_string())
         .env("BAZAAR_METRICS_TOKEN", METRICS_TOKEN)
+        .env("BAZAAR_PASSWORD_HASH_WAIT_MS", "60000")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
