@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::config::{Config, ConfigError};
-use chassis::module::{BuildError, Context, Module, Parts};
+use chassis::module::{BuildError, Context, Descriptor, Parts};
 use contracts::catalog::CatalogApi;
 use serde::Deserialize;
 
@@ -43,85 +43,56 @@ const KEYS: &[&str] = &[
     "catalog_cache_ttl_ms",
 ];
 
-/// The catalog's descriptor.
-#[derive(Debug)]
-pub struct Catalog;
+/// The catalog, as the composition root sees it.
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    settings: KEYS,
+    check,
+    provides: &[MODULE],
+    routes: &["/api/v1/products"],
+    publishes: contracts::catalog::EVENTS,
+    openapi: Some(<crate::ApiDoc as utoipa::OpenApi>::openapi),
+    register_metrics: crate::register_metrics,
+    ..Descriptor::new(MODULE, &MIGRATOR, build)
+};
 
-pub static DESCRIPTOR: Catalog = Catalog;
-
-#[async_trait::async_trait]
-impl Module for Catalog {
-    fn name(&self) -> &'static str {
-        MODULE
+fn check(config: &Config) -> Result<(), ConfigError> {
+    if config.section::<Settings>()?.reservation_ttl_secs == 0 {
+        return Err(ConfigError::Invalid {
+            key: "reservation_ttl_secs",
+            message: "must be positive".into(),
+        });
     }
+    Ok(())
+}
 
-    fn settings(&self) -> &'static [&'static str] {
-        KEYS
-    }
-
-    fn check(&self, config: &Config) -> Result<(), ConfigError> {
-        if config.section::<Settings>()?.reservation_ttl_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "reservation_ttl_secs",
-                message: "must be positive".into(),
-            });
-        }
-        Ok(())
-    }
-
-    fn provides(&self) -> &'static [&'static str] {
-        &[MODULE]
-    }
-
-    fn routes(&self) -> &'static [&'static str] {
-        &["/api/v1/products"]
-    }
-
-    fn publishes(&self) -> &'static [&'static str] {
-        contracts::catalog::EVENTS
-    }
-
-    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
-    }
-
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
-        Some(<crate::ApiDoc as utoipa::OpenApi>::openapi())
-    }
-
-    fn register_metrics(&self) {
-        crate::register_metrics();
-    }
-
-    async fn build(&self, context: Context<'_>) -> Result<Parts, BuildError> {
-        let settings: Settings = context.settings()?;
-        let service = CatalogService::new(
-            Arc::new(crate::store::SqlProducts::new(
-                context.store().pool().clone(),
-            )),
-            context.outbox(),
-            Duration::from_secs(settings.reservation_ttl_secs),
-            Duration::from_millis(settings.catalog_cache_ttl_ms),
-        );
-        let sweeper = service.clone();
-        let seeder = service.clone();
-        let api: Arc<dyn CatalogApi> = Arc::new(service.clone());
-        Ok(Parts::new(service.clone())
-            .routes(crate::router(service.clone(), context.tokens().clone()))
-            .provide(api)
-            .outbox(service.outbox().clone())
-            .worker(move |shutdown| sweeper.spawn_sweeper(SWEEP_EVERY, shutdown))
-            .bootstrap(move || {
-                Box::pin(async move {
-                    let seeded = seeder
-                        .seed_if_empty(settings.seed_products)
-                        .await
-                        .map_err(|e| BuildError::module("cannot seed the catalog", e))?;
-                    if seeded > 0 {
-                        tracing::info!(products = seeded, "seeded the demo catalog");
-                    }
-                    Ok(())
-                })
-            }))
-    }
+fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
+    let settings: Settings = context.settings()?;
+    let service = CatalogService::new(
+        Arc::new(crate::store::SqlProducts::new(
+            context.store().pool().clone(),
+        )),
+        context.outbox(),
+        Duration::from_secs(settings.reservation_ttl_secs),
+        Duration::from_millis(settings.catalog_cache_ttl_ms),
+    );
+    let sweeper = service.clone();
+    let seeder = service.clone();
+    let api: Arc<dyn CatalogApi> = Arc::new(service.clone());
+    Ok(Parts::new(service.clone())
+        .routes(crate::router(service.clone(), context.tokens().clone()))
+        .provide(api)
+        .outbox(service.outbox().clone())
+        .worker(move |shutdown| sweeper.spawn_sweeper(SWEEP_EVERY, shutdown))
+        .bootstrap(move || {
+            Box::pin(async move {
+                let seeded = seeder
+                    .seed_if_empty(settings.seed_products)
+                    .await
+                    .map_err(|e| BuildError::module("cannot seed the catalog", e))?;
+                if seeded > 0 {
+                    tracing::info!(products = seeded, "seeded the demo catalog");
+                }
+                Ok(())
+            })
+        }))
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chassis::config::{Config, ConfigError};
-use chassis::module::{BuildError, Context, Module, Parts};
+use chassis::config::ConfigError;
+use chassis::module::{BuildError, Context, Descriptor, Parts};
 use serde::Deserialize;
 
 use crate::{IdentityService, MIGRATOR, MODULE, Settings, ThrottlePolicy};
@@ -92,73 +92,43 @@ impl Keys {
     }
 }
 
-/// identity's descriptor.
-#[derive(Debug)]
-pub struct Identity;
+/// identity, as the composition root sees it.
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    settings: KEYS,
+    check: |config| config.section::<Keys>()?.check(),
+    routes: &["/api/v1/auth", "/api/v1/me"],
+    publishes: contracts::identity::EVENTS,
+    openapi: Some(<crate::ApiDoc as utoipa::OpenApi>::openapi),
+    register_metrics: crate::register_metrics,
+    ..Descriptor::new(MODULE, &MIGRATOR, build)
+};
 
-pub static DESCRIPTOR: Identity = Identity;
-
-#[async_trait::async_trait]
-impl Module for Identity {
-    fn name(&self) -> &'static str {
-        MODULE
+fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
+    let keys: Keys = context.settings()?;
+    let pool = context.store().pool();
+    let service = IdentityService::new(
+        Arc::new(crate::store::SqlUsers::new(pool.clone())),
+        Arc::new(crate::store::SqlSessions::new(pool.clone())),
+        context.tokens().clone(),
+        context.outbox(),
+        &keys.service(),
+    );
+    let sweeper = service.clone();
+    let mut parts = Parts::new(service.clone())
+        .routes(crate::router(service.clone()))
+        .outbox(service.outbox().clone())
+        .worker(move |shutdown| sweeper.spawn_sweeper(shutdown));
+    if let (Some(email), Some(password)) = (keys.admin_email, keys.admin_password) {
+        parts = parts.bootstrap(move || {
+            Box::pin(async move {
+                let outcome = service
+                    .ensure_admin(&email, &password, "Administrator")
+                    .await
+                    .map_err(|e| BuildError::module("cannot bootstrap the admin account", e))?;
+                tracing::info!(?outcome, email = %email, "admin bootstrap");
+                Ok(())
+            })
+        });
     }
-
-    fn settings(&self) -> &'static [&'static str] {
-        KEYS
-    }
-
-    fn check(&self, config: &Config) -> Result<(), ConfigError> {
-        config.section::<Keys>()?.check()
-    }
-
-    fn routes(&self) -> &'static [&'static str] {
-        &["/api/v1/auth", "/api/v1/me"]
-    }
-
-    fn publishes(&self) -> &'static [&'static str] {
-        contracts::identity::EVENTS
-    }
-
-    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
-    }
-
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
-        Some(<crate::ApiDoc as utoipa::OpenApi>::openapi())
-    }
-
-    fn register_metrics(&self) {
-        crate::register_metrics();
-    }
-
-    async fn build(&self, context: Context<'_>) -> Result<Parts, BuildError> {
-        let keys: Keys = context.settings()?;
-        let pool = context.store().pool();
-        let service = IdentityService::new(
-            Arc::new(crate::store::SqlUsers::new(pool.clone())),
-            Arc::new(crate::store::SqlSessions::new(pool.clone())),
-            context.tokens().clone(),
-            context.outbox(),
-            &keys.service(),
-        );
-        let sweeper = service.clone();
-        let mut parts = Parts::new(service.clone())
-            .routes(crate::router(service.clone()))
-            .outbox(service.outbox().clone())
-            .worker(move |shutdown| sweeper.spawn_sweeper(shutdown));
-        if let (Some(email), Some(password)) = (keys.admin_email, keys.admin_password) {
-            parts = parts.bootstrap(move || {
-                Box::pin(async move {
-                    let outcome = service
-                        .ensure_admin(&email, &password, "Administrator")
-                        .await
-                        .map_err(|e| BuildError::module("cannot bootstrap the admin account", e))?;
-                    tracing::info!(?outcome, email = %email, "admin bootstrap");
-                    Ok(())
-                })
-            });
-        }
-        Ok(parts)
-    }
+    Ok(parts)
 }

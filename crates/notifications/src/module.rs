@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chassis::bus::RetryPolicy;
 use chassis::config::SqliteSync;
-use chassis::module::{BuildError, Context, Module, Parts};
+use chassis::module::{BuildError, Context, Descriptor, Parts};
 use serde::Deserialize;
 
 use crate::{DEFAULT_SENDER, MIGRATOR, MODULE, NotificationsService};
@@ -32,67 +32,40 @@ impl Default for Settings {
 
 const KEYS: &[&str] = &["mail_transport", "mail_from"];
 
-/// notifications' descriptor.
-#[derive(Debug)]
-pub struct Notifications;
+/// notifications, as the composition root sees it.
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    settings: KEYS,
+    routes: &["/api/v1/admin/notifications"],
+    consumes: crate::events::topics,
+    openapi: Some(<crate::ApiDoc as utoipa::OpenApi>::openapi),
+    register_metrics: crate::register_metrics,
+    ..Descriptor::new(MODULE, &MIGRATOR, build)
+};
 
-pub static DESCRIPTOR: Notifications = Notifications;
-
-#[async_trait::async_trait]
-impl Module for Notifications {
-    fn name(&self) -> &'static str {
-        MODULE
-    }
-
-    fn settings(&self) -> &'static [&'static str] {
-        KEYS
-    }
-
-    fn routes(&self) -> &'static [&'static str] {
-        &["/api/v1/admin/notifications"]
-    }
-
-    fn consumes(&self) -> Vec<String> {
-        crate::events::topics()
-    }
-
-    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
-    }
-
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
-        Some(<crate::ApiDoc as utoipa::OpenApi>::openapi())
-    }
-
-    fn register_metrics(&self) {
-        crate::register_metrics();
-    }
-
-    async fn build(&self, context: Context<'_>) -> Result<Parts, BuildError> {
-        let settings: Settings = context.settings()?;
-        let config = context.config();
-        let invalid = |e| BuildError::module("invalid mail configuration", e);
-        let transport = crate::transport::from_config(
-            &settings.mail_transport,
-            &config.data_dir,
-            config.sqlite_synchronous == SqliteSync::Full,
-        )
+fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
+    let settings: Settings = context.settings()?;
+    let config = context.config();
+    let invalid = |e| BuildError::module("invalid mail configuration", e);
+    let transport = crate::transport::from_config(
+        &settings.mail_transport,
+        &config.data_dir,
+        config.sqlite_synchronous == SqliteSync::Full,
+    )
+    .map_err(invalid)?;
+    let service = NotificationsService::new(context.store().pool().clone(), transport)
+        .with_sender(&settings.mail_from)
         .map_err(invalid)?;
-        let service = NotificationsService::new(context.store().pool().clone(), transport)
-            .with_sender(&settings.mail_from)
-            .map_err(invalid)?;
-        Ok(Parts::new(service.clone())
-            .routes(crate::router(service.clone(), context.tokens().clone()))
-            .consumer(
-                crate::events::CONSUMER,
-                Arc::new(service.events()),
-                // An order's email can arrive before its buyer's UserRegistered (another
-                // module's relay): retry for longer before dead-lettering.
-                RetryPolicy {
-                    attempts: 10,
-                    base: Duration::from_millis(50),
-                    cap: Duration::from_secs(2),
-                },
-            ))
-    }
+    Ok(Parts::new(service.clone())
+        .routes(crate::router(service.clone(), context.tokens().clone()))
+        .consumer(
+            crate::events::CONSUMER,
+            Arc::new(service.events()),
+            // An order's email can arrive before its buyer's UserRegistered (another
+            // module's relay): retry for longer before dead-lettering.
+            RetryPolicy {
+                attempts: 10,
+                base: Duration::from_millis(50),
+                cap: Duration::from_secs(2),
+            },
+        ))
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::config::{Config, ConfigError};
-use chassis::module::{BuildError, Context, Module, Parts};
+use chassis::module::{BuildError, Context, Descriptor, Parts};
 use chassis::rpc::Contract;
 use contracts::cart::CartApi;
 use contracts::catalog::CatalogApi;
@@ -40,97 +40,68 @@ impl Default for Settings {
 
 const KEYS: &[&str] = &["checkout_wait_ms", "fault_abort_at"];
 
-/// orders' descriptor.
-#[derive(Debug)]
-pub struct Orders;
+/// orders, as the composition root sees it.
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    settings: KEYS,
+    check,
+    calls: &[
+        <dyn CatalogApi as Contract>::PROVIDER,
+        <dyn CartApi as Contract>::PROVIDER,
+        <dyn PaymentsApi as Contract>::PROVIDER,
+    ],
+    routes: &["/api/v1/orders", "/api/v1/admin/sagas"],
+    publishes: contracts::orders::EVENTS,
+    openapi: Some(<crate::ApiDoc as utoipa::OpenApi>::openapi),
+    register_metrics: crate::register_metrics,
+    ..Descriptor::new(MODULE, &MIGRATOR, build)
+};
 
-pub static DESCRIPTOR: Orders = Orders;
-
-#[async_trait::async_trait]
-impl Module for Orders {
-    fn name(&self) -> &'static str {
-        MODULE
-    }
-
-    fn settings(&self) -> &'static [&'static str] {
-        KEYS
-    }
-
-    fn check(&self, config: &Config) -> Result<(), ConfigError> {
-        let settings = config.section::<Settings>()?;
-        if let Some(point) = &settings.fault_abort_at {
-            if CrashPoint::parse(point).is_none() {
-                return Err(ConfigError::Invalid {
-                    key: "fault_abort_at",
-                    message: "must be after_reserve, after_charge or before_publish".into(),
-                });
-            }
+fn check(config: &Config) -> Result<(), ConfigError> {
+    let settings = config.section::<Settings>()?;
+    if let Some(point) = &settings.fault_abort_at {
+        if CrashPoint::parse(point).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "fault_abort_at",
+                message: "must be after_reserve, after_charge or before_publish".into(),
+            });
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    fn calls(&self) -> &'static [&'static str] {
-        &[
-            <dyn CatalogApi as Contract>::PROVIDER,
-            <dyn CartApi as Contract>::PROVIDER,
-            <dyn PaymentsApi as Contract>::PROVIDER,
-        ]
-    }
-
-    fn routes(&self) -> &'static [&'static str] {
-        &["/api/v1/orders", "/api/v1/admin/sagas"]
-    }
-
-    fn publishes(&self) -> &'static [&'static str] {
-        contracts::orders::EVENTS
-    }
-
-    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
-    }
-
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
-        Some(<crate::ApiDoc as utoipa::OpenApi>::openapi())
-    }
-
-    fn register_metrics(&self) {
-        crate::register_metrics();
-    }
-
-    async fn build(&self, context: Context<'_>) -> Result<Parts, BuildError> {
-        let settings: Settings = context.settings()?;
-        let outbox = context.outbox();
-        let store = crate::store::SqlOrders::new(context.store().pool().clone());
-        let saga = Arc::new(Saga::new(
-            store.clone(),
-            outbox.clone(),
-            context.call::<dyn CatalogApi>()?,
-            context.call::<dyn PaymentsApi>()?,
-            SagaTiming::default(),
-            settings
-                .fault_abort_at
-                .as_deref()
-                .and_then(CrashPoint::parse),
-            context.shutdown(),
-        ));
-        let service = OrdersService::new(
-            store,
-            Arc::clone(&saga),
-            context.call::<dyn CatalogApi>()?,
-            context.call::<dyn CartApi>()?,
-            Duration::from_millis(settings.checkout_wait_ms),
-        );
-        let recovery = Arc::clone(&saga);
-        Ok(Parts::new(service.clone())
-            .routes(crate::router(service, context.tokens().clone()))
-            .outbox(outbox)
-            // The saga holds the shutdown signal it was built with.
-            .worker(move |_shutdown| recovery.spawn_recovery(RECOVER_EVERY))
-            .drain(Arc::new(move |limit| {
-                let saga = Arc::clone(&saga);
-                Box::pin(async move {
-                    saga.drain(limit).await;
-                })
-            })))
-    }
+fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
+    let settings: Settings = context.settings()?;
+    let outbox = context.outbox();
+    let store = crate::store::SqlOrders::new(context.store().pool().clone());
+    let saga = Arc::new(Saga::new(
+        store.clone(),
+        outbox.clone(),
+        context.call::<dyn CatalogApi>()?,
+        context.call::<dyn PaymentsApi>()?,
+        SagaTiming::default(),
+        settings
+            .fault_abort_at
+            .as_deref()
+            .and_then(CrashPoint::parse),
+        context.shutdown(),
+    ));
+    let service = OrdersService::new(
+        store,
+        Arc::clone(&saga),
+        context.call::<dyn CatalogApi>()?,
+        context.call::<dyn CartApi>()?,
+        Duration::from_millis(settings.checkout_wait_ms),
+    );
+    let recovery = Arc::clone(&saga);
+    Ok(Parts::new(service.clone())
+        .routes(crate::router(service, context.tokens().clone()))
+        .outbox(outbox)
+        // The saga holds the shutdown signal it was built with.
+        .worker(move |_shutdown| recovery.spawn_recovery(RECOVER_EVERY))
+        .drain(Arc::new(move |limit| {
+            let saga = Arc::clone(&saga);
+            Box::pin(async move {
+                saga.drain(limit).await;
+            })
+        })))
 }

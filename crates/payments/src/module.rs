@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::config::{Config, ConfigError};
-use chassis::module::{BuildError, Context, Module, Parts};
+use chassis::module::{BuildError, Context, Descriptor, Parts};
 use chassis::resilience::DependencyPolicy;
 use contracts::payments::PaymentsApi;
 use serde::Deserialize;
@@ -39,79 +39,58 @@ const KEYS: &[&str] = &[
     "payment_provider_failure_rate",
 ];
 
-/// payments' descriptor.
-#[derive(Debug)]
-pub struct Payments;
+/// payments, as the composition root sees it. No public routes: its contract is served
+/// on the internal ones.
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    settings: KEYS,
+    check,
+    provides: &[MODULE],
+    publishes: contracts::payments::EVENTS,
+    register_metrics: crate::register_metrics,
+    caller_policy,
+    ..Descriptor::new(MODULE, &MIGRATOR, build)
+};
 
-pub static DESCRIPTOR: Payments = Payments;
-
-#[async_trait::async_trait]
-impl Module for Payments {
-    fn name(&self) -> &'static str {
-        MODULE
+fn check(config: &Config) -> Result<(), ConfigError> {
+    let settings = config.section::<Settings>()?;
+    if settings.payment_timeout_ms == 0 {
+        return Err(ConfigError::Invalid {
+            key: "payment_timeout_ms",
+            message: "must be positive".into(),
+        });
     }
-
-    fn settings(&self) -> &'static [&'static str] {
-        KEYS
+    if !(0.0..=1.0).contains(&settings.payment_provider_failure_rate) {
+        return Err(ConfigError::Invalid {
+            key: "payment_provider_failure_rate",
+            message: "must be between 0.0 and 1.0".into(),
+        });
     }
+    Ok(())
+}
 
-    fn check(&self, config: &Config) -> Result<(), ConfigError> {
-        let settings = config.section::<Settings>()?;
-        if settings.payment_timeout_ms == 0 {
-            return Err(ConfigError::Invalid {
-                key: "payment_timeout_ms",
-                message: "must be positive".into(),
-            });
-        }
-        if !(0.0..=1.0).contains(&settings.payment_provider_failure_rate) {
-            return Err(ConfigError::Invalid {
-                key: "payment_provider_failure_rate",
-                message: "must be between 0.0 and 1.0".into(),
-            });
-        }
-        Ok(())
+/// The saga retries charges itself, under one idempotency key and a documented budget
+/// of three attempts; retrying in the guard too would multiply them.
+fn caller_policy() -> DependencyPolicy {
+    DependencyPolicy {
+        retry_attempts: 1,
+        ..DependencyPolicy::default()
     }
+}
 
-    fn provides(&self) -> &'static [&'static str] {
-        &[MODULE]
-    }
-
-    fn publishes(&self) -> &'static [&'static str] {
-        contracts::payments::EVENTS
-    }
-
-    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
-    }
-
-    fn register_metrics(&self) {
-        crate::register_metrics();
-    }
-
-    fn caller_policy(&self) -> DependencyPolicy {
-        // The saga retries charges itself, under one idempotency key and a documented
-        // budget of three attempts; retrying in the guard too would multiply them.
-        DependencyPolicy {
-            retry_attempts: 1,
-            ..DependencyPolicy::default()
-        }
-    }
-
-    async fn build(&self, context: Context<'_>) -> Result<Parts, BuildError> {
-        let settings: Settings = context.settings()?;
-        let outbox = context.outbox();
-        let service = PaymentsService::new(
-            Arc::new(crate::store::SqlPayments::new(
-                context.store().pool().clone(),
-                outbox.clone(),
-            )),
-            Arc::new(crate::provider::SimulatedProvider::new(
-                Duration::from_millis(settings.payment_provider_latency_ms),
-                settings.payment_provider_failure_rate,
-            )),
-            Duration::from_millis(settings.payment_timeout_ms),
-        );
-        let api: Arc<dyn PaymentsApi> = Arc::new(service.clone());
-        Ok(Parts::new(service).provide(api).outbox(outbox))
-    }
+fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
+    let settings: Settings = context.settings()?;
+    let outbox = context.outbox();
+    let service = PaymentsService::new(
+        Arc::new(crate::store::SqlPayments::new(
+            context.store().pool().clone(),
+            outbox.clone(),
+        )),
+        Arc::new(crate::provider::SimulatedProvider::new(
+            Duration::from_millis(settings.payment_provider_latency_ms),
+            settings.payment_provider_failure_rate,
+        )),
+        Duration::from_millis(settings.payment_timeout_ms),
+    );
+    let api: Arc<dyn PaymentsApi> = Arc::new(service.clone());
+    Ok(Parts::new(service).provide(api).outbox(outbox))
 }

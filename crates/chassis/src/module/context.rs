@@ -116,7 +116,7 @@ impl Wiring {
     }
 }
 
-/// What [`Module::build`](super::Module::build) works with: the configuration, the
+/// What a module's [`build`](super::Descriptor::build) works with: the configuration, the
 /// module's opened and migrated store, the process's token checker and shutdown
 /// signal, and the contracts it declared it calls.
 #[derive(Debug)]
@@ -161,7 +161,7 @@ impl Context<'_> {
     }
 
     /// A contract it calls, which it must declare in
-    /// [`calls`](super::Module::calls): the provider's implementation when it runs
+    /// [`calls`](super::Descriptor::calls): the provider's implementation when it runs
     /// here, else its HTTP client; guarded either way.
     pub fn call<C: Contract + ?Sized>(&self) -> Result<Arc<C>, BuildError> {
         if !self.calls.contains(&C::PROVIDER) {

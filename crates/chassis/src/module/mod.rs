@@ -14,71 +14,70 @@ pub use registry::{Built, Registry};
 use crate::config::{Config, ConfigError};
 use crate::resilience::DependencyPolicy;
 
-/// One module, as the composition root sees it. Each module crate implements it once
-/// (a unit struct, `pub static DESCRIPTOR`); everything here is data except
-/// [`build`](Module::build), which opens the module's parts in this process.
-#[async_trait::async_trait]
-pub trait Module: Send + Sync + std::fmt::Debug + 'static {
-    /// Its name: its store file or schema, its event stream, `only`, `peers`.
-    fn name(&self) -> &'static str;
+/// How a module builds its parts on its opened, migrated store (I/O that must wait,
+/// such as seeding, goes in the parts' first-start work).
+pub type Build = fn(&Context<'_>) -> Result<Parts, BuildError>;
 
+/// One module, as the composition root sees it. Each module crate declares one, as
+/// data (`pub static DESCRIPTOR: Descriptor = Descriptor { .., ..Descriptor::new(..) }`):
+/// everything here is what it is, except `check` and `build`, what it does. Fields a
+/// module does not set keep [`Descriptor::new`]'s empty defaults.
+#[derive(Debug)]
+pub struct Descriptor {
+    /// Its name: its store file or schema, its event stream, `only`, `peers`.
+    pub name: &'static str,
     /// The configuration keys it owns (flat, as every key: `catalog_cache_ttl_ms`),
     /// read typed with [`Config::section`].
-    fn settings(&self) -> &'static [&'static str] {
-        &[]
-    }
-
+    pub settings: &'static [&'static str],
     /// Checks its settings; run at start for every registered module, wherever it
     /// runs, so a typo fails on every process alike.
-    fn check(&self, config: &Config) -> Result<(), ConfigError> {
-        let _ = config;
-        Ok(())
-    }
-
+    pub check: fn(&Config) -> Result<(), ConfigError>,
     /// The contracts it provides, each named by its provider (`rpc!`'s `as "name"`).
-    fn provides(&self) -> &'static [&'static str] {
-        &[]
-    }
-
+    pub provides: &'static [&'static str],
     /// The contracts it calls, by provider: in the split topology the processes it
     /// runs in must reach those modules.
-    fn calls(&self) -> &'static [&'static str] {
-        &[]
-    }
-
+    pub calls: &'static [&'static str],
     /// The public path prefixes it owns (the split gateway routes them to it).
-    fn routes(&self) -> &'static [&'static str] {
-        &[]
-    }
-
+    pub routes: &'static [&'static str],
     /// The event types it publishes (its contract's events; its stream is its name).
-    fn publishes(&self) -> &'static [&'static str] {
-        &[]
-    }
-
+    pub publishes: &'static [&'static str],
     /// The topics (`<source>.<Type>`) its consumer subscribes to.
-    fn consumes(&self) -> Vec<String> {
-        Vec::new()
-    }
-
+    pub consumes: fn() -> Vec<String>,
     /// Its store's migrations.
-    fn migrator(&self) -> &'static sqlx::migrate::Migrator;
-
+    pub migrator: &'static sqlx::migrate::Migrator,
     /// Its public routes' OpenAPI document.
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
-        None
-    }
-
+    pub openapi: Option<fn() -> utoipa::openapi::OpenApi>,
     /// Registers its own metrics (at zero), where it runs.
-    fn register_metrics(&self) {}
-
+    pub register_metrics: fn(),
     /// How callers guard calls to its contract, unless configured.
-    fn caller_policy(&self) -> DependencyPolicy {
-        DependencyPolicy::default()
-    }
+    pub caller_policy: fn() -> DependencyPolicy,
+    /// Builds its service, routes and workers.
+    pub build: Build,
+}
 
-    /// Builds its service, routes and workers on its opened, migrated store.
-    async fn build(&self, context: Context<'_>) -> Result<Parts, BuildError>;
+impl Descriptor {
+    /// A module with nothing declared but its name, store and build.
+    pub const fn new(
+        name: &'static str,
+        migrator: &'static sqlx::migrate::Migrator,
+        build: Build,
+    ) -> Self {
+        Self {
+            name,
+            settings: &[],
+            check: |_| Ok(()),
+            provides: &[],
+            calls: &[],
+            routes: &[],
+            publishes: &[],
+            consumes: Vec::new,
+            migrator,
+            openapi: None,
+            register_metrics: || {},
+            caller_policy: DependencyPolicy::default,
+            build,
+        }
+    }
 }
 
 /// Why a module could not be built.

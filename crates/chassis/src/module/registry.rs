@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Bootstrap, BuildError, Context, Drain, Module, Parts, Wiring, Worker};
+use super::{Bootstrap, BuildError, Context, Descriptor, Drain, Parts, Wiring, Worker};
 use crate::auth::{ServiceKeys, Tokens};
 use crate::bus::Consumer;
 use crate::config::{Config, ConfigError};
@@ -15,56 +15,56 @@ use crate::store::Store;
 /// Every module of the deployment, in build order (a module after those it calls).
 #[derive(Debug, Clone)]
 pub struct Registry {
-    modules: Vec<&'static dyn Module>,
+    modules: Vec<&'static Descriptor>,
 }
 
 impl Registry {
-    pub fn new(modules: Vec<&'static dyn Module>) -> Self {
+    pub fn new(modules: Vec<&'static Descriptor>) -> Self {
         Self { modules }
     }
 
-    pub fn modules(&self) -> impl Iterator<Item = &'static dyn Module> + '_ {
+    pub fn modules(&self) -> impl Iterator<Item = &'static Descriptor> + '_ {
         self.modules.iter().copied()
     }
 
     pub fn names(&self) -> Vec<&'static str> {
-        self.modules().map(Module::name).collect()
+        self.modules().map(|m| m.name).collect()
     }
 
-    pub fn get(&self, name: &str) -> Option<&'static dyn Module> {
-        self.modules().find(|m| m.name() == name)
+    pub fn get(&self, name: &str) -> Option<&'static Descriptor> {
+        self.modules().find(|m| m.name == name)
     }
 
     /// The configuration keys the modules own.
     pub fn setting_keys(&self) -> Vec<&'static str> {
         self.modules()
-            .flat_map(|m| m.settings().iter().copied())
+            .flat_map(|m| m.settings.iter().copied())
             .collect()
     }
 
     /// Every module's settings checked.
     pub fn check(&self, config: &Config) -> Result<(), ConfigError> {
-        self.modules().try_for_each(|m| m.check(config))
+        self.modules().try_for_each(|m| (m.check)(config))
     }
 
     /// The modules `module` calls.
     pub fn calls(&self, module: &str) -> &'static [&'static str] {
-        self.get(module).map_or(&[], |m| m.calls())
+        self.get(module).map_or(&[], |m| m.calls)
     }
 
     /// The modules whose contract calls `module` (who may call it).
     pub fn callers(&self, module: &str) -> Vec<&'static str> {
         self.modules()
-            .filter(|m| m.calls().contains(&module))
-            .map(Module::name)
+            .filter(|m| m.calls.contains(&module))
+            .map(|m| m.name)
             .collect()
     }
 
     /// The modules whose events `module` consumes (the sources of its topics).
     pub fn consumes(&self, module: &str) -> Vec<&'static str> {
-        let topics = self.get(module).map(Module::consumes).unwrap_or_default();
+        let topics = self.get(module).map(|m| (m.consumes)()).unwrap_or_default();
         self.modules()
-            .map(Module::name)
+            .map(|m| m.name)
             .filter(|source| {
                 topics
                     .iter()
@@ -77,13 +77,15 @@ impl Registry {
     /// table.
     pub fn public_routes(&self) -> Vec<(&'static str, &'static str)> {
         self.modules()
-            .flat_map(|m| m.routes().iter().map(move |prefix| (*prefix, m.name())))
+            .flat_map(|m| m.routes.iter().map(move |prefix| (*prefix, m.name)))
             .collect()
     }
 
     /// The modules' OpenAPI documents.
     pub fn openapi(&self) -> Vec<utoipa::openapi::OpenApi> {
-        self.modules().filter_map(Module::openapi).collect()
+        self.modules()
+            .filter_map(|m| m.openapi.map(|document| document()))
+            .collect()
     }
 
     /// What does not add up in the declarations, for a test to insist is empty: names
@@ -93,13 +95,13 @@ impl Registry {
         let mut problems = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
         for module in self.modules() {
-            let name = module.name();
+            let name = module.name;
             if seen.contains(&name) {
                 problems.push(format!("{name} is registered twice"));
             }
-            for called in module.calls() {
+            for called in module.calls {
                 match self.get(called) {
-                    Some(provider) if provider.provides().contains(called) => {
+                    Some(provider) if provider.provides.contains(called) => {
                         if !seen.contains(called) {
                             problems
                                 .push(format!("{name} calls {called}, which is built after it"));
@@ -108,11 +110,11 @@ impl Registry {
                     _ => problems.push(format!("{name} calls {called}, which no module provides")),
                 }
             }
-            for topic in module.consumes() {
+            for topic in (module.consumes)() {
                 let (source, kind) = topic.split_once('.').unwrap_or((&topic, ""));
                 if !self
                     .get(source)
-                    .is_some_and(|publisher| publisher.publishes().contains(&kind))
+                    .is_some_and(|publisher| publisher.publishes.contains(&kind))
                 {
                     problems.push(format!(
                         "{name} consumes {topic}, which no module publishes"
@@ -143,24 +145,24 @@ impl Registry {
     ) -> Result<Built, BuildError> {
         let policies = self
             .modules()
-            .map(|m| (m.name(), m.caller_policy()))
+            .map(|m| (m.name, (m.caller_policy)()))
             .collect();
         let mut built = Built {
             wiring: Wiring::new(config, remote, policies),
             modules: Vec::new(),
         };
-        for module in self.modules().filter(|m| here(m.name())) {
+        for module in self.modules().filter(|m| here(m.name)) {
             let store = open_store(config, module).await?;
             let context = Context {
-                module: module.name(),
-                calls: module.calls(),
+                module: module.name,
+                calls: module.calls,
                 config,
                 store: store.clone(),
                 tokens: tokens.clone(),
                 shutdown: shutdown.clone(),
                 wiring: &built.wiring,
             };
-            let parts = module.build(context).await?;
+            let parts = (module.build)(&context)?;
             let Parts {
                 service,
                 router,
@@ -179,15 +181,15 @@ impl Registry {
             let consumer = consumer.map(|(name, handler, policy)| {
                 Arc::new(Consumer::new(
                     name,
-                    module.consumes(),
+                    (module.consumes)(),
                     store.pool().clone(),
                     handler,
                     policy,
                 ))
             });
-            module.register_metrics();
+            (module.register_metrics)();
             built.modules.push(BuiltModule {
-                name: module.name(),
+                name: module.name,
                 service,
                 store,
                 router,
@@ -205,8 +207,8 @@ impl Registry {
 
 /// A module's store: its SQLite file under the data dir, or its schema in
 /// `database_url`'s PostgreSQL database; migrated.
-async fn open_store(config: &Config, module: &dyn Module) -> Result<Store, BuildError> {
-    let name = module.name();
+async fn open_store(config: &Config, module: &Descriptor) -> Result<Store, BuildError> {
+    let name = module.name;
     let opened = match &config.database_url {
         Some(url) => Store::open_postgres(url, name, config.db_max_connections).await,
         None => {
@@ -221,7 +223,7 @@ async fn open_store(config: &Config, module: &dyn Module) -> Result<Store, Build
     };
     let store = opened.map_err(|e| BuildError::module(format!("cannot open {name}'s store"), e))?;
     store
-        .migrate(module.migrator())
+        .migrate(module.migrator)
         .await
         .map_err(|e| BuildError::module(format!("cannot migrate {name}'s store"), e))?;
     Ok(store)
