@@ -224,44 +224,53 @@ impl Sessions for SqlSessions {
         next_expires_at: i64,
         now: i64,
     ) -> Result<Rotation, sqlx::Error> {
+        // Every step writes before it reads: the first write takes SQLite's write
+        // lock, whereas a read first would have to upgrade its snapshot and fail
+        // outright (not wait) when another writer committed in between. On
+        // PostgreSQL the claim's row lock orders concurrent uses: the second sees
+        // the token used.
         let mut tx = self.pool.begin().await?;
-        let row: Option<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT family_id, user_id, expires_at, used_at, revoked_at \
-             FROM refresh_tokens WHERE token_hash = $1",
+        let claimed = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 \
+             WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL \
+             AND expires_at > $1",
         )
+        .bind(now)
         .bind(token_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((family_id, user_id, expires_at, used_at, revoked_at)) = row else {
-            return Ok(Rotation::Dead);
-        };
-        if revoked_at.is_some() || expires_at <= now {
-            return Ok(Rotation::Dead);
-        }
-        // The guard decides between concurrent uses: only one sees used_at NULL.
-        let claimed = if used_at.is_none() {
-            sqlx::query(
-                "UPDATE refresh_tokens SET used_at = $1 \
-                 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL",
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            // Used before, and its family not revoked yet: someone holds a copy.
+            let revoked = sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 \
+                 WHERE revoked_at IS NULL AND family_id = (SELECT family_id \
+                 FROM refresh_tokens WHERE token_hash = $2 AND used_at IS NOT NULL \
+                 AND revoked_at IS NULL AND expires_at > $1)",
             )
             .bind(now)
             .bind(token_hash)
             .execute(&mut *tx)
             .await?
-            .rows_affected()
-                == 1
-        } else {
-            false
-        };
-        if !claimed {
-            sqlx::query(REVOKE_FAMILY)
-                .bind(now)
-                .bind(&family_id)
-                .execute(&mut *tx)
-                .await?;
+            .rows_affected();
+            if revoked == 0 {
+                // Unknown, expired or revoked already.
+                return Ok(Rotation::Dead);
+            }
+            let (family_id,): (String,) =
+                sqlx::query_as("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .fetch_one(&mut *tx)
+                    .await?;
             tx.commit().await?;
             return Ok(Rotation::Reused { family_id });
         }
+        let (family_id, user_id): (String, String) =
+            sqlx::query_as("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_one(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5)",

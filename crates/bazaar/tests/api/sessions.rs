@@ -206,3 +206,32 @@ async fn a_refresh_after_a_role_change_carries_the_new_role_and_a_deleted_user_c
     on_identity_store(&app.data_dir, "DELETE FROM users WHERE id = $1", &user_id).await;
     assert_problem(refresh(&app, &refresh_token).await, 401).await;
 }
+
+#[tokio::test]
+async fn concurrent_uses_of_one_refresh_token_rotate_it_once_and_end_the_session() {
+    let app = spawn_app().await;
+    let (_, token, _) = register(&app, "ada@example.com").await;
+    let uses = (0..4).map(|_| {
+        let api = app.api.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let response = api
+                .post_json(REFRESH, &json!({"refresh_token": token}), None)
+                .await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        })
+    });
+    let mut winners = Vec::new();
+    for answer in futures::future::join_all(uses).await {
+        let (status, body) = answer.unwrap();
+        match status {
+            200 => winners.push(body["refresh_token"].as_str().unwrap().to_owned()),
+            401 => {}
+            other => panic!("a concurrent refresh answered {other}: {body}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one use rotates the token");
+    // The others were reuses: the session is over, the winner's new token included.
+    assert_problem(refresh(&app, &winners[0]).await, 401).await;
+}
