@@ -445,6 +445,54 @@ mod tests {
     }
 
     #[test]
+    fn sign_in_protection_settings_are_checked() {
+        let invalid = |config: Config, key: &str| {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        };
+        invalid(
+            Config {
+                auth_rate_limit_burst: 0,
+                ..Config::default()
+            },
+            "auth_rate_limit_burst",
+        );
+        // Off, the burst does not matter.
+        Config {
+            auth_rate_limit_per_second: 0,
+            auth_rate_limit_burst: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+        for (config, key) in [
+            (
+                Config {
+                    password_hash_wait_ms: 0,
+                    ..Config::default()
+                },
+                "password_hash_wait_ms",
+            ),
+            (
+                Config {
+                    login_backoff_max_secs: 0,
+                    ..Config::default()
+                },
+                "login_backoff_max_secs",
+            ),
+            (
+                Config {
+                    refresh_token_ttl_secs: 0,
+                    ..Config::default()
+                },
+                "refresh_token_ttl_secs",
+            ),
+        ] {
+            invalid(config, key);
+        }
+    }
+
+    #[test]
     fn file_then_flags_override_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
