@@ -416,6 +416,29 @@ mod tests {
     }
 
     #[test]
+    fn the_auth_rate_limit_is_checked() {
+        let invalid = |config: Config, key: &str| {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        };
+        invalid(
+            Config {
+                auth_rate_limit_burst: 0,
+                ..Config::default()
+            },
+            "auth_rate_limit_burst",
+        );
+        // Off, the burst does not matter.
+        Config {
+            auth_rate_limit_per_second: 0,
+            auth_rate_limit_burst: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
     fn file_then_flags_override_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -132,3 +132,28 @@ fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
     }
     Ok(parts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sign-in protection and session settings are checked at start.
+    #[test]
+    fn sign_in_protection_settings_are_checked() {
+        assert!((DESCRIPTOR.check)(&chassis::config::Config::default()).is_ok());
+        for key in [
+            "password_hash_wait_ms",
+            "login_backoff_max_secs",
+            "refresh_token_ttl_secs",
+        ] {
+            let mut config = chassis::config::Config::default();
+            config.set(key, 0);
+            let err = (DESCRIPTOR.check)(&config).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let mut config = chassis::config::Config::default();
+        config.set("admin_email", "admin@example.com");
+        let err = (DESCRIPTOR.check)(&config).unwrap_err().to_string();
+        assert!(err.contains("admin_password"), "{err}");
+    }
+}
