@@ -688,15 +688,7 @@ async fn an_unreachable_upstream_costs_only_its_routes() {
         401,
         "metrics are not for anonymous clients"
     );
-    let metrics = edge
-        .get("/metrics")
-        .bearer_auth(SCRAPE_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = testkit::http::text(edge.get("/metrics").bearer_auth(SCRAPE_TOKEN)).await;
     let counted = |upstream: &str, outcome: &str| {
         metrics.lines().any(|line| {
             line.starts_with("gateway_upstream_requests_total{")

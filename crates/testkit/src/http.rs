@@ -26,6 +26,12 @@ pub async fn serve(router: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) 
     (addr, task)
 }
 
+/// Sends `request` (over the network) and reads the whole answer as text, whatever
+/// its status.
+pub async fn text(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
 /// A request to `uri`, with `Authorization: Bearer <token>` when given.
 pub fn request(method: Method, uri: &str, token: Option<&str>) -> axum::http::request::Builder {
     let mut request = Request::builder().method(method).uri(uri);
@@ -115,9 +121,14 @@ mod tests {
     #[tokio::test]
     async fn serves_on_a_port_of_its_own() {
         let (addr, task) = serve(app()).await;
-        crate::answers_ok(&reqwest::Client::new(), &format!("http://{addr}/text"))
+        let client = reqwest::Client::new();
+        crate::answers_ok(&client, &format!("http://{addr}/text"))
             .await
             .unwrap();
+        assert_eq!(
+            text(client.get(format!("http://{addr}/text"))).await,
+            "plain"
+        );
         task.abort();
     }
 }

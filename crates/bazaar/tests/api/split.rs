@@ -1188,15 +1188,12 @@ async fn split_every_process_exports_what_operators_query() {
     let client = crate::helpers::client();
     let mut scrapes = Vec::new();
     for name in SPLIT_START_ORDER {
-        let scrape = client
-            .get(cluster.module_url(name, "/metrics"))
-            .bearer_auth(crate::helpers::METRICS_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let scrape = testkit::http::text(
+            client
+                .get(cluster.module_url(name, "/metrics"))
+                .bearer_auth(crate::helpers::METRICS_TOKEN),
+        )
+        .await;
         for series in ["process_start_time_seconds", "bazaar_build_info"] {
             assert!(
                 scrape.lines().any(|l| l.starts_with(series)),
