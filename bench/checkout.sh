@@ -24,7 +24,7 @@ json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
 
 for sync in ${BENCH_SYNC_MODES:-normal full}; do
   rm -rf "$WORK/data"
-  BAZAAR_SQLITE_SYNCHRONOUS=$sync BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 BAZAAR_SEED_PRODUCTS=100 \
+  BAZAAR_SQLITE_SYNCHRONOUS=$sync BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0 BAZAAR_SEED_PRODUCTS=100 \
   BAZAAR_ADMIN_EMAIL=bench-admin@example.com BAZAAR_ADMIN_PASSWORD=bench-password \
     "${PIN_SERVER[@]}" "$BIN/bazaar" serve --data-dir "$WORK/data" --http-addr "127.0.0.1:$PORT" >/dev/null 2>&1 &
   PID=$!

@@ -39,7 +39,7 @@ done
 log() { echo "[faults] ${SECONDS}s: $*" >&2; }
 
 # What decides the topology and the scenario comes from this script alone.
-for var in $(compgen -e | grep -E '^BAZAAR_(DATABASE_URL|NATS_URL|NATS_PREFIX|ONLY|PEER_|HTTP_ADDR|DATA_DIR|CONFIG|FAULTS|FAULT_ADMIN|DEPENDENCIES|CHECKOUT_WAIT_MS|RATE_LIMIT_PER_SECOND|LOG_FILTER|MAX_IN_FLIGHT_REQUESTS|PAYMENT_)' || true); do
+for var in $(compgen -e | grep -E '^BAZAAR_(DATABASE_URL|NATS_URL|NATS_PREFIX|ONLY|PEER_|HTTP_ADDR|DATA_DIR|CONFIG|FAULTS|FAULT_ADMIN|DEPENDENCIES|CHECKOUT_WAIT_MS|RATE_LIMIT_PER_SECOND|AUTH_RATE_LIMIT_PER_SECOND|LOG_FILTER|MAX_IN_FLIGHT_REQUESTS|PAYMENT_)' || true); do
   unset "$var"
 done
 
@@ -109,6 +109,8 @@ BIN=$ROOT/target/release/bazaar
 
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 URL="http://127.0.0.1:$PORT"
+# /metrics answers only its scrape credential.
+METRICS_TOKEN=bench-faults-metrics-token-0000000000
 DATA=$WORK/data
 DEPENDENCIES='{payments = {timeout_ms = 500, breaker_failures = 5, breaker_cool_down_ms = 2000}}'
 SERVER_ENV=(
@@ -116,12 +118,14 @@ SERVER_ENV=(
   BAZAAR_HTTP_ADDR="127.0.0.1:$PORT"
   BAZAAR_LOG_FILTER=warn
   BAZAAR_RATE_LIMIT_PER_SECOND=0
+  BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0
   BAZAAR_SEED_PRODUCTS=100
   BAZAAR_ADMIN_EMAIL=bench-admin@example.com
   BAZAAR_ADMIN_PASSWORD=bench-password
   BAZAAR_FAULT_ADMIN=true
   BAZAAR_DEPENDENCIES="$DEPENDENCIES"
   BAZAAR_CHECKOUT_WAIT_MS=1000
+  BAZAAR_METRICS_TOKEN="$METRICS_TOKEN"
 )
 
 log "starting bazaar (monolith, SQLite) on $URL"
@@ -160,7 +164,7 @@ admin_call() { # method path [body]: the admin token, status checked
 }
 
 metrics_snapshot() { # file: the payments dependency_calls_total and _retries_total series
-  curl -fsS "$URL/metrics" | grep -E '^dependency_(calls|retries)_total\{' | grep 'dependency="payments"' >"$1" || true
+  curl -fsS -H "Authorization: Bearer $METRICS_TOKEN" "$URL/metrics" | grep -E '^dependency_(calls|retries)_total\{' | grep 'dependency="payments"' >"$1" || true
 }
 
 # run_phase NAME FAULT-DESCRIPTION: both wrk at once, then the breaker and the calls.

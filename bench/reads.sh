@@ -34,7 +34,7 @@ wait_ready() { # url, max seconds
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 start_bazaar() { # data dir, port -> pid in $PID
-  BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 BAZAAR_SEED_PRODUCTS=1000 \
+  BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0 BAZAAR_SEED_PRODUCTS=1000 \
     "${PIN_SERVER[@]}" "$BIN/bazaar" serve --data-dir "$1" --http-addr "127.0.0.1:$2" \
     >/dev/null 2>&1 &
   PID=$!; PIDS+=("$PID")

@@ -55,7 +55,7 @@ run() { # config round
     no-trace) env=(OTEL_SDK_DISABLED=true) ;;
     off) env=(OTEL_SDK_DISABLED=true BAZAAR_METRICS_ENABLED=false) ;;
   esac
-  env "${env[@]}" BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 \
+  env "${env[@]}" BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0 \
     BAZAAR_SEED_PRODUCTS=1000 BAZAAR_MAX_IN_FLIGHT_REQUESTS=0 \
     "${PIN_SERVER[@]}" "$BIN" serve --data-dir "$dir" --http-addr "127.0.0.1:$port" \
     >"$WORK/$config-$round.log" 2>&1 &

@@ -254,6 +254,7 @@ json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
 COMMON_ENV=(
   BAZAAR_LOG_FILTER=warn
   BAZAAR_RATE_LIMIT_PER_SECOND=0
+  BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0
   BAZAAR_SEED_PRODUCTS=$SEED_PRODUCTS
   BAZAAR_ADMIN_EMAIL=bench-admin@example.com
   BAZAAR_ADMIN_PASSWORD=bench-password

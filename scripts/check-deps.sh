@@ -5,7 +5,8 @@
 #     server) or the async runtime reaches it, only chassis-core;
 #   - chassis-core likewise, whatever depends on it;
 #   - the chassis crates depend only downward and on no module (a cycle would not
-#     build; a module dependency would).
+#     build; a module dependency would);
+#   - no module crate depends on another module crate.
 #
 # Reads `cargo tree` (normal dependencies only: dev-dependencies may test with the real
 # thing). Exits non-zero, naming the offending crate, when a rule is broken.
@@ -52,7 +53,16 @@ for i in "${!layers[@]}"; do
     fi
 done
 
+# A module reaches another only through contracts (docs/adr/0002).
+for crate in identity catalog cart orders payments notifications analytics; do
+    found=$(deps "$crate" | grep -v "^$crate\$" | grep -E "$modules" || true)
+    if [[ -n $found ]]; then
+        echo "check-deps: module $crate depends on another module: $(echo $found)" >&2
+        status=1
+    fi
+done
+
 if [[ $status -eq 0 ]]; then
-    echo "check-deps: contracts and chassis-core compile no I/O; the chassis crates depend only downward"
+    echo "check-deps: contracts and chassis-core compile no I/O; the chassis crates depend only downward; no module depends on another"
 fi
 exit $status

@@ -95,6 +95,7 @@ log "starting $bin on $base (data dir $work/data)"
 BAZAAR_ADMIN_EMAIL=$admin_email \
     BAZAAR_ADMIN_PASSWORD=$admin_password \
     BAZAAR_RATE_LIMIT_PER_SECOND=0 \
+    BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0 \
     BAZAAR_SEED_PRODUCTS=50 \
     BAZAAR_LOG_FILTER=${BAZAAR_LOG_FILTER:-info} \
     "$bin" serve --http-addr "127.0.0.1:$port" --data-dir "$work/data" \

@@ -9,6 +9,7 @@ pub mod domain;
 mod error;
 pub mod events;
 mod http;
+pub mod module;
 mod service;
 pub mod store;
 
@@ -18,5 +19,7 @@ pub use service::{AnalyticsService, MinuteSales, ProductSales, SalesReport, TOP_
 
 /// The module's embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub use module::DESCRIPTOR;
 
 pub const MODULE: &str = "analytics";

@@ -57,9 +57,9 @@ fn check(name: &'static str, violations: Vec<String>) -> Check {
 
 /// Runs every check. `stuck_after`: how long an order may stay non-terminal.
 pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, AuditError> {
-    let payments = need(modules.payments.as_ref(), "payments")?;
+    let payments = need(modules.service::<payments::PaymentsService>(), "payments")?;
     let catalog = need(modules.store(catalog::MODULE), "catalog")?;
-    let orders = need(modules.orders.as_ref(), "orders")?
+    let orders = need(modules.service::<orders::OrdersService>(), "orders")?
         .store()
         .audit_rows()
         .await
@@ -136,10 +136,13 @@ pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, Aud
         .filter(|o| matches!(o.status, Status::Confirmed | Status::Cancelled))
         .map(|o| o.id.as_str())
         .collect();
-    let emails = need(modules.notifications.as_ref(), "notifications")?
-        .confirmed_emails_per_order()
-        .await
-        .map_err(read("notifications"))?;
+    let emails = need(
+        modules.service::<notifications::NotificationsService>(),
+        "notifications",
+    )?
+    .confirmed_emails_per_order()
+    .await
+    .map_err(read("notifications"))?;
     let mut email_violations: Vec<String> = ever_confirmed
         .iter()
         .filter_map(|id| match emails.get(*id).copied().unwrap_or(0) {
@@ -155,10 +158,13 @@ pub async fn run(modules: &Modules, stuck_after: Duration) -> Result<Report, Aud
     );
     checks.push(check("one email per confirmed order", email_violations));
 
-    let counted = need(modules.analytics.as_ref(), "analytics")?
-        .orders_confirmed()
-        .await
-        .map_err(read("analytics"))?;
+    let counted = need(
+        modules.service::<analytics::AnalyticsService>(),
+        "analytics",
+    )?
+    .orders_confirmed()
+    .await
+    .map_err(read("analytics"))?;
     let expected = i64::try_from(ever_confirmed.len()).unwrap_or(i64::MAX);
     checks.push(check(
         "analytics counts every confirmation exactly once",

@@ -122,7 +122,11 @@ fn load_config(
             LogFormatArg::Pretty => LogFormat::Pretty,
         }),
     };
-    Ok(Config::load(global.config.as_deref(), &overrides)?)
+    Ok(Config::load(
+        global.config.as_deref(),
+        &overrides,
+        &bazaar::registry().setting_keys(),
+    )?)
 }
 
 /// The audit found violations (exit status 1; the report says which).
@@ -147,7 +151,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .log_format
                 .and_then(|f| clap::ValueEnum::to_possible_value(&f))
                 .map(|v| v.get_name().to_owned()),
-            modules: bazaar::topology::MODULES.to_vec(),
+            modules: bazaar::registry().names(),
+            module_settings: bazaar::registry().setting_keys(),
             gateway: bazaar::topology::GATEWAY,
         };
         return devsupervisor::run(launch, args).await;
@@ -162,7 +167,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli.global, http_addr, only)?;
     // A split process logs as the module(s) it runs; a bad `only` is reported by the
     // start itself, with the reason.
-    let service = bazaar::Topology::from_config(&config).map_or("bazaar", |t| t.service_name());
+    let service = bazaar::Topology::from_config(&config, &bazaar::registry())
+        .map_or("bazaar", |t| t.service_name());
     chassis::telemetry::init(service, config.log_format, &config.log_filter);
 
     match cli.command {
@@ -191,8 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed { products } => {
             let modules = Modules::open(&config).await?;
             let catalog = modules
-                .catalog
-                .as_ref()
+                .service::<catalog::CatalogService>()
                 .context("the catalog does not run in this process (`only` is set)")?;
             let added = catalog.seed(products).await?;
             eprintln!("seeded {added} new products");
@@ -246,8 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let modules = Modules::open(&config).await?;
             let outcome = modules
-                .identity
-                .as_ref()
+                .service::<identity::IdentityService>()
                 .context("identity does not run in this process (`only` is set)")?
                 .ensure_admin(&email, &password, &name)
                 .await

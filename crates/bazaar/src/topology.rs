@@ -7,62 +7,10 @@
 use std::collections::BTreeSet;
 
 use chassis::config::Config;
+use chassis::module::Registry;
 
 /// The edge's name in `only`.
 pub const GATEWAY: &str = "gateway";
-
-/// Every module, in start order.
-pub const MODULES: [&str; 7] = [
-    identity::MODULE,
-    catalog::MODULE,
-    cart::MODULE,
-    payments::MODULE,
-    orders::MODULE,
-    notifications::MODULE,
-    analytics::MODULE,
-];
-
-/// The modules each module calls (through its contract), which a split process must
-/// be able to reach.
-pub fn calls(module: &str) -> &'static [&'static str] {
-    match module {
-        "cart" => &[catalog::MODULE],
-        "orders" => &[catalog::MODULE, cart::MODULE, payments::MODULE],
-        GATEWAY => &MODULES,
-        _ => &[],
-    }
-}
-
-/// The modules whose events `module` consumes (the sources of its consumer's topics).
-pub fn consumes(module: &str) -> Vec<&'static str> {
-    let topics = match module {
-        "cart" => cart::events::topics(),
-        "notifications" => notifications::events::topics(),
-        "analytics" => analytics::events::topics(),
-        _ => Vec::new(),
-    };
-    MODULES
-        .into_iter()
-        .filter(|source| {
-            topics
-                .iter()
-                .any(|topic| topic.split('.').next() == Some(*source))
-        })
-        .collect()
-}
-
-/// Each public path prefix and the module that owns it: how the gateway routes in the
-/// split topology. A test checks it covers every path of the OpenAPI document.
-pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
-    ("/api/v1/auth", identity::MODULE),
-    ("/api/v1/me", identity::MODULE),
-    ("/api/v1/products", catalog::MODULE),
-    ("/api/v1/cart", cart::MODULE),
-    ("/api/v1/orders", orders::MODULE),
-    ("/api/v1/admin/sagas", orders::MODULE),
-    ("/api/v1/admin/notifications", notifications::MODULE),
-    ("/api/v1/admin/analytics", analytics::MODULE),
-];
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid topology: {0}")]
@@ -82,38 +30,56 @@ impl TopologyError {
 }
 
 /// This process's part of the deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Topology {
+    registry: Registry,
     local: BTreeSet<&'static str>,
     split: bool,
 }
 
 impl Topology {
     /// Every module here, in process.
-    pub fn monolith() -> Self {
+    pub fn monolith(registry: &Registry) -> Self {
         Self {
-            local: MODULES.into_iter().collect(),
+            registry: registry.clone(),
+            local: registry.names().into_iter().collect(),
             split: false,
+        }
+    }
+
+    /// The registry this topology places.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The modules `module` calls; the gateway calls every module.
+    pub fn calls(&self, module: &str) -> Vec<&'static str> {
+        if module == GATEWAY {
+            self.registry.names()
+        } else {
+            self.registry.calls(module).to_vec()
         }
     }
 
     /// Reads `only` and checks the split settings it needs: a peer for every module
     /// called from here, the shared secrets, and NATS for modules with events.
-    pub fn from_config(config: &Config) -> Result<Self, TopologyError> {
+    pub fn from_config(config: &Config, registry: &Registry) -> Result<Self, TopologyError> {
         // An empty value (`BAZAAR_ONLY=`) is as good as unset.
         let Some(only) = config.only.as_deref().filter(|o| !o.trim().is_empty()) else {
-            return Ok(Self::monolith());
+            return Ok(Self::monolith(registry));
         };
+        let names = registry.names();
         let mut local = BTreeSet::new();
         for name in only.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let known = MODULES
-                .into_iter()
+            let known = names
+                .iter()
+                .copied()
                 .chain([GATEWAY])
                 .find(|m| *m == name)
                 .ok_or_else(|| {
                     TopologyError(format!(
                         "`only`: unknown module `{name}` (known: gateway, {})",
-                        MODULES.join(", ")
+                        names.join(", ")
                     ))
                 })?;
             local.insert(known);
@@ -127,9 +93,13 @@ impl Topology {
                     .into(),
             ));
         }
-        let topology = Self { local, split: true };
+        let topology = Self {
+            registry: registry.clone(),
+            local,
+            split: true,
+        };
         for module in &topology.local {
-            for peer in calls(module) {
+            for peer in topology.calls(module) {
                 if !topology.runs(peer) {
                     match config.peer(peer) {
                         None => {
@@ -221,62 +191,66 @@ mod tests {
         }
     }
 
+    fn from_config(config: &Config) -> Result<Topology, TopologyError> {
+        Topology::from_config(config, &crate::registry())
+    }
+
+    fn peer(config: &mut Config, module: &str, url: &str) {
+        config.peers.insert(module.into(), url.into());
+    }
+
     #[test]
     fn no_only_is_the_monolith() {
-        let t = Topology::from_config(&Config::default()).unwrap();
+        let t = from_config(&Config::default()).unwrap();
         assert!(!t.is_split());
-        assert!(MODULES.iter().all(|m| t.runs(m)));
+        assert!(crate::registry().names().iter().all(|m| t.runs(m)));
         assert_eq!(t.service_name(), "bazaar");
     }
 
     #[test]
     fn a_split_process_needs_its_peers_and_secrets() {
-        let t = Topology::from_config(&split("payments")).unwrap();
+        let t = from_config(&split("payments")).unwrap();
         assert!(t.is_split() && t.runs("payments") && !t.runs("orders"));
         assert_eq!(t.service_name(), "payments");
 
-        let err = Topology::from_config(&split("orders"))
-            .unwrap_err()
-            .to_string();
+        let err = from_config(&split("orders")).unwrap_err().to_string();
         assert!(err.contains("peer_catalog"), "{err}");
         let mut config = split("orders");
-        config.peer_catalog = Some("http://catalog:8080".into());
-        config.peer_cart = Some("http://cart:8080".into());
-        config.peer_payments = Some("payments:8080".into());
-        let err = Topology::from_config(&config).unwrap_err().to_string();
+        peer(&mut config, "catalog", "http://catalog:8080");
+        peer(&mut config, "cart", "http://cart:8080");
+        peer(&mut config, "payments", "payments:8080");
+        let err = from_config(&config).unwrap_err().to_string();
         assert!(err.contains("peer_payments"), "{err}");
-        config.peer_payments = Some("http://payments:8080".into());
-        Topology::from_config(&config).unwrap();
+        peer(&mut config, "payments", "http://payments:8080");
+        from_config(&config).unwrap();
 
         let mut config = split("orders,payments,cart,catalog");
         config.service_secret = None;
-        let err = Topology::from_config(&config).unwrap_err().to_string();
+        let err = from_config(&config).unwrap_err().to_string();
         assert!(err.contains("service_secret"), "{err}");
     }
 
     #[test]
     fn event_consumers_name_their_sources() {
-        assert_eq!(consumes("cart"), ["orders"]);
-        assert_eq!(consumes("notifications"), ["identity", "orders"]);
-        assert_eq!(consumes("analytics"), ["payments", "orders"]);
-        assert!(consumes("orders").is_empty());
+        let registry = crate::registry();
+        assert_eq!(registry.consumes("cart"), ["orders"]);
+        assert_eq!(registry.consumes("notifications"), ["identity", "orders"]);
+        assert_eq!(registry.consumes("analytics"), ["payments", "orders"]);
+        assert!(registry.consumes("orders").is_empty());
     }
 
     #[test]
     fn bad_names_and_mixed_gateway_are_refused() {
-        let err = Topology::from_config(&split("payment"))
-            .unwrap_err()
-            .to_string();
+        let err = from_config(&split("payment")).unwrap_err().to_string();
         assert!(err.contains("unknown module `payment`"), "{err}");
-        assert!(Topology::from_config(&split("gateway,payments")).is_err());
-        assert!(Topology::from_config(&split(" , ")).is_err());
-        assert!(!Topology::from_config(&split("")).unwrap().is_split());
+        assert!(from_config(&split("gateway,payments")).is_err());
+        assert!(from_config(&split(" , ")).is_err());
+        assert!(!from_config(&split("")).unwrap().is_split());
     }
 }
 
 #[cfg(test)]
 mod routes_tests {
-    use super::PUBLIC_ROUTES;
 
     /// Every public path of the OpenAPI document is owned by exactly one module in the
     /// gateway's table (or answered by the gateway itself), so a route added to a
@@ -304,13 +278,14 @@ mod routes_tests {
             {
                 continue; // gathered by the gateway from every module
             }
-            let owners: Vec<&str> = PUBLIC_ROUTES
-                .iter()
+            let owners: Vec<&str> = crate::registry()
+                .public_routes()
+                .into_iter()
                 .filter(|(prefix, _)| {
                     path.strip_prefix(prefix)
                         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
                 })
-                .map(|(_, module)| *module)
+                .map(|(_, module)| module)
                 .collect();
             assert_eq!(owners.len(), 1, "{path} is owned by {owners:?}");
         }

@@ -5,6 +5,7 @@ pub mod domain;
 mod error;
 pub mod events;
 mod http;
+pub mod module;
 mod service;
 pub mod store;
 
@@ -14,5 +15,7 @@ pub use service::{Cart, CartLine, CartService};
 
 /// The module's embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub use module::DESCRIPTOR;
 
 pub const MODULE: &str = "cart";

@@ -9,6 +9,7 @@ mod cache;
 pub mod domain;
 mod error;
 mod http;
+pub mod module;
 pub mod seed;
 mod service;
 pub mod store;
@@ -19,6 +20,8 @@ pub use service::CatalogService;
 
 /// The module's embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub use module::DESCRIPTOR;
 
 pub const MODULE: &str = "catalog";
 

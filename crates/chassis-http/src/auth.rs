@@ -56,6 +56,10 @@ impl Role {
 struct Claims {
     sub: String,
     role: Role,
+    /// The session (refresh-token family) the token was issued for; tokens from
+    /// before sessions existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
     exp: u64,
     iat: u64,
     iss: String,
@@ -67,13 +71,15 @@ struct Claims {
 pub struct Principal {
     pub user_id: String,
     pub role: Role,
+    /// The session the caller's token belongs to (what logout revokes).
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("cannot sign token")]
     Sign(#[source] jsonwebtoken::errors::Error),
-    #[error("cannot read or write the token secret at {path}")]
+    #[error("cannot read or write the secret at {path}")]
     Secret {
         path: String,
         #[source]
@@ -168,24 +174,7 @@ impl Tokens {
         if let Some(secret) = configured {
             return Ok(Self::new(secret.as_bytes(), ttl_secs));
         }
-        let path = data_dir.join("jwt-secret");
-        let io_err = |source| TokenError::Secret {
-            path: path.display().to_string(),
-            source,
-        };
-        chassis_core::private_fs::tighten(&path).map_err(io_err)?;
-        match std::fs::read_to_string(&path) {
-            Ok(secret) if secret.trim().len() >= 32 => {
-                return Ok(Self::new(secret.trim().as_bytes(), ttl_secs));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(e)),
-        }
-        chassis_core::private_fs::create_dir(data_dir).map_err(io_err)?;
-        let secret =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        write_private(&path, &secret).map_err(io_err)?;
+        let secret = load_or_create_secret(data_dir, "jwt-secret")?;
         Ok(Self::new(secret.as_bytes(), ttl_secs))
     }
 
@@ -194,10 +183,21 @@ impl Tokens {
     }
 
     pub fn issue(&self, user_id: &str, role: Role) -> Result<String, TokenError> {
+        self.issue_for_session(user_id, role, None)
+    }
+
+    /// A token of the session `session_id` (its refresh-token family).
+    pub fn issue_for_session(
+        &self,
+        user_id: &str,
+        role: Role,
+        session_id: Option<&str>,
+    ) -> Result<String, TokenError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user_id.to_owned(),
             role,
+            sid: session_id.map(str::to_owned),
             iat: now,
             exp: now + self.0.ttl_secs,
             iss: ISSUER.to_owned(),
@@ -214,7 +214,43 @@ impl Tokens {
             .map(|data| Principal {
                 user_id: data.claims.sub,
                 role: data.claims.role,
+                session_id: data.claims.sid,
             })
+    }
+}
+
+/// A random 256-bit secret kept in `<data_dir>/<file>` (base64url, owner-only): read
+/// if it is there, else generated and written on this first start. Processes sharing
+/// the data dir agree on it: whoever writes it first wins.
+pub fn load_or_create_secret(data_dir: &Path, file: &str) -> Result<String, TokenError> {
+    let path = data_dir.join(file);
+    let io_err = |source| TokenError::Secret {
+        path: path.display().to_string(),
+        source,
+    };
+    let read = || match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().len() >= 32 => Ok(Some(text.trim().to_owned())),
+        Ok(_) => Err(io_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "holds fewer than 32 bytes: delete it to have a new secret generated",
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(e)),
+    };
+    chassis_core::private_fs::tighten(&path).map_err(io_err)?;
+    if let Some(secret) = read()? {
+        return Ok(secret);
+    }
+    chassis_core::private_fs::create_dir(data_dir).map_err(io_err)?;
+    let secret =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    match write_private(&path, &secret) {
+        Ok(()) => Ok(secret),
+        // Another process sharing the data dir wrote it first: theirs is the secret.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read()?.ok_or_else(|| io_err(std::io::ErrorKind::NotFound.into()))
+        }
+        Err(e) => Err(io_err(e)),
     }
 }
 
@@ -257,6 +293,9 @@ struct ServiceClaims {
     /// The forwarded user's role (identities only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<Role>,
+    /// The forwarded user's session (identities only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
     exp: u64,
     iat: u64,
     iss: String,
@@ -318,6 +357,7 @@ impl ServiceKeys {
         &self,
         sub: &str,
         role: Option<Role>,
+        sid: Option<&str>,
         aud: &str,
         ttl: u64,
     ) -> Result<(String, u64), TokenError> {
@@ -325,6 +365,7 @@ impl ServiceKeys {
         let claims = ServiceClaims {
             sub: sub.to_owned(),
             role,
+            sid: sid.map(str::to_owned),
             iat: now,
             exp: now + ttl,
             iss: ISSUER.to_owned(),
@@ -354,6 +395,7 @@ impl ServiceKeys {
         let (token, exp) = self.sign(
             self.0.service,
             None,
+            None,
             SERVICE_AUDIENCE,
             SERVICE_TOKEN_TTL_SECS,
         )?;
@@ -373,6 +415,7 @@ impl ServiceKeys {
         self.sign(
             &principal.user_id,
             Some(principal.role),
+            principal.session_id.as_deref(),
             IDENTITY_AUDIENCE,
             IDENTITY_TTL_SECS,
         )
@@ -389,6 +432,7 @@ impl ServiceKeys {
         Some(Principal {
             user_id: data.claims.sub,
             role: data.claims.role?,
+            session_id: data.claims.sid,
         })
     }
 }
@@ -482,6 +526,41 @@ fn bearer(parts: &Parts) -> Result<&str, Problem> {
     bearer_token(&parts.headers).map_err(Refusal::problem)
 }
 
+/// The client's IP address, as the edge saw it: the TCP peer, or, behind the gateway
+/// (split topology), the last `X-Forwarded-For` entry, which is the peer the gateway
+/// itself saw and appended (anything before it is the client's say-so). The monolith
+/// reads no `X-Forwarded-For`, as the edge's rate limiter does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    Tokens: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if Tokens::from_ref(state).0.behind_gateway.is_some() {
+            let last = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|ip| ip.trim().parse().ok());
+            return Ok(ClientIp(last));
+        }
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|axum::extract::ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
+
 /// A signed-in caller (any role).
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Principal);
@@ -533,7 +612,8 @@ mod tests {
             tokens.verify(&token),
             Some(Principal {
                 user_id: "u1".into(),
-                role: Role::Admin
+                role: Role::Admin,
+                session_id: None,
             })
         );
     }
@@ -560,6 +640,7 @@ mod tests {
         let expired = Claims {
             sub: "u1".into(),
             role: Role::Customer,
+            sid: None,
             iat: now - 3600,
             exp: now - 600,
             iss: ISSUER.into(),
@@ -589,6 +670,7 @@ mod tests {
         let principal = Principal {
             user_id: "u1".into(),
             role: Role::Customer,
+            session_id: Some("s1".into()),
         };
         let identity = keys.forward_identity(&principal).unwrap();
         assert_eq!(keys.verify_identity(&identity), Some(principal));

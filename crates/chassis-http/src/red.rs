@@ -191,9 +191,13 @@ pub async fn track_rpc(req: Request, next: Next) -> Response {
     response
 }
 
-/// Prometheus text exposition of every metric of this process.
+/// Prometheus text exposition of every metric of this process, for the scrape
+/// credential (`metrics_token`) or an admin's token.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "Neither the scrape credential nor an admin's token", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn render() -> impl IntoResponse {
     (
         [(

@@ -200,14 +200,64 @@ async fn admit(
 }
 
 /// `/health/live`, `/health/ready` and `/metrics`.
-pub fn ops_router(readiness: Readiness) -> Router {
+pub fn ops_router(readiness: Readiness, scrape: ScrapeCredential) -> Router {
     // Install the recorder now: metrics recorded before it exists are lost.
     drop(chassis_telemetry::metrics::handle());
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .with_state(readiness)
-        .route("/metrics", get(red::render))
+        .route(
+            "/metrics",
+            get(red::render).route_layer(middleware::from_fn_with_state(
+                scrape,
+                require_scrape_credential,
+            )),
+        )
+}
+
+/// Who may read `/metrics`: a scraper presenting the scrape credential
+/// (`Authorization: Bearer <metrics_token>`), or an admin's user token (the ops
+/// console). The metrics include business figures (orders, revenue), so the API port
+/// never serves them to anonymous clients.
+#[derive(Clone)]
+pub struct ScrapeCredential(std::sync::Arc<str>, crate::auth::Tokens);
+
+impl std::fmt::Debug for ScrapeCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScrapeCredential(..)")
+    }
+}
+
+impl ScrapeCredential {
+    pub fn new(token: &str, tokens: crate::auth::Tokens) -> Self {
+        Self(token.into(), tokens)
+    }
+
+    fn admits(&self, headers: &axum::http::HeaderMap) -> bool {
+        use subtle::ConstantTimeEq;
+        crate::auth::bearer_token(headers)
+            .is_ok_and(|presented| bool::from(presented.as_bytes().ct_eq(self.0.as_bytes())))
+            || self
+                .1
+                .principal(headers)
+                .is_ok_and(|p| p.role == crate::auth::Role::Admin)
+    }
+}
+
+async fn require_scrape_credential(
+    State(scrape): State<ScrapeCredential>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if scrape.admits(req.headers()) {
+        next.run(req).await
+    } else {
+        Problem::unauthorized(
+            "/metrics needs the scrape credential (Authorization: Bearer <metrics_token>) or an admin's token",
+        )
+        .into_response()
+    }
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.

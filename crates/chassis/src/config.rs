@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
 use serde::{Deserialize, Serialize};
 
 pub use chassis_store::store::SqliteSync;
@@ -23,7 +24,9 @@ use chassis_resilience::{DependencyPolicy, Fault, PolicyOverrides};
 /// `sqlite_synchronous`: chassis-store, `dependencies` and `faults`:
 /// chassis-resilience).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+// Unknown keys land in `modules` (flatten and deny_unknown_fields do not mix in
+// serde) and `load` rejects those no module owns.
+#[serde(default)]
 pub struct Config {
     /// Where the public HTTP server listens.
     pub http_addr: SocketAddr,
@@ -35,19 +38,20 @@ pub struct Config {
     /// HMAC secret for user tokens (at least 32 bytes). Unset: generated on first
     /// start and kept in `<data_dir>/jwt-secret`.
     pub jwt_secret: Option<String>,
-    /// Lifetime of issued user tokens.
+    /// Lifetime of issued user (access) tokens: short, since one cannot be revoked
+    /// before it expires; clients renew with their refresh token.
     pub token_ttl_secs: u64,
-    /// With `admin_password`: the admin account created on first start.
-    pub admin_email: Option<String>,
-    pub admin_password: Option<String>,
-    /// Products seeded into an empty catalog on first start.
-    pub seed_products: u32,
     /// Origins allowed by CORS; empty allows none, `["*"]` allows any.
     pub cors_origins: Vec<String>,
     /// Sustained requests per second per client IP at the edge; 0 turns limiting off.
     pub rate_limit_per_second: u32,
     /// Requests a client may burst above the sustained rate.
     pub rate_limit_burst: u32,
+    /// Sustained requests per second per client IP to `/api/v1/auth/*` (register,
+    /// login), on top of the general limit: each one costs a password hash. 0: off.
+    pub auth_rate_limit_per_second: u32,
+    /// Requests to `/api/v1/auth/*` a client may burst above that rate.
+    pub auth_rate_limit_burst: u32,
     /// Budget of one public request, after which it is abandoned with a 504.
     pub request_timeout_ms: u64,
     /// How long in-flight requests may take to finish once shutdown starts.
@@ -63,43 +67,10 @@ pub struct Config {
     /// 625 with 8 and 666 with 1 (docs/benchmarks.md).
     pub sqlite_max_connections: u32,
     pub sqlite_synchronous: SqliteSync,
-    /// How long stock stays reserved for an order that is neither confirmed nor
-    /// failed; the sweeper releases it after that.
-    pub reservation_ttl_secs: u64,
-    /// How long a product read may be served from the catalog's memory (0: off).
-    /// Writes through this process invalidate at once; the TTL bounds staleness
-    /// between instances.
-    pub catalog_cache_ttl_ms: u64,
-    /// How long one payment-provider call may take before it counts as unavailable.
-    pub payment_timeout_ms: u64,
-    /// The simulated provider's added latency (0: none).
-    pub payment_provider_latency_ms: u64,
-    /// The simulated provider's share of calls that fail as unavailable (0.0 to 1.0).
-    pub payment_provider_failure_rate: f64,
-    /// How long `POST /orders` waits for a terminal state before answering 202.
-    pub checkout_wait_ms: u64,
-    /// TEST ONLY: abort the process at a checkout step (`after_reserve`,
-    /// `after_charge`, `before_publish`) to exercise crash recovery. Never set it in
-    /// production; no request can.
-    pub fault_abort_at: Option<String>,
-    /// Where emails go: `maildir` (`.eml` files under `<data_dir>/mail`),
-    /// `maildir:/some/dir`, or `smtp://[user:pass@]host:port` / `smtps://host:port`.
-    pub mail_transport: String,
-    /// The From of outgoing email.
-    pub mail_from: String,
     /// Split topology: the modules this process runs, comma-separated
     /// (`orders,payments`; `gateway` for the edge alone). Unset: all of them, in
     /// process (the monolith).
     pub only: Option<String>,
-    /// Split topology: where each module this process does not run is reached
-    /// (`http://catalog:8080`; DNS names work).
-    pub peer_identity: Option<String>,
-    pub peer_catalog: Option<String>,
-    pub peer_cart: Option<String>,
-    pub peer_payments: Option<String>,
-    pub peer_orders: Option<String>,
-    pub peer_notifications: Option<String>,
-    pub peer_analytics: Option<String>,
     /// Split topology: NATS with JetStream (`nats://host:4222`), the bus between
     /// processes.
     pub nats_url: Option<String>,
@@ -128,6 +99,21 @@ pub struct Config {
     /// Prometheus metrics (`/metrics`, RED middleware). On by default; off only to
     /// measure what they cost.
     pub metrics_enabled: bool,
+    /// The scrape credential: `/metrics` answers only `Authorization: Bearer <this>`
+    /// (at least 32 bytes). Unset: generated on first start and kept in
+    /// `<data_dir>/metrics-token`.
+    pub metrics_token: Option<String>,
+    /// Split topology: where each module this process does not run is reached, by
+    /// module name (`http://catalog:8080`; DNS names work): `[peers] catalog = ...`
+    /// in the file, `BAZAAR_PEER_CATALOG` in the environment, or the older file key
+    /// `peer_catalog`.
+    pub peers: BTreeMap<String, String>,
+    /// The modules' own settings, flat keys as everywhere else
+    /// (`catalog_cache_ttl_ms`): each module's descriptor names its keys and reads
+    /// them, typed, with [`Config::section`]. [`Config::load`] rejects a key no one
+    /// owns.
+    #[serde(flatten)]
+    pub modules: BTreeMap<String, Value>,
 }
 
 impl Default for Config {
@@ -138,36 +124,19 @@ impl Default for Config {
             log_format: LogFormat::Json,
             log_filter: "info".to_owned(),
             jwt_secret: None,
-            token_ttl_secs: 24 * 3600,
-            admin_email: None,
-            admin_password: None,
-            seed_products: 1000,
+            token_ttl_secs: 900,
             cors_origins: Vec::new(),
             rate_limit_per_second: 100,
             rate_limit_burst: 200,
+            auth_rate_limit_per_second: 5,
+            auth_rate_limit_burst: 10,
             request_timeout_ms: 10_000,
             shutdown_timeout_secs: 30,
             database_url: None,
             db_max_connections: 8,
             sqlite_max_connections: 2,
             sqlite_synchronous: SqliteSync::Normal,
-            reservation_ttl_secs: 900,
-            catalog_cache_ttl_ms: 1_000,
-            payment_timeout_ms: 2_000,
-            payment_provider_latency_ms: 0,
-            payment_provider_failure_rate: 0.0,
-            checkout_wait_ms: 3_000,
-            fault_abort_at: None,
-            mail_transport: "maildir".to_owned(),
-            mail_from: "bazaar <no-reply@bazaar.localhost>".to_owned(),
             only: None,
-            peer_identity: None,
-            peer_catalog: None,
-            peer_cart: None,
-            peer_payments: None,
-            peer_orders: None,
-            peer_notifications: None,
-            peer_analytics: None,
             nats_url: None,
             nats_prefix: "bazaar".to_owned(),
             service_secret: None,
@@ -177,12 +146,16 @@ impl Default for Config {
             fault_admin: false,
             max_in_flight_requests: 1_024,
             metrics_enabled: true,
+            metrics_token: None,
+            peers: BTreeMap::new(),
+            modules: BTreeMap::new(),
         }
     }
 }
 
-/// Every key, as it is spelled in TOML and (upper-cased, `BAZAAR_`-prefixed) in the
-/// environment.
+/// Every key of the process itself, as it is spelled in TOML and (upper-cased,
+/// `BAZAAR_`-prefixed) in the environment; modules add their own (see
+/// [`Config::load`]) and peers come from `BAZAAR_PEER_<MODULE>`.
 pub const KEYS: &[&str] = &[
     "http_addr",
     "data_dir",
@@ -190,35 +163,18 @@ pub const KEYS: &[&str] = &[
     "log_filter",
     "jwt_secret",
     "token_ttl_secs",
-    "admin_email",
-    "admin_password",
-    "seed_products",
     "cors_origins",
     "rate_limit_per_second",
     "rate_limit_burst",
+    "auth_rate_limit_per_second",
+    "auth_rate_limit_burst",
     "request_timeout_ms",
     "shutdown_timeout_secs",
     "database_url",
     "db_max_connections",
     "sqlite_max_connections",
     "sqlite_synchronous",
-    "reservation_ttl_secs",
-    "catalog_cache_ttl_ms",
-    "payment_timeout_ms",
-    "payment_provider_latency_ms",
-    "payment_provider_failure_rate",
-    "checkout_wait_ms",
-    "fault_abort_at",
-    "mail_transport",
-    "mail_from",
     "only",
-    "peer_identity",
-    "peer_catalog",
-    "peer_cart",
-    "peer_payments",
-    "peer_orders",
-    "peer_notifications",
-    "peer_analytics",
     "nats_url",
     "nats_prefix",
     "service_secret",
@@ -228,6 +184,7 @@ pub const KEYS: &[&str] = &[
     "fault_admin",
     "max_in_flight_requests",
     "metrics_enabled",
+    "metrics_token",
 ];
 
 /// Values given as command-line flags; `None` leaves the lower layers alone.
@@ -249,13 +206,21 @@ pub enum ConfigError {
     MissingFile(PathBuf),
     #[error("invalid configuration: {0}")]
     Figment(Box<figment::Error>),
+    #[error("unknown configuration key `{0}`")]
+    Unknown(String),
     #[error("invalid configuration key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
 
 impl Config {
-    /// Loads the layers in order and validates the result.
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+    /// Loads the layers in order and validates the result. `module_keys` are the keys
+    /// the modules own (their descriptors name them); any other key in the file is an
+    /// error, and the environment is read only for known keys.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        module_keys: &[&str],
+    ) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -263,28 +228,67 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
+        let keys: Vec<&str> = KEYS.iter().chain(module_keys).copied().collect();
         figment = figment
-            .merge(Env::prefixed("BAZAAR_").only(KEYS))
+            .merge(Env::prefixed("BAZAAR_").only(&keys))
+            // `BAZAAR_PEER_CATALOG` is `peers.catalog`.
+            .merge(
+                Env::prefixed("BAZAAR_PEER_")
+                    .map(|key| format!("peers.{}", key.as_str().to_ascii_lowercase()).into()),
+            )
             .merge(Serialized::defaults(overrides));
-        let config: Config = figment
+        let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Figment(Box::new(e)))?;
+        // The older spelling of a peer, `peer_catalog = "..."`: kept working.
+        let older: Vec<String> = config
+            .modules
+            .keys()
+            .filter(|key| key.starts_with("peer_"))
+            .cloned()
+            .collect();
+        for key in older {
+            if let Some(value) = config.modules.remove(&key) {
+                let module = key.trim_start_matches("peer_").to_owned();
+                let url = value.into_string().ok_or_else(|| ConfigError::Invalid {
+                    key: "peers",
+                    message: format!("`{key}` must be a URL string"),
+                })?;
+                config.peers.entry(module).or_insert(url);
+            }
+        }
+        if let Some(unknown) = config
+            .modules
+            .keys()
+            .find(|key| !module_keys.contains(&key.as_str()))
+        {
+            return Err(ConfigError::Unknown(unknown.clone()));
+        }
         config.validate()?;
         Ok(config)
     }
 
-    /// The peer address configured for `module` (`peer_<module>`).
+    /// The peer address configured for `module`.
     pub fn peer(&self, module: &str) -> Option<&str> {
-        match module {
-            "identity" => self.peer_identity.as_deref(),
-            "catalog" => self.peer_catalog.as_deref(),
-            "cart" => self.peer_cart.as_deref(),
-            "payments" => self.peer_payments.as_deref(),
-            "orders" => self.peer_orders.as_deref(),
-            "notifications" => self.peer_notifications.as_deref(),
-            "analytics" => self.peer_analytics.as_deref(),
-            _ => None,
+        self.peers.get(module).map(String::as_str)
+    }
+
+    /// A module's typed settings, read from its keys (unset ones take the type's
+    /// defaults). The error names the offending key.
+    pub fn section<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        Figment::from(Serialized::defaults(&self.modules))
+            .extract()
+            .map_err(|e| ConfigError::Figment(Box::new(e)))
+    }
+
+    /// Sets a module's key, as the file or the environment would (tests, tools).
+    pub fn set(&mut self, key: &str, value: impl Serialize) -> &mut Self {
+        // Serialising plain values into figment's tree cannot fail; a value that
+        // could would surface when the module reads its section.
+        if let Ok(value) = Value::serialize(value) {
+            self.modules.insert(key.to_owned(), value);
         }
+        self
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -308,28 +312,14 @@ impl Config {
                 "must be at least 1 when rate limiting is on",
             ));
         }
-        if self.request_timeout_ms == 0 {
-            return Err(invalid("request_timeout_ms", "must be positive"));
-        }
-        if self.payment_timeout_ms == 0 {
-            return Err(invalid("payment_timeout_ms", "must be positive"));
-        }
-        if !(0.0..=1.0).contains(&self.payment_provider_failure_rate) {
+        if self.auth_rate_limit_per_second > 0 && self.auth_rate_limit_burst == 0 {
             return Err(invalid(
-                "payment_provider_failure_rate",
-                "must be between 0.0 and 1.0",
+                "auth_rate_limit_burst",
+                "must be at least 1 when auth rate limiting is on",
             ));
         }
-        if let Some(point) = &self.fault_abort_at {
-            if !["after_reserve", "after_charge", "before_publish"].contains(&point.as_str()) {
-                return Err(invalid(
-                    "fault_abort_at",
-                    "must be after_reserve, after_charge or before_publish",
-                ));
-            }
-        }
-        if self.reservation_ttl_secs == 0 {
-            return Err(invalid("reservation_ttl_secs", "must be positive"));
+        if self.request_timeout_ms == 0 {
+            return Err(invalid("request_timeout_ms", "must be positive"));
         }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -353,6 +343,9 @@ impl Config {
                     format!("`{origin}` is not a valid origin"),
                 ));
             }
+        }
+        if self.metrics_token.as_ref().is_some_and(|t| t.len() < 32) {
+            return Err(invalid("metrics_token", "must be at least 32 bytes"));
         }
         if let Some(secret) = &self.service_secret {
             if secret.len() < 32 {
@@ -396,9 +389,53 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// A module's settings, as a descriptor would declare them.
+    const MODULE_KEYS: &[&str] = &["seed_products"];
+
+    #[derive(Debug, Deserialize)]
+    #[serde(default)]
+    struct Seeding {
+        seed_products: u32,
+    }
+
+    impl Default for Seeding {
+        fn default() -> Self {
+            Self {
+                seed_products: 1000,
+            }
+        }
+    }
+
+    fn seeded(config: &Config) -> u32 {
+        config.section::<Seeding>().unwrap().seed_products
+    }
+
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_auth_rate_limit_is_checked() {
+        let invalid = |config: Config, key: &str| {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        };
+        invalid(
+            Config {
+                auth_rate_limit_burst: 0,
+                ..Config::default()
+            },
+            "auth_rate_limit_burst",
+        );
+        // Off, the burst does not matter.
+        Config {
+            auth_rate_limit_per_second: 0,
+            auth_rate_limit_burst: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]
@@ -412,9 +449,10 @@ mod tests {
                 http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
                 ..Overrides::default()
             };
-            let config = Config::load(Some(Path::new("bazaar.toml")), &overrides).unwrap();
+            let config =
+                Config::load(Some(Path::new("bazaar.toml")), &overrides, MODULE_KEYS).unwrap();
             assert_eq!(config.http_addr.port(), 9100);
-            assert_eq!(config.seed_products, 5);
+            assert_eq!(seeded(&config), 5);
             Ok(())
         });
     }
@@ -425,9 +463,13 @@ mod tests {
             jail.create_file("bazaar.toml", "seed_products = 5\n")?;
             jail.set_env("BAZAAR_SEED_PRODUCTS", "7");
             jail.set_env("BAZAAR_UNRELATED_THING", "ignored");
-            let config =
-                Config::load(Some(Path::new("bazaar.toml")), &Overrides::default()).unwrap();
-            assert_eq!(config.seed_products, 7);
+            let config = Config::load(
+                Some(Path::new("bazaar.toml")),
+                &Overrides::default(),
+                MODULE_KEYS,
+            )
+            .unwrap();
+            assert_eq!(seeded(&config), 7);
             Ok(())
         });
     }
@@ -436,13 +478,13 @@ mod tests {
     fn database_url_comes_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             assert_eq!(
-                Config::load(None, &Overrides::default())
+                Config::load(None, &Overrides::default(), MODULE_KEYS)
                     .unwrap()
                     .database_url,
                 None
             );
             jail.set_env("BAZAAR_DATABASE_URL", "postgresql://bazaar@db:5432/shop");
-            let config = Config::load(None, &Overrides::default()).unwrap();
+            let config = Config::load(None, &Overrides::default(), MODULE_KEYS).unwrap();
             assert_eq!(
                 config.database_url.as_deref(),
                 Some("postgresql://bazaar@db:5432/shop")
@@ -462,8 +504,12 @@ mod tests {
                 "BAZAAR_FAULTS",
                 "{\"payments.charge\" = {latency_ms = 200}}",
             );
-            let config =
-                Config::load(Some(Path::new("bazaar.toml")), &Overrides::default()).unwrap();
+            let config = Config::load(
+                Some(Path::new("bazaar.toml")),
+                &Overrides::default(),
+                MODULE_KEYS,
+            )
+            .unwrap();
             let overrides = &config.dependencies["payments"];
             assert_eq!(overrides.breaker_failures, Some(3));
             // Unset fields keep the dependency's own defaults.
@@ -479,9 +525,13 @@ mod tests {
             );
             assert_eq!(config.faults["payments.charge"].latency_ms, 200);
             jail.set_env("BAZAAR_FAULTS", "{catalog = {error_rate = 2.0}}");
-            let err = Config::load(Some(Path::new("bazaar.toml")), &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let err = Config::load(
+                Some(Path::new("bazaar.toml")),
+                &Overrides::default(),
+                MODULE_KEYS,
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains("faults"), "{err}");
             Ok(())
         });
@@ -491,7 +541,7 @@ mod tests {
     fn bad_values_name_the_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("BAZAAR_REQUEST_TIMEOUT_MS", "soon");
-            let err = Config::load(None, &Overrides::default())
+            let err = Config::load(None, &Overrides::default(), MODULE_KEYS)
                 .unwrap_err()
                 .to_string();
             assert!(err.to_lowercase().contains("request_timeout_ms"), "{err}");
@@ -499,15 +549,19 @@ mod tests {
         });
         figment::Jail::expect_with(|jail| {
             jail.create_file("bazaar.toml", "no_such_key = 1\n")?;
-            let err = Config::load(Some(Path::new("bazaar.toml")), &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let err = Config::load(
+                Some(Path::new("bazaar.toml")),
+                &Overrides::default(),
+                MODULE_KEYS,
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains("no_such_key"), "{err}");
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
             jail.set_env("BAZAAR_DATABASE_URL", "mysql://root@localhost/bazaar");
-            let err = Config::load(None, &Overrides::default())
+            let err = Config::load(None, &Overrides::default(), MODULE_KEYS)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("database_url"), "{err}");
@@ -515,11 +569,62 @@ mod tests {
         });
         figment::Jail::expect_with(|jail| {
             jail.set_env("BAZAAR_JWT_SECRET", "short");
-            let err = Config::load(None, &Overrides::default())
+            let err = Config::load(None, &Overrides::default(), MODULE_KEYS)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("jwt_secret"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn peers_from_the_environment_the_file_and_the_older_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "bazaar.toml",
+                "peer_cart = \"http://cart:8080\"\n[peers]\norders = \"http://orders:8080\"\n",
+            )?;
+            jail.set_env("BAZAAR_PEER_CATALOG", "http://catalog:8080");
+            let config = Config::load(
+                Some(Path::new("bazaar.toml")),
+                &Overrides::default(),
+                MODULE_KEYS,
+            )
+            .unwrap();
+            assert_eq!(config.peer("catalog"), Some("http://catalog:8080"));
+            assert_eq!(config.peer("cart"), Some("http://cart:8080"));
+            assert_eq!(config.peer("orders"), Some("http://orders:8080"));
+            assert_eq!(config.peer("payments"), None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn module_keys_are_known_only_when_a_module_declares_them() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bazaar.toml", "seed_products = 5\n")?;
+            let err = Config::load(Some(Path::new("bazaar.toml")), &Overrides::default(), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("seed_products"), "{err}");
+            jail.set_env("BAZAAR_SEED_PRODUCTS", "soon");
+            let config = Config::load(
+                Some(Path::new("bazaar.toml")),
+                &Overrides::default(),
+                MODULE_KEYS,
+            )
+            .unwrap();
+            let err = config.section::<Seeding>().unwrap_err().to_string();
+            assert!(err.contains("seed_products"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn set_is_what_a_file_would_say() {
+        let mut config = Config::default();
+        config.set("seed_products", 3);
+        assert_eq!(seeded(&config), 3);
+        assert_eq!(seeded(&Config::default()), 1000);
     }
 }

@@ -15,10 +15,12 @@
 //!
 //! This crate re-exports them under the paths modules use (`chassis::http`,
 //! `chassis::outbox`, `chassis::Problem` ...) and adds what needs several of them: the
-//! [`admin`] API and the process [`config`].
+//! [`admin`] API, the process [`config`] and the [`module`] descriptor every module
+//! crate implements.
 
 pub mod admin;
 pub mod config;
+pub mod module;
 
 pub use chassis_core::{debug_fields, events, id, money, page, private_fs, retry, time};
 pub use chassis_http::{auth, deadline, extract, impl_into_response, openapi};

@@ -125,3 +125,11 @@ pub struct ProductChanged {
     pub product_id: String,
 }
 crate::event!(ProductChanged, "catalog", "ProductChanged", v 1, |e| e.product_id);
+
+/// The events this module publishes (its descriptor's `publishes`).
+pub const EVENTS: &[&str] = &[
+    <StockReserved as chassis_core::events::DomainEvent>::TYPE,
+    <StockReleased as chassis_core::events::DomainEvent>::TYPE,
+    <StockCommitted as chassis_core::events::DomainEvent>::TYPE,
+    <ProductChanged as chassis_core::events::DomainEvent>::TYPE,
+];

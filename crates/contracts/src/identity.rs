@@ -21,3 +21,6 @@ pub struct UserRegistered {
     pub name: String,
 }
 crate::event!(UserRegistered, "identity", "UserRegistered", v 1, |e| e.user_id);
+
+/// The events this module publishes (its descriptor's `publishes`).
+pub const EVENTS: &[&str] = &[<UserRegistered as chassis_core::events::DomainEvent>::TYPE];

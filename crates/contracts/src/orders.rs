@@ -65,3 +65,11 @@ pub struct OrderCancelled {
     pub currency: String,
 }
 crate::event!(OrderCancelled, "orders", "OrderCancelled", v 1, |e| e.order_id);
+
+/// The events this module publishes (its descriptor's `publishes`).
+pub const EVENTS: &[&str] = &[
+    <OrderPlaced as chassis_core::events::DomainEvent>::TYPE,
+    <OrderConfirmed as chassis_core::events::DomainEvent>::TYPE,
+    <OrderFailed as chassis_core::events::DomainEvent>::TYPE,
+    <OrderCancelled as chassis_core::events::DomainEvent>::TYPE,
+];

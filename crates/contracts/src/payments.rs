@@ -109,3 +109,10 @@ pub struct PaymentDeclined {
     pub reason: String,
 }
 crate::event!(PaymentDeclined, "payments", "PaymentDeclined", v 1, |e| e.order_id);
+
+/// The events this module publishes (its descriptor's `publishes`).
+pub const EVENTS: &[&str] = &[
+    <PaymentCaptured as chassis_core::events::DomainEvent>::TYPE,
+    <PaymentRefunded as chassis_core::events::DomainEvent>::TYPE,
+    <PaymentDeclined as chassis_core::events::DomainEvent>::TYPE,
+];

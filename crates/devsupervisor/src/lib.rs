@@ -52,6 +52,9 @@ pub struct Launch {
     pub log_format: Option<String>,
     /// The modules, in the order they get ports (the gateway's port + 1, + 2, ...).
     pub modules: Vec<&'static str>,
+    /// The configuration keys the modules own (their descriptors'), so the
+    /// configuration loads as `serve` loads it.
+    pub module_settings: Vec<&'static str>,
     /// The edge's name in `serve --only`.
     pub gateway: &'static str,
 }
@@ -111,7 +114,11 @@ pub async fn run(launch: Launch, args: DevArgs) -> anyhow::Result<()> {
         data_dir: launch.data_dir.clone(),
         ..Overrides::default()
     };
-    let mut config = Config::load(launch.config.as_deref(), &overrides)?;
+    let mut config = Config::load(
+        launch.config.as_deref(),
+        &overrides,
+        &launch.module_settings,
+    )?;
     if args.database_url.is_some() {
         config.database_url = args.database_url;
     }
@@ -146,6 +153,11 @@ pub async fn run(launch: Launch, args: DevArgs) -> anyhow::Result<()> {
         service_secret: load_or_create_secret(
             config.service_secret.as_deref(),
             &data_dir.join("service-secret"),
+        )?,
+        // One scrape credential for every child, so one Prometheus job reads them all.
+        metrics_token: load_or_create_secret(
+            config.metrics_token.as_deref(),
+            &data_dir.join("metrics-token"),
         )?,
         data_dir,
         database_url,

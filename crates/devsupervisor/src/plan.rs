@@ -123,6 +123,7 @@ pub(crate) struct Shared {
     pub(crate) nats_prefix: String,
     pub(crate) jwt_secret: String,
     pub(crate) service_secret: String,
+    pub(crate) metrics_token: String,
 }
 
 /// The environment one child runs with: these set on top of the parent's, those
@@ -159,6 +160,10 @@ pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv
         (
             "BAZAAR_SERVICE_SECRET".into(),
             shared.service_secret.clone().into(),
+        ),
+        (
+            "BAZAAR_METRICS_TOKEN".into(),
+            shared.metrics_token.clone().into(),
         ),
     ];
     let mut remove = vec!["BAZAAR_ONLY".to_owned()];
@@ -225,6 +230,7 @@ mod tests {
             nats_prefix: "bazaar".into(),
             jwt_secret: "j".repeat(32),
             service_secret: "s".repeat(32),
+            metrics_token: "m".repeat(32),
         }
     }
 

@@ -5,6 +5,7 @@
 
 (() => {
   const TOKEN_KEY = 'bazaar.console.token';
+  const RENEW_KEY = 'bazaar.console.refresh';
   const REFRESH_MS = 5000;
   const RATE_MS = 2000;
   const RATE_POINTS = 60;
@@ -12,6 +13,8 @@
   const $ = (id) => document.getElementById(id);
 
   let token = sessionStorage.getItem(TOKEN_KEY);
+  let renewal = sessionStorage.getItem(RENEW_KEY);
+  let renewing = null;
   let timers = [];
   let refreshing = false;
   let selectedTrace = null;
@@ -76,11 +79,50 @@
 
   class Unavailable extends Error {}
 
-  // GET an admin endpoint with the token. 401/403 end the session; 404 means the
-  // server has no such endpoint (`null`); other failures throw for the panel to show.
-  async function api(path) {
-    const response = await fetch(path, { headers: { Authorization: 'Bearer ' + token, Accept: 'application/json' } });
-    if (response.status === 401) { signOut('Your session has expired: sign in again.'); throw new Unavailable('signed out'); }
+  function keep(session) {
+    token = session.token;
+    renewal = session.refresh_token || null;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    if (renewal) sessionStorage.setItem(RENEW_KEY, renewal); else sessionStorage.removeItem(RENEW_KEY);
+  }
+
+  // Access tokens are short-lived: trade the refresh token for a new pair. One
+  // exchange at a time, shared by every panel that needs it: a refresh token is single
+  // use, and a second use would end the session.
+  function renew() {
+    if (!renewal) return Promise.resolve(false);
+    if (!renewing) {
+      renewing = (async () => {
+        try {
+          const response = await fetch('/api/v1/auth/refresh', {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+            body: JSON.stringify({ refresh_token: renewal }),
+          });
+          const body = await response.json().catch(() => null);
+          if (!response.ok || !body || !body.token) return false;
+          keep(body);
+          return true;
+        } catch (e) {
+          return false;
+        }
+      })().finally(() => { renewing = null; });
+    }
+    return renewing;
+  }
+
+  // GET an admin endpoint with the token. A 401 renews the token once; 401/403 then
+  // end the session; 404 means the server has no such endpoint (`null`); other
+  // failures throw for the panel to show.
+  async function api(path, renewed) {
+    const sent = token;
+    const response = await fetch(path, { headers: { Authorization: 'Bearer ' + sent, Accept: 'application/json' } });
+    if (response.status === 401) {
+      // Another panel may have renewed it meanwhile.
+      if (!renewed && (token !== sent || await renew())) return api(path, true);
+      signOut('Your session has expired: sign in again.');
+      throw new Unavailable('signed out');
+    }
     if (response.status === 403) { signOut('This account is not an administrator.'); throw new Unavailable('forbidden'); }
     if (response.status === 404) return null;
     const body = await response.json().catch(() => null);
@@ -93,8 +135,14 @@
   // ---- sign in / out --------------------------------------------------------------
 
   function signOut(message) {
+    if (token) {
+      // Ends the session server-side too (its refresh tokens); best effort.
+      fetch('/api/v1/auth/logout', { method: 'POST', headers: { Authorization: 'Bearer ' + token } }).catch(() => {});
+    }
     token = null;
+    renewal = null;
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(RENEW_KEY);
     timers.forEach(clearInterval);
     timers = [];
     $('console').hidden = true;
@@ -131,8 +179,7 @@
         error.textContent = 'Access denied: ' + email + ' is not an administrator. The console is for admins only.';
         return;
       }
-      token = body.token;
-      sessionStorage.setItem(TOKEN_KEY, token);
+      keep(body);
       $('password').value = '';
       start(body.user);
     } catch (e) {
@@ -156,7 +203,10 @@
   async function resume() {
     if (!token) { signOut(''); return; }
     try {
-      const response = await fetch('/api/v1/me', { headers: { Authorization: 'Bearer ' + token } });
+      let response = await fetch('/api/v1/me', { headers: { Authorization: 'Bearer ' + token } });
+      if (response.status === 401 && await renew()) {
+        response = await fetch('/api/v1/me', { headers: { Authorization: 'Bearer ' + token } });
+      }
       const user = response.ok ? await response.json() : null;
       if (user && user.role === 'admin') start(user);
       else signOut(user ? 'This account is not an administrator.' : '');
@@ -547,7 +597,7 @@
   async function sampleRate() {
     if (!token) return;
     try {
-      const response = await fetch('/metrics');
+      const response = await fetch('/metrics', { headers: { Authorization: 'Bearer ' + token } });
       if (!response.ok) throw new Error('HTTP ' + response.status);
       const now = counters(await response.text());
       if (lastCounters && now.all >= lastCounters.all) {

@@ -32,6 +32,28 @@ pub struct EdgeSettings {
     /// Sustained requests per second per client IP; 0 turns limiting off.
     pub rate_per_second: u32,
     pub rate_burst: u32,
+    /// The stricter limit on [`AUTH_PREFIX`] (each request costs a password hash);
+    /// 0 turns it off.
+    pub auth_rate_per_second: u32,
+    pub auth_rate_burst: u32,
+}
+
+/// The routes that hash passwords (register, login), limited apart.
+pub const AUTH_PREFIX: &str = "/api/v1/auth/";
+
+impl EdgeSettings {
+    /// The edge's limiters: the general one per client, and the stricter one on
+    /// [`AUTH_PREFIX`]; those turned off are left out.
+    pub fn limiters(&self) -> Vec<RateLimit> {
+        [
+            RateLimit::new(self.rate_per_second, self.rate_burst),
+            RateLimit::new(self.auth_rate_per_second, self.auth_rate_burst)
+                .map(|limit| limit.only_under(AUTH_PREFIX)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// The public OpenAPI document: every module's paths, the ops routes, the shared
@@ -86,17 +108,17 @@ pub fn router(
     docs: &OpenApi,
     readiness: Readiness,
     settings: &EdgeSettings,
-    limiter: Option<RateLimit>,
+    limiters: Vec<RateLimit>,
+    scrape: chassis::http::ScrapeCredential,
 ) -> Router {
     // At 0 from the start, limiter or not: alerts and dashboards query it.
     chassis::metrics::zero_counter("http_rate_limited_total", &[]);
-    let api = match limiter {
-        Some(limiter) => modules.layer(axum::middleware::from_fn_with_state(
+    let api = limiters.into_iter().fold(modules, |api, limiter| {
+        api.layer(axum::middleware::from_fn_with_state(
             limiter,
             rate_limit::enforce,
-        )),
-        None => modules,
-    };
+        ))
+    });
     // The split gateway forwards by prefix (catch-all routes): its metrics name the
     // public route template a path is an instance of instead.
     let api = api.layer(axum::middleware::from_fn_with_state(
@@ -105,7 +127,7 @@ pub fn router(
     ));
     let router = Router::new()
         .merge(api)
-        .merge(chassis::http::ops_router(readiness))
+        .merge(chassis::http::ops_router(readiness, scrape))
         .merge(docs::router(docs))
         .merge(console::page_router());
     // CORS outermost: it must see preflight OPTIONS before routing would answer them

@@ -1,5 +1,7 @@
 //! Per-client rate limiting at the edge: a token bucket per client IP (GCRA, via
-//! `governor`), answered with 429 problem+json and `Retry-After`.
+//! `governor`), answered with 429 problem+json and `Retry-After`. A limiter may be
+//! confined to one path prefix: `/api/v1/auth/` has a stricter one of its own, since
+//! each of its requests costs a password hash.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -19,6 +21,8 @@ type Limiter =
 #[derive(Clone)]
 pub struct RateLimit {
     limiter: Arc<Limiter>,
+    /// Only requests under this path prefix count (and may be refused); `None`: all.
+    only_under: Option<&'static str>,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -36,7 +40,15 @@ impl RateLimit {
             limiter: Arc::new(RateLimiter::keyed(
                 Quota::per_second(rate).allow_burst(burst),
             )),
+            only_under: None,
         })
+    }
+
+    /// The same limit, applied only to paths under `prefix`.
+    #[must_use]
+    pub fn only_under(mut self, prefix: &'static str) -> Self {
+        self.only_under = Some(prefix);
+        self
     }
 
     /// Forgets idle clients every minute so the table does not grow without bound.
@@ -58,6 +70,12 @@ impl RateLimit {
 }
 
 pub(crate) async fn enforce(State(limit): State<RateLimit>, req: Request, next: Next) -> Response {
+    if limit
+        .only_under
+        .is_some_and(|prefix| !req.uri().path().starts_with(prefix))
+    {
+        return next.run(req).await;
+    }
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

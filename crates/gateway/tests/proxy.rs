@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The edge's scrape credential.
+const SCRAPE_TOKEN: &str = "scrape-token-for-the-proxy-tests-0000";
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -299,13 +302,16 @@ impl Edge {
             cors_origins: Vec::new(),
             rate_per_second: 0,
             rate_burst: 0,
+            auth_rate_per_second: 0,
+            auth_rate_burst: 0,
         };
         let router = gateway::router(
             modules,
             &gateway::openapi(Vec::new()),
             Readiness::new(),
             &settings,
-            None,
+            Vec::new(),
+            chassis::http::ScrapeCredential::new(SCRAPE_TOKEN, tokens.clone()),
         );
         let (addr, _serving) = testkit::http::serve(router).await;
         Edge {
@@ -537,6 +543,7 @@ async fn the_edge_verifies_the_caller_and_forwards_an_identity() {
         Some(Principal {
             user_id: "u1".into(),
             role: Role::Admin,
+            session_id: None,
         })
     );
     // A service with the same secret accepts it; a different secret does not.
@@ -554,6 +561,7 @@ async fn the_edge_verifies_the_caller_and_forwards_an_identity() {
         .forward_identity(&Principal {
             user_id: "root".into(),
             role: Role::Admin,
+            session_id: None,
         })
         .unwrap();
     let response = edge
@@ -610,6 +618,7 @@ async fn a_bad_bearer_is_refused_at_the_edge() {
         .forward_identity(&Principal {
             user_id: "u1".into(),
             role: Role::Admin,
+            session_id: None,
         })
         .unwrap();
 
@@ -673,8 +682,15 @@ async fn an_unreachable_upstream_costs_only_its_routes() {
     assert_eq!(body["detail"], "identity is unavailable");
     assert_eq!(catalog.seen().len(), 2);
 
+    let anonymous = edge.get("/metrics").send().await.unwrap();
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "metrics are not for anonymous clients"
+    );
     let metrics = edge
         .get("/metrics")
+        .bearer_auth(SCRAPE_TOKEN)
         .send()
         .await
         .unwrap()

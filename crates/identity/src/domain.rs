@@ -102,7 +102,9 @@ impl Password {
 
 pub const NAME_MAX: usize = 100;
 
-/// A display name: 1 to 100 characters.
+/// A display name: 1 to 100 characters, trimmed, with no control characters and no
+/// invisible bidirectional-formatting characters. It ends up in emails and pages, so
+/// it cannot carry line breaks or text that reorders what follows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Name(String);
 
@@ -112,17 +114,34 @@ pub enum NameError {
     Empty,
     #[error("must be at most {NAME_MAX} characters")]
     TooLong,
+    #[error("must not contain control or text-direction characters")]
+    Control,
+}
+
+/// Unicode's explicit bidirectional formatting characters (marks, embeddings,
+/// overrides, isolates) and the other zero-width format characters a name has no use
+/// for.
+fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2069}'
+        | '\u{FEFF}'
+        | '\u{061C}')
 }
 
 impl Name {
     pub fn parse(raw: &str) -> Result<Self, NameError> {
-        let n = raw.chars().count();
+        let name = raw.trim();
+        let n = name.chars().count();
         if n == 0 {
             Err(NameError::Empty)
         } else if n > NAME_MAX {
             Err(NameError::TooLong)
+        } else if name.chars().any(|c| c.is_control() || is_format_char(c)) {
+            Err(NameError::Control)
         } else {
-            Ok(Self(raw.to_owned()))
+            Ok(Self(name.to_owned()))
         }
     }
 
@@ -183,5 +202,25 @@ mod tests {
         assert_eq!(Name::parse(""), Err(NameError::Empty));
         assert!(Name::parse("Ada Lovelace").is_ok());
         assert_eq!(Name::parse(&"é".repeat(101)), Err(NameError::TooLong));
+        assert!(Name::parse(&"é".repeat(100)).is_ok());
+        assert_eq!(Name::parse("   "), Err(NameError::Empty));
+        assert_eq!(Name::parse(" Ada ").unwrap().as_str(), "Ada");
+        assert_eq!(
+            Name::parse("Zoë O'Neil-Ñúñez 李").unwrap().as_str(),
+            "Zoë O'Neil-Ñúñez 李"
+        );
+        for bad in [
+            "Ada\nBcc: x@example.com",
+            "Ada\r\nSubject: hi",
+            "Ada\tLovelace",
+            "Ada\u{7}",
+            "Ada\u{0}",
+            "Ada\u{85}Lovelace",
+            "\u{202e}ecalevoL adA",
+            "Ada\u{2066}x",
+            "Ada\u{200b}",
+        ] {
+            assert_eq!(Name::parse(bad), Err(NameError::Control), "{bad:?}");
+        }
     }
 }

@@ -15,10 +15,21 @@ pub enum IdentityError {
     AdminEmailTaken(String),
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// Too many failed sign-ins for this account or from this client.
+    #[error("too many failed sign-ins; wait before trying again")]
+    Throttled { retry_after_secs: u64 },
+    /// Unknown, expired, revoked or already used.
+    #[error("invalid, expired or revoked refresh token")]
+    InvalidRefreshToken,
+    #[error("the current password is wrong")]
+    WrongPassword,
     #[error("user not found")]
     UnknownUser,
     #[error("identity store failed")]
     Store(#[from] sqlx::Error),
+    /// Every password-hashing slot stayed busy for the whole wait.
+    #[error("too many sign-ins and registrations at once; retry shortly")]
+    Busy { retry_after_secs: u64 },
     #[error("password hashing failed: {0}")]
     Hashing(String),
     #[error("token signing failed")]
@@ -35,10 +46,19 @@ impl From<IdentityError> for Problem {
             IdentityError::EmailTaken | IdentityError::AdminEmailTaken(_) => {
                 Problem::conflict(error.to_string())
             }
-            IdentityError::InvalidCredentials => Problem::unauthorized(error.to_string()),
+            IdentityError::InvalidCredentials | IdentityError::InvalidRefreshToken => {
+                Problem::unauthorized(error.to_string())
+            }
+            IdentityError::WrongPassword => Problem::forbidden(error.to_string()),
             // A token for a deleted account is as good as no token.
             IdentityError::UnknownUser => {
                 Problem::unauthorized("the token's user no longer exists")
+            }
+            IdentityError::Throttled { retry_after_secs } => {
+                Problem::too_many_requests(retry_after_secs).with_detail(error.to_string())
+            }
+            IdentityError::Busy { retry_after_secs } => {
+                Problem::unavailable(error.to_string()).with_retry_after(retry_after_secs)
             }
             IdentityError::Store(_)
             | IdentityError::Hashing(_)

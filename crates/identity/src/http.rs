@@ -3,8 +3,8 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use chassis::auth::{ApiState, AuthUser};
+use axum::routing::{get, post, put};
+use chassis::auth::{ApiState, AuthUser, ClientIp};
 use chassis::extract::Json;
 use contracts::identity::User;
 use serde::{Deserialize, Serialize};
@@ -35,10 +35,30 @@ pub(crate) struct LoginRequest {
     password: String,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefreshRequest {
+    /// The refresh token of the last register, login or refresh answer.
+    refresh_token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangePasswordRequest {
+    current_password: String,
+    #[schema(min_length = 8, max_length = 1024)]
+    new_password: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SessionResponse {
-    /// Bearer token for `Authorization: Bearer <token>`.
+    /// Bearer token for `Authorization: Bearer <token>`: short-lived (`expires_in`).
     token: String,
+    /// Exchanged at `POST /api/v1/auth/refresh` for a new token pair. Single use:
+    /// presenting a used one again revokes the session.
+    refresh_token: String,
+    /// Seconds until `token` expires.
+    expires_in: u64,
     user: User,
 }
 
@@ -46,6 +66,8 @@ impl From<Session> for SessionResponse {
     fn from(s: Session) -> Self {
         Self {
             token: s.token,
+            refresh_token: s.refresh_token,
+            expires_in: s.expires_in,
             user: s.user,
         }
     }
@@ -56,14 +78,16 @@ impl From<Session> for SessionResponse {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = SessionResponse),
-        (status = 409, description = "Email already registered", body = chassis::Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "Email already registered", body = chassis::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many sign-ins at once; retry after `Retry-After` seconds", body = chassis::Problem, content_type = "application/problem+json")))]
 async fn register(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), IdentityError> {
     let session = state
         .service
-        .register(&req.email, &req.password, &req.name)
+        .register(&req.email, &req.password, &req.name, client)
         .await?;
     Ok((StatusCode::CREATED, Json(session.into())))
 }
@@ -73,13 +97,67 @@ async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = SessionResponse),
-        (status = 401, description = "Wrong email or password", body = chassis::Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "Wrong email or password", body = chassis::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed sign-ins for this account or from this client; retry after `Retry-After` seconds", body = chassis::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many sign-ins at once; retry after `Retry-After` seconds", body = chassis::Problem, content_type = "application/problem+json")))]
 async fn login(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<SessionResponse>, IdentityError> {
-    let session = state.service.login(&req.email, &req.password).await?;
+    let session = state
+        .service
+        .login(&req.email, &req.password, client)
+        .await?;
     Ok(Json(session.into()))
+}
+
+/// Exchange a refresh token for a new access token and refresh token.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "identity",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token pair; the presented refresh token is now used", body = SessionResponse),
+        (status = 401, description = "Unknown, expired, revoked or already used refresh token (a reuse revokes the session)", body = chassis::Problem, content_type = "application/problem+json")))]
+async fn refresh(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> Result<Json<SessionResponse>, IdentityError> {
+    Ok(Json(
+        state.service.refresh(&req.refresh_token).await?.into(),
+    ))
+}
+
+/// Sign out: revokes this session's refresh tokens.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "identity",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Signed out; the access token lives out its short lifetime")))]
+async fn logout(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+) -> Result<StatusCode, IdentityError> {
+    state.service.logout(&principal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change the password; every other session of the account is revoked.
+#[utoipa::path(put, path = "/api/v1/me/password", tag = "identity",
+    security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Password changed; other sessions revoked"),
+        (status = 403, description = "The current password is wrong", body = chassis::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords; retry after `Retry-After` seconds", body = chassis::Problem, content_type = "application/problem+json")))]
+async fn change_password(
+    State(state): State<AppState>,
+    AuthUser(principal): AuthUser,
+    ClientIp(client): ClientIp,
+    Json(req): Json<ChangePasswordRequest>,
+) -> Result<StatusCode, IdentityError> {
+    state
+        .service
+        .change_password(&principal, &req.current_password, &req.new_password, client)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The signed-in user.
@@ -98,7 +176,10 @@ pub fn router(service: IdentityService) -> Router {
     Router::new()
         .route("/api/v1/auth/register", post(register))
         .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/me/password", put(change_password))
         .with_state(AppState {
             tokens: service.tokens().clone(),
             service,
@@ -107,7 +188,14 @@ pub fn router(service: IdentityService) -> Router {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(register, login, me),
-    components(schemas(RegisterRequest, LoginRequest, SessionResponse, User))
+    paths(register, login, refresh, logout, me, change_password),
+    components(schemas(
+        RegisterRequest,
+        LoginRequest,
+        RefreshRequest,
+        ChangePasswordRequest,
+        SessionResponse,
+        User
+    ))
 )]
 pub struct ApiDoc;

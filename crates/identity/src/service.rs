@@ -1,22 +1,56 @@
 //! identity's use cases.
 
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chassis::auth::{Principal, Role, Tokens};
 use chassis::error::Violations;
 use contracts::identity::User;
 
 use crate::domain::{Email, Name, Password};
 use crate::error::IdentityError;
-use crate::store::{InsertError, UserRecord, Users};
+use crate::hashing::Hasher;
+use crate::settings::Settings;
+use crate::store::{InsertError, RefreshRecord, Rotation, Sessions, UserRecord, Users};
+use crate::throttle::LoginThrottle;
 
-/// A signed-in session: the token and who it is for.
+/// A signed-in session: the short-lived access token, the refresh token that renews
+/// it, and who it is for.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub token: String,
+    pub refresh_token: String,
+    /// Seconds until `token` expires.
+    pub expires_in: u64,
     pub user: User,
+}
+
+/// How often the sweeper runs (throttle entries), and how many of its rounds pass
+/// between purges of expired refresh tokens.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const PURGE_EVERY_ROUNDS: u32 = 60;
+
+/// A new refresh token (256 random bits, base64url) and the hash it is stored as.
+fn new_refresh_token() -> (String, String) {
+    let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+/// Only this is stored: a leaked table does not hand out sessions. A plain SHA-256
+/// suffices for 256 random bits (no guessing to slow down).
+fn token_hash(token: &str) -> String {
+    use sha2::Digest as _;
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// What `ensure_admin` did.
@@ -31,6 +65,10 @@ pub struct IdentityService {
     users: Arc<dyn Users>,
     tokens: Tokens,
     outbox: chassis::outbox::Outbox,
+    hasher: Hasher,
+    throttle: LoginThrottle,
+    sessions: Arc<dyn Sessions>,
+    refresh_ttl: Duration,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -48,31 +86,6 @@ fn public(user: &UserRecord) -> User {
     }
 }
 
-/// argon2id with the crate's defaults (the OWASP-recommended m=19 MiB, t=2, p=1).
-/// CPU-heavy, so it runs on the blocking pool, never on a runtime worker.
-async fn hash_password(password: Password) -> Result<String, IdentityError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default()
-            .hash_password(password.expose().as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| IdentityError::Hashing(e.to_string()))
-    })
-    .await
-    .map_err(|e| IdentityError::Hashing(e.to_string()))?
-}
-
-async fn verify_password(password: String, hash: String) -> Result<bool, IdentityError> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|e| IdentityError::Hashing(e.to_string()))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
-    })
-    .await
-    .map_err(|e| IdentityError::Hashing(e.to_string()))?
-}
-
 /// A hash to verify against when the email is unknown, so a login for a missing
 /// account costs the same time as one with a wrong password.
 fn dummy_hash() -> String {
@@ -88,12 +101,50 @@ fn dummy_hash() -> String {
 }
 
 impl IdentityService {
-    pub fn new(users: Arc<dyn Users>, tokens: Tokens, outbox: chassis::outbox::Outbox) -> Self {
+    pub fn new(
+        users: Arc<dyn Users>,
+        sessions: Arc<dyn Sessions>,
+        tokens: Tokens,
+        outbox: chassis::outbox::Outbox,
+        settings: &Settings,
+    ) -> Self {
         Self {
             users,
             tokens,
             outbox,
+            hasher: Hasher::new(settings),
+            throttle: LoginThrottle::new(settings.throttle),
+            sessions,
+            refresh_ttl: settings.refresh_ttl,
         }
+    }
+
+    /// Until `shutdown`: forgets stale sign-in failures every minute, and deletes
+    /// expired refresh tokens every hour.
+    pub fn spawn_sweeper(
+        &self,
+        shutdown: chassis::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            let mut round: u32 = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        service.throttle.sweep(Instant::now());
+                        if round % PURGE_EVERY_ROUNDS == 0 {
+                            let now = chassis::time::now_micros();
+                            if let Err(e) = service.sessions.purge_expired(now).await {
+                                tracing::warn!(error = %e, "purging expired refresh tokens failed");
+                            }
+                        }
+                        round = round.wrapping_add(1);
+                    }
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        })
     }
 
     pub fn outbox(&self) -> &chassis::outbox::Outbox {
@@ -104,11 +155,135 @@ impl IdentityService {
         &self.tokens
     }
 
-    fn session(&self, user: &UserRecord) -> Result<Session, IdentityError> {
+    /// A new session (refresh-token family) for `user`.
+    async fn session(&self, user: &UserRecord) -> Result<Session, IdentityError> {
+        let family_id = chassis::id::new_id();
+        let (refresh_token, token_hash) = new_refresh_token();
+        let now = chassis::time::now_micros();
+        self.sessions
+            .insert(&RefreshRecord {
+                token_hash,
+                family_id: family_id.clone(),
+                user_id: user.id.clone(),
+                created_at: now,
+                expires_at: now.saturating_add(micros(self.refresh_ttl)),
+            })
+            .await?;
+        self.tokens_for(user, &family_id, refresh_token)
+    }
+
+    /// The access token of session `family_id` for `user` as it is now (its current
+    /// role), with `refresh_token`.
+    fn tokens_for(
+        &self,
+        user: &UserRecord,
+        family_id: &str,
+        refresh_token: String,
+    ) -> Result<Session, IdentityError> {
         Ok(Session {
-            token: self.tokens.issue(&user.id, user.role)?,
+            token: self
+                .tokens
+                .issue_for_session(&user.id, user.role, Some(family_id))?,
+            refresh_token,
+            expires_in: self.tokens.ttl_secs(),
             user: public(user),
         })
+    }
+
+    /// Exchanges a live refresh token for a new pair. A used token is dead, and
+    /// presenting one again revokes its whole session: one of its two holders is
+    /// not who the session was issued to. The new access token carries the user's
+    /// current role; a deleted user's session ends.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session, IdentityError> {
+        // Ours are 43 characters; anything far longer is not worth a hash.
+        if refresh_token.is_empty() || refresh_token.len() > 128 {
+            return Err(IdentityError::InvalidRefreshToken);
+        }
+        let (next, next_hash) = new_refresh_token();
+        let now = chassis::time::now_micros();
+        let rotation = self
+            .sessions
+            .rotate(
+                &token_hash(refresh_token),
+                &next_hash,
+                now.saturating_add(micros(self.refresh_ttl)),
+                now,
+            )
+            .await?;
+        match rotation {
+            Rotation::Rotated { user_id, family_id } => {
+                let Some(user) = self.users.by_id(&user_id).await? else {
+                    self.sessions.revoke_family(&family_id, now).await?;
+                    return Err(IdentityError::InvalidRefreshToken);
+                };
+                self.tokens_for(&user, &family_id, next)
+            }
+            Rotation::Reused { family_id } => {
+                tracing::warn!(session = %family_id, "a used refresh token came back: its session is revoked");
+                Err(IdentityError::InvalidRefreshToken)
+            }
+            Rotation::Dead => Err(IdentityError::InvalidRefreshToken),
+        }
+    }
+
+    /// Ends the caller's session: its refresh tokens are revoked. Its access token
+    /// lives out its (short) lifetime.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(&self, principal: &Principal) -> Result<(), IdentityError> {
+        if let Some(session) = &principal.session_id {
+            self.sessions
+                .revoke_family(session, chassis::time::now_micros())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Changes the caller's password, given the current one, and ends every other
+    /// session of the account. Wrong current passwords count as failed sign-ins.
+    #[tracing::instrument(skip_all)]
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        current: &str,
+        new: &str,
+        client: Option<IpAddr>,
+    ) -> Result<(), IdentityError> {
+        let mut v = Violations::new();
+        let Some(new) = v.check("new_password", Password::parse(new)) else {
+            return Err(IdentityError::Invalid(
+                v.finish().err().map(|p| p.errors).unwrap_or_default(),
+            ));
+        };
+        let user = self
+            .users
+            .by_id(&principal.user_id)
+            .await?
+            .ok_or(IdentityError::UnknownUser)?;
+        self.throttle
+            .check(Some(&user.email), client, Instant::now())
+            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        let ok = current.chars().count() <= crate::domain::PASSWORD_MAX
+            && self
+                .hasher
+                .verify(current.to_owned(), user.password_hash.clone())
+                .await?;
+        if !ok {
+            self.throttle
+                .failed(Some(&user.email), client, Instant::now());
+            return Err(IdentityError::WrongPassword);
+        }
+        let hash = self.hasher.hash(new).await?;
+        self.users.set_password(&user.id, &hash).await?;
+        self.sessions
+            .revoke_user(
+                &user.id,
+                principal.session_id.as_deref(),
+                chassis::time::now_micros(),
+            )
+            .await?;
+        tracing::info!(user_id = %user.id, "password changed; other sessions revoked");
+        Ok(())
     }
 
     fn parse_account(
@@ -139,7 +314,7 @@ impl IdentityService {
             id: chassis::id::new_id(),
             email: email.as_str().to_owned(),
             name: name.as_str().to_owned(),
-            password_hash: hash_password(password).await?,
+            password_hash: self.hasher.hash(password).await?,
             role,
             created_at: chassis::time::now_micros(),
         };
@@ -160,6 +335,7 @@ impl IdentityService {
         email: &str,
         password: &str,
         name: &str,
+        client: Option<IpAddr>,
     ) -> Result<Session, IdentityError> {
         let (email, password, name) = Self::parse_account(email, password, name)?;
         // Cheap check first so a taken email does not cost a hash; the unique index
@@ -169,28 +345,47 @@ impl IdentityService {
         }
         let user = self.create(email, password, name, Role::Customer).await?;
         tracing::info!(user_id = %user.id, "user registered");
-        self.session(&user)
+        // Whoever created the account is a known client of it.
+        self.throttle.succeeded(&user.email, client, Instant::now());
+        self.session(&user).await
     }
 
+    /// Signs in, under the failed-login throttle (see `throttle`): a throttled
+    /// attempt is refused before its password is checked.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, email: &str, password: &str) -> Result<Session, IdentityError> {
-        // A password no account can have is refused before it costs a hash.
-        if password.chars().count() > crate::domain::PASSWORD_MAX {
-            return Err(IdentityError::InvalidCredentials);
-        }
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Session, IdentityError> {
         // Anything that cannot be an account is simply a failed login: no hint of
-        // which half was wrong.
-        let found = match Email::parse(email) {
-            Ok(email) => self.users.by_email(email.as_str()).await?,
-            Err(_) => None,
+        // which half was wrong. It is still counted against the client.
+        let email = Email::parse(email).ok();
+        let account = email.as_ref().map(Email::as_str);
+        self.throttle
+            .check(account, client, Instant::now())
+            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        // A password no account can have is refused before it costs a hash.
+        let too_long = password.chars().count() > crate::domain::PASSWORD_MAX;
+        let found = match &email {
+            Some(email) if !too_long => self.users.by_email(email.as_str()).await?,
+            _ => None,
         };
         let hash = found
             .as_ref()
             .map_or_else(dummy_hash, |u| u.password_hash.clone());
-        let ok = verify_password(password.to_owned(), hash).await?;
+        let ok = !too_long && self.hasher.verify(password.to_owned(), hash).await?;
         match found {
-            Some(user) if ok => self.session(&user),
-            _ => Err(IdentityError::InvalidCredentials),
+            Some(user) if ok => {
+                self.throttle.succeeded(&user.email, client, Instant::now());
+                self.session(&user).await
+            }
+            _ => {
+                self.throttle.failed(account, client, Instant::now());
+                tracing::info!(?client, "failed sign-in");
+                Err(IdentityError::InvalidCredentials)
+            }
         }
     }
 

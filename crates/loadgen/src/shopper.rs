@@ -406,17 +406,38 @@ async fn product_ids(client: &Client, base: &str) -> anyhow::Result<Vec<String>>
     Ok(ids)
 }
 
+/// Registration attempts per user before giving up on a throttled server.
+const REGISTER_ATTEMPTS: u32 = 30;
+
 async fn register(client: &Client, base: &str, email: &str) -> anyhow::Result<String> {
-    let response = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&json!({"email": email, "password": "loadgen-password", "name": "Load Generator"}))
-        .send()
-        .await
-        .with_context(|| format!("cannot register {email}"))?;
-    let status = response.status();
-    if status.as_u16() != 201 {
-        let body = response.text().await.unwrap_or_default();
-        bail!("registering {email} answered {status}: {body}");
+    for _ in 0..REGISTER_ATTEMPTS {
+        let response = client
+            .post(format!("{base}/api/v1/auth/register"))
+            .json(
+                &json!({"email": email, "password": "loadgen-password", "name": "Load Generator"}),
+            )
+            .send()
+            .await
+            .with_context(|| format!("cannot register {email}"))?;
+        let status = response.status();
+        // The edge limits sign-ups per client (429) and identity sheds hashing it has
+        // no room for (503), both with Retry-After: setting up the users waits.
+        if matches!(status.as_u16(), 429 | 503) {
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1)
+                .clamp(1, 5);
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            continue;
+        }
+        if status.as_u16() != 201 {
+            let body = response.text().await.unwrap_or_default();
+            bail!("registering {email} answered {status}: {body}");
+        }
+        return Ok(response.json::<Registered>().await?.token);
     }
-    Ok(response.json::<Registered>().await?.token)
+    bail!("registering {email}: still throttled after {REGISTER_ATTEMPTS} attempts")
 }

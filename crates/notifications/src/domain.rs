@@ -244,13 +244,24 @@ impl Recipient {
         Mailbox::new(Some(&self.name), &self.email)
     }
 
-    fn greeting(&self) -> String {
-        let name = self.name.trim();
-        if name.is_empty() {
-            "Hello,".to_owned()
-        } else {
-            format!("Hello {name},")
+    /// The name as quoted data: between guillemets, with anything that could end the
+    /// quote, break the line or reorder the text (controls, bidi overrides, the
+    /// guillemets themselves) shown as an escape instead.
+    fn quoted_name(&self) -> String {
+        let mut quoted = String::from("«");
+        for c in self.name.trim().chars() {
+            // `escape_debug` differs from the char itself for controls and other
+            // non-printing characters; quotes are fine as they are. A backslash is
+            // escaped too, so an escape in the output is always ours.
+            let plain = matches!(c, '\'' | '"') || c.escape_debug().eq(std::iter::once(c));
+            if plain && c != '«' && c != '»' {
+                quoted.push(c);
+            } else {
+                quoted.extend(c.escape_unicode());
+            }
         }
+        quoted.push('»');
+        quoted
     }
 }
 
@@ -277,21 +288,23 @@ impl Addressing<'_> {
     }
 }
 
+/// The greeting never contains the name: the name is free text its owner chose,
+/// and spliced into our sentences it would read as the shop's own words
+/// ("Hello Ada, your refund is waiting at http://…,").
+const GREETING: &str = "Hello,";
+
 const SIGNATURE: &str =
     "\n-- \nbazaar\nThis message was sent automatically; replies are not read.\n";
 
+/// The name appears once, as a labelled, quoted field, never in the subject or in
+/// a sentence.
 pub fn welcome(env: &Addressing<'_>) -> Email {
-    let name = env.to.name.trim();
-    let subject = if name.is_empty() {
-        "Welcome to bazaar".to_owned()
-    } else {
-        format!("Welcome to bazaar, {name}")
-    };
+    let subject = "Welcome to bazaar".to_owned();
     let body = format!(
-        "{greeting}\n\nWelcome to bazaar! Your account is ready: sign in with {email} \
-         to fill your cart and check out.\n{SIGNATURE}",
-        greeting = env.to.greeting(),
+        "{GREETING}\n\nWelcome to bazaar! Your account is ready: sign in with {email} \
+         to fill your cart and check out.\n\nAccount name: {name}\n{SIGNATURE}",
         email = env.to.email,
+        name = env.to.quoted_name(),
     );
     env.email(Kind::Welcome, subject, body)
 }
@@ -305,9 +318,8 @@ pub fn order_confirmed(
 ) -> Email {
     let subject = format!("Your bazaar order {order_id} is confirmed");
     let mut body = format!(
-        "{}\n\nThank you for your order. We have received your payment and your order \
-         is confirmed.\n\nOrder: {order_id}\n\n",
-        env.to.greeting()
+        "{GREETING}\n\nThank you for your order. We have received your payment and your \
+         order is confirmed.\n\nOrder: {order_id}\n\n"
     );
     for line in lines {
         let line_total = line.price_cents.saturating_mul(i64::from(line.quantity));
@@ -328,9 +340,8 @@ pub fn order_confirmed(
 pub fn order_failed(env: &Addressing<'_>, order_id: &str, reason: &str) -> Email {
     let subject = format!("Your bazaar order {order_id} could not be completed");
     let body = format!(
-        "{}\n\nWe are sorry: your order {order_id} could not be completed because {}.\n\
+        "{GREETING}\n\nWe are sorry: your order {order_id} could not be completed because {}.\n\
          You have not been charged for it. You are welcome to try again.\n{SIGNATURE}",
-        env.to.greeting(),
         reason_in_words(reason),
     );
     env.email(Kind::OrderFailed, subject, body)
@@ -344,9 +355,9 @@ pub fn order_cancelled(
 ) -> Email {
     let subject = format!("Your bazaar order {order_id} was cancelled");
     let body = format!(
-        "{}\n\nYour order {order_id} has been cancelled. We have refunded {} {currency} \
-         to your original payment method; it may take a few days to appear.\n{SIGNATURE}",
-        env.to.greeting(),
+        "{GREETING}\n\nYour order {order_id} has been cancelled. We have refunded {} \
+         {currency} to your original payment method; it may take a few days to appear.\n\
+         {SIGNATURE}",
         dollars(refunded_cents),
     );
     env.email(Kind::OrderCancelled, subject, body)
@@ -411,13 +422,14 @@ mod tests {
             to: &to,
             date: at(),
         });
-        assert_eq!(email.subject, "Welcome to bazaar, Ada Lovelace");
-        assert!(email.body.starts_with("Hello Ada Lovelace,"));
+        assert_eq!(email.subject, "Welcome to bazaar");
+        assert!(email.body.starts_with("Hello,\n"));
+        assert!(email.body.contains("\nAccount name: «Ada Lovelace»\n"));
         let text = email.to_rfc5322();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains("From: bazaar <no-reply@bazaar.test>\r\n"));
         assert!(head.contains("To: Ada Lovelace <ada@example.com>\r\n"));
-        assert!(head.contains("Subject: Welcome to bazaar, Ada Lovelace\r\n"));
+        assert!(head.contains("Subject: Welcome to bazaar\r\n"));
         assert!(head.contains("Date: Thu, 01 Jan 2026 00:00:00 +0000\r\n"));
         assert!(head.contains("Message-ID: <0190-abc@bazaar.invalid>\r\n"));
         assert!(head.contains("MIME-Version: 1.0\r\n"));
@@ -441,10 +453,49 @@ mod tests {
         let (head, _) = text.split_once("\r\n\r\n").unwrap();
         assert!(!head.contains("Bcc:"));
         assert!(head.contains("To: =?utf-8?B?"));
-        assert!(head.contains("Subject: =?utf-8?B?"));
+        assert!(head.contains("Subject: Welcome to bazaar\r\n"));
         for line in head.split("\r\n") {
             assert!(line.len() <= 78, "{line}");
         }
+    }
+
+    #[test]
+    fn the_welcome_renders_the_name_as_quoted_data_not_as_our_words() {
+        let from = Mailbox::parse("no-reply@bazaar.test").unwrap();
+        let name = "Ada» Your refund: http://evil.example «\u{202e}\nBcc:";
+        let to = recipient(name);
+        let email = welcome(&Addressing {
+            id: "n1",
+            from: &from,
+            to: &to,
+            date: at(),
+        });
+        assert_eq!(email.subject, "Welcome to bazaar");
+        assert!(email.body.starts_with("Hello,\n"), "{}", email.body);
+        let line = email
+            .body
+            .lines()
+            .find(|l| l.starts_with("Account name: "))
+            .expect("an Account name line");
+        assert_eq!(
+            line,
+            "Account name: «Ada\\u{bb} Your refund: http://evil.example \\u{ab}\\u{202e}\\u{a}Bcc:»"
+        );
+        // Nothing of the name outside its one quoted line.
+        assert_eq!(email.body.matches("evil.example").count(), 1);
+        assert!(!email.body.contains('\u{202e}'));
+        // Other emails do not greet by name either.
+        let failed = order_failed(
+            &Addressing {
+                id: "n2",
+                from: &from,
+                to: &to,
+                date: at(),
+            },
+            "o-1",
+            "out_of_stock",
+        );
+        assert!(!failed.body.contains("evil"), "{}", failed.body);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod domain;
 mod error;
 pub mod events;
 mod http;
+pub mod module;
 mod service;
 pub mod store;
 pub mod transport;
@@ -22,6 +23,8 @@ pub use transport::{MailTransport, MaildirTransport, SmtpTransport, TransportErr
 
 /// The module's embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub use module::DESCRIPTOR;
 
 pub const MODULE: &str = "notifications";
 

@@ -9,6 +9,7 @@ mod country;
 pub mod domain;
 mod error;
 mod http;
+pub mod module;
 pub mod published;
 pub mod saga;
 mod service;
@@ -20,6 +21,8 @@ pub use service::{OrderView, OrdersService};
 
 /// The module's embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub use module::DESCRIPTOR;
 
 pub const MODULE: &str = "orders";
 

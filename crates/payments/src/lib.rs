@@ -11,6 +11,7 @@
 //! routes `rpc!` derives from that contract (`contracts::payments::payments_routes`).
 
 pub mod domain;
+pub mod module;
 pub mod provider;
 mod service;
 pub mod store;
@@ -20,6 +21,8 @@ pub use service::PaymentsService;
 
 /// The module's embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub use module::DESCRIPTOR;
 
 pub const MODULE: &str = "payments";
 

@@ -22,8 +22,6 @@ use crate::helpers::{
     spawn_app_with, split_topology,
 };
 
-use bazaar::topology::MODULES;
-
 // ---- the page and the admin endpoints, without a browser -------------------------
 
 #[tokio::test]
@@ -81,7 +79,7 @@ async fn services_lists_the_gateway_and_every_module_with_their_health() {
     let items = body["items"].as_array().expect("items");
     let names: Vec<&str> = items.iter().filter_map(|i| i["name"].as_str()).collect();
     assert_eq!(names[0], "gateway", "{body}");
-    for module in MODULES {
+    for module in bazaar::registry().names() {
         assert!(names.contains(&module), "{module} in {names:?}");
     }
     for item in items {
@@ -155,7 +153,7 @@ async fn sagas_counts_orders_and_checks_its_threshold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sagas_lists_an_order_waiting_on_a_hanging_payment_as_stuck() {
     let app = spawn_app_with(|c| {
-        c.checkout_wait_ms = 100;
+        c.set("checkout_wait_ms", 100);
         c.dependencies.insert(
             "payments".to_owned(),
             PolicyOverrides {
@@ -543,7 +541,7 @@ async fn the_console_shows_the_service_map_and_a_checkout_trace_in_a_browser() {
     // The service map (the SVG's own text) names the gateway and every module.
     let map = browser
         .wait_for_text("#map svg", "every module on the service map", |t| {
-            MODULES.iter().all(|m| t.contains(m)) && t.contains("gateway")
+            bazaar::registry().names().iter().all(|m| t.contains(m)) && t.contains("gateway")
         })
         .await;
     let services = browser

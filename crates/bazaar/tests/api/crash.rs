@@ -22,6 +22,7 @@ fn environment() -> Vec<(&'static str, &'static str)> {
         ("BAZAAR_ADMIN_EMAIL", ADMIN_EMAIL),
         ("BAZAAR_ADMIN_PASSWORD", ADMIN_PASSWORD),
         ("BAZAAR_RATE_LIMIT_PER_SECOND", "0"),
+        ("BAZAAR_AUTH_RATE_LIMIT_PER_SECOND", "0"),
     ]
 }
 

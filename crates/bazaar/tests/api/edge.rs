@@ -209,7 +209,7 @@ async fn over_the_rate_a_client_gets_429_with_retry_after() {
         assert_eq!(app.get("/health/live", None).await.status(), 200);
         assert_eq!(app.get("/health/ready", None).await.status(), 200);
     }
-    assert_eq!(app.get("/metrics", None).await.status(), 200);
+    assert_eq!(app.scrape().await.status(), 200);
 }
 
 async fn preflight(app: &TestApp, path: &str, origin: &str, method: &str) -> Response {

@@ -27,7 +27,7 @@ async fn metrics_expose_red_metrics_by_route_template() {
             .status(),
         200
     );
-    let text = app.get("/metrics", None).await.text().await.unwrap();
+    let text = app.scrape().await.text().await.unwrap();
     assert!(text.contains("http_requests_total"), "{text}");
     assert!(
         text.contains("http_request_duration_seconds_bucket"),

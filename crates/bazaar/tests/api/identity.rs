@@ -495,3 +495,259 @@ async fn concurrent_registrations_of_one_email_make_one_account() {
     let statuses = statuses(attempts).await;
     assert_eq!(tally(&statuses, [201, 409]), (1, 7), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn a_burst_of_logins_from_one_client_gets_429_with_retry_after() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.auth_rate_limit_per_second = 1;
+        c.auth_rate_limit_burst = 3;
+    })
+    .await;
+    let login =
+        json!({"email": crate::helpers::ADMIN_EMAIL, "password": crate::helpers::ADMIN_PASSWORD});
+    let mut limited = None;
+    for _ in 0..30 {
+        let response = app.post_json(LOGIN, &login, None).await;
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let response = limited.expect("30 rapid logins at 1/s with a burst of 3 hit the auth limit");
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After on a 429")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After is a number of seconds");
+    assert!(retry_after >= 1, "{retry_after}");
+    assert_problem(response, 429).await;
+    // Registration shares the limit; the rest of the API does not.
+    let response = app
+        .post_json(REGISTER, &registration("late@example.com"), None)
+        .await;
+    assert_problem(response, 429).await;
+    for _ in 0..10 {
+        assert_eq!(
+            app.get("/api/v1/products?limit=1", None).await.status(),
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_name_with_control_or_direction_characters_is_422_naming_name() {
+    let app = spawn_app().await;
+    for name in [
+        "Ada\nBcc: victim@example.com",
+        "Ada\r\nLovelace",
+        "\u{202e}ecalevoL adA",
+        "   ",
+    ] {
+        let response = app
+            .post_json(
+                REGISTER,
+                &json!({"email": "named@example.com", "password": "password123", "name": name}),
+                None,
+            )
+            .await;
+        let problem = assert_problem(response, 422).await;
+        assert_eq!(error_fields(&problem), vec!["name"], "{name:?}: {problem}");
+    }
+    let long = "x".repeat(101);
+    let response = app
+        .post_json(
+            REGISTER,
+            &json!({"email": "named@example.com", "password": "password123", "name": long}),
+            None,
+        )
+        .await;
+    let problem = assert_problem(response, 422).await;
+    assert_eq!(error_fields(&problem), vec!["name"]);
+}
+
+#[tokio::test]
+async fn the_welcome_email_quotes_the_name_as_data() {
+    let app = spawn_app().await;
+    let name = "Ada » Your refund: http://evil.example";
+    let response = app
+        .post_json(
+            REGISTER,
+            &json!({"email": "welcome@example.com", "password": "password123", "name": name}),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let email = crate::helpers::eventually("the welcome email", || async {
+        crate::helpers::emails(&app.data_dir)
+            .into_iter()
+            .find(|e| e.contains("welcome@example.com") && e.contains("X-Bazaar-Kind: welcome"))
+            .ok_or_else(|| "no welcome email yet".to_owned())
+    })
+    .await;
+    let (head, body) = email.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("Subject: Welcome to bazaar\r\n"), "{head}");
+    assert!(body.starts_with("Hello,\r\n"), "{body}");
+    assert!(
+        body.contains("\r\nAccount name: «Ada \\u{bb} Your refund: http://evil.example»\r\n"),
+        "{body}"
+    );
+    assert_eq!(body.matches("evil.example").count(), 1, "{body}");
+}
+
+/// A client whose requests come from `ip` (any 127.x.y.z is this machine): how the
+/// throttling tests tell an attacker from the account's owner.
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn login_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(app.url(LOGIN))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The 429's `Retry-After`, in seconds; the body is a problem.
+async fn assert_throttled(response: reqwest::Response) -> u64 {
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After on a 429")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After is a number of seconds");
+    let problem = assert_problem(response, 429).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("failed sign-ins")),
+        "{problem}"
+    );
+    retry_after
+}
+
+/// Wrong passwords from `client` until the throttle's wait is at least `at_least`
+/// seconds (waiting out the shorter ones); returns that wait.
+async fn fail_until_backoff(
+    app: &TestApp,
+    client: &reqwest::Client,
+    email: &str,
+    at_least: u64,
+) -> u64 {
+    for _ in 0..30 {
+        let response = login_from(app, client, email, "guess-1234").await;
+        if response.status() == 401 {
+            continue;
+        }
+        let wait = assert_throttled(response).await;
+        if wait >= at_least {
+            return wait;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    }
+    panic!("30 wrong passwords never made the throttle wait {at_least} s");
+}
+
+#[tokio::test]
+async fn five_wrong_passwords_are_free_then_the_next_attempt_gets_429() {
+    let app = spawn_app().await;
+    app.register("victim@example.com").await;
+    let attacker = client_from([127, 0, 0, 2]);
+    for attempt in 1..=6 {
+        let response = login_from(&app, &attacker, "victim@example.com", "guess-1234").await;
+        assert_eq!(response.status(), 401, "attempt {attempt} is checked");
+    }
+    // The sixth failure started the backoff: even the right password waits.
+    let retry_after =
+        assert_throttled(login_from(&app, &attacker, "victim@example.com", "password123").await)
+            .await;
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+}
+
+#[tokio::test]
+async fn an_attacked_account_waits_for_strangers_but_not_for_its_owners_known_client() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.set("login_free_attempts", 1);
+    })
+    .await;
+    // The owner registers from 127.0.0.1: a known client of the account.
+    app.register("victim@example.com").await;
+    let attacker = client_from([127, 0, 0, 2]);
+    let stranger = client_from([127, 0, 0, 3]);
+    // A backoff long enough for the checks below to happen inside it.
+    fail_until_backoff(&app, &attacker, "victim@example.com", 4).await;
+    // The account is held back for a stranger even with the right password, and
+    // the attacker's IP for any account…
+    assert_throttled(login_from(&app, &stranger, "victim@example.com", "password123").await).await;
+    assert_throttled(
+        login_from(
+            &app,
+            &attacker,
+            crate::helpers::ADMIN_EMAIL,
+            crate::helpers::ADMIN_PASSWORD,
+        )
+        .await,
+    )
+    .await;
+    // …but not the client that signed in to it before.
+    let owner = login_from(&app, &app.client, "victim@example.com", "password123").await;
+    assert_eq!(owner.status(), 200);
+    // That success cleared the account's failures: the stranger gets in too.
+    assert_eq!(
+        login_from(&app, &stranger, "victim@example.com", "password123")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_login_backoff_is_capped() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.set("login_free_attempts", 1);
+        c.set("login_backoff_max_secs", 1);
+    })
+    .await;
+    app.register("capped@example.com").await;
+    let attacker = client_from([127, 0, 0, 4]);
+    for round in 0..3 {
+        // Failures until the throttle answers; then it never asks for more than the
+        // cap, however many failures came before.
+        let mut throttled = None;
+        for _ in 0..3 {
+            let response = login_from(&app, &attacker, "capped@example.com", "guess-1234").await;
+            if response.status() == 429 {
+                throttled = Some(response);
+                break;
+            }
+            assert_eq!(response.status(), 401);
+        }
+        let response = throttled.unwrap_or_else(|| panic!("round {round}: never throttled"));
+        assert_eq!(assert_throttled(response).await, 1, "round {round}");
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    }
+    // The right password from a fresh client, once the wait is over, gets in.
+    let owner = client_from([127, 0, 0, 5]);
+    assert_eq!(
+        login_from(&app, &owner, "capped@example.com", "password123")
+            .await
+            .status(),
+        200
+    );
+}

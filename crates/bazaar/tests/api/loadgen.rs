@@ -47,6 +47,7 @@ async fn loadgen_counts_agree_with_the_servers_metrics() {
         &dir,
         &[
             ("BAZAAR_RATE_LIMIT_PER_SECOND", "0"),
+            ("BAZAAR_AUTH_RATE_LIMIT_PER_SECOND", "0"),
             ("BAZAAR_SEED_PRODUCTS", "30"),
         ],
     )
@@ -149,4 +150,39 @@ async fn loadgen_counts_agree_with_the_servers_metrics() {
     assert_eq!(cpu["server"]["processes"], 1, "{report:#}");
     assert_eq!(cpu["server"]["unreadable"], 0, "{report:#}");
     assert_eq!(cpu["loadgen"]["processes"], 1, "{report:#}");
+}
+
+#[tokio::test]
+async fn loadgen_waits_out_the_sign_in_limit_while_registering_its_users() {
+    let dir = DataDir::new().await;
+    // A sign-in limit far below the users to register: setting them up must wait
+    // out the 429s (Retry-After) rather than fail.
+    let server = Server::start(
+        &dir,
+        &[
+            ("BAZAAR_RATE_LIMIT_PER_SECOND", "0"),
+            ("BAZAAR_AUTH_RATE_LIMIT_PER_SECOND", "2"),
+            ("BAZAAR_AUTH_RATE_LIMIT_BURST", "2"),
+            ("BAZAAR_SEED_PRODUCTS", "30"),
+        ],
+    )
+    .await;
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_bazaar"))
+            .args(["loadgen", "--target", &server.base, "--mix", "shop"])
+            .args(["--rate", "5", "--duration", "1s", "--users-pool", "8"])
+            .args(["--seed", "7", "--no-progress", "--timeout", "5s"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("loadgen ends within its bounds")
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -16,6 +16,8 @@ mod loadgen;
 mod metrics;
 mod orders;
 mod process;
+mod registry;
 mod resilience;
+mod sessions;
 mod split;
 mod traces;

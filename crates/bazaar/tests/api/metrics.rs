@@ -437,7 +437,7 @@ async fn every_metric_the_rules_and_dashboard_query_is_exported() {
     let app = spawn_app().await;
     drive_checkouts(&app, "exported").await;
     // Gauges sampled in the background (pools, lag) have been set at start.
-    let scrape = app.get("/metrics", None).await.text().await.unwrap();
+    let scrape = app.scrape().await.text().await.unwrap();
     let missing = missing(&queried, std::slice::from_ref(&scrape), split_topology());
     assert!(
         missing.is_empty(),
@@ -486,7 +486,7 @@ async fn the_bus_report_covers_every_module_and_is_admin_only() {
     let response = app.get("/api/v1/admin/bus", Some(&token)).await;
     assert_eq!(response.status(), 403);
     drive_checkouts(&app, "bus").await;
-    assert_bus_report(&app, &bazaar::topology::MODULES).await;
+    assert_bus_report(&app, &bazaar::registry().names()).await;
 }
 
 #[test]
@@ -515,4 +515,50 @@ fn promql_names_are_told_from_functions_labels_and_keywords() {
         BTreeSet::from(["a_total".to_owned(), "b_bucket".to_owned(), "c".to_owned()])
     );
     assert_eq!(described(scrape), BTreeSet::from(["a_total".to_owned()]));
+}
+
+/// `/metrics` carries business figures (orders, revenue): the API port serves it to
+/// the scrape credential and to admins (the ops console), never to anonymous clients
+/// or ordinary users. (Issue 14, finding 6.)
+#[tokio::test]
+async fn metrics_need_the_scrape_credential_or_an_admin() {
+    let app = spawn_app().await;
+    for token in [None, Some("not-the-scrape-token")] {
+        let response = app.get("/metrics", token).await;
+        assert_eq!(response.status(), 401, "{token:?}");
+        assert!(response.headers().contains_key("www-authenticate"));
+    }
+    let (user, _) = app.register("metrics-reader@example.com").await;
+    assert_eq!(app.get("/metrics", Some(&user)).await.status(), 401);
+    let admin = app.admin_token().await;
+    assert_eq!(app.get("/metrics", Some(&admin)).await.status(), 200);
+    let scraped = app.scrape().await;
+    assert_eq!(scraped.status(), 200);
+    assert!(
+        scraped
+            .text()
+            .await
+            .unwrap()
+            .contains("http_requests_total")
+    );
+}
+
+/// Without a configured `metrics_token`, the first start generates one into the data
+/// dir (owner-only), as it does the JWT secret.
+#[tokio::test]
+async fn an_unconfigured_scrape_credential_is_generated_into_the_data_dir() {
+    if split_topology() {
+        return; // the split processes are configured with one shared token
+    }
+    let app = crate::helpers::spawn_app_with(|c| c.metrics_token = None).await;
+    let path = app.data_dir.path().join("metrics-token");
+    let token = std::fs::read_to_string(&path).expect("metrics-token written");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(app.get("/metrics", None).await.status(), 401);
+    assert_eq!(app.get("/metrics", Some(token.trim())).await.status(), 200);
 }

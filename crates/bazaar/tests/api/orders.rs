@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     Api, CONFIRMED_EVENTS, DataDir, TestApp, accepted_repeats, assert_audit_clean, assert_problem,
-    cart_order_body, client, error_fields, event_types, eventually, id_of, ledger, open_db,
+    cart_order_body, client, emails, error_fields, event_types, eventually, id_of, ledger, open_db,
     order_body, outbox_payloads, spawn_app, spawn_app_with, test_config,
 };
 
@@ -358,8 +358,8 @@ async fn a_declined_card_fails_the_order_and_gives_the_stock_back() {
 #[tokio::test]
 async fn a_payment_timeout_answers_pending_then_fails_and_gives_the_stock_back() {
     let app = spawn_app_with(|c| {
-        c.payment_timeout_ms = 200;
-        c.checkout_wait_ms = 100;
+        c.set("payment_timeout_ms", 200);
+        c.set("checkout_wait_ms", 100);
     })
     .await;
     let (token, _) = app.register("timeout@example.com").await;
@@ -465,8 +465,8 @@ async fn cancelling_a_confirmed_order_refunds_and_restocks_once() {
 async fn an_expired_reservation_is_released_once_while_the_payment_is_retried() {
     // Each charge attempt hangs 1.5 s, three attempts; the hold lasts 1 s.
     let app = spawn_app_with(|c| {
-        c.reservation_ttl_secs = 1;
-        c.payment_timeout_ms = 1500;
+        c.set("reservation_ttl_secs", 1);
+        c.set("payment_timeout_ms", 1500);
     })
     .await;
     let admin = app.admin_token().await;
@@ -697,8 +697,8 @@ fn quantities(items: &Value) -> Vec<(String, u64)> {
 
 /// A slow payment provider: the confirmation lands well after the order was placed.
 fn slow_payments(config: &mut bazaar::config::Config) {
-    config.payment_provider_latency_ms = 800;
-    config.checkout_wait_ms = 100;
+    config.set("payment_provider_latency_ms", 800);
+    config.set("checkout_wait_ms", 100);
 }
 
 #[tokio::test]
@@ -752,18 +752,6 @@ async fn lines_added_while_an_order_is_paid_stay_in_the_cart() {
     let second = app.wait_until_terminal(&token, &id_of(&second)).await;
     assert_eq!(second["status"], "confirmed", "{second}");
     assert_eq!(quantities(&second["items"]), expected);
-}
-
-/// The `.eml` files the maildir transport wrote under the data dir, as text.
-fn emails(data: &DataDir) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(data.path().join("mail")) else {
-        return Vec::new();
-    };
-    entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .collect()
 }
 
 #[tokio::test]

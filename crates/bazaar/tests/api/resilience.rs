@@ -166,7 +166,7 @@ async fn payments_hanging_opens_the_breaker_and_recovers() {
     const CHECKOUT_WAIT_MS: u64 = 1_500;
     let app = spawn_app_with(|c| {
         c.fault_admin = true;
-        c.checkout_wait_ms = CHECKOUT_WAIT_MS;
+        c.set("checkout_wait_ms", CHECKOUT_WAIT_MS);
         short_payments_policy(c, 300);
         c.faults.insert(
             CHARGE.to_owned(),
@@ -285,9 +285,9 @@ async fn product_for_reads(app: &TestApp) -> (String, i64, i64) {
 async fn a_provider_timeout_fails_the_order_and_trips_the_breaker() {
     const CHECKOUT_WAIT_MS: u64 = 1_500;
     let app = spawn_app_with(|c| {
-        c.checkout_wait_ms = CHECKOUT_WAIT_MS;
+        c.set("checkout_wait_ms", CHECKOUT_WAIT_MS);
         // The provider gives up first, well within the attempt's own timeout.
-        c.payment_timeout_ms = 150;
+        c.set("payment_timeout_ms", 150);
         short_payments_policy(c, 2_000);
     })
     .await;
@@ -350,7 +350,7 @@ async fn shed_total(app: &TestApp) -> f64 {
 }
 
 async fn scrape(app: &TestApp) -> String {
-    let response = app.get("/metrics", None).await;
+    let response = app.scrape().await;
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
 }

@@ -140,10 +140,15 @@ impl Cluster {
             ("BAZAAR_NATS_URL", nats_url.to_owned()),
             ("BAZAAR_NATS_PREFIX", nats_prefix.clone()),
             ("BAZAAR_SERVICE_SECRET", service_secret.clone()),
+            (
+                "BAZAAR_METRICS_TOKEN",
+                crate::helpers::METRICS_TOKEN.to_owned(),
+            ),
             ("BAZAAR_JWT_SECRET", test_secret()),
             ("BAZAAR_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
             ("BAZAAR_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
             ("BAZAAR_RATE_LIMIT_PER_SECOND", "0".to_owned()),
+            ("BAZAAR_AUTH_RATE_LIMIT_PER_SECOND", "0".to_owned()),
             ("BAZAAR_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
         ]
         .into_iter()
@@ -1179,12 +1184,13 @@ async fn split_every_process_exports_what_operators_query() {
     let cluster = Cluster::start(&backends, &backends.nats, &[]).await;
     let api = cluster.api.clone();
     crate::metrics::drive_checkouts(&api, "split").await;
-    crate::metrics::assert_bus_report(&api, &bazaar::topology::MODULES).await;
+    crate::metrics::assert_bus_report(&api, &bazaar::registry().names()).await;
     let client = crate::helpers::client();
     let mut scrapes = Vec::new();
     for name in SPLIT_START_ORDER {
         let scrape = client
             .get(cluster.module_url(name, "/metrics"))
+            .bearer_auth(crate::helpers::METRICS_TOKEN)
             .send()
             .await
             .unwrap()

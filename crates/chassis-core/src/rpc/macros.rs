@@ -48,6 +48,27 @@ macro_rules! rpc {
             }
         }
 
+        impl $crate::rpc::Contract for dyn $Trait {
+            const PROVIDER: &'static str = $service;
+
+            fn remote(
+                transport: ::std::sync::Arc<dyn $crate::rpc::Transport>,
+            ) -> ::std::sync::Arc<Self> {
+                ::std::sync::Arc::new($Client(transport))
+            }
+
+            fn guarded<G: $crate::rpc::Guard>(
+                inner: ::std::sync::Arc<Self>,
+                guard: ::std::sync::Arc<G>,
+            ) -> ::std::sync::Arc<Self> {
+                ::std::sync::Arc::new($crate::rpc::Guarded::new(inner, guard))
+            }
+
+            fn handlers(api: ::std::sync::Arc<Self>) -> ::std::vec::Vec<$crate::rpc::Handler> {
+                $handlers(api)
+            }
+        }
+
         #[$crate::rpc::__private::async_trait]
         impl $Trait for $Client {
             $(

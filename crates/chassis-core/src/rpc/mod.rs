@@ -12,7 +12,9 @@
 //!   for any [`Guard`] (chassis-resilience's `Dependency`: breaker, bulkhead,
 //!   timeout, budgeted retries, injected faults), for either topology;
 //! - the server side as a table of [`Handler`]s, one per method, which a transport
-//!   serves (chassis-http: `POST /internal/v1/<service>/<method>`).
+//!   serves (chassis-http: `POST /internal/v1/<service>/<method>`);
+//! - [`Contract`] for `dyn Trait`, which ties those together so the composition root
+//!   wires every contract with the same generic code.
 //!
 //! The wire format is the contract's, whatever carries it: the arguments travel as
 //! one JSON object named by parameter; answers are `{"ok": value}` (status
@@ -25,6 +27,7 @@
 //! in through [`Transport`] and [`Guard`].
 
 mod client;
+mod contract;
 mod failure;
 mod guard;
 mod macros;
@@ -32,6 +35,7 @@ mod server;
 mod wire;
 
 pub use client::{Transport, call};
+pub use contract::Contract;
 pub use failure::{RemoteError, RpcFailure};
 pub use guard::{Guard, Guarded};
 pub use server::{BoxFuture, Handle, Handler};
