@@ -21,7 +21,7 @@ use testkit::postgres::TestDatabase;
 
 /// What `dev --split` runs: the gateway and every module.
 fn services() -> impl Iterator<Item = &'static str> {
-    std::iter::once("gateway").chain(bazaar::topology::MODULES)
+    std::iter::once("gateway").chain(bazaar::registry().names())
 }
 
 /// The run's JetStream streams (`<PREFIX>_<SOURCE>`), deleted (best effort) at the end.

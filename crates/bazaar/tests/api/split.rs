@@ -149,6 +149,10 @@ impl Cluster {
             ("BAZAAR_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
             ("BAZAAR_RATE_LIMIT_PER_SECOND", "0".to_owned()),
             ("BAZAAR_AUTH_RATE_LIMIT_PER_SECOND", "0".to_owned()),
+            (
+                "BAZAAR_PASSWORD_HASH_WAIT_MS",
+                crate::helpers::HASH_WAIT_MS.to_string(),
+            ),
             ("BAZAAR_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
         ]
         .into_iter()
