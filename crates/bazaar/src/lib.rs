@@ -252,11 +252,24 @@ impl Modules {
         };
         routes = with_faults(routes);
         if let Some(keys) = self.keys.as_ref().filter(|_| self.topology.is_split()) {
-            let internal = self.built.handlers();
-            // (A guard on no routes at all would be a no-op, which axum refuses.)
-            if !internal.is_empty() {
-                let internal = with_faults(chassis::rpc::router(internal));
-                routes = routes.merge(chassis::rpc::internal(internal, keys.clone()));
+            // Each contract served here is guarded on its own: a credential must name
+            // its module as audience and come from a module the registry says calls it.
+            // (Only contracts with handlers: a guard on no routes would be a no-op,
+            // which axum refuses.)
+            let registry = registry();
+            let mut handlers = self.built.handlers();
+            while let Some(first) = handlers.first() {
+                let provider = first.service;
+                let (served, rest): (Vec<_>, Vec<_>) =
+                    handlers.into_iter().partition(|h| h.service == provider);
+                handlers = rest;
+                let access = chassis::auth::Access {
+                    keys: keys.clone(),
+                    provider,
+                    callers: registry.callers(provider),
+                };
+                let internal = with_faults(chassis::rpc::router(served));
+                routes = routes.merge(chassis::rpc::internal(internal, access));
             }
         }
         routes

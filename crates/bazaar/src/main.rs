@@ -155,10 +155,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             module_settings: bazaar::registry().setting_keys(),
             gateway: bazaar::topology::GATEWAY,
         };
-        return devsupervisor::run(launch, args).await;
+        return Ok(devsupervisor::run(launch, args).await?);
     }
     if let Command::Loadgen(args) = cli.command {
-        return loadgen::run(args).await;
+        return Ok(loadgen::run(args).await?);
     }
     let (http_addr, only) = match &cli.command {
         Command::Serve { http_addr, only } => (*http_addr, only.clone()),

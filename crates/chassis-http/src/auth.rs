@@ -17,8 +17,9 @@ use crate::problem::Problem;
 
 pub const ISSUER: &str = "bazaar";
 pub const AUDIENCE: &str = "bazaar-api";
-/// Audience of service-to-service credentials (split topology).
-pub const SERVICE_AUDIENCE: &str = "bazaar-internal";
+/// The service name of the edge: the only signer whose forwarded user identity the
+/// services behind it accept.
+pub const GATEWAY: &str = "gateway";
 /// Audience of the caller identity the gateway forwards (split topology).
 pub const IDENTITY_AUDIENCE: &str = "bazaar-identity";
 /// The header carrying the gateway-signed caller identity to the services behind it.
@@ -296,6 +297,9 @@ struct ServiceClaims {
     /// The forwarded user's session (identities only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sid: Option<String>,
+    /// The service that signed a forwarded identity: only the gateway's is believed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
     exp: u64,
     iat: u64,
     iss: String,
@@ -303,10 +307,10 @@ struct ServiceClaims {
 }
 
 /// Split topology: the service secret every process of a deployment shares. It signs
-/// short-lived credentials for calls between services (audience
-/// [`SERVICE_AUDIENCE`], subject the calling service) and the caller identity the
-/// gateway forwards (audience [`IDENTITY_AUDIENCE`]); user tokens cannot pass for
-/// either, nor one for the other.
+/// short-lived credentials for calls between services (subject the calling service,
+/// audience the called module, so a credential is good against that module only) and
+/// the caller identity the gateway forwards (audience [`IDENTITY_AUDIENCE`], signer
+/// [`GATEWAY`]); user tokens cannot pass for either, nor one for the other.
 #[derive(Clone)]
 pub struct ServiceKeys(Arc<ServiceInner>);
 
@@ -314,10 +318,11 @@ struct ServiceInner {
     service: &'static str,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Audience set per call: the module called.
     service_validation: Validation,
     identity_validation: Validation,
-    /// This service's current credential and when it expires.
-    cached: std::sync::Mutex<Option<(String, u64)>>,
+    /// This service's current credential per audience and when it expires.
+    cached: std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>,
 }
 
 impl std::fmt::Debug for ServiceKeys {
@@ -343,9 +348,10 @@ impl ServiceKeys {
             service,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            service_validation: validation(SERVICE_AUDIENCE),
+            // Replaced per call by the module called.
+            service_validation: validation(IDENTITY_AUDIENCE),
             identity_validation: validation(IDENTITY_AUDIENCE),
-            cached: std::sync::Mutex::new(None),
+            cached: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -366,6 +372,7 @@ impl ServiceKeys {
             sub: sub.to_owned(),
             role,
             sid: sid.map(str::to_owned),
+            by: role.map(|_| self.0.service.to_owned()),
             iat: now,
             exp: now + ttl,
             iss: ISSUER.to_owned(),
@@ -376,9 +383,9 @@ impl ServiceKeys {
         Ok((token, claims.exp))
     }
 
-    /// This service's credential for calling another: reused until a third of its
-    /// life is left, so signing is not on every call's path.
-    pub fn credential(&self) -> Result<String, TokenError> {
+    /// This service's credential for calling the module `audience`: reused until a
+    /// third of its life is left, so signing is not on every call's path.
+    pub fn credential(&self, audience: &str) -> Result<String, TokenError> {
         let now = jsonwebtoken::get_current_timestamp();
         // A poisoned lock only means another caller panicked mid-refresh: the cached
         // value is still a whole (token, expiry) pair or None.
@@ -387,26 +394,24 @@ impl ServiceKeys {
             .cached
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((token, exp)) = cached.as_ref() {
+        if let Some((token, exp)) = cached.get(audience) {
             if *exp > now + SERVICE_TOKEN_TTL_SECS / 3 {
                 return Ok(token.clone());
             }
         }
-        let (token, exp) = self.sign(
-            self.0.service,
-            None,
-            None,
-            SERVICE_AUDIENCE,
-            SERVICE_TOKEN_TTL_SECS,
-        )?;
-        *cached = Some((token.clone(), exp));
+        let (token, exp) =
+            self.sign(self.0.service, None, None, audience, SERVICE_TOKEN_TTL_SECS)?;
+        cached.insert(audience.to_owned(), (token.clone(), exp));
         Ok(token)
     }
 
-    /// The calling service named by a valid credential.
-    pub fn verify_credential(&self, token: &str) -> Option<String> {
-        jsonwebtoken::decode::<ServiceClaims>(token, &self.0.decoding, &self.0.service_validation)
+    /// The calling service named by a valid credential for the module `audience`.
+    pub fn verify_credential(&self, token: &str, audience: &str) -> Option<String> {
+        let mut validation = self.0.service_validation.clone();
+        validation.set_audience(&[audience]);
+        jsonwebtoken::decode::<ServiceClaims>(token, &self.0.decoding, &validation)
             .ok()
+            .filter(|data| data.claims.role.is_none())
             .map(|data| data.claims.sub)
     }
 
@@ -422,6 +427,8 @@ impl ServiceKeys {
         .map(|(token, _)| token)
     }
 
+    /// The user a forwarded identity names, if the gateway signed it: no other
+    /// service may assert who the end user is.
     pub fn verify_identity(&self, token: &str) -> Option<Principal> {
         let data = jsonwebtoken::decode::<ServiceClaims>(
             token,
@@ -429,6 +436,9 @@ impl ServiceKeys {
             &self.0.identity_validation,
         )
         .ok()?;
+        if data.claims.by.as_deref() != Some(GATEWAY) {
+            return None;
+        }
         Some(Principal {
             user_id: data.claims.sub,
             role: data.claims.role?,
@@ -437,22 +447,50 @@ impl ServiceKeys {
     }
 }
 
-/// Internal routes: only a caller presenting a valid service credential (a bearer
-/// token signed with the service secret) gets through; anyone else gets 401.
+/// Who may call one module's contract: the module (a credential's audience must name
+/// it) and the modules that call it per the registry.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub keys: ServiceKeys,
+    pub provider: &'static str,
+    pub callers: Vec<&'static str>,
+}
+
+impl Access {
+    /// The caller of a request's credential, or why it is refused: 401 without a
+    /// valid credential for `provider`, 403 when no module of the calling service
+    /// calls `provider`.
+    pub fn check(&self, headers: &axum::http::HeaderMap) -> Result<Caller, Problem> {
+        let token = bearer_token(headers).map_err(Refusal::problem)?;
+        let caller = self
+            .keys
+            .verify_credential(token, self.provider)
+            .ok_or_else(|| Problem::unauthorized("invalid or expired service credential"))?;
+        // `sub` is the calling process's modules, `+`-joined when it runs several.
+        if caller.split('+').any(|m| self.callers.contains(&m)) {
+            Ok(Caller(caller))
+        } else {
+            Err(Problem::forbidden(format!(
+                "{caller} may not call {}",
+                self.provider
+            )))
+        }
+    }
+}
+
+/// Internal routes: only a caller presenting a valid service credential for this
+/// module, from a module allowed to call it, gets through ([`Access::check`]).
 pub async fn require_service(
-    axum::extract::State(keys): axum::extract::State<ServiceKeys>,
+    axum::extract::State(access): axum::extract::State<Access>,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (mut parts, body) = req.into_parts();
-    let caller = bearer(&parts).and_then(|token| {
-        keys.verify_credential(token)
-            .ok_or_else(|| Problem::unauthorized("invalid or expired service credential"))
-    });
+    let caller = access.check(&parts.headers);
     match caller {
         Ok(caller) => {
-            parts.extensions.insert(Caller(caller));
+            parts.extensions.insert(caller);
             req = axum::extract::Request::from_parts(parts, body);
             next.run(req).await
         }
@@ -520,10 +558,6 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, Refusal> {
         return Err(Refusal::NotBearer);
     }
     Ok(token.trim())
-}
-
-fn bearer(parts: &Parts) -> Result<&str, Problem> {
-    bearer_token(&parts.headers).map_err(Refusal::problem)
 }
 
 /// The client's IP address, as the edge saw it: the TCP peer, or, behind the gateway
@@ -658,32 +692,108 @@ mod tests {
     #[test]
     fn service_credentials_and_identities_do_not_mix() {
         let keys = ServiceKeys::new(SECRET, "orders");
-        let credential = keys.credential().unwrap();
+        let credential = keys.credential("catalog").unwrap();
         assert_eq!(
-            keys.verify_credential(&credential).as_deref(),
+            keys.verify_credential(&credential, "catalog").as_deref(),
             Some("orders")
         );
         // Cached: the same credential until it nears expiry.
-        assert_eq!(keys.credential().unwrap(), credential);
+        assert_eq!(keys.credential("catalog").unwrap(), credential);
         assert!(keys.verify_identity(&credential).is_none());
 
+        let gateway = ServiceKeys::new(SECRET, GATEWAY);
         let principal = Principal {
             user_id: "u1".into(),
             role: Role::Customer,
             session_id: Some("s1".into()),
         };
-        let identity = keys.forward_identity(&principal).unwrap();
+        let identity = gateway.forward_identity(&principal).unwrap();
         assert_eq!(keys.verify_identity(&identity), Some(principal));
-        assert!(keys.verify_credential(&identity).is_none());
+        assert!(keys.verify_credential(&identity, "catalog").is_none());
+        assert!(
+            keys.verify_credential(&identity, IDENTITY_AUDIENCE)
+                .is_none()
+        );
 
         // A user token is neither, and another secret's credential is refused.
         let user = Tokens::new(SECRET, 60).issue("u1", Role::Admin).unwrap();
-        assert!(keys.verify_credential(&user).is_none());
+        assert!(keys.verify_credential(&user, "catalog").is_none());
+        assert!(keys.verify_credential(&user, AUDIENCE).is_none());
         assert!(keys.verify_identity(&user).is_none());
         let other = ServiceKeys::new(b"another-secret-another-secret-xx", "orders");
         assert!(
-            keys.verify_credential(&other.credential().unwrap())
+            keys.verify_credential(&other.credential("catalog").unwrap(), "catalog")
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_credential_is_good_against_its_audience_only() {
+        let keys = ServiceKeys::new(SECRET, "cart");
+        let for_catalog = keys.credential("catalog").unwrap();
+        let for_payments = keys.credential("payments").unwrap();
+        assert_ne!(for_catalog, for_payments);
+        assert!(keys.verify_credential(&for_catalog, "payments").is_none());
+        assert_eq!(
+            keys.verify_credential(&for_payments, "payments").as_deref(),
+            Some("cart")
+        );
+    }
+
+    #[test]
+    fn only_the_gateway_may_assert_a_user() {
+        let admin = Principal {
+            user_id: "u1".into(),
+            role: Role::Admin,
+            session_id: None,
+        };
+        let orders = ServiceKeys::new(SECRET, "orders");
+        let forged = orders.forward_identity(&admin).unwrap();
+        assert!(orders.verify_identity(&forged).is_none());
+        let gateway = ServiceKeys::new(SECRET, GATEWAY);
+        let forwarded = gateway.forward_identity(&admin).unwrap();
+        assert_eq!(orders.verify_identity(&forwarded), Some(admin));
+    }
+
+    fn headers_with(token: &str) -> axum::http::HeaderMap {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn access_lets_in_the_registered_callers_only() {
+        let payments = Access {
+            keys: ServiceKeys::new(SECRET, "payments"),
+            provider: "payments",
+            callers: vec!["orders"],
+        };
+        let status = |service: &'static str, audience: &str| {
+            let token = ServiceKeys::new(SECRET, service)
+                .credential(audience)
+                .unwrap();
+            payments
+                .check(&headers_with(&token))
+                .map(|Caller(c)| c)
+                .map_err(|p| p.status)
+        };
+        assert_eq!(status("orders", "payments"), Ok("orders".to_owned()));
+        // A process running a caller among others.
+        assert_eq!(
+            status("cart+orders", "payments"),
+            Ok("cart+orders".to_owned())
+        );
+        assert_eq!(status("analytics", "payments"), Err(403));
+        assert_eq!(status("cart", "catalog"), Err(401));
+        assert_eq!(
+            payments
+                .check(&axum::http::HeaderMap::new())
+                .map_err(|p| p.status)
+                .unwrap_err(),
+            401
         );
     }
 

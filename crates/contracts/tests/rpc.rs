@@ -223,7 +223,14 @@ async fn record(
 async fn serve(api: Arc<dyn CatalogApi>, keys: ServiceKeys, deadlines: Deadlines) -> Server {
     let seen = Seen::default();
     let router = chassis::http::with_common_layers(
-        chassis::rpc::internal(chassis::rpc::router(catalog_handlers(api)), keys),
+        chassis::rpc::internal(
+            chassis::rpc::router(catalog_handlers(api)),
+            chassis::auth::Access {
+                keys,
+                provider: "catalog",
+                callers: vec!["orders", "cart"],
+            },
+        ),
         &HttpSettings {
             service: "catalog",
             request_timeout: SERVER_BUDGET,
@@ -436,7 +443,7 @@ async fn other_service_secret_is_unavailable() {
 async fn internal_routes_demand_a_service_credential() {
     let server = serve(Arc::new(Fake::new()), catalog_keys(), Deadlines::Honour).await;
     let http = raw_client();
-    let credential = caller_keys().credential().unwrap();
+    let credential = caller_keys().credential("catalog").unwrap();
     let args = json!({ "id": "p1" });
 
     let response = http
@@ -631,7 +638,7 @@ async fn server_enforces_the_deadline_it_is_sent() {
     let started = Instant::now();
     let response = raw_client()
         .post(server.url(GET_PRODUCT))
-        .bearer_auth(caller_keys().credential().unwrap())
+        .bearer_auth(caller_keys().credential("catalog").unwrap())
         .header(chassis::deadline::HEADER, "200")
         .json(&json!({ "id": "slow" }))
         .send()

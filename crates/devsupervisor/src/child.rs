@@ -7,7 +7,6 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::PoisonError;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -16,6 +15,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use crate::DevError;
 use crate::output::{Output, Tail};
 
 /// A child to start: its name, command, and where it answers `GET /health/ready`
@@ -125,15 +125,20 @@ pub(crate) fn spawn(
     width: usize,
     output: &Output,
     exits: &mpsc::UnboundedSender<Exit>,
-) -> anyhow::Result<Running> {
+) -> Result<Running, DevError> {
     spec.command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = spec
-        .command
-        .spawn()
-        .with_context(|| format!("cannot start {}", spec.name))?;
+    let mut child = match spec.command.spawn() {
+        Ok(child) => child,
+        Err(source) => {
+            return Err(DevError::Spawn {
+                name: spec.name,
+                source,
+            });
+        }
+    };
     let tail = Tail::default();
     let pumps = output.attach(&mut child, &spec.name, width, index, &tail);
     let pid = child.id();

@@ -16,6 +16,7 @@
 //! module.
 
 mod child;
+mod error;
 mod output;
 mod plan;
 mod secret;
@@ -26,10 +27,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use chassis::config::{Config, Overrides};
 
 use crate::child::Spec;
+pub use crate::error::DevError;
 use crate::output::Output;
 use crate::plan::{Plan, Planned, Shared, child_command, child_env, reachable};
 use crate::secret::load_or_create_secret;
@@ -83,10 +84,16 @@ pub struct DevArgs {
 }
 
 /// The first SIGINT/SIGTERM stops gracefully, the second kills.
-fn stop_on_signals(control: &Control) -> anyhow::Result<()> {
+fn stop_on_signals(control: &Control) -> Result<(), DevError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let handle = |signal_name, kind| {
+        signal(kind).map_err(|source| DevError::Signal {
+            signal: signal_name,
+            source,
+        })
+    };
+    let mut interrupt = handle("SIGINT", SignalKind::interrupt())?;
+    let mut terminate = handle("SIGTERM", SignalKind::terminate())?;
     let control = control.clone();
     tokio::spawn(async move {
         for token in [&control.stop, &control.force] {
@@ -102,12 +109,9 @@ fn stop_on_signals(control: &Control) -> anyhow::Result<()> {
 
 /// `bazaar dev`: plans the ports, starts the modules and then the gateway as children
 /// of this binary, and runs until Ctrl-C or SIGTERM.
-pub async fn run(launch: Launch, args: DevArgs) -> anyhow::Result<()> {
+pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
     if !args.split {
-        bail!(
-            "`bazaar dev` runs the split topology and needs --split (`bazaar dev --split`); \
-             for the monolith, run `bazaar serve`"
-        );
+        return Err(DevError::NotSplit);
     }
     let overrides = Overrides {
         http_addr: args.http_addr,
@@ -126,15 +130,8 @@ pub async fn run(launch: Launch, args: DevArgs) -> anyhow::Result<()> {
         config.nats_url = args.nats_url;
     }
     config.validate()?;
-    let database_url = config.database_url.clone().context(
-        "bazaar dev --split needs PostgreSQL: set BAZAAR_DATABASE_URL \
-         (e.g. postgres://postgres@127.0.0.1:5432/bazaar), database_url in the config file, \
-         or --database-url",
-    )?;
-    let nats_url = config.nats_url.clone().context(
-        "bazaar dev --split needs NATS with JetStream: set BAZAAR_NATS_URL \
-         (e.g. nats://127.0.0.1:4222), nats_url in the config file, or --nats-url",
-    )?;
+    let database_url = config.database_url.clone().ok_or(DevError::NoDatabase)?;
+    let nats_url = config.nats_url.clone().ok_or(DevError::NoNats)?;
     let plan = Plan::new(
         launch.gateway,
         &launch.modules,
@@ -143,8 +140,10 @@ pub async fn run(launch: Launch, args: DevArgs) -> anyhow::Result<()> {
     )?;
     plan.check_free()?;
 
-    let data_dir = std::path::absolute(&config.data_dir)
-        .with_context(|| format!("bad data dir {}", config.data_dir.display()))?;
+    let data_dir = std::path::absolute(&config.data_dir).map_err(|source| DevError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let shared = Shared {
         jwt_secret: load_or_create_secret(
             config.jwt_secret.as_deref(),
@@ -167,10 +166,10 @@ pub async fn run(launch: Launch, args: DevArgs) -> anyhow::Result<()> {
     for service in plan.all() {
         let dir = shared.data_dir.join(service.name);
         std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+            .map_err(|source| DevError::CreateDir { path: dir, source })?;
     }
 
-    let exe = std::env::current_exe().context("cannot find the bazaar executable")?;
+    let exe = std::env::current_exe().map_err(DevError::CurrentExe)?;
     let mut global_args: Vec<OsString> = Vec::new();
     if let Some(file) = launch.config {
         global_args.push("--config".into());

@@ -6,8 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use anyhow::{Context as _, bail};
 use tokio::process::Command;
+
+use crate::DevError;
 
 /// One service of the plan: where it listens and where the others reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,34 +55,32 @@ impl Plan {
         modules: &[&'static str],
         gateway: SocketAddr,
         base_port: Option<u16>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, DevError> {
         if gateway.port() == 0 {
-            bail!(
-                "bazaar dev needs a fixed gateway port (--http-addr / BAZAAR_HTTP_ADDR), not port 0"
-            );
+            return Err(DevError::GatewayPortZero);
         }
         if modules.is_empty() {
-            bail!("no modules to start");
+            return Err(DevError::NoModules);
         }
-        let count = u16::try_from(modules.len()).context("too many modules")?;
+        let count = u16::try_from(modules.len()).map_err(DevError::TooManyModules)?;
         let base = match base_port {
-            Some(0) => bail!("--base-port must not be 0"),
+            Some(0) => return Err(DevError::BasePortZero),
             Some(port) => port,
-            None => gateway.port().checked_add(1).context(
-                "the gateway's port is the highest there is: no room for the modules after it (use --base-port)",
-            )?,
+            None => gateway
+                .port()
+                .checked_add(1)
+                .ok_or(DevError::NoPortAfterGateway)?,
         };
-        let last = base.checked_add(count - 1).with_context(|| {
-            format!(
-                "the modules need ports {base} to {}: past 65535",
-                u32::from(base) + u32::from(count) - 1
-            )
+        let last = base.checked_add(count - 1).ok_or(DevError::PortsPastMax {
+            base,
+            last: u32::from(base) + u32::from(count) - 1,
         })?;
         if (base..=last).contains(&gateway.port()) {
-            bail!(
-                "the gateway's port {} falls in the modules' ports {base}..={last} (choose another --base-port)",
-                gateway.port()
-            );
+            return Err(DevError::GatewayAmongModules {
+                gateway: gateway.port(),
+                base,
+                last,
+            });
         }
         let modules = modules
             .iter()
@@ -100,13 +99,12 @@ impl Plan {
     }
 
     /// Fails early, naming the service, when one of the ports is taken.
-    pub(crate) fn check_free(&self) -> anyhow::Result<()> {
+    pub(crate) fn check_free(&self) -> Result<(), DevError> {
         for service in self.all() {
-            std::net::TcpListener::bind(service.listen).with_context(|| {
-                format!(
-                    "cannot listen on {} for {}: is another bazaar running? (choose ports with --http-addr and --base-port)",
-                    service.listen, service.name
-                )
+            std::net::TcpListener::bind(service.listen).map_err(|source| DevError::PortTaken {
+                listen: service.listen,
+                service: service.name,
+                source,
             })?;
         }
         Ok(())
@@ -218,7 +216,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn plan_for(gateway: &str, base_port: Option<u16>) -> anyhow::Result<Plan> {
+    fn plan_for(gateway: &str, base_port: Option<u16>) -> Result<Plan, DevError> {
         Plan::new("gateway", &MODULES, addr(gateway), base_port)
     }
 

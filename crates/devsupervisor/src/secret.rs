@@ -3,17 +3,21 @@
 
 use std::path::Path;
 
+use crate::DevError;
+
 /// The configured secret, or the one kept in `path` (created once: base64url of 32
 /// random bytes, mode 0600), kept as `chassis::auth` keeps `jwt-secret`.
 pub(crate) fn load_or_create_secret(
     configured: Option<&str>,
     path: &Path,
-) -> anyhow::Result<String> {
+) -> Result<String, DevError> {
     if let Some(secret) = configured {
         return Ok(secret.to_owned());
     }
     let (Some(dir), Some(file)) = (path.parent(), path.file_name().and_then(|f| f.to_str())) else {
-        anyhow::bail!("{} is not a file path", path.display());
+        return Err(DevError::SecretPath {
+            path: path.to_owned(),
+        });
     };
     Ok(chassis::auth::load_or_create_secret(dir, file)?)
 }
@@ -47,6 +51,7 @@ mod tests {
         );
         std::fs::write(dir.path().join("short"), "tiny").unwrap();
         let err = load_or_create_secret(None, &dir.path().join("short")).unwrap_err();
-        assert!(format!("{err:#}").contains("fewer than 32"), "{err:#}");
+        let text = chassis::error::chain(&err);
+        assert!(text.contains("fewer than 32"), "{text}");
     }
 }

@@ -5,11 +5,11 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use anyhow::bail;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::DevError;
 use crate::child::{Ctl, Exit, Running, Spec, probe_ready, spawn};
 use crate::output::Output;
 
@@ -160,10 +160,10 @@ impl Supervisor<'_> {
 
     /// Runs until stopped; a child exiting on its own is reported and the others keep
     /// running. Returns an error only when every child has exited.
-    async fn run(&mut self) -> anyhow::Result<()> {
+    async fn run(&mut self) -> Result<(), DevError> {
         loop {
             if self.children.iter().all(|c| c.exited) {
-                bail!("every service has exited");
+                return Err(DevError::AllExited);
             }
             tokio::select! {
                 biased;
@@ -282,7 +282,7 @@ pub(crate) async fn supervise(
     settings: &Settings,
     control: &Control,
     output: &Output,
-) -> anyhow::Result<Vec<Ended>> {
+) -> Result<Vec<Ended>, DevError> {
     let width = stages
         .iter()
         .flatten()
@@ -306,7 +306,7 @@ pub(crate) async fn supervise(
             match spawn(spec, index, width, output, &exit_tx) {
                 Ok(child) => supervisor.children.push(child),
                 Err(e) => {
-                    failure = Some(format!("{e:#}"));
+                    failure = Some(e);
                     supervisor.stages.push(start..supervisor.children.len());
                     break 'stages;
                 }
@@ -318,7 +318,7 @@ pub(crate) async fn supervise(
             Startup::Ready => {}
             Startup::Stopped => break 'stages,
             Startup::Failed(message) => {
-                failure = Some(message);
+                failure = Some(DevError::NotStarted(message));
                 break 'stages;
             }
         }
@@ -339,8 +339,8 @@ pub(crate) async fn supervise(
             .await;
     }
     supervisor.shutdown().await;
-    if let Some(message) = failure {
-        bail!(message);
+    if let Some(error) = failure {
+        return Err(error);
     }
     result?;
     Ok(supervisor.ended())

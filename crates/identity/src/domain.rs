@@ -102,7 +102,7 @@ impl Password {
 
 pub const NAME_MAX: usize = 100;
 
-/// A display name: 1 to 100 characters, trimmed, with no control characters and no
+/// A display name: 1 to 100 characters, not blank, with no control characters and no
 /// invisible bidirectional-formatting characters. It ends up in emails and pages, so
 /// it cannot carry line breaks or text that reorders what follows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,17 +131,18 @@ fn is_format_char(c: char) -> bool {
 }
 
 impl Name {
+    /// Kept as given (not trimmed), so the length the API documents is the length
+    /// checked; blank is empty.
     pub fn parse(raw: &str) -> Result<Self, NameError> {
-        let name = raw.trim();
-        let n = name.chars().count();
-        if n == 0 {
+        let n = raw.chars().count();
+        if raw.trim().is_empty() {
             Err(NameError::Empty)
         } else if n > NAME_MAX {
             Err(NameError::TooLong)
-        } else if name.chars().any(|c| c.is_control() || is_format_char(c)) {
+        } else if raw.chars().any(|c| c.is_control() || is_format_char(c)) {
             Err(NameError::Control)
         } else {
-            Ok(Self(name.to_owned()))
+            Ok(Self(raw.to_owned()))
         }
     }
 
@@ -204,7 +205,7 @@ mod tests {
         assert_eq!(Name::parse(&"é".repeat(101)), Err(NameError::TooLong));
         assert!(Name::parse(&"é".repeat(100)).is_ok());
         assert_eq!(Name::parse("   "), Err(NameError::Empty));
-        assert_eq!(Name::parse(" Ada ").unwrap().as_str(), "Ada");
+        assert_eq!(Name::parse(" Ada ").unwrap().as_str(), " Ada ");
         assert_eq!(
             Name::parse("Zoë O'Neil-Ñúñez 李").unwrap().as_str(),
             "Zoë O'Neil-Ñúñez 李"

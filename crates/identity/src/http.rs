@@ -22,7 +22,13 @@ pub(crate) struct RegisterRequest {
     email: String,
     #[schema(min_length = 8, max_length = 1024, example = "correct horse battery")]
     password: String,
-    #[schema(min_length = 1, max_length = 100, example = "Ada Lovelace")]
+    /// Not blank; no control or text-direction (bidi, zero-width) characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        example = "Ada Lovelace",
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]*[^\s\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff][^\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]*$"
+    )]
     name: String,
 }
 

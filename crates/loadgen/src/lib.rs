@@ -16,6 +16,7 @@
 //! only unless `--allow-remote` says otherwise.
 
 mod cpu;
+mod error;
 mod mix;
 mod recorder;
 mod scheduler;
@@ -27,13 +28,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use loadreport::{RunInfo, human_us};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use tokio::time::Instant;
 
+pub use crate::error::LoadgenError;
 use crate::mix::{Mix, Sampler};
 use crate::recorder::Recorder;
 use crate::scheduler::Bounds;
@@ -126,46 +127,51 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// The target's base URL (no trailing slash), refused when it is not http:// or,
 /// without `allow_remote`, not loopback.
-fn check_target(target: &str, allow_remote: bool) -> anyhow::Result<String> {
-    let url = reqwest::Url::parse(target).with_context(|| format!("--target {target:?}"))?;
+fn check_target(target: &str, allow_remote: bool) -> Result<String, LoadgenError> {
+    let url = reqwest::Url::parse(target).map_err(|source| LoadgenError::TargetUrl {
+        target: target.to_owned(),
+        source,
+    })?;
     if url.scheme() != "http" {
-        bail!("--target must be an http:// URL, not {}://", url.scheme());
+        return Err(LoadgenError::TargetScheme {
+            scheme: url.scheme().to_owned(),
+        });
     }
     let Some(host) = url.host_str() else {
-        bail!("--target {target:?} has no host");
+        return Err(LoadgenError::TargetHost {
+            target: target.to_owned(),
+        });
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if !loopback && !allow_remote {
-        bail!(
-            "--target {target} is not a loopback address: load goes to loopback unless \
-             --allow-remote names the target as intended"
-        );
+        return Err(LoadgenError::TargetRemote {
+            target: target.to_owned(),
+        });
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// `bazaar loadgen`: prepares the users, drives the target for the warmup and the
 /// measured window, then prints the report (and writes it as JSON with `--json`).
-pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
     let base = check_target(&args.target, args.allow_remote)?;
     if args.duration.is_zero() {
-        bail!("--duration must be more than zero");
+        return Err(LoadgenError::ZeroDuration);
     }
     if args.duration + args.warmup > MAX_RUN || args.settle > MAX_RUN {
-        bail!(
-            "--duration plus --warmup, and --settle, must be at most {}s",
-            MAX_RUN.as_secs()
-        );
+        return Err(LoadgenError::TooLong {
+            max_secs: MAX_RUN.as_secs(),
+        });
     }
     if let Some(rate) = args.rate {
         if !(rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0) {
-            bail!("--rate must be in (0, 1000000]");
+            return Err(LoadgenError::Rate);
         }
     }
     if args.users == Some(0) || args.max_in_flight == 0 || args.max_requests == 0 {
-        bail!("--users, --max-in-flight and --max-requests must be at least 1");
+        return Err(LoadgenError::Counts);
     }
 
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -294,9 +300,11 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     report.cpu = cpu_samples
         .map(|(before, after)| cpu::report(&args.cpu_pid, &before, &after, report.total.count));
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let json = serde_json::to_string_pretty(&report).map_err(LoadgenError::Encode)?;
+        std::fs::write(path, json + "\n").map_err(|source| LoadgenError::Write {
+            path: path.clone(),
+            source,
+        })?;
     }
     // A closed pipe (`bazaar loadgen ... | head`) is not an error worth a panic.
     let _ = writeln!(std::io::stdout().lock(), "{report}");
@@ -380,5 +388,24 @@ mod tests {
         assert!(check_target("http://10.0.0.5:8080", true).is_ok());
         assert!(check_target("https://127.0.0.1:8080", true).is_err());
         assert!(check_target("not a url", true).is_err());
+    }
+
+    #[test]
+    fn refusals_name_the_flag_and_keep_the_cause() {
+        let remote = check_target("http://10.0.0.5:8080", false).unwrap_err();
+        assert!(
+            matches!(remote, LoadgenError::TargetRemote { .. }),
+            "{remote:?}"
+        );
+        assert!(remote.to_string().contains("--allow-remote"), "{remote}");
+        let scheme = check_target("https://127.0.0.1:8080", true).unwrap_err();
+        assert_eq!(
+            scheme.to_string(),
+            "--target must be an http:// URL, not https://"
+        );
+        let unparsable = check_target("not a url", true).unwrap_err();
+        assert_eq!(unparsable.to_string(), "--target \"not a url\"");
+        let cause = std::error::Error::source(&unparsable).expect("the parse error is kept");
+        assert!(cause.is::<url::ParseError>(), "{cause:?}");
     }
 }

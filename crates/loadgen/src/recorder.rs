@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use loadreport::{Classes, Latency, OpReport, OrdersReport, Report, RunInfo, StatusClass};
 use tokio::time::Instant;
 
+use crate::LoadgenError;
 use crate::mix::Operation;
 
 /// The smallest and largest latency a histogram holds (µs), and its precision.
@@ -22,9 +23,10 @@ struct Stats {
 }
 
 impl Stats {
-    fn new() -> anyhow::Result<Self> {
+    fn new() -> Result<Self, LoadgenError> {
         Ok(Self {
-            histogram: Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)?,
+            histogram: Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+                .map_err(LoadgenError::Histogram)?,
             classes: Classes::default(),
         })
     }
@@ -148,7 +150,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Recorder {
-    pub(crate) fn new(measure_from: Instant) -> anyhow::Result<Self> {
+    pub(crate) fn new(measure_from: Instant) -> Result<Self, LoadgenError> {
         let mut operations = BTreeMap::new();
         for op in Operation::ALL {
             operations.insert(op, Stats::new()?);

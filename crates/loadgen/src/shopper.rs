@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use loadreport::StatusClass;
 use rand::Rng;
 use reqwest::{Client, RequestBuilder};
@@ -13,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::LoadgenError;
 use crate::mix::Operation;
 use crate::recorder::OrderSeen;
 use crate::scheduler::Step;
@@ -69,13 +69,14 @@ impl Shopper {
         timeout: Duration,
         users: u32,
         seed: u64,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, LoadgenError> {
         let client = Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(usize::MAX)
             .tcp_nodelay(true)
-            .build()?;
+            .build()
+            .map_err(LoadgenError::Client)?;
         let products = product_ids(&client, base).await?;
         let run_id = format!(
             "{:x}{:08x}",
@@ -96,7 +97,7 @@ impl Shopper {
             }
             while let Some(token) = batch.join_next().await {
                 registered.push(User {
-                    token: token??,
+                    token: token.map_err(LoadgenError::RegisterTask)??,
                     cart_filled: AtomicBool::new(false),
                 });
             }
@@ -372,7 +373,7 @@ impl OrderSeen {
 }
 
 /// Up to [`PRODUCT_PAGES`] pages of the listing.
-async fn product_ids(client: &Client, base: &str) -> anyhow::Result<Vec<String>> {
+async fn product_ids(client: &Client, base: &str) -> Result<Vec<String>, LoadgenError> {
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..PRODUCT_PAGES {
@@ -382,18 +383,18 @@ async fn product_ids(client: &Client, base: &str) -> anyhow::Result<Vec<String>>
         if let Some(cursor) = &cursor {
             request = request.query(&[("cursor", cursor)]);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {base}"))?;
+        let response = request.send().await.map_err(|source| LoadgenError::Reach {
+            base: base.to_owned(),
+            source,
+        })?;
         let status = response.status();
         if !status.is_success() {
-            bail!("GET {base}/api/v1/products answered {status}");
+            return Err(LoadgenError::ListingStatus {
+                base: base.to_owned(),
+                status,
+            });
         }
-        let page: Page = response
-            .json()
-            .await
-            .context("the product listing is not a bazaar product list")?;
+        let page: Page = response.json().await.map_err(LoadgenError::Listing)?;
         ids.extend(page.items.into_iter().map(|p| p.id));
         cursor = page.next_cursor;
         if cursor.is_none() {
@@ -401,7 +402,9 @@ async fn product_ids(client: &Client, base: &str) -> anyhow::Result<Vec<String>>
         }
     }
     if ids.is_empty() {
-        bail!("{base} has no products (run `bazaar seed`)");
+        return Err(LoadgenError::NoProducts {
+            base: base.to_owned(),
+        });
     }
     Ok(ids)
 }
@@ -409,7 +412,7 @@ async fn product_ids(client: &Client, base: &str) -> anyhow::Result<Vec<String>>
 /// Registration attempts per user before giving up on a throttled server.
 const REGISTER_ATTEMPTS: u32 = 30;
 
-async fn register(client: &Client, base: &str, email: &str) -> anyhow::Result<String> {
+async fn register(client: &Client, base: &str, email: &str) -> Result<String, LoadgenError> {
     for _ in 0..REGISTER_ATTEMPTS {
         let response = client
             .post(format!("{base}/api/v1/auth/register"))
@@ -418,7 +421,10 @@ async fn register(client: &Client, base: &str, email: &str) -> anyhow::Result<St
             )
             .send()
             .await
-            .with_context(|| format!("cannot register {email}"))?;
+            .map_err(|source| LoadgenError::Register {
+                email: email.to_owned(),
+                source,
+            })?;
         let status = response.status();
         // The edge limits sign-ups per client (429) and identity sheds hashing it has
         // no room for (503), both with Retry-After: setting up the users waits.
@@ -435,9 +441,24 @@ async fn register(client: &Client, base: &str, email: &str) -> anyhow::Result<St
         }
         if status.as_u16() != 201 {
             let body = response.text().await.unwrap_or_default();
-            bail!("registering {email} answered {status}: {body}");
+            return Err(LoadgenError::RegisterStatus {
+                email: email.to_owned(),
+                status,
+                body,
+            });
         }
-        return Ok(response.json::<Registered>().await?.token);
+        let registered =
+            response
+                .json::<Registered>()
+                .await
+                .map_err(|source| LoadgenError::RegisterAnswer {
+                    email: email.to_owned(),
+                    source,
+                })?;
+        return Ok(registered.token);
     }
-    bail!("registering {email}: still throttled after {REGISTER_ATTEMPTS} attempts")
+    Err(LoadgenError::Throttled {
+        email: email.to_owned(),
+        attempts: REGISTER_ATTEMPTS,
+    })
 }

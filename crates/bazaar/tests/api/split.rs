@@ -149,6 +149,10 @@ impl Cluster {
             ("BAZAAR_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
             ("BAZAAR_RATE_LIMIT_PER_SECOND", "0".to_owned()),
             ("BAZAAR_AUTH_RATE_LIMIT_PER_SECOND", "0".to_owned()),
+            (
+                "BAZAAR_PASSWORD_HASH_WAIT_MS",
+                crate::helpers::HASH_WAIT_MS.to_string(),
+            ),
             ("BAZAAR_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
         ]
         .into_iter()
@@ -1136,7 +1140,7 @@ async fn split_internal_routes_need_a_credential_and_are_not_public() {
     assert_problem(response, 401).await;
     // Nor is a credential signed with another secret.
     let forged = chassis::auth::ServiceKeys::new(test_secret().as_bytes(), "orders")
-        .credential()
+        .credential("catalog")
         .unwrap();
     let response = client
         .post(&direct)
@@ -1148,7 +1152,7 @@ async fn split_internal_routes_need_a_credential_and_are_not_public() {
     assert_problem(response, 401).await;
     // The gateway does not route internal paths, credential or not.
     let credential = chassis::auth::ServiceKeys::new(cluster.service_secret.as_bytes(), "orders")
-        .credential()
+        .credential("catalog")
         .unwrap();
     for bearer in [None, Some(&token), Some(&credential)] {
         let mut request = client.post(api.url(PATH)).json(&args);
@@ -1169,6 +1173,60 @@ async fn split_internal_routes_need_a_credential_and_are_not_public() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ok"]["id"], product.as_str(), "{body}");
+}
+
+/// Least privilege between the processes (issue 14, finding 5): a credential is good
+/// against the module it names only, a module takes calls only from the modules the
+/// registry lists as its callers, and only the gateway may say who the end user is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_internal_calls_are_least_privilege() {
+    use chassis::auth::{IDENTITY_HEADER, Principal, Role, ServiceKeys};
+    const PAYMENTS: &str = "/internal/v1/payments/get";
+    let Some(backends) = backends("split_internal_calls_are_least_privilege") else {
+        return;
+    };
+    let cluster = Cluster::start(&backends, &backends.nats, &[]).await;
+    let client = crate::helpers::client();
+    let secret = cluster.service_secret.as_bytes();
+    let payments = cluster.module_url("payments", PAYMENTS);
+    let args = json!({"payment_id": "no-such-payment"});
+    let call = |service: &'static str, audience: &'static str| {
+        let credential = ServiceKeys::new(secret, service)
+            .credential(audience)
+            .unwrap();
+        client
+            .post(&payments)
+            .bearer_auth(credential)
+            .json(&args)
+            .send()
+    };
+
+    // cart's credential for catalog is no good against payments (wrong audience).
+    assert_problem(call("cart", "catalog").await.unwrap(), 401).await;
+    // analytics is no caller of payments: a valid credential, refused.
+    assert_problem(call("analytics", "payments").await.unwrap(), 403).await;
+    // orders is: let in (the payment does not exist, a contract answer).
+    let response = call("orders", "payments").await.unwrap();
+    assert_eq!(response.status(), 422, "{}", response.text().await.unwrap());
+
+    // A module cannot stand in for the gateway and assert an admin.
+    let admin = Principal {
+        user_id: "nobody".into(),
+        role: Role::Admin,
+        session_id: None,
+    };
+    let bus = cluster.module_url("catalog", "/api/v1/admin/bus");
+    let as_admin = |signer: &'static str| {
+        let identity = ServiceKeys::new(secret, signer)
+            .forward_identity(&admin)
+            .unwrap();
+        client.get(&bus).header(IDENTITY_HEADER, identity).send()
+    };
+    assert_problem(as_admin("orders").await.unwrap(), 401).await;
+    assert_problem(as_admin("notifications").await.unwrap(), 401).await;
+    // The gateway's word is taken (the same request, signed by the edge).
+    let response = as_admin("gateway").await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
 /// Every process of a real split deployment is scraped on its own: together they

@@ -75,7 +75,7 @@ impl Transport for Client {
         if budget.is_zero() {
             return Err(RpcFailure::DeadlineExceeded { peer });
         }
-        let credential = self.keys.credential().map_err(|e| {
+        let credential = self.keys.credential(peer).map_err(|e| {
             tracing::error!(error = %e, "cannot sign a service credential");
             RpcFailure::Unauthorized { peer }
         })?;
@@ -102,7 +102,8 @@ impl Transport for Client {
             .await
             .map_err(|e| self.transport(&e, budget))?;
         let status = response.status();
-        if status == StatusCode::UNAUTHORIZED {
+        // Refused (401: the credential; 403: this service may not call the peer).
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RpcFailure::Unauthorized { peer });
         }
         let body = response

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chassis_core::rpc::{Handler, Served};
 
-use crate::auth::{self, ServiceKeys};
+use crate::auth::{self, Access};
 use crate::problem::Problem;
 
 /// Where internal routes live; the gateway never forwards this prefix.
@@ -46,13 +46,14 @@ fn respond(served: Served) -> Response {
     }
 }
 
-/// Guards internal routes: a valid service credential or 401. (`route_layer`, so an
-/// unknown internal path is still a plain 404.) Counted per method served
-/// ([`track_rpc`](crate::red::track_rpc)), refused calls included.
-pub fn internal(routes: Router, keys: ServiceKeys) -> Router {
+/// Guards the internal routes of one module's contract (`access.provider`): a valid
+/// service credential for that module or 401, from one of `access.callers` or 403.
+/// (`route_layer`, so an unknown internal path is still a plain 404.) Counted per
+/// method served ([`track_rpc`](crate::red::track_rpc)), refused calls included.
+pub fn internal(routes: Router, access: Access) -> Router {
     routes
         .route_layer(axum::middleware::from_fn_with_state(
-            keys,
+            access,
             auth::require_service,
         ))
         .route_layer(axum::middleware::from_fn(crate::red::track_rpc))
