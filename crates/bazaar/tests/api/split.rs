@@ -799,6 +799,31 @@ async fn split_failure_isolation_notifications_down() {
     let tokens = api.register_many("split-isolated", N).await;
     let products = api.products_exactly(2).await;
     let product = id_of(&products[0]);
+    // Every buyer is known to notifications before it goes down (their welcome emails
+    // are out): what it catches up on afterwards is the orders alone, not a race
+    // between the identity and orders streams, which another test covers.
+    eventually("a welcome email per buyer", || async {
+        let sent = api
+            .get_json("/api/v1/admin/notifications?limit=100", Some(&admin))
+            .await;
+        let welcomed = sent["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|n| {
+                    n["kind"] == "welcome"
+                        && n["to"]
+                            .as_str()
+                            .is_some_and(|to| to.contains("split-isolated"))
+                })
+                .count()
+        });
+        if welcomed >= N {
+            Ok(())
+        } else {
+            Err(format!("{welcomed} of {N} buyers welcomed"))
+        }
+    })
+    .await;
 
     cluster.stop_service("notifications").await;
 
@@ -827,9 +852,13 @@ async fn split_failure_isolation_notifications_down() {
 
     // Back up, it works through what it missed: one email per order, no more.
     cluster.start_service("notifications").await;
-    eventually("one confirmation email per order", || async {
-        api.emails_settled(&admin, &confirmed, &[]).await
-    })
+    // A message the stopped process held unacknowledged comes back after JetStream's
+    // ack_wait (30 s): patience beyond that.
+    eventually_within(
+        "one confirmation email per order",
+        Duration::from_secs(90),
+        || async { api.emails_settled(&admin, &confirmed, &[]).await },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     check_order_emails(&api.order_emails(&admin).await, &confirmed, &[])
