@@ -515,14 +515,7 @@ async fn a_burst_of_logins_from_one_client_gets_429_with_retry_after() {
         assert_eq!(response.status(), 200);
     }
     let response = limited.expect("30 rapid logins at 1/s with a burst of 3 hit the auth limit");
-    let retry_after: u64 = response
-        .headers()
-        .get("retry-after")
-        .expect("Retry-After on a 429")
-        .to_str()
-        .unwrap()
-        .parse()
-        .expect("Retry-After is a number of seconds");
+    let retry_after = retry_after_secs(&response);
     assert!(retry_after >= 1, "{retry_after}");
     assert_problem(response, 429).await;
     // Registration shares the limit; the rest of the API does not.
@@ -622,16 +615,21 @@ async fn login_from(
         .unwrap()
 }
 
-/// The 429's `Retry-After`, in seconds; the body is a problem.
-async fn assert_throttled(response: reqwest::Response) -> u64 {
-    let retry_after: u64 = response
+/// A 429's `Retry-After`, in seconds.
+fn retry_after_secs(response: &reqwest::Response) -> u64 {
+    response
         .headers()
         .get("retry-after")
         .expect("Retry-After on a 429")
         .to_str()
         .unwrap()
         .parse()
-        .expect("Retry-After is a number of seconds");
+        .expect("Retry-After is a number of seconds")
+}
+
+/// The 429's `Retry-After`, in seconds; the body is a problem.
+async fn assert_throttled(response: reqwest::Response) -> u64 {
+    let retry_after = retry_after_secs(&response);
     let problem = assert_problem(response, 429).await;
     assert!(
         problem["detail"]
