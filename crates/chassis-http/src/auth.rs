@@ -86,6 +86,8 @@ pub enum TokenError {
         #[source]
         source: std::io::Error,
     },
+    #[error("unusable service key {path}: {reason}")]
+    Key { path: String, reason: &'static str },
 }
 
 /// Signs and verifies user tokens.
@@ -272,6 +274,51 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
+/// Writes a fresh Ed25519 key pair for each of `services` into `dir` (created
+/// owner-only if missing): `<name>.key`, the PKCS#8 private key (PEM, owner-only), and
+/// `<name>.pub`, its SPKI public key (PEM), the layout [`ServiceKeys::from_dir`] reads.
+/// Existing files are not overwritten.
+pub fn generate_service_keys(dir: &Path, services: &[&str]) -> Result<(), TokenError> {
+    use ring::signature::KeyPair;
+    let io_err = |path: &Path, source| TokenError::Secret {
+        path: path.display().to_string(),
+        source,
+    };
+    chassis_core::private_fs::create_dir(dir).map_err(|e| io_err(dir, e))?;
+    let rng = ring::rand::SystemRandom::new();
+    for service in services {
+        let key_path = dir.join(format!("{service}.key"));
+        let failed = || TokenError::Key {
+            path: key_path.display().to_string(),
+            reason: "cannot generate an Ed25519 key",
+        };
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| failed())?;
+        let pair =
+            ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| failed())?;
+        // SPKI: the Ed25519 algorithm identifier, then the 32-byte key as a bit string.
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        spki.extend_from_slice(pair.public_key().as_ref());
+        write_private(&key_path, &pem("PRIVATE KEY", pkcs8.as_ref()))
+            .map_err(|e| io_err(&key_path, e))?;
+        let pub_path = dir.join(format!("{service}.pub"));
+        write_private(&pub_path, &pem("PUBLIC KEY", &spki)).map_err(|e| io_err(&pub_path, e))?;
+    }
+    Ok(())
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    // Base64 is ASCII, so 64-byte chunks are whole characters.
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out + "-----END " + label + "-----\n"
+}
+
 /// The router state of a module's public routes: its service, and the token verifier
 /// the [`AuthUser`] / [`AdminUser`] extractors take from it.
 #[derive(Debug, Clone)]
@@ -306,18 +353,24 @@ struct ServiceClaims {
     aud: String,
 }
 
-/// Split topology: the service secret every process of a deployment shares. It signs
-/// short-lived credentials for calls between services (subject the calling service,
-/// audience the called module, so a credential is good against that module only) and
-/// the caller identity the gateway forwards (audience [`IDENTITY_AUDIENCE`], signer
-/// [`GATEWAY`]); user tokens cannot pass for either, nor one for the other.
+/// Split topology: the keys that sign short-lived credentials for calls between
+/// services (subject the calling service, audience the called module, so a credential
+/// is good against that module only) and the caller identity the gateway forwards
+/// (audience [`IDENTITY_AUDIENCE`], signer [`GATEWAY`]); user tokens cannot pass for
+/// either, nor one for the other.
+///
+/// Either one HMAC secret shared by every process ([`ServiceKeys::new`]: any process
+/// can sign as any other), or per-service Ed25519 keys ([`ServiceKeys::from_dir`]:
+/// a process signs with its own private key and a token is checked against the public
+/// key of the service it claims as signer, so no process can sign as another).
 #[derive(Clone)]
 pub struct ServiceKeys(Arc<ServiceInner>);
 
 struct ServiceInner {
     service: &'static str,
+    algorithm: Algorithm,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    verifying: Verifying,
     /// Audience set per call: the module called.
     service_validation: Validation,
     identity_validation: Validation,
@@ -325,19 +378,133 @@ struct ServiceInner {
     cached: std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>,
 }
 
+enum Verifying {
+    /// The shared secret verifies every signer.
+    Shared(DecodingKey),
+    /// Each signer's public key, by service name.
+    PerService(std::collections::HashMap<String, DecodingKey>),
+}
+
 impl std::fmt::Debug for ServiceKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceKeys")
             .field("service", &self.0.service)
+            .field("algorithm", &self.0.algorithm)
             .finish_non_exhaustive()
     }
 }
 
+/// The claim naming who signed a token, read before its signature is checked only to
+/// pick the public key that then checks it.
+#[derive(Deserialize)]
+struct Signer {
+    sub: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
 impl ServiceKeys {
-    /// `service` names this process in the credentials it presents.
+    /// `service` names this process in the credentials it presents; every process
+    /// shares `secret`.
     pub fn new(secret: &[u8], service: &'static str) -> Self {
+        Self::with(
+            service,
+            Algorithm::HS256,
+            EncodingKey::from_secret(secret),
+            Verifying::Shared(DecodingKey::from_secret(secret)),
+        )
+    }
+
+    /// Per-service Ed25519 keys from `dir`: `<service>.key`, this process's private
+    /// key (PKCS#8, PEM or DER), and `<name>.pub`, the public key (SPKI PEM, or the raw
+    /// 32 bytes) of every service whose tokens it accepts, `gateway` included. Keys are
+    /// named by service name: a process running several modules is `cart+orders`.
+    pub fn from_dir(dir: &Path, service: &'static str) -> Result<Self, TokenError> {
+        let key_path = dir.join(format!("{service}.key"));
+        let bad = |path: &Path, reason| TokenError::Key {
+            path: path.display().to_string(),
+            reason,
+        };
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| TokenError::Secret {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let private = read(&key_path)?;
+        let encoding = if private.starts_with(b"-----BEGIN") {
+            EncodingKey::from_ed_pem(&private)
+                .map_err(|_| bad(&key_path, "not an Ed25519 PKCS#8 PEM private key"))?
+        } else {
+            EncodingKey::from_ed_der(&private)
+        };
+        let mut public = std::collections::HashMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|source| TokenError::Secret {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        for entry in entries {
+            let path = entry
+                .map_err(|source| TokenError::Secret {
+                    path: dir.display().to_string(),
+                    source,
+                })?
+                .path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pub"))
+            else {
+                continue;
+            };
+            let bytes = read(&path)?;
+            let key = if bytes.starts_with(b"-----BEGIN") {
+                DecodingKey::from_ed_pem(&bytes)
+                    .map_err(|_| bad(&path, "not an Ed25519 SPKI PEM public key"))?
+            } else if bytes.len() == 32 {
+                DecodingKey::from_ed_der(&bytes)
+            } else {
+                return Err(bad(&path, "not an Ed25519 public key"));
+            };
+            public.insert(name.to_owned(), key);
+        }
+        let keys = Self::with(
+            service,
+            Algorithm::EdDSA,
+            encoding,
+            Verifying::PerService(public),
+        );
+        // Fail at start, not on the first call: the private key must sign, and match
+        // this service's public key when the directory holds it.
+        let probe = keys
+            .credential(service)
+            .map_err(|_| bad(&key_path, "not an Ed25519 PKCS#8 private key"))?;
+        if let Verifying::PerService(public) = &keys.0.verifying {
+            if public.contains_key(service) && keys.verify_credential(&probe, service).is_none() {
+                return Err(bad(
+                    &key_path,
+                    "does not match the public key of the same name",
+                ));
+            }
+        }
+        keys.0
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        Ok(keys)
+    }
+
+    fn with(
+        service: &'static str,
+        algorithm: Algorithm,
+        encoding: EncodingKey,
+        verifying: Verifying,
+    ) -> Self {
+        // Only the one algorithm is accepted: `alg: none`, and an HS256 token made
+        // with a public key as its secret, fail.
         let validation = |audience: &str| {
-            let mut v = Validation::new(Algorithm::HS256);
+            let mut v = Validation::new(algorithm);
             v.set_issuer(&[ISSUER]);
             v.set_audience(&[audience]);
             v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
@@ -346,13 +513,40 @@ impl ServiceKeys {
         };
         Self(Arc::new(ServiceInner {
             service,
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            algorithm,
+            encoding,
+            verifying,
             // Replaced per call by the module called.
             service_validation: validation(IDENTITY_AUDIENCE),
             identity_validation: validation(IDENTITY_AUDIENCE),
             cached: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
+    }
+
+    /// Decodes `token` if the service it names as signer signed it: `sub` for a
+    /// credential, `by` for a forwarded identity (never the other, so a service cannot
+    /// sign a credential with its own key and name another as `sub`).
+    fn decode(
+        &self,
+        token: &str,
+        validation: &Validation,
+        identity: bool,
+    ) -> Option<ServiceClaims> {
+        let key = match &self.0.verifying {
+            Verifying::Shared(key) => key,
+            Verifying::PerService(public) => {
+                let payload = token.split('.').nth(1)?;
+                let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .ok()?;
+                let signer: Signer = serde_json::from_slice(&json).ok()?;
+                let name = if identity { signer.by? } else { signer.sub };
+                public.get(&name)?
+            }
+        };
+        jsonwebtoken::decode::<ServiceClaims>(token, key, validation)
+            .ok()
+            .map(|data| data.claims)
     }
 
     pub fn service(&self) -> &'static str {
@@ -378,7 +572,7 @@ impl ServiceKeys {
             iss: ISSUER.to_owned(),
             aud: aud.to_owned(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
+        let token = jsonwebtoken::encode(&Header::new(self.0.algorithm), &claims, &self.0.encoding)
             .map_err(TokenError::Sign)?;
         Ok((token, claims.exp))
     }
@@ -409,10 +603,9 @@ impl ServiceKeys {
     pub fn verify_credential(&self, token: &str, audience: &str) -> Option<String> {
         let mut validation = self.0.service_validation.clone();
         validation.set_audience(&[audience]);
-        jsonwebtoken::decode::<ServiceClaims>(token, &self.0.decoding, &validation)
-            .ok()
-            .filter(|data| data.claims.role.is_none())
-            .map(|data| data.claims.sub)
+        self.decode(token, &validation, false)
+            .filter(|claims| claims.role.is_none() && claims.by.is_none())
+            .map(|claims| claims.sub)
     }
 
     /// The gateway's statement of who the caller is, for one hop.
@@ -430,19 +623,14 @@ impl ServiceKeys {
     /// The user a forwarded identity names, if the gateway signed it: no other
     /// service may assert who the end user is.
     pub fn verify_identity(&self, token: &str) -> Option<Principal> {
-        let data = jsonwebtoken::decode::<ServiceClaims>(
-            token,
-            &self.0.decoding,
-            &self.0.identity_validation,
-        )
-        .ok()?;
-        if data.claims.by.as_deref() != Some(GATEWAY) {
+        let claims = self.decode(token, &self.0.identity_validation, true)?;
+        if claims.by.as_deref() != Some(GATEWAY) {
             return None;
         }
         Some(Principal {
-            user_id: data.claims.sub,
-            role: data.claims.role?,
-            session_id: data.claims.sid,
+            user_id: claims.sub,
+            role: claims.role?,
+            session_id: claims.sid,
         })
     }
 }
@@ -795,6 +983,169 @@ mod tests {
                 .unwrap_err(),
             401
         );
+    }
+
+    /// A generated key set for `services`, and each one's [`ServiceKeys`].
+    fn key_set(services: &[&'static str]) -> (tempfile::TempDir, Vec<ServiceKeys>) {
+        let dir = tempfile::tempdir().unwrap();
+        generate_service_keys(dir.path(), services).unwrap();
+        let keys = services
+            .iter()
+            .map(|s| ServiceKeys::from_dir(dir.path(), s).unwrap())
+            .collect();
+        (dir, keys)
+    }
+
+    /// `claims` signed with `signer`'s own key, whatever they say.
+    fn signed_by(signer: &ServiceKeys, claims: &ServiceClaims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &signer.0.encoding).unwrap()
+    }
+
+    fn claims(sub: &str, role: Option<Role>, by: Option<&str>, aud: &str) -> ServiceClaims {
+        let now = jsonwebtoken::get_current_timestamp();
+        ServiceClaims {
+            sub: sub.into(),
+            role,
+            sid: None,
+            by: by.map(str::to_owned),
+            exp: now + 60,
+            iat: now,
+            iss: ISSUER.into(),
+            aud: aud.into(),
+        }
+    }
+
+    #[test]
+    fn per_service_keys_verify_each_signer_with_its_own_public_key() {
+        let (dir, keys) = key_set(&["orders", "analytics", "payments", GATEWAY]);
+        let [orders, analytics, payments, gateway] = &keys[..] else {
+            unreachable!()
+        };
+        let credential = orders.credential("payments").unwrap();
+        assert_eq!(
+            payments
+                .verify_credential(&credential, "payments")
+                .as_deref(),
+            Some("orders")
+        );
+        let principal = Principal {
+            user_id: "u1".into(),
+            role: Role::Admin,
+            session_id: None,
+        };
+        let identity = gateway.forward_identity(&principal).unwrap();
+        assert_eq!(payments.verify_identity(&identity), Some(principal.clone()));
+        assert!(
+            payments
+                .verify_credential(&identity, IDENTITY_AUDIENCE)
+                .is_none()
+        );
+        assert!(payments.verify_identity(&credential).is_none());
+
+        // analytics holds only its own key: it cannot pass for orders, neither as
+        // `sub` nor by naming itself as `by`, nor assert a user as the gateway.
+        let forged = signed_by(analytics, &claims("orders", None, None, "payments"));
+        assert!(payments.verify_credential(&forged, "payments").is_none());
+        let forged = signed_by(
+            analytics,
+            &claims("orders", None, Some("analytics"), "payments"),
+        );
+        assert!(payments.verify_credential(&forged, "payments").is_none());
+        let forged = signed_by(
+            analytics,
+            &claims("u1", Some(Role::Admin), Some(GATEWAY), IDENTITY_AUDIENCE),
+        );
+        assert!(payments.verify_identity(&forged).is_none());
+        assert!(
+            payments
+                .verify_identity(&analytics.forward_identity(&principal).unwrap())
+                .is_none()
+        );
+        // Its own credential is still its own.
+        assert_eq!(
+            payments
+                .verify_credential(&analytics.credential("payments").unwrap(), "payments")
+                .as_deref(),
+            Some("analytics")
+        );
+
+        // Neither the shared secret's tokens nor an HS256 token keyed with a public
+        // key are accepted once keys are per service.
+        let shared = ServiceKeys::new(SECRET, "orders");
+        assert!(
+            payments
+                .verify_credential(&shared.credential("payments").unwrap(), "payments")
+                .is_none()
+        );
+        let public_pem = std::fs::read(dir.path().join("orders.pub")).unwrap();
+        let confused = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims("orders", None, None, "payments"),
+            &EncodingKey::from_secret(&public_pem),
+        )
+        .unwrap();
+        assert!(payments.verify_credential(&confused, "payments").is_none());
+    }
+
+    #[test]
+    fn access_with_per_service_keys_refuses_a_credential_signed_by_another() {
+        let (_dir, keys) = key_set(&["orders", "analytics", "payments"]);
+        let [orders, analytics, payments] = &keys[..] else {
+            unreachable!()
+        };
+        let access = Access {
+            keys: payments.clone(),
+            provider: "payments",
+            callers: vec!["orders"],
+        };
+        let status = |token: &str| {
+            access
+                .check(&headers_with(token))
+                .map(|Caller(c)| c)
+                .map_err(|p| p.status)
+        };
+        assert_eq!(
+            status(&orders.credential("payments").unwrap()),
+            Ok("orders".to_owned())
+        );
+        assert_eq!(status(&analytics.credential("payments").unwrap()), Err(403));
+        let forged = signed_by(analytics, &claims("orders", None, None, "payments"));
+        assert_eq!(status(&forged), Err(401));
+    }
+
+    #[test]
+    fn service_keys_from_dir_refuse_missing_mismatched_and_garbage_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_service_keys(dir.path(), &["orders", "cart"]).unwrap();
+        let path = dir.path();
+        assert!(matches!(
+            ServiceKeys::from_dir(path, "payments"),
+            Err(TokenError::Secret { .. })
+        ));
+        // orders' private key beside cart's public key under the name orders.
+        std::fs::copy(path.join("cart.pub"), path.join("mixed.pub")).unwrap();
+        std::fs::copy(path.join("orders.key"), path.join("mixed.key")).unwrap();
+        assert!(matches!(
+            ServiceKeys::from_dir(path, "mixed"),
+            Err(TokenError::Key { .. })
+        ));
+        std::fs::write(path.join("bad.key"), b"not a key").unwrap();
+        assert!(matches!(
+            ServiceKeys::from_dir(path, "bad"),
+            Err(TokenError::Key { .. })
+        ));
+        std::fs::remove_file(path.join("bad.key")).unwrap();
+        std::fs::remove_file(path.join("mixed.key")).unwrap();
+        std::fs::remove_file(path.join("mixed.pub")).unwrap();
+        std::fs::write(path.join("bad.pub"), b"short").unwrap();
+        assert!(matches!(
+            ServiceKeys::from_dir(path, "orders"),
+            Err(TokenError::Key { .. })
+        ));
+        std::fs::remove_file(path.join("bad.pub")).unwrap();
+        assert!(ServiceKeys::from_dir(path, "orders").is_ok());
+        // Generation keeps what is there.
+        assert!(generate_service_keys(path, &["orders"]).is_err());
     }
 
     #[test]
