@@ -424,6 +424,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::service::ServiceClaims;
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";

@@ -3,26 +3,37 @@
 //! with (one shared secret, or a key pair per service), and who may call a module's
 //! internal routes.
 
-use super::*;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    GATEWAY, IDENTITY_AUDIENCE, IDENTITY_TTL_SECS, ISSUER, Principal, Refusal, Role,
+    SERVICE_TOKEN_TTL_SECS, TokenError, bearer_token, write_private,
+};
+use crate::problem::Problem;
 
 /// Claims of service credentials and forwarded identities.
 #[derive(Debug, Serialize, Deserialize)]
-struct ServiceClaims {
+pub(super) struct ServiceClaims {
     /// The calling service, or the forwarded user.
-    sub: String,
+    pub(super) sub: String,
     /// The forwarded user's role (identities only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    role: Option<Role>,
+    pub(super) role: Option<Role>,
     /// The forwarded user's session (identities only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    sid: Option<String>,
+    pub(super) sid: Option<String>,
     /// The service that signed a forwarded identity: only the gateway's is believed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    by: Option<String>,
-    exp: u64,
-    iat: u64,
-    iss: String,
-    aud: String,
+    pub(super) by: Option<String>,
+    pub(super) exp: u64,
+    pub(super) iat: u64,
+    pub(super) iss: String,
+    pub(super) aud: String,
 }
 
 /// Split topology: the keys that sign short-lived credentials for calls between
@@ -36,12 +47,12 @@ struct ServiceClaims {
 /// a process signs with its own private key and a token is checked against the public
 /// key of the service it claims as signer, so no process can sign as another).
 #[derive(Clone)]
-pub struct ServiceKeys(Arc<ServiceInner>);
+pub struct ServiceKeys(pub(super) Arc<ServiceInner>);
 
-struct ServiceInner {
+pub(super) struct ServiceInner {
     service: &'static str,
     algorithm: Algorithm,
-    encoding: EncodingKey,
+    pub(super) encoding: EncodingKey,
     verifying: Verifying,
     /// Audience set per call: the module called.
     service_validation: Validation,
@@ -406,4 +417,3 @@ fn pem(label: &str, der: &[u8]) -> String {
     }
     out + "-----END " + label + "-----\n"
 }
-
