@@ -252,16 +252,25 @@ impl Drop for DeleteStreams {
     }
 }
 
-#[tokio::test]
-async fn outbox_to_jetstream_applies_every_event_once() {
-    let Some(url) = nats_url("outbox_to_jetstream_applies_every_event_once") else {
-        return;
-    };
+/// One JetStream test's setup: a connection under a fresh prefix (its streams deleted
+/// at the end), the producer/consumer fixture on both topics, a bus, and the consumer
+/// task running until `shutdown`.
+struct Running {
+    js: JetStream,
+    f: Fixture,
+    bus: NatsBus,
+    shutdown: CancellationToken,
+    consuming: tokio::task::JoinHandle<()>,
+    _cleanup: DeleteStreams,
+}
+
+async fn running(test: &str) -> Option<Running> {
+    let url = nats_url(test)?;
     let js = JetStream::connect(&url, "chassis-test", settings(unique_prefix()))
         .await
         .unwrap();
-    let _cleanup = DeleteStreams {
-        url: url.clone(),
+    let cleanup = DeleteStreams {
+        url,
         settings: js.settings().clone(),
     };
     let f = fixture(both(), Duration::ZERO).await;
@@ -272,6 +281,29 @@ async fn outbox_to_jetstream_applies_every_event_once() {
         Arc::clone(&f.consumer),
         shutdown.clone(),
     );
+    Some(Running {
+        js,
+        f,
+        bus,
+        shutdown,
+        consuming,
+        _cleanup: cleanup,
+    })
+}
+
+#[tokio::test]
+async fn outbox_to_jetstream_applies_every_event_once() {
+    let Some(Running {
+        js,
+        f,
+        bus,
+        shutdown,
+        consuming,
+        _cleanup,
+    }) = running("outbox_to_jetstream_applies_every_event_once").await
+    else {
+        return;
+    };
 
     // The first one carries a trace context, as it would from a traced request.
     let mut traced = Envelope::wrap(&deposit(1000)).unwrap();
@@ -427,24 +459,17 @@ async fn redelivered_and_republished_events_apply_once() {
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_acked() {
-    let Some(url) = nats_url("poison_messages_are_dead_lettered_and_acked") else {
+    let Some(Running {
+        js,
+        f,
+        bus,
+        shutdown,
+        consuming,
+        _cleanup,
+    }) = running("poison_messages_are_dead_lettered_and_acked").await
+    else {
         return;
     };
-    let js = JetStream::connect(&url, "chassis-test", settings(unique_prefix()))
-        .await
-        .unwrap();
-    let _cleanup = DeleteStreams {
-        url: url.clone(),
-        settings: js.settings().clone(),
-    };
-    let f = fixture(both(), Duration::ZERO).await;
-    let bus = NatsBus::new(js.clone());
-    let shutdown = CancellationToken::new();
-    let consuming = chassis_messaging::nats::spawn_consumer(
-        js.clone(),
-        Arc::clone(&f.consumer),
-        shutdown.clone(),
-    );
 
     // A well-formed envelope whose payload the handler cannot decode.
     let mut poison = Envelope::wrap(&deposit(1)).unwrap();
@@ -506,25 +531,17 @@ async fn poison_messages_are_dead_lettered_and_acked() {
 
 #[tokio::test]
 async fn a_deleted_durable_is_recreated_and_replays_without_second_effects() {
-    let Some(url) = nats_url("a_deleted_durable_is_recreated_and_replays_without_second_effects")
+    let Some(Running {
+        js,
+        f,
+        bus,
+        shutdown,
+        consuming,
+        _cleanup,
+    }) = running("a_deleted_durable_is_recreated_and_replays_without_second_effects").await
     else {
         return;
     };
-    let js = JetStream::connect(&url, "chassis-test", settings(unique_prefix()))
-        .await
-        .unwrap();
-    let _cleanup = DeleteStreams {
-        url: url.clone(),
-        settings: js.settings().clone(),
-    };
-    let f = fixture(both(), Duration::ZERO).await;
-    let bus = NatsBus::new(js.clone());
-    let shutdown = CancellationToken::new();
-    let consuming = chassis_messaging::nats::spawn_consumer(
-        js.clone(),
-        Arc::clone(&f.consumer),
-        shutdown.clone(),
-    );
     bus.publish(&Envelope::wrap(&deposit(2)).unwrap())
         .await
         .unwrap();
