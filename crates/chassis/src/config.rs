@@ -406,6 +406,11 @@ mod tests {
         }
     }
 
+    /// The configuration as a start with `file` (and the jail's environment) loads it.
+    fn load(file: Option<&str>) -> Result<Config, ConfigError> {
+        Config::load(file.map(Path::new), &Overrides::default(), MODULE_KEYS)
+    }
+
     fn seeded(config: &Config) -> u32 {
         config.section::<Seeding>().unwrap().seed_products
     }
@@ -463,12 +468,7 @@ mod tests {
             jail.create_file("bazaar.toml", "seed_products = 5\n")?;
             jail.set_env("BAZAAR_SEED_PRODUCTS", "7");
             jail.set_env("BAZAAR_UNRELATED_THING", "ignored");
-            let config = Config::load(
-                Some(Path::new("bazaar.toml")),
-                &Overrides::default(),
-                MODULE_KEYS,
-            )
-            .unwrap();
+            let config = load(Some("bazaar.toml")).unwrap();
             assert_eq!(seeded(&config), 7);
             Ok(())
         });
@@ -477,14 +477,9 @@ mod tests {
     #[test]
     fn database_url_comes_from_the_environment() {
         figment::Jail::expect_with(|jail| {
-            assert_eq!(
-                Config::load(None, &Overrides::default(), MODULE_KEYS)
-                    .unwrap()
-                    .database_url,
-                None
-            );
+            assert_eq!(load(None).unwrap().database_url, None);
             jail.set_env("BAZAAR_DATABASE_URL", "postgresql://bazaar@db:5432/shop");
-            let config = Config::load(None, &Overrides::default(), MODULE_KEYS).unwrap();
+            let config = load(None).unwrap();
             assert_eq!(
                 config.database_url.as_deref(),
                 Some("postgresql://bazaar@db:5432/shop")
@@ -504,12 +499,7 @@ mod tests {
                 "BAZAAR_FAULTS",
                 "{\"payments.charge\" = {latency_ms = 200}}",
             );
-            let config = Config::load(
-                Some(Path::new("bazaar.toml")),
-                &Overrides::default(),
-                MODULE_KEYS,
-            )
-            .unwrap();
+            let config = load(Some("bazaar.toml")).unwrap();
             let overrides = &config.dependencies["payments"];
             assert_eq!(overrides.breaker_failures, Some(3));
             // Unset fields keep the dependency's own defaults.
@@ -525,13 +515,7 @@ mod tests {
             );
             assert_eq!(config.faults["payments.charge"].latency_ms, 200);
             jail.set_env("BAZAAR_FAULTS", "{catalog = {error_rate = 2.0}}");
-            let err = Config::load(
-                Some(Path::new("bazaar.toml")),
-                &Overrides::default(),
-                MODULE_KEYS,
-            )
-            .unwrap_err()
-            .to_string();
+            let err = load(Some("bazaar.toml")).unwrap_err().to_string();
             assert!(err.contains("faults"), "{err}");
             Ok(())
         });
@@ -541,37 +525,25 @@ mod tests {
     fn bad_values_name_the_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("BAZAAR_REQUEST_TIMEOUT_MS", "soon");
-            let err = Config::load(None, &Overrides::default(), MODULE_KEYS)
-                .unwrap_err()
-                .to_string();
+            let err = load(None).unwrap_err().to_string();
             assert!(err.to_lowercase().contains("request_timeout_ms"), "{err}");
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
             jail.create_file("bazaar.toml", "no_such_key = 1\n")?;
-            let err = Config::load(
-                Some(Path::new("bazaar.toml")),
-                &Overrides::default(),
-                MODULE_KEYS,
-            )
-            .unwrap_err()
-            .to_string();
+            let err = load(Some("bazaar.toml")).unwrap_err().to_string();
             assert!(err.contains("no_such_key"), "{err}");
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
             jail.set_env("BAZAAR_DATABASE_URL", "mysql://root@localhost/bazaar");
-            let err = Config::load(None, &Overrides::default(), MODULE_KEYS)
-                .unwrap_err()
-                .to_string();
+            let err = load(None).unwrap_err().to_string();
             assert!(err.contains("database_url"), "{err}");
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
             jail.set_env("BAZAAR_JWT_SECRET", "short");
-            let err = Config::load(None, &Overrides::default(), MODULE_KEYS)
-                .unwrap_err()
-                .to_string();
+            let err = load(None).unwrap_err().to_string();
             assert!(err.contains("jwt_secret"), "{err}");
             Ok(())
         });
@@ -585,12 +557,7 @@ mod tests {
                 "peer_cart = \"http://cart:8080\"\n[peers]\norders = \"http://orders:8080\"\n",
             )?;
             jail.set_env("BAZAAR_PEER_CATALOG", "http://catalog:8080");
-            let config = Config::load(
-                Some(Path::new("bazaar.toml")),
-                &Overrides::default(),
-                MODULE_KEYS,
-            )
-            .unwrap();
+            let config = load(Some("bazaar.toml")).unwrap();
             assert_eq!(config.peer("catalog"), Some("http://catalog:8080"));
             assert_eq!(config.peer("cart"), Some("http://cart:8080"));
             assert_eq!(config.peer("orders"), Some("http://orders:8080"));
@@ -608,12 +575,7 @@ mod tests {
                 .to_string();
             assert!(err.contains("seed_products"), "{err}");
             jail.set_env("BAZAAR_SEED_PRODUCTS", "soon");
-            let config = Config::load(
-                Some(Path::new("bazaar.toml")),
-                &Overrides::default(),
-                MODULE_KEYS,
-            )
-            .unwrap();
+            let config = load(Some("bazaar.toml")).unwrap();
             let err = config.section::<Seeding>().unwrap_err().to_string();
             assert!(err.contains("seed_products"), "{err}");
             Ok(())
