@@ -155,6 +155,8 @@ impl Modules {
                 config.token_ttl_secs,
             )?
         };
+        // The client's IP (login throttling) as the edge's limits take it.
+        let tokens = tokens.with_trusted_proxies(config.trusted_proxies());
         let remote = match (&keys, topology.is_split()) {
             (Some(keys), true) => Some((
                 keys.clone(),
@@ -504,6 +506,7 @@ impl Application {
                 rate_burst: config.rate_limit_burst,
                 auth_rate_per_second: config.auth_rate_limit_per_second,
                 auth_rate_burst: config.auth_rate_limit_burst,
+                trusted_proxies: config.trusted_proxies(),
             };
             let limiters = settings.limiters();
             for limiter in &limiters {

@@ -2,14 +2,16 @@
 //!
 //! Errors as problem+json ([`Problem`]), extractors whose rejections are problems
 //! ([`extract`]), user tokens and service credentials ([`auth`]), the deadline
-//! carried across hops ([`deadline`]), liveness and readiness ([`health`]), the
+//! carried across hops ([`deadline`]), the client behind proxies ([`forwarded`]), liveness and readiness ([`health`]), the
 //! server every process runs with its layers ([`server`]), RED metrics ([`red`]),
-//! the RPC transport ([`rpc`]) and the OpenAPI pieces every document shares
+//! the RPC transport ([`rpc`]) over the replicas of each peer ([`balance`]) and the OpenAPI pieces every document shares
 //! ([`openapi`]).
 
 pub mod auth;
+pub mod balance;
 pub mod deadline;
 pub mod extract;
+pub mod forwarded;
 pub mod health;
 pub mod openapi;
 pub mod problem;

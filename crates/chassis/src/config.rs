@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use chassis_store::store::SqliteSync;
 pub use chassis_telemetry::LogFormat;
 
+use chassis_http::forwarded::TrustedProxies;
 use chassis_resilience::{DependencyPolicy, Fault, PolicyOverrides};
 
 /// The process's configuration: one flat set of keys, each typed with the settings
@@ -52,6 +53,11 @@ pub struct Config {
     pub auth_rate_limit_per_second: u32,
     /// Requests to `/api/v1/auth/*` a client may burst above that rate.
     pub auth_rate_limit_burst: u32,
+    /// The proxies in front of bazaar (load balancer, ingress) whose
+    /// `X-Forwarded-For` names the client the per-IP limits count: comma-separated
+    /// CIDRs or addresses (`10.0.0.0/8,192.168.1.7`). Empty (the default): the header
+    /// is never believed and the TCP peer is the client.
+    pub trusted_proxies: String,
     /// Budget of one public request, after which it is abandoned with a 504.
     pub request_timeout_ms: u64,
     /// How long in-flight requests may take to finish once shutdown starts.
@@ -104,8 +110,10 @@ pub struct Config {
     /// `<data_dir>/metrics-token`.
     pub metrics_token: Option<String>,
     /// Split topology: where each module this process does not run is reached, by
-    /// module name (`http://catalog:8080`; DNS names work): `[peers] catalog = ...`
-    /// in the file, `BAZAAR_PEER_CATALOG` in the environment, or the older file key
+    /// module name (`http://catalog:8080`; DNS names work, each address a name
+    /// resolves to being a replica), or its replicas as a comma-separated list
+    /// (`http://10.0.0.5:8080,http://10.0.0.6:8080`): `[peers] catalog = ...` in the
+    /// file, `BAZAAR_PEER_CATALOG` in the environment, or the older file key
     /// `peer_catalog`.
     pub peers: BTreeMap<String, String>,
     /// The modules' own settings, flat keys as everywhere else
@@ -130,6 +138,7 @@ impl Default for Config {
             rate_limit_burst: 200,
             auth_rate_limit_per_second: 5,
             auth_rate_limit_burst: 10,
+            trusted_proxies: String::new(),
             request_timeout_ms: 10_000,
             shutdown_timeout_secs: 30,
             database_url: None,
@@ -168,6 +177,7 @@ pub const KEYS: &[&str] = &[
     "rate_limit_burst",
     "auth_rate_limit_per_second",
     "auth_rate_limit_burst",
+    "trusted_proxies",
     "request_timeout_ms",
     "shutdown_timeout_secs",
     "database_url",
@@ -268,9 +278,15 @@ impl Config {
         Ok(config)
     }
 
-    /// The peer address configured for `module`.
+    /// The peer address configured for `module`: one base URL or a comma-separated
+    /// list of its replicas' (see [`chassis_http::balance::Replicas`]).
     pub fn peer(&self, module: &str) -> Option<&str> {
         self.peers.get(module).map(String::as_str)
+    }
+
+    /// The proxies whose `X-Forwarded-For` is believed (checked by [`Config::load`]).
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::parse(&self.trusted_proxies).unwrap_or_default()
     }
 
     /// A module's typed settings, read from its keys (unset ones take the type's
@@ -320,6 +336,20 @@ impl Config {
         }
         if self.request_timeout_ms == 0 {
             return Err(invalid("request_timeout_ms", "must be positive"));
+        }
+        TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|message| invalid("trusted_proxies", message))?;
+        for (module, urls) in &self.peers {
+            let bad = chassis_http::balance::split(urls)
+                .find(|url| !(url.starts_with("http://") || url.starts_with("https://")));
+            if bad.is_some() || chassis_http::balance::split(urls).next().is_none() {
+                return Err(invalid(
+                    "peers",
+                    format!(
+                        "{module}: one http:// or https:// base URL, or a comma-separated list of them"
+                    ),
+                ));
+            }
         }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {

@@ -256,8 +256,9 @@ fn catalog_keys() -> ServiceKeys {
 fn client_at(addr: SocketAddr, keys: ServiceKeys, timeout: Duration) -> CatalogClient {
     CatalogClient::new(chassis::rpc::Client::new(
         chassis::rpc::http_client().unwrap(),
-        "catalog",
-        &format!("http://{addr}"),
+        std::sync::Arc::new(
+            chassis::http::balance::Replicas::parse("catalog", &format!("http://{addr}")).unwrap(),
+        ),
         keys,
         timeout,
     ))

@@ -133,7 +133,18 @@ async fn list_services(
                 Location::InProcess => {
                     ("in-process".to_owned(), (local_ready, local_report.clone()))
                 }
-                Location::Remote(base) => (base.clone(), probe(client, base).await),
+                // Replicas: the first one answers for the module (each is probed by
+                // its own orchestrator; this page is a map, not a monitor).
+                Location::Remote(base) => (
+                    base.clone(),
+                    probe(
+                        client,
+                        chassis::http::balance::split(base)
+                            .next()
+                            .unwrap_or_default(),
+                    )
+                    .await,
+                ),
             };
             ServiceStatus {
                 name: service.name.to_owned(),

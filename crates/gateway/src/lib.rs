@@ -36,6 +36,8 @@ pub struct EdgeSettings {
     /// 0 turns it off.
     pub auth_rate_per_second: u32,
     pub auth_rate_burst: u32,
+    /// Whose `X-Forwarded-For` names the client the limits count (none by default).
+    pub trusted_proxies: chassis::forwarded::TrustedProxies,
 }
 
 /// The routes that hash passwords (register, login), limited apart.
@@ -52,6 +54,7 @@ impl EdgeSettings {
         ]
         .into_iter()
         .flatten()
+        .map(|limit| limit.behind(self.trusted_proxies.clone()))
         .collect()
     }
 }

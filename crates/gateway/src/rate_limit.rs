@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chassis::forwarded::TrustedProxies;
 use chassis::{CancellationToken, Problem};
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
@@ -21,6 +22,8 @@ type Limiter =
 #[derive(Clone)]
 pub struct RateLimit {
     limiter: Arc<Limiter>,
+    /// Whose `X-Forwarded-For` names the client (none by default: the TCP peer is).
+    trusted: TrustedProxies,
     /// Only requests under this path prefix count (and may be refused); `None`: all.
     only_under: Option<&'static str>,
 }
@@ -41,7 +44,16 @@ impl RateLimit {
                 Quota::per_second(rate).allow_burst(burst),
             )),
             only_under: None,
+            trusted: TrustedProxies::default(),
         })
+    }
+
+    /// The same limit, keyed by the client behind `proxies` (see
+    /// [`TrustedProxies::client`]).
+    #[must_use]
+    pub fn behind(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted = proxies;
+        self
     }
 
     /// The same limit, applied only to paths under `prefix`.
@@ -76,10 +88,11 @@ pub(crate) async fn enforce(State(limit): State<RateLimit>, req: Request, next: 
     {
         return next.run(req).await;
     }
-    let ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let ip = limit.trusted.client(peer, req.headers());
     match limit.limiter.check_key(&ip) {
         Ok(()) => next.run(req).await,
         Err(not_until) => {

@@ -304,6 +304,7 @@ impl Edge {
             rate_burst: 0,
             auth_rate_per_second: 0,
             auth_rate_burst: 0,
+            trusted_proxies: Default::default(),
         };
         let router = gateway::router(
             modules,

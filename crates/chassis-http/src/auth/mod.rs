@@ -13,6 +13,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::forwarded::TrustedProxies;
 use crate::problem::Problem;
 
 mod service;
@@ -106,6 +107,8 @@ struct Inner {
     /// Behind the gateway (split topology) callers are identified by the identity it
     /// forwards, signed with the service secret, and a bearer token is not accepted.
     behind_gateway: Option<ServiceKeys>,
+    /// Whose `X-Forwarded-For` is believed ([`ClientIp`]).
+    trusted_proxies: TrustedProxies,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -130,6 +133,21 @@ impl Tokens {
             validation,
             ttl_secs,
             behind_gateway: None,
+            trusted_proxies: TrustedProxies::default(),
+        }))
+    }
+
+    /// The same tokens, believing `X-Forwarded-For` from `proxies` when taking the
+    /// client's IP ([`ClientIp`]).
+    #[must_use]
+    pub fn with_trusted_proxies(&self, proxies: TrustedProxies) -> Self {
+        Self(Arc::new(Inner {
+            encoding: self.0.encoding.clone(),
+            decoding: self.0.decoding.clone(),
+            validation: self.0.validation.clone(),
+            ttl_secs: self.0.ttl_secs,
+            behind_gateway: self.0.behind_gateway.clone(),
+            trusted_proxies: proxies,
         }))
     }
 
@@ -144,6 +162,7 @@ impl Tokens {
             validation: self.0.validation.clone(),
             ttl_secs: self.0.ttl_secs,
             behind_gateway: Some(keys),
+            trusted_proxies: self.0.trusted_proxies.clone(),
         }))
     }
 
@@ -352,8 +371,10 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, Refusal> {
 
 /// The client's IP address, as the edge saw it: the TCP peer, or, behind the gateway
 /// (split topology), the last `X-Forwarded-For` entry, which is the peer the gateway
-/// itself saw and appended (anything before it is the client's say-so). The monolith
-/// reads no `X-Forwarded-For`, as the edge's rate limiter does not.
+/// itself saw and appended (anything before it is the client's say-so). Either way,
+/// when that peer is one of the `trusted_proxies` (a load balancer, an ingress), the
+/// client is looked for further left in `X-Forwarded-For`, through trusted proxies
+/// only ([`TrustedProxies::client`]); with none configured the header is not believed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub Option<std::net::IpAddr>);
 
@@ -365,23 +386,25 @@ where
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if Tokens::from_ref(state).0.behind_gateway.is_some() {
-            let last = parts
+        let tokens = Tokens::from_ref(state);
+        let peer = if tokens.0.behind_gateway.is_some() {
+            parts
                 .headers
                 .get_all("x-forwarded-for")
                 .iter()
                 .next_back()
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit(',').next())
-                .and_then(|ip| ip.trim().parse().ok());
-            return Ok(ClientIp(last));
-        }
-        Ok(ClientIp(
+                .and_then(|ip| ip.trim().parse().ok())
+        } else {
             parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|axum::extract::ConnectInfo(addr)| addr.ip()),
-        ))
+                .map(|axum::extract::ConnectInfo(addr)| addr.ip())
+        };
+        Ok(ClientIp(peer.map(|peer| {
+            tokens.0.trusted_proxies.client(peer, &parts.headers)
+        })))
     }
 }
 

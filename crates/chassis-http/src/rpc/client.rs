@@ -1,5 +1,6 @@
 //! The calling side: a pooled HTTP client for one peer module.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,13 +8,17 @@ use chassis_core::rpc::{Answer, RpcFailure, Transport};
 
 use super::server::PREFIX;
 use crate::auth::ServiceKeys;
+use crate::balance::{Outcome, Replicas};
 
 /// A pooled HTTP client for one peer module: the transport its contract's client
-/// (`CatalogClient::new(..)`) calls through.
+/// (`CatalogClient::new(..)`) calls through. Each call goes to one of the module's
+/// replicas ([`Replicas`]); a call that fails on the way (unreachable, timed out, 5xx)
+/// ejects that replica for a while, and the caller's guard (retries, breaker; see
+/// chassis-resilience) sees the failure as before.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    replicas: Arc<Replicas>,
     peer: &'static str,
     keys: ServiceKeys,
     timeout: Duration,
@@ -30,19 +35,18 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 impl Client {
-    /// `peer` (a module name) at `base_url` (`http://catalog:8080`); each call may take
-    /// `timeout`, less when the caller's own deadline is nearer.
+    /// `peer` (a module name) at its `replicas`; each call may take `timeout`, less
+    /// when the caller's own deadline is nearer.
     pub fn new(
         http: reqwest::Client,
-        peer: &'static str,
-        base_url: &str,
+        replicas: Arc<Replicas>,
         keys: ServiceKeys,
         timeout: Duration,
     ) -> Self {
         Self {
             http,
-            base: base_url.trim_end_matches('/').to_owned(),
-            peer,
+            peer: replicas.module(),
+            replicas,
             keys,
             timeout,
         }
@@ -79,7 +83,8 @@ impl Transport for Client {
             tracing::error!(error = %e, "cannot sign a service credential");
             RpcFailure::Unauthorized { peer }
         })?;
-        let url = format!("{}{PREFIX}/{peer}/{method}", self.base);
+        let replica = self.replicas.pick();
+        let url = format!("{}{PREFIX}/{peer}/{method}", replica.base());
         let mut request = self
             .http
             .post(url)
@@ -97,11 +102,16 @@ impl Transport for Client {
         if let Some(traceparent) = chassis_telemetry::current_traceparent() {
             request = request.header("traceparent", traceparent);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.transport(&e, budget))?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                self.replicas.report(&replica, Outcome::Failed);
+                return Err(self.transport(&error, budget));
+            }
+        };
         let status = response.status();
+        self.replicas
+            .report(&replica, Outcome::of_status(status.as_u16()));
         // Refused (401: the credential; 403: this service may not call the peer).
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RpcFailure::Unauthorized { peer });

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::BuildError;
 use crate::auth::{ServiceKeys, Tokens};
 use crate::config::Config;
+use crate::http::balance::Replicas;
 use crate::outbox::Outbox;
 use crate::resilience::{Dependency, DependencyPolicy, Faults, Registry as Dependencies};
 use crate::rpc::Contract;
@@ -19,6 +20,15 @@ use crate::store::Store;
 /// module built here, else its client over HTTP; either way behind one guard per
 /// called module, shared by every caller here (cart and orders call the catalog
 /// through one breaker).
+///
+/// A remote module may run as several replicas (its peer is a list, or a name that
+/// resolves to several addresses): the HTTP client picks one per call and ejects
+/// one that fails ([`Replicas`], one set per module, shared like the guard). The
+/// guard stays **per module**, outside the balancing: a failure ejects the replica,
+/// and the guard's retry of a transient failure then goes to another one, so the
+/// breaker only opens when calls keep failing whichever replica they reach, which is
+/// what "the catalog is down" means. A breaker per replica would duplicate what
+/// ejection already does and let one module's failures through once per replica.
 pub struct Wiring {
     config: Config,
     /// Split topology: this process's service credentials and HTTP client.
@@ -28,6 +38,7 @@ pub struct Wiring {
     faults: Faults,
     dependencies: Dependencies,
     guards: Mutex<BTreeMap<&'static str, Arc<Dependency>>>,
+    replicas: Mutex<BTreeMap<&'static str, Arc<Replicas>>>,
     local: Mutex<BTreeMap<&'static str, Box<dyn Any + Send + Sync>>>,
 }
 
@@ -50,6 +61,7 @@ impl Wiring {
             faults: Faults::new(config.faults.clone()),
             dependencies: Dependencies::default(),
             guards: Mutex::default(),
+            replicas: Mutex::default(),
             local: Mutex::default(),
         }
     }
@@ -87,7 +99,30 @@ impl Wiring {
         }))
     }
 
-    fn call<C: Contract + ?Sized>(&self, caller: &'static str) -> Result<Arc<C>, BuildError> {
+    /// The replicas of `module` at its configured peer address(es), resolved again
+    /// until `shutdown` when they are names.
+    fn replicas(
+        &self,
+        module: &'static str,
+        url: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<Replicas>, BuildError> {
+        let mut sets = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(replicas) = sets.get(module) {
+            return Ok(Arc::clone(replicas));
+        }
+        let replicas = Arc::new(Replicas::parse(module, url)?);
+        // Detached: it ends with the process's shutdown.
+        drop(replicas.resolve_periodically(shutdown.clone()));
+        sets.insert(module, Arc::clone(&replicas));
+        Ok(replicas)
+    }
+
+    fn call<C: Contract + ?Sized>(
+        &self,
+        caller: &'static str,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<C>, BuildError> {
         let local = self
             .local
             .lock()
@@ -106,8 +141,7 @@ impl Wiring {
             let url = self.config.peer(C::PROVIDER).ok_or_else(missing)?;
             C::remote(Arc::new(crate::rpc::Client::new(
                 http.clone(),
-                C::PROVIDER,
-                url,
+                self.replicas(C::PROVIDER, url, shutdown)?,
                 keys.clone(),
                 Duration::from_millis(self.config.rpc_timeout_ms),
             )))
@@ -170,6 +204,6 @@ impl Context<'_> {
                 contract: C::PROVIDER,
             });
         }
-        self.wiring.call::<C>(self.module)
+        self.wiring.call::<C>(self.module, &self.shutdown)
     }
 }

@@ -93,6 +93,8 @@ pub enum BuildError {
         module: &'static str,
         peer: &'static str,
     },
+    #[error(transparent)]
+    BadPeer(#[from] chassis_http::balance::BadPeerUrl),
     #[error("{module} calls the {contract} contract but does not declare it in `calls`")]
     Undeclared {
         module: &'static str,

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use chassis::Problem;
 use chassis::error::chain;
 
-use super::upstream::{Proxy, peer, target, unavailable};
+use super::upstream::{Proxy, peer};
 
 /// Largest body one upstream may answer a fan-out with (1,000 dead letters with their
 /// envelopes fit many times over); beyond it that upstream counts as unavailable.
@@ -44,11 +44,8 @@ pub(super) async fn gather(
     let calls = targets.iter().map(|upstream| {
         let headers = headers.clone();
         async move {
-            let Some(base) = upstream.base.as_deref() else {
-                return (upstream.name, Err(unavailable(upstream.name)));
-            };
-            let uri = match target(base, &request.uri) {
-                Ok(uri) => uri,
+            let (replica, uri) = match upstream.target(&request.uri) {
+                Ok(chosen) => chosen,
                 Err(problem) => return (upstream.name, Err(problem)),
             };
             let mut outgoing = Request::new(Body::empty());
@@ -56,7 +53,10 @@ pub(super) async fn gather(
             *outgoing.uri_mut() = uri;
             *outgoing.headers_mut() = headers;
             outgoing.headers_mut().remove(header::CONTENT_LENGTH);
-            (upstream.name, proxy.send(upstream, outgoing).await)
+            (
+                upstream.name,
+                proxy.send(upstream, &replica, outgoing).await,
+            )
         }
     });
     Ok(futures::future::join_all(calls).await)

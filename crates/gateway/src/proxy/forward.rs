@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chassis::Problem;
 use http_body_util::Limited;
 
-use super::upstream::{Proxy, peer, target, unavailable};
+use super::upstream::{Proxy, peer};
 
 /// The proxy's handler: every configured prefix lands here.
 pub(super) async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
@@ -29,11 +29,7 @@ async fn forward_inner(proxy: &Proxy, request: Request) -> Result<Response, Prob
         .route_for(path)
         .ok_or_else(|| Problem::not_found("no such route"))?;
     let headers = proxy.upstream_headers(&parts.headers, peer(&parts.extensions))?;
-    let base = upstream
-        .base
-        .as_deref()
-        .ok_or_else(|| unavailable(upstream.name))?;
-    let uri = target(base, &parts.uri)?;
+    let (replica, uri) = upstream.target(&parts.uri)?;
 
     // The edge's body limit, also for chunked bodies nothing else reads here.
     let body = Body::new(Limited::new(body, chassis::http::BODY_LIMIT_BYTES));
@@ -41,7 +37,7 @@ async fn forward_inner(proxy: &Proxy, request: Request) -> Result<Response, Prob
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = headers;
-    proxy.send(upstream, outgoing).await
+    proxy.send(upstream, &replica, outgoing).await
 }
 
 /// `.` or `..` segments, literal or percent-encoded, or an encoded slash or backslash:

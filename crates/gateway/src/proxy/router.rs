@@ -7,6 +7,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::Uri;
 use axum::routing::{any, get, put};
+use chassis::CancellationToken;
+use chassis::http::balance::Replicas;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -56,18 +58,18 @@ pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
             );
             continue;
         }
-        let base = parse_base(&route.base_url);
-        if base.is_none() {
+        let replicas = parse_replicas(route.upstream, &route.base_url);
+        if replicas.is_none() {
             tracing::error!(
                 upstream = route.upstream,
                 base_url = %route.base_url,
-                "unusable upstream base URL (expected http://host:port): its routes will answer 503"
+                "unusable upstream base URL (expected http://host:port, or a comma-separated list of them): its routes will answer 503"
             );
         }
         upstreams.push(Upstream {
             prefix,
             name: route.upstream,
-            base,
+            replicas,
         });
     }
     upstreams.sort_by_key(|u| std::cmp::Reverse(u.prefix.len()));
@@ -124,7 +126,7 @@ pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
         .map(|(name, base_url)| Upstream {
             prefix: "",
             name,
-            base: parse_base(&base_url),
+            replicas: parse_replicas(name, &base_url),
         })
         .collect();
     router.with_state(Arc::new(Proxy {
@@ -142,6 +144,19 @@ fn usable_prefix(prefix: &str) -> bool {
         && !prefix.contains(['{', '}'])
         && prefix != "/internal"
         && !prefix.starts_with("/internal/")
+}
+
+/// The replicas at a comma-separated list of `http` base URLs (HTTPS is for the
+/// edge's clients, not between services), their names resolved again periodically
+/// (see [`Replicas`]).
+fn parse_replicas(name: &'static str, base_urls: &str) -> Option<Arc<Replicas>> {
+    let bases: Vec<String> = chassis::http::balance::split(base_urls)
+        .map(parse_base)
+        .collect::<Option<_>>()?;
+    let replicas = Arc::new(Replicas::parse(name, &bases.join(",")).ok()?);
+    // Detached: it lives as long as the process.
+    drop(replicas.resolve_periodically(CancellationToken::new()));
+    Some(replicas)
 }
 
 /// `scheme://authority[/path]` of an `http` base URL, without a trailing slash.
@@ -213,6 +228,14 @@ mod tests {
         assert!(parse_base("https://catalog:8080").is_none());
         assert!(parse_base("catalog:8080").is_none());
         assert!(parse_base("not a url").is_none());
+        let replicas = parse_replicas("m", "http://a:1/, http://b:2").unwrap();
+        let bases: Vec<String> = replicas
+            .replicas()
+            .iter()
+            .map(|r| r.base().to_owned())
+            .collect();
+        assert_eq!(bases, ["http://a:1", "http://b:2"]);
+        assert!(parse_replicas("m", "http://a:1,https://b:2").is_none());
     }
 
     #[test]

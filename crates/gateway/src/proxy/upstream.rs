@@ -3,6 +3,7 @@
 
 use std::error::Error;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -12,6 +13,7 @@ use axum::response::Response;
 use chassis::Problem;
 use chassis::auth::{ServiceKeys, Tokens};
 use chassis::error::chain;
+use chassis::http::balance::{Outcome, Replica, Replicas};
 use http_body_util::{BodyExt, LengthLimitError};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -23,9 +25,29 @@ use super::identity::forwarded_headers;
 pub(super) struct Upstream {
     pub(super) prefix: &'static str,
     pub(super) name: &'static str,
-    /// `scheme://authority[/base path]`, no trailing slash; `None` when the configured
-    /// base URL is unusable (logged once, answered 503 so other routes still work).
-    pub(super) base: Option<String>,
+    /// Its replicas (one base URL or several, balanced and ejected when failing: see
+    /// [`Replicas`]); `None` when the configured base URL is unusable (logged once,
+    /// answered 503 so other routes still work).
+    pub(super) replicas: Option<Arc<Replicas>>,
+}
+
+impl Upstream {
+    /// The replica the next request goes to, and the request's target there.
+    pub(super) fn target(&self, uri: &Uri) -> Result<(Arc<Replica>, Uri), Problem> {
+        let replicas = self
+            .replicas
+            .as_ref()
+            .ok_or_else(|| unavailable(self.name))?;
+        let replica = replicas.pick();
+        let uri = target(replica.base(), uri)?;
+        Ok((replica, uri))
+    }
+
+    fn report(&self, replica: &Replica, outcome: Outcome) {
+        if let Some(replicas) = &self.replicas {
+            replicas.report(replica, outcome);
+        }
+    }
 }
 
 pub(super) struct Proxy {
@@ -44,10 +66,7 @@ impl Proxy {
     pub(super) fn distinct_upstreams(&self) -> Vec<&Upstream> {
         let mut targets: Vec<&Upstream> = Vec::new();
         for upstream in self.routes.iter().chain(&self.fan_out_only) {
-            if !targets
-                .iter()
-                .any(|t| t.name == upstream.name && t.base == upstream.base)
-            {
+            if !targets.iter().any(|t| t.name == upstream.name) {
                 targets.push(upstream);
             }
         }
@@ -71,14 +90,23 @@ impl Proxy {
         forwarded_headers(&self.tokens, &self.keys, headers, peer)
     }
 
-    /// Sends one request, mapping a failure to the client's problem (logged and
-    /// counted either way).
+    /// Sends one request to `replica` of `upstream`, mapping a failure to the client's
+    /// problem (logged and counted either way); a replica that could not be reached or
+    /// answered 5xx is ejected for a while.
     pub(super) async fn send(
         &self,
         upstream: &Upstream,
+        replica: &Replica,
         request: Request,
     ) -> Result<Response, Problem> {
         let result = self.client.request(request).await;
+        let outcome = match &result {
+            Ok(response) => Outcome::of_status(response.status().as_u16()),
+            // Too large is the client's doing, not the replica's.
+            Err(error) if caused_by::<LengthLimitError>(error) => Outcome::Answered,
+            Err(_) => Outcome::Failed,
+        };
+        upstream.report(replica, outcome);
         match result {
             Ok(response) => {
                 count(upstream.name, "ok");
@@ -96,7 +124,7 @@ impl Proxy {
                 let detail = chain(&error);
                 if error.is_connect() {
                     count(upstream.name, "unavailable");
-                    tracing::warn!(upstream = upstream.name, error = %detail, "upstream unreachable");
+                    tracing::warn!(upstream = upstream.name, replica = replica.base(), error = %detail, "upstream unreachable");
                     Err(unavailable(upstream.name))
                 } else if caused_by::<LengthLimitError>(&error) {
                     count(upstream.name, "too_large");

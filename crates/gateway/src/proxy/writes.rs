@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use chassis::Problem;
 use http_body_util::LengthLimitError;
 
-use super::upstream::{Proxy, caused_by, peer, target, unavailable};
+use super::upstream::{Proxy, caused_by, peer};
 
 /// What one upstream made of a fanned-out write.
 enum WriteOutcome {
@@ -82,18 +82,15 @@ async fn fan_out_write_inner(proxy: &Proxy, request: Request) -> Result<Response
         let method = parts.method.clone();
         let uri = &parts.uri;
         async move {
-            let Some(base) = upstream.base.as_deref() else {
-                return (*upstream, Err(unavailable(upstream.name)));
-            };
-            let uri = match target(base, uri) {
-                Ok(uri) => uri,
+            let (replica, uri) = match upstream.target(uri) {
+                Ok(chosen) => chosen,
                 Err(problem) => return (*upstream, Err(problem)),
             };
             let mut outgoing = Request::new(Body::from(body));
             *outgoing.method_mut() = method;
             *outgoing.uri_mut() = uri;
             *outgoing.headers_mut() = headers;
-            (*upstream, proxy.send(upstream, outgoing).await)
+            (*upstream, proxy.send(upstream, &replica, outgoing).await)
         }
     });
     let outcomes: Vec<(&'static str, WriteOutcome)> = futures::future::join_all(calls)
