@@ -94,7 +94,10 @@ impl Outbox {
         })
     }
 
-    pub(crate) async fn mark_sent(&self, ids: &[String]) -> Result<(), sqlx::Error> {
+    pub(crate) async fn mark_sent(
+        conn: &mut AnyConnection,
+        ids: &[String],
+    ) -> Result<(), sqlx::Error> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -107,7 +110,7 @@ impl Outbox {
         for id in ids {
             query = query.bind(id);
         }
-        query.execute(&self.pool).await.map(|_| ())
+        query.execute(conn).await.map(|_| ())
     }
 
     /// Deletes sent rows older than `age` (they are only kept for inspection).

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis_core::events::Envelope;
+use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusError};
@@ -13,48 +14,88 @@ use crate::outbox::Outbox;
 impl Outbox {
     /// Publishes unsent rows in order until none are left or the bus refuses one.
     /// Returns how many were sent.
+    ///
+    /// Several replicas of a module relay the same outbox: on PostgreSQL each batch
+    /// is read, published and stamped under a transaction-scoped advisory lock per
+    /// outbox (per schema), so one relay at a time publishes, in order, and a row is
+    /// stamped before another relay can read it. The others wait for the lock (a
+    /// batch's time) and then find only what is still unsent. (`FOR UPDATE SKIP
+    /// LOCKED` would let two relays publish different rows at once, out of order.)
+    /// SQLite has one process per file, so one relay.
     pub async fn relay_once(&self, bus: &dyn Bus) -> Result<usize, RelayError> {
-        const BATCH: i64 = 100;
+        let postgres = self
+            .pool
+            .connect_options()
+            .database_url
+            .scheme()
+            .starts_with("postgres");
         let mut sent = 0;
         loop {
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT id, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-            )
-            .bind(BATCH)
-            .fetch_all(&self.pool)
-            .await?;
-            if rows.is_empty() {
-                return Ok(sent);
-            }
-            // Published rows are stamped sent together, one UPDATE per batch rather
-            // than one commit per event. A crash mid-batch re-publishes the batch:
-            // consumers' inboxes (and JetStream's dedup window) absorb the repeats.
-            let mut published = Vec::with_capacity(rows.len());
-            let mut failure = None;
-            for (id, text) in rows {
-                match serde_json::from_str::<Envelope>(&text) {
-                    Ok(envelope) => {
-                        if let Err(e) = bus.publish(&envelope).await {
-                            failure = Some(e);
-                            break;
-                        }
-                    }
-                    // Written by this code from a valid envelope; an unreadable row
-                    // can never be sent, so it must not block the ones behind it.
-                    Err(e) => {
-                        tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row");
-                    }
-                }
-                published.push(id);
-            }
-            self.mark_sent(&published).await?;
-            sent += published.len();
-            metrics::counter!("outbox_relayed_total", "module" => self.module)
-                .increment(published.len() as u64);
+            let (count, failure) = if postgres {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock(hashtext('bazaar outbox ' || current_schema()))",
+                )
+                .execute(&mut *tx)
+                .await?;
+                let batch = self.relay_batch(&mut tx, bus).await?;
+                tx.commit().await?;
+                batch
+            } else {
+                // No transaction: a SQLite read that later writes could fail to
+                // upgrade its lock under load; one process relays anyway.
+                let mut conn = self.pool.acquire().await?;
+                self.relay_batch(&mut conn, bus).await?
+            };
+            sent += count;
             if let Some(e) = failure {
                 return Err(e.into());
             }
+            if count == 0 {
+                return Ok(sent);
+            }
         }
+    }
+
+    /// Publishes one batch of unsent rows in order and stamps those published; how
+    /// many, and the bus's refusal that ended it early.
+    async fn relay_batch(
+        &self,
+        conn: &mut AnyConnection,
+        bus: &dyn Bus,
+    ) -> Result<(usize, Option<BusError>), sqlx::Error> {
+        const BATCH: i64 = 100;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(&mut *conn)
+        .await?;
+        // Published rows are stamped sent together, one UPDATE per batch rather
+        // than one commit per event. A crash mid-batch re-publishes the batch:
+        // consumers' inboxes (and JetStream's dedup window) absorb the repeats.
+        let mut published = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for (id, text) in rows {
+            match serde_json::from_str::<Envelope>(&text) {
+                Ok(envelope) => {
+                    if let Err(e) = bus.publish(&envelope).await {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                // Written by this code from a valid envelope; an unreadable row can
+                // never be sent, so it must not block the ones behind it.
+                Err(e) => {
+                    tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row");
+                }
+            }
+            published.push(id);
+        }
+        Self::mark_sent(conn, &published).await?;
+        metrics::counter!("outbox_relayed_total", "module" => self.module)
+            .increment(published.len() as u64);
+        Ok((published.len(), failure))
     }
 
     /// Runs the relay until `shutdown`: on every wake-up and at least every `poll`.

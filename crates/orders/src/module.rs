@@ -69,6 +69,19 @@ fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// This process's name on its saga leases: the host and the address it serves on,
+/// unique among live replicas (two cannot listen on one host's port), and the same
+/// after a restart in place, so a restarted replica resumes its own sagas at once.
+fn lease_holder(http_addr: std::net::SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}/{http_addr}")
+}
+
 fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
     let settings: Settings = context.settings()?;
     let outbox = context.outbox();
@@ -83,6 +96,7 @@ fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
             .fault_abort_at
             .as_deref()
             .and_then(CrashPoint::parse),
+        lease_holder(context.config().http_addr),
         context.shutdown(),
     ));
     let service = OrdersService::new(

@@ -90,13 +90,21 @@ pub struct Saga {
     crash: Option<CrashPoint>,
     /// Orders being driven in this process: one driver per order.
     running: Mutex<HashSet<String>>,
+    /// This process among the replicas of orders, as it signs its saga leases: one
+    /// driver per order across them (see [`Saga::drive`]).
+    holder: String,
     permits: Semaphore,
     shutdown: CancellationToken,
     /// Every order's driver, so shutdown can wait for them before the stores close.
     tracker: TaskTracker,
 }
 
-chassis::debug_fields!(Saga { crash });
+chassis::debug_fields!(Saga { crash, holder });
+
+/// How long a saga lease lasts without renewal; each step renews it. A replica that
+/// died holding one delays its orders' recovery by at most this much (a restart with
+/// the same holder name takes its leases back at once).
+const LEASE: Duration = Duration::from_secs(15);
 
 /// Sagas driven at once; more wait for a permit.
 const MAX_CONCURRENT: usize = 256;
@@ -117,9 +125,11 @@ impl Saga {
         payments: Arc<dyn PaymentsApi>,
         timing: SagaTiming,
         crash: Option<CrashPoint>,
+        holder: String,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            holder,
             store,
             outbox,
             catalog,
@@ -217,10 +227,36 @@ impl Saga {
         })
     }
 
-    /// Runs the order's saga until nothing is left to do (or shutdown).
+    /// Runs the order's saga until nothing is left to do (or shutdown), holding its
+    /// lease; `None` when another replica holds it (that one drives the order).
     async fn drive(&self, order_id: &str) -> Result<Option<Order>, AppendError> {
+        let result = self.drive_leased(order_id).await;
+        if let Err(e) = self.store.release_saga(order_id, &self.holder).await {
+            // It lapses on its own.
+            tracing::warn!(error = %e, "cannot give up a saga lease");
+        }
+        result
+    }
+
+    /// Takes or renews the lease: false when another replica holds it.
+    async fn lease(&self, order_id: &str) -> Result<bool, AppendError> {
+        let now = chassis::time::now_micros();
+        let until = now + i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
+        Ok(self
+            .store
+            .claim_saga(order_id, &self.holder, now, until)
+            .await?)
+    }
+
+    async fn drive_leased(&self, order_id: &str) -> Result<Option<Order>, AppendError> {
         let mut retries: u32 = 0;
         loop {
+            // Renewed before every step: a step (with its retries) is far shorter
+            // than the lease.
+            if !self.lease(order_id).await? {
+                tracing::debug!(order_id, "another replica drives this saga");
+                return Ok(self.store.load(order_id).await?);
+            }
             let Some(order) = self.store.load(order_id).await? else {
                 return Ok(None);
             };

@@ -276,6 +276,41 @@ impl SqlOrders {
         Ok((rows.into_iter().map(summary).collect(), more))
     }
 
+    /// Takes (or renews) the lease on driving `order_id` for `holder` until
+    /// `expires_at`: true when it is `holder`'s now, false while another holder's
+    /// lease runs. One statement, so two claimants cannot both win.
+    pub async fn claim_saga(
+        &self,
+        order_id: &str,
+        holder: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let claimed = sqlx::query(
+            "INSERT INTO saga_leases (order_id, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (order_id) DO UPDATE SET holder = $2, expires_at = $3 \
+             WHERE saga_leases.holder = $2 OR saga_leases.expires_at < $4",
+        )
+        .bind(order_id)
+        .bind(holder)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(claimed > 0)
+    }
+
+    /// Gives up `holder`'s lease on `order_id` (its saga is done, or stopped here).
+    pub async fn release_saga(&self, order_id: &str, holder: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM saga_leases WHERE order_id = $1 AND holder = $2")
+            .bind(order_id)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
     /// Orders whose saga still has work, least recently touched first.
     pub async fn open_orders(&self, limit: i64) -> Result<Vec<String>, sqlx::Error> {
         let rows: Vec<(String,)> = sqlx::query_as(
