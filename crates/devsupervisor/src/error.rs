@@ -29,8 +29,8 @@ pub enum DevError {
     GatewayPortZero,
     #[error("no modules to start")]
     NoModules,
-    #[error("too many modules")]
-    TooManyModules(#[source] std::num::TryFromIntError),
+    #[error("too many module processes ({0} modules times --replicas)")]
+    TooManyModules(usize),
     #[error("--base-port must not be 0")]
     BasePortZero,
     #[error(
@@ -48,7 +48,7 @@ pub enum DevError {
     )]
     PortTaken {
         listen: SocketAddr,
-        service: &'static str,
+        service: String,
         #[source]
         source: std::io::Error,
     },

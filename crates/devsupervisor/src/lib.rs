@@ -75,6 +75,10 @@ pub struct DevArgs {
     /// port + 1].
     #[arg(long, value_name = "PORT")]
     base_port: Option<u16>,
+    /// How many processes of each module (a module's replicas take consecutive ports
+    /// and every peer is given the list of them); the gateway stays one.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    replicas: u16,
     /// PostgreSQL for every module (each in its own schema) [env: BAZAAR_DATABASE_URL].
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -135,6 +139,7 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
     let plan = Plan::new(
         launch.gateway,
         &launch.modules,
+        args.replicas,
         config.http_addr,
         args.base_port,
     )?;
@@ -164,7 +169,7 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
         nats_prefix: config.nats_prefix.clone(),
     };
     for service in plan.all() {
-        let dir = shared.data_dir.join(service.name);
+        let dir = shared.data_dir.join(&service.label);
         std::fs::create_dir_all(&dir)
             .map_err(|source| DevError::CreateDir { path: dir, source })?;
     }
@@ -180,7 +185,7 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
         global_args.push(format.into());
     }
     let spec = |service: &Planned| Spec {
-        name: service.name.to_owned(),
+        name: service.label.clone(),
         command: child_command(
             &exe,
             &global_args,

@@ -13,7 +13,11 @@ use crate::DevError;
 /// One service of the plan: where it listens and where the others reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Planned {
+    /// The module (or the edge) it runs: its `serve --only`.
     pub(crate) name: &'static str,
+    /// Its name in the output and its data directory: the module's name, with the
+    /// replica's number when there are several (`catalog-2`).
+    pub(crate) label: String,
     pub(crate) listen: SocketAddr,
     /// `http://<ip>:<port>`, with an unspecified listen IP replaced by loopback.
     pub(crate) url: String,
@@ -22,7 +26,7 @@ pub(crate) struct Planned {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub(crate) gateway: Planned,
-    /// In the order the modules were given.
+    /// In the order the modules were given, each module's replicas together.
     pub(crate) modules: Vec<Planned>,
 }
 
@@ -39,30 +43,40 @@ pub(crate) fn reachable(listen: SocketAddr) -> SocketAddr {
     }
 }
 
-fn planned(name: &'static str, listen: SocketAddr) -> Planned {
+fn planned(name: &'static str, label: String, listen: SocketAddr) -> Planned {
     Planned {
         name,
+        label,
         listen,
         url: format!("http://{}", reachable(listen)),
     }
 }
 
 impl Plan {
-    /// The gateway (named `edge`) on `gateway`; the `modules` on its IP at `base_port`
-    /// (default: the gateway's port + 1) and the ports after it, one each.
+    /// The gateway (named `edge`) on `gateway`; `replicas` of each of the `modules` on
+    /// its IP at `base_port` (default: the gateway's port + 1) and the ports after it,
+    /// one each, a module's replicas one after the other.
+    ///
+    /// One gateway whatever `replicas` is: nothing balances in front of it here (a
+    /// deployment puts its load balancer there), and its per-IP rate limits are kept
+    /// per process, so two gateways would each allow the limit.
     pub(crate) fn new(
         edge: &'static str,
         modules: &[&'static str],
+        replicas: u16,
         gateway: SocketAddr,
         base_port: Option<u16>,
     ) -> Result<Self, DevError> {
         if gateway.port() == 0 {
             return Err(DevError::GatewayPortZero);
         }
-        if modules.is_empty() {
+        if modules.is_empty() || replicas == 0 {
             return Err(DevError::NoModules);
         }
-        let count = u16::try_from(modules.len()).map_err(DevError::TooManyModules)?;
+        let count = u16::try_from(modules.len())
+            .ok()
+            .and_then(|n| n.checked_mul(replicas))
+            .ok_or(DevError::TooManyModules(modules.len()))?;
         let base = match base_port {
             Some(0) => return Err(DevError::BasePortZero),
             Some(port) => port,
@@ -82,13 +96,22 @@ impl Plan {
                 last,
             });
         }
-        let modules = modules
+        let instances = modules
             .iter()
+            .flat_map(|&name| (1..=replicas).map(move |replica| (name, replica)));
+        let modules = instances
             .zip(base..=last)
-            .map(|(name, port)| planned(name, SocketAddr::new(gateway.ip(), port)))
+            .map(|((name, replica), port)| {
+                let label = if replicas == 1 {
+                    name.to_owned()
+                } else {
+                    format!("{name}-{replica}")
+                };
+                planned(name, label, SocketAddr::new(gateway.ip(), port))
+            })
             .collect();
         Ok(Self {
-            gateway: planned(edge, gateway),
+            gateway: planned(edge, edge.to_owned(), gateway),
             modules,
         })
     }
@@ -103,7 +126,7 @@ impl Plan {
         for service in self.all() {
             std::net::TcpListener::bind(service.listen).map_err(|source| DevError::PortTaken {
                 listen: service.listen,
-                service: service.name,
+                service: service.label.clone(),
                 source,
             })?;
         }
@@ -137,13 +160,14 @@ fn peer_var(module: &str) -> String {
 }
 
 /// `who`'s environment: its address and data dir, the shared stores and secrets, and
-/// every other module as a peer (the gateway gets them all).
+/// every other module as a peer, the comma-separated list of its replicas (the
+/// gateway gets them all).
 pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv {
     let mut set: Vec<(String, OsString)> = vec![
         ("BAZAAR_HTTP_ADDR".into(), who.listen.to_string().into()),
         (
             "BAZAAR_DATA_DIR".into(),
-            shared.data_dir.join(who.name).into(),
+            shared.data_dir.join(&who.label).into(),
         ),
         (
             "BAZAAR_DATABASE_URL".into(),
@@ -165,13 +189,21 @@ pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv
         ),
     ];
     let mut remove = vec!["BAZAAR_ONLY".to_owned()];
-    for module in &plan.modules {
-        if module.name == who.name {
+    let mut names: Vec<&'static str> = plan.modules.iter().map(|m| m.name).collect();
+    names.dedup();
+    for name in names {
+        if name == who.name {
             // A peer variable for itself, inherited from the user's shell, would only
             // confuse it.
-            remove.push(peer_var(module.name));
+            remove.push(peer_var(name));
         } else {
-            set.push((peer_var(module.name), module.url.clone().into()));
+            let urls: Vec<&str> = plan
+                .modules
+                .iter()
+                .filter(|m| m.name == name)
+                .map(|m| m.url.as_str())
+                .collect();
+            set.push((peer_var(name), urls.join(",").into()));
         }
     }
     ChildEnv { set, remove }
@@ -217,7 +249,7 @@ mod tests {
     }
 
     fn plan_for(gateway: &str, base_port: Option<u16>) -> Result<Plan, DevError> {
-        Plan::new("gateway", &MODULES, addr(gateway), base_port)
+        Plan::new("gateway", &MODULES, 1, addr(gateway), base_port)
     }
 
     fn shared() -> Shared {
@@ -280,7 +312,7 @@ mod tests {
         assert!(err("127.0.0.1:8080", Some(0)).contains('0'));
         assert!(plan_for("127.0.0.1:8080", Some(8073)).is_ok());
         assert!(plan_for("127.0.0.1:65528", None).is_ok());
-        let none = Plan::new("gateway", &[], addr("127.0.0.1:8080"), None).unwrap_err();
+        let none = Plan::new("gateway", &[], 1, addr("127.0.0.1:8080"), None).unwrap_err();
         assert!(none.to_string().contains("no modules"), "{none}");
     }
 
@@ -325,6 +357,45 @@ mod tests {
         for (module, port) in MODULES.iter().zip(8081..) {
             assert_eq!(vars[&peer_var(module)], format!("http://127.0.0.1:{port}"));
         }
+    }
+
+    #[test]
+    fn replicas_get_ports_of_their_own_and_peers_list_them_all() {
+        let plan = Plan::new("gateway", &MODULES, 2, addr("127.0.0.1:8080"), None).unwrap();
+        assert_eq!(plan.modules.len(), 14);
+        let labels: Vec<_> = plan
+            .modules
+            .iter()
+            .take(4)
+            .map(|m| (m.name, m.label.as_str(), m.listen.port()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("identity", "identity-1", 8081),
+                ("identity", "identity-2", 8082),
+                ("catalog", "catalog-1", 8083),
+                ("catalog", "catalog-2", 8084)
+            ]
+        );
+        assert_eq!(plan.modules[13].listen.port(), 8094);
+        let second_catalog = &plan.modules[3];
+        let env = child_env(&plan, second_catalog, &shared());
+        let vars = env_map(&env);
+        assert_eq!(vars["BAZAAR_DATA_DIR"], "/tmp/bz/catalog-2");
+        assert_eq!(
+            vars["BAZAAR_PEER_IDENTITY"],
+            "http://127.0.0.1:8081,http://127.0.0.1:8082"
+        );
+        assert!(!vars.contains_key("BAZAAR_PEER_CATALOG"));
+        let gateway = env_map(&child_env(&plan, &plan.gateway, &shared()));
+        assert_eq!(
+            gateway["BAZAAR_PEER_ANALYTICS"],
+            "http://127.0.0.1:8093,http://127.0.0.1:8094"
+        );
+        // The ports must fit.
+        assert!(Plan::new("gateway", &MODULES, 2, addr("127.0.0.1:65525"), None).is_err());
+        assert!(Plan::new("gateway", &MODULES, 0, addr("127.0.0.1:8080"), None).is_err());
     }
 
     #[test]
