@@ -11,6 +11,8 @@
 //! (`only = <module>`: its own listener, store pool, NATS connection and HTTP clients
 //! for its peers) and the gateway in front of them, and the tests talk to the gateway.
 //! The same scenarios thereby run against both topologies and cannot drift apart.
+//! With `BAZAAR_TEST_REPLICAS=N` as well, every module runs as N `Application`s, each
+//! module's peers given the list of them: the suite through balanced replicas.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -64,6 +66,20 @@ pub fn split_topology() -> bool {
             "split" => true,
             other => panic!("BAZAAR_TEST_TOPOLOGY must be monolith or split, not {other:?}"),
         }
+    })
+}
+
+/// How many replicas of each module the split topology runs
+/// (`BAZAAR_TEST_REPLICAS`, default 1).
+pub fn replicas() -> usize {
+    static REPLICAS: OnceLock<usize> = OnceLock::new();
+    *REPLICAS.get_or_init(|| match std::env::var("BAZAAR_TEST_REPLICAS") {
+        Err(_) => 1,
+        Ok(n) => n
+            .parse()
+            .ok()
+            .filter(|n| (1..=4).contains(n))
+            .unwrap_or_else(|| panic!("BAZAAR_TEST_REPLICAS must be 1 to 4, not {n:?}")),
     })
 }
 
@@ -302,27 +318,38 @@ async fn spawn_split(mut config: Config) -> (String, chassis::CancellationToken,
     config.nats_url = Some(nats);
     config.nats_prefix.clone_from(&prefix);
     config.service_secret = Some(test_secret());
+    if replicas() > 1 && !config.modules.contains_key("catalog_cache_ttl_ms") {
+        // Each catalog replica caches product reads for a TTL (docs/operations.md):
+        // the scenarios read their own writes at once, which another replica's cache
+        // may not show yet. Not what these runs are about.
+        config.set("catalog_cache_ttl_ms", 0);
+    }
     let shutdown = chassis::CancellationToken::new();
     let mut gateway = String::new();
     for module in SPLIT_START_ORDER {
-        let mut own = config.clone();
-        own.only = Some(module.to_owned());
-        let app = Application::build(own)
-            .await
-            .unwrap_or_else(|e| panic!("{module} builds: {e:?}"));
-        let url = format!("http://127.0.0.1:{}", app.port());
-        if module == "gateway" {
-            gateway = url;
-        } else {
-            config.peers.insert((*module).to_owned(), url);
+        // One gateway; `replicas()` of every module, its peers given them all.
+        let count = if module == "gateway" { 1 } else { replicas() };
+        let mut urls = Vec::new();
+        for _ in 0..count {
+            let mut own = config.clone();
+            own.only = Some(module.to_owned());
+            let app = Application::build(own)
+                .await
+                .unwrap_or_else(|e| panic!("{module} builds: {e:?}"));
+            urls.push(format!("http://127.0.0.1:{}", app.port()));
+            let stop = app.shutdown_token();
+            let all = shutdown.clone();
+            tokio::spawn(async move {
+                all.cancelled().await;
+                stop.cancel();
+            });
+            tokio::spawn(app.run_until_stopped());
         }
-        let stop = app.shutdown_token();
-        let all = shutdown.clone();
-        tokio::spawn(async move {
-            all.cancelled().await;
-            stop.cancel();
-        });
-        tokio::spawn(app.run_until_stopped());
+        if module == "gateway" {
+            gateway = urls.join(",");
+        } else {
+            config.peers.insert(module.to_owned(), urls.join(","));
+        }
     }
     (gateway, shutdown, prefix)
 }

@@ -68,10 +68,12 @@ async fn wait_exit(proc: &mut Proc, limit: Duration) -> Result<std::process::Exi
 
 // ---- The cluster ----
 
-/// One module's process: its port, kept across restarts, and the output of every
-/// incarnation.
+/// One module's process (one replica of it): its port, kept across restarts, and the
+/// output of every incarnation.
 struct Service {
     name: &'static str,
+    /// Which of the module's replicas (0 when it has one).
+    replica: usize,
     port: u16,
     /// Settings of this module only (e.g. the payment provider's latency).
     env: Vec<(String, String)>,
@@ -100,24 +102,43 @@ impl Cluster {
     /// Starts a deployment against `backends`' PostgreSQL and the NATS at `nats_url`;
     /// `extra` adds settings to single modules: `(module, variable, value)`.
     async fn start(backends: &Backends, nats_url: &str, extra: &[(&str, &str, &str)]) -> Self {
+        Self::start_replicated(backends, nats_url, extra, 1).await
+    }
+
+    /// [`Cluster::start`] with `replicas` processes of every module (one gateway),
+    /// each module's peers given the list of them.
+    async fn start_replicated(
+        backends: &Backends,
+        nats_url: &str,
+        extra: &[(&str, &str, &str)],
+        replicas: usize,
+    ) -> Self {
         let database = TestDatabase::create(&backends.database).await;
         let nats_prefix = format!("split{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let service_secret = test_secret();
         // Every port up front, all different, so a restarted process comes back where
         // its peers look for it.
+        let instances: Vec<(&'static str, usize)> = SPLIT_START_ORDER
+            .into_iter()
+            .flat_map(|name| {
+                let count = if name == "gateway" { 1 } else { replicas };
+                (0..count).map(move |replica| (name, replica))
+            })
+            .collect();
         let mut ports = BTreeSet::new();
-        for _ in 0..100 {
-            if ports.len() == SPLIT_START_ORDER.len() {
+        for _ in 0..200 {
+            if ports.len() == instances.len() {
                 break;
             }
             ports.insert(free_port());
         }
-        assert_eq!(ports.len(), SPLIT_START_ORDER.len(), "no 8 free ports");
-        let services: Vec<Service> = SPLIT_START_ORDER
+        assert_eq!(ports.len(), instances.len(), "not enough free ports");
+        let services: Vec<Service> = instances
             .into_iter()
             .zip(ports)
-            .map(|(name, port)| Service {
+            .map(|((name, replica), port)| Service {
                 name,
+                replica,
                 port,
                 env: extra
                     .iter()
@@ -158,10 +179,15 @@ impl Cluster {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
         .collect();
-        for service in services.iter().filter(|s| s.name != "gateway") {
+        for module in SPLIT_START_ORDER.iter().filter(|m| **m != "gateway") {
+            let urls: Vec<String> = services
+                .iter()
+                .filter(|s| s.name == *module)
+                .map(|s| format!("http://127.0.0.1:{}", s.port))
+                .collect();
             env.push((
-                format!("BAZAAR_PEER_{}", service.name.to_uppercase()),
-                format!("http://127.0.0.1:{}", service.port),
+                format!("BAZAAR_PEER_{}", module.to_uppercase()),
+                urls.join(","),
             ));
         }
         let gateway = services.iter().find(|s| s.name == "gateway").unwrap().port;
@@ -181,17 +207,26 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             database,
         };
-        for name in SPLIT_START_ORDER {
-            cluster.start_service(name).await;
+        let instances: Vec<(&'static str, usize)> = cluster
+            .services
+            .iter()
+            .map(|s| (s.name, s.replica))
+            .collect();
+        for (name, replica) in instances {
+            cluster.start_replica(name, replica).await;
         }
         cluster
     }
 
     fn service(&mut self, name: &str) -> &mut Service {
+        self.replica(name, 0)
+    }
+
+    fn replica(&mut self, name: &str, replica: usize) -> &mut Service {
         self.services
             .iter_mut()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no module named {name}"))
+            .find(|s| s.name == name && s.replica == replica)
+            .unwrap_or_else(|| panic!("no replica {replica} of a module named {name}"))
     }
 
     fn port(&self, name: &str) -> u16 {
@@ -209,9 +244,15 @@ impl Cluster {
 
     /// Starts `name` (again) on its port and waits (bounded) until it is ready.
     async fn start_service(&mut self, name: &str) {
-        let data_dir = self.dir.path().join(name);
+        self.start_replica(name, 0).await;
+    }
+
+    /// Starts replica `replica` of `name` (again) on its port and waits (bounded)
+    /// until it is ready.
+    async fn start_replica(&mut self, name: &str, replica: usize) {
+        let data_dir = self.dir.path().join(format!("{name}-{replica}"));
         let env = self.env.clone();
-        let service = self.service(name);
+        let service = self.replica(name, replica);
         assert!(service.running.is_none(), "{name} is already running");
         let mut command = bazaar(&["serve", "--only", name]);
         command
@@ -223,7 +264,7 @@ impl Cluster {
         service.running = Some(Proc::spawn(command));
         let client = crate::helpers::client();
         eventually_within(&format!("{name} to be ready"), STARTUP, || {
-            let service = self.service(name);
+            let service = self.replica(name, replica);
             let proc = service.running.as_mut().unwrap();
             if let Some(status) = proc.child.try_wait().unwrap() {
                 let mut proc = service.running.take().unwrap();
@@ -258,7 +299,12 @@ impl Cluster {
 
     /// SIGKILL: no shutdown at all.
     async fn kill_service(&mut self, name: &str) {
-        let service = self.service(name);
+        self.kill_replica(name, 0).await;
+    }
+
+    /// SIGKILL of one replica of `name`.
+    async fn kill_replica(&mut self, name: &str, replica: usize) {
+        let service = self.replica(name, replica);
         let mut proc = service
             .running
             .take()
@@ -345,8 +391,9 @@ impl Cluster {
                 .chain(service.running.iter().map(|proc| ("running", proc)));
             for (n, (how, proc)) in incarnations.enumerate() {
                 eprintln!(
-                    "===== {} (port {}), start #{}: {how} =====",
+                    "===== {} #{} (port {}), start #{}: {how} =====",
                     service.name,
+                    service.replica,
                     service.port,
                     n + 1
                 );
@@ -1338,3 +1385,6 @@ fn the_settled_emails_check_names_what_differs() {
         .collect();
     assert!(check_order_emails(&one, &["a".to_owned()], &[]).is_ok());
 }
+
+/// The same deployment with several replicas of every module.
+mod replicas;
