@@ -212,6 +212,48 @@ async fn over_the_rate_a_client_gets_429_with_retry_after() {
     assert_eq!(app.scrape().await.status(), 200);
 }
 
+/// `n` rapid reads as the client `X-Forwarded-For` names; their statuses.
+async fn reads_as(app: &TestApp, client: &str, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let response = app
+            .client
+            .get(app.url("/api/v1/products?limit=1"))
+            .header("x-forwarded-for", client)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn the_rate_limit_follows_x_forwarded_for_only_from_trusted_proxies() {
+    // The test client connects from 127.0.0.1: a trusted proxy here.
+    let behind = spawn_app_with(|c| {
+        c.rate_limit_per_second = 1;
+        c.rate_limit_burst = 3;
+        c.trusted_proxies = "127.0.0.1/32, 10.0.0.0/8".to_owned();
+    })
+    .await;
+    let first = reads_as(&behind, "203.0.113.1", 30).await;
+    assert!(first.contains(&429), "one client over the limit: {first:?}");
+    // Another client behind the same proxy has a bucket of its own.
+    assert_eq!(reads_as(&behind, "203.0.113.2", 3).await, [200, 200, 200]);
+
+    // By default the header is not believed: every request is the proxy's own.
+    let direct = spawn_app_with(|c| {
+        c.rate_limit_per_second = 1;
+        c.rate_limit_burst = 3;
+    })
+    .await;
+    let first = reads_as(&direct, "203.0.113.1", 30).await;
+    assert!(first.contains(&429), "{first:?}");
+    let other = reads_as(&direct, "203.0.113.2", 10).await;
+    assert!(other.contains(&429), "one bucket for all: {other:?}");
+}
+
 async fn preflight(app: &TestApp, path: &str, origin: &str, method: &str) -> Response {
     app.client
         .request(Method::OPTIONS, app.url(path))
