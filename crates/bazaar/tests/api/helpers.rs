@@ -83,6 +83,20 @@ pub fn replicas() -> usize {
     })
 }
 
+/// True (and says so) when `test` checks state each process keeps in memory (`what`),
+/// which several replicas each keep on their own (docs/operations.md#replicas): such
+/// a test is skipped with `BAZAAR_TEST_REPLICAS` above 1.
+pub fn skipped_for_replicas(test: &str, what: &str) -> bool {
+    let skip = split_topology() && replicas() > 1;
+    if skip {
+        eprintln!(
+            "{test}: skipped with {} replicas: {what} is per replica",
+            replicas()
+        );
+    }
+    skip
+}
+
 /// The NATS server of split-topology tests.
 pub fn nats_url() -> Option<String> {
     testkit::env(testkit::nats::URL_VAR)

@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use chassis::Problem;
 use http_body_util::LengthLimitError;
 
-use super::upstream::{Proxy, caused_by, peer};
+use chassis::http::balance::Replica;
+
+use super::upstream::{Proxy, Upstream, caused_by, peer, target, unavailable};
 
 /// What one upstream made of a fanned-out write.
 enum WriteOutcome {
@@ -27,7 +29,8 @@ enum WriteOutcome {
 }
 
 /// A fan-out write (`PUT`/`DELETE` of `prefix/{target}`): the same request, body
-/// included, sent to every distinct upstream at once.
+/// included, sent to every replica of every distinct upstream at once (what it
+/// writes, an injected fault, lives in each process).
 ///
 /// - every upstream that has the route applied it (2xx, 404s skipped): the first 2xx
 ///   answer in route order, passed on as it came;
@@ -73,8 +76,18 @@ async fn fan_out_write_inner(proxy: &Proxy, request: Request) -> Result<Response
             }
         })?;
 
-    let targets = proxy.distinct_upstreams();
-    let calls = targets.iter().map(|upstream| {
+    let targets: Vec<(&Upstream, Option<Arc<Replica>>)> = proxy
+        .distinct_upstreams()
+        .into_iter()
+        .flat_map(|upstream| {
+            let replicas: Vec<Option<Arc<Replica>>> = upstream.replicas.as_ref().map_or_else(
+                || vec![None],
+                |r| r.replicas().iter().cloned().map(Some).collect(),
+            );
+            replicas.into_iter().map(move |replica| (upstream, replica))
+        })
+        .collect();
+    let calls = targets.iter().map(|(upstream, replica)| {
         let mut headers = headers.clone();
         // The client's framing is not ours: the client sets the length of the bytes.
         headers.remove(header::CONTENT_LENGTH);
@@ -82,15 +95,18 @@ async fn fan_out_write_inner(proxy: &Proxy, request: Request) -> Result<Response
         let method = parts.method.clone();
         let uri = &parts.uri;
         async move {
-            let (replica, uri) = match upstream.target(uri) {
-                Ok(chosen) => chosen,
+            let Some(replica) = replica else {
+                return (*upstream, Err(unavailable(upstream.name)));
+            };
+            let uri = match target(replica.base(), uri) {
+                Ok(uri) => uri,
                 Err(problem) => return (*upstream, Err(problem)),
             };
             let mut outgoing = Request::new(Body::from(body));
             *outgoing.method_mut() = method;
             *outgoing.uri_mut() = uri;
             *outgoing.headers_mut() = headers;
-            (*upstream, proxy.send(upstream, &replica, outgoing).await)
+            (*upstream, proxy.send(upstream, replica, outgoing).await)
         }
     });
     let outcomes: Vec<(&'static str, WriteOutcome)> = futures::future::join_all(calls)
@@ -124,11 +140,13 @@ async fn fan_out_write_inner(proxy: &Proxy, request: Request) -> Result<Response
 
 /// The client's answer to a fanned-out write (see [`fan_out_write`]).
 fn write_answer(outcomes: Vec<(&'static str, WriteOutcome)>) -> Response {
-    let applied: Vec<&'static str> = outcomes
+    // One outcome per replica: a module is named once.
+    let mut applied: Vec<&'static str> = outcomes
         .iter()
         .filter(|(_, o)| matches!(o, WriteOutcome::Applied(_)))
         .map(|(name, _)| *name)
         .collect();
+    applied.dedup();
     let failed_outright = outcomes
         .iter()
         .any(|(_, o)| matches!(o, WriteOutcome::Failed(_)));
@@ -166,6 +184,7 @@ fn write_answer(outcomes: Vec<(&'static str, WriteOutcome)>) -> Response {
     if let Some(refusal) = first_refused.filter(|_| unanimous_refusal) {
         return refusal;
     }
+    failed.dedup();
     if !failed.is_empty() {
         tracing::warn!(?failed, ?applied, "fan-out write not applied everywhere");
         let mut detail = format!("not applied on every module: {}", reasons.join(", "));
