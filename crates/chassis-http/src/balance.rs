@@ -239,8 +239,15 @@ impl Replicas {
         replicas
             .iter()
             .min_by_key(|r| r.health().ejected_until)
-            .map(Arc::clone)
-            .unwrap_or_else(|| Arc::new(Replica::new(self.seeds[0].url())))
+            .map_or_else(
+                // Never empty (parse refuses an empty list); the first seed otherwise.
+                || {
+                    Arc::new(Replica::new(
+                        self.seeds.first().map(Base::url).unwrap_or_default(),
+                    ))
+                },
+                Arc::clone,
+            )
     }
 
     /// Records how a request to `replica` went.

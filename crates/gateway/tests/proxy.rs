@@ -304,7 +304,7 @@ impl Edge {
             rate_burst: 0,
             auth_rate_per_second: 0,
             auth_rate_burst: 0,
-            trusted_proxies: Default::default(),
+            trusted_proxies: chassis::forwarded::TrustedProxies::default(),
         };
         let router = gateway::router(
             modules,

@@ -86,19 +86,21 @@ fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
     let settings: Settings = context.settings()?;
     let outbox = context.outbox();
     let store = crate::store::SqlOrders::new(context.store().pool().clone());
-    let saga = Arc::new(Saga::new(
-        store.clone(),
-        outbox.clone(),
-        context.call::<dyn CatalogApi>()?,
-        context.call::<dyn PaymentsApi>()?,
-        SagaTiming::default(),
-        settings
-            .fault_abort_at
-            .as_deref()
-            .and_then(CrashPoint::parse),
-        lease_holder(context.config().http_addr),
-        context.shutdown(),
-    ));
+    let saga = Arc::new(
+        Saga::new(
+            store.clone(),
+            outbox.clone(),
+            context.call::<dyn CatalogApi>()?,
+            context.call::<dyn PaymentsApi>()?,
+            SagaTiming::default(),
+            settings
+                .fault_abort_at
+                .as_deref()
+                .and_then(CrashPoint::parse),
+            context.shutdown(),
+        )
+        .leased_as(lease_holder(context.config().http_addr)),
+    );
     let service = OrdersService::new(
         store,
         Arc::clone(&saga),

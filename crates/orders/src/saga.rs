@@ -125,11 +125,10 @@ impl Saga {
         payments: Arc<dyn PaymentsApi>,
         timing: SagaTiming,
         crash: Option<CrashPoint>,
-        holder: String,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            holder,
+            holder: format!("pid-{}", std::process::id()),
             store,
             outbox,
             catalog,
@@ -141,6 +140,14 @@ impl Saga {
             shutdown,
             tracker: TaskTracker::new(),
         }
+    }
+
+    /// The same saga signing its leases as `holder` (unique among the live replicas;
+    /// by default this process's id).
+    #[must_use]
+    pub fn leased_as(mut self, holder: String) -> Self {
+        self.holder = holder;
+        self
     }
 
     /// After shutdown: waits, at most `limit`, for the drivers running here, each
