@@ -132,10 +132,15 @@ impl Modules {
         registry.check(config)?;
         let topology = Topology::from_config(config, &registry)?;
         let shutdown = CancellationToken::new();
-        let keys = config
-            .service_secret
-            .as_deref()
-            .map(|secret| ServiceKeys::new(secret.as_bytes(), topology.service_name()));
+        // Per-service keys when the deployment provides them (a process can sign only
+        // as itself); else the shared secret (any process can sign as any other).
+        let keys = match (&config.service_keys_dir, &config.service_secret) {
+            (Some(dir), _) => Some(ServiceKeys::from_dir(dir, topology.service_name())?),
+            (None, Some(secret)) => {
+                Some(ServiceKeys::new(secret.as_bytes(), topology.service_name()))
+            }
+            (None, None) => None,
+        };
         let tokens = if topology.is_split() {
             // The topology checked: the gateway and identity have the shared secret;
             // the others only trust what the gateway forwards.
@@ -154,7 +159,8 @@ impl Modules {
                 &config.data_dir,
                 config.token_ttl_secs,
             )?
-        };
+        }
+        .also_accepting(config.jwt_secret_also_accepted.as_deref());
         // The client's IP (login throttling) as the edge's limits take it.
         let tokens = tokens.with_trusted_proxies(config.trusted_proxies());
         let remote = match (&keys, topology.is_split()) {

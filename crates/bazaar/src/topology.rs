@@ -25,7 +25,7 @@ impl TopologyError {
     }
 
     pub(crate) fn missing_secret() -> Self {
-        Self("split processes need service_secret (BAZAAR_SERVICE_SECRET)".into())
+        Self("split processes need service_keys_dir (BAZAAR_SERVICE_KEYS_DIR) or service_secret (BAZAAR_SERVICE_SECRET)".into())
     }
 }
 
@@ -120,9 +120,10 @@ impl Topology {
                 }
             }
         }
-        if config.service_secret.is_none() {
+        if config.service_secret.is_none() && config.service_keys_dir.is_none() {
             return Err(TopologyError(
-                "split processes need service_secret (BAZAAR_SERVICE_SECRET), shared by the deployment"
+                "split processes need service_keys_dir (BAZAAR_SERVICE_KEYS_DIR, a key pair per \
+                 service) or service_secret (BAZAAR_SERVICE_SECRET, shared by the deployment)"
                     .into(),
             ));
         }
@@ -228,6 +229,8 @@ mod tests {
         config.service_secret = None;
         let err = from_config(&config).unwrap_err().to_string();
         assert!(err.contains("service_secret"), "{err}");
+        config.service_keys_dir = Some("/run/secrets/bazaar-keys".into());
+        from_config(&config).unwrap();
     }
 
     #[test]

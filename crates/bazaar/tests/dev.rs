@@ -183,6 +183,19 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
     })
     .await;
 
+    // Each child has a key directory of its own: its private key and every public key.
+    for name in services() {
+        let mut private: Vec<String> =
+            std::fs::read_dir(data_dir.path().join("service-keys").join(name))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "key"))
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+        private.sort();
+        assert_eq!(private, [format!("{name}.key")], "{name}");
+    }
+
     let products: serde_json::Value = http
         .get(format!("{gateway}/api/v1/products"))
         .send()

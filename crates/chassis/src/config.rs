@@ -39,6 +39,10 @@ pub struct Config {
     /// HMAC secret for user tokens (at least 32 bytes). Unset: generated on first
     /// start and kept in `<data_dir>/jwt-secret`.
     pub jwt_secret: Option<String>,
+    /// A second user-token secret that verifies but never signs: the next secret
+    /// before a rotation, the previous one after (docs/operations.md, "Rotating
+    /// secrets").
+    pub jwt_secret_also_accepted: Option<String>,
     /// Lifetime of issued user (access) tokens: short, since one cannot be revoked
     /// before it expires; clients renew with their refresh token.
     pub token_ttl_secs: u64,
@@ -84,8 +88,14 @@ pub struct Config {
     pub nats_prefix: String,
     /// Split topology: HMAC secret (at least 32 bytes) for the short-lived
     /// service-to-service credentials and the identity the gateway forwards. Every
-    /// process of one deployment shares it.
+    /// process of one deployment shares it, so any of them can sign as any other:
+    /// prefer `service_keys_dir`, which takes precedence when both are set.
     pub service_secret: Option<String>,
+    /// Split topology: a directory of per-service Ed25519 keys (`<service>.key`, this
+    /// process's private key; `<name>.pub`, the public key of every service whose
+    /// credentials it accepts). Each process signs as itself only. `bazaar dev
+    /// --split` generates one; deployments mount one per process (see operations).
+    pub service_keys_dir: Option<PathBuf>,
     /// Budget of one call to another module over HTTP (shortened by the caller's own
     /// remaining deadline).
     pub rpc_timeout_ms: u64,
@@ -132,6 +142,7 @@ impl Default for Config {
             log_format: LogFormat::Json,
             log_filter: "info".to_owned(),
             jwt_secret: None,
+            jwt_secret_also_accepted: None,
             token_ttl_secs: 900,
             cors_origins: Vec::new(),
             rate_limit_per_second: 100,
@@ -149,6 +160,7 @@ impl Default for Config {
             nats_url: None,
             nats_prefix: "bazaar".to_owned(),
             service_secret: None,
+            service_keys_dir: None,
             rpc_timeout_ms: 5_000,
             dependencies: BTreeMap::new(),
             faults: BTreeMap::new(),
@@ -171,6 +183,7 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "log_filter",
     "jwt_secret",
+    "jwt_secret_also_accepted",
     "token_ttl_secs",
     "cors_origins",
     "rate_limit_per_second",
@@ -188,6 +201,7 @@ pub const KEYS: &[&str] = &[
     "nats_url",
     "nats_prefix",
     "service_secret",
+    "service_keys_dir",
     "rpc_timeout_ms",
     "dependencies",
     "faults",
@@ -313,6 +327,16 @@ impl Config {
                 key,
                 message: message.into(),
             }
+        }
+        if self
+            .jwt_secret_also_accepted
+            .as_ref()
+            .is_some_and(|s| s.len() < 32)
+        {
+            return Err(invalid(
+                "jwt_secret_also_accepted",
+                "must be at least 32 bytes",
+            ));
         }
         if let Some(secret) = &self.jwt_secret {
             if secret.len() < 32 {

@@ -154,10 +154,15 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
             config.jwt_secret.as_deref(),
             &data_dir.join("jwt-secret"),
         )?,
-        service_secret: load_or_create_secret(
-            config.service_secret.as_deref(),
-            &data_dir.join("service-secret"),
-        )?,
+        // A key pair per service, kept across restarts.
+        service_keys: {
+            let root = data_dir.join("service-keys");
+            // One key per module: its replicas sign as it.
+            let mut names: Vec<&str> = plan.all().map(|s| s.name).collect();
+            names.dedup();
+            chassis::auth::provision_service_keys(&root, &names)?;
+            root
+        },
         // One scrape credential for every child, so one Prometheus job reads them all.
         metrics_token: load_or_create_secret(
             config.metrics_token.as_deref(),

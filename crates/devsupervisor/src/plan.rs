@@ -143,7 +143,9 @@ pub(crate) struct Shared {
     pub(crate) nats_url: String,
     pub(crate) nats_prefix: String,
     pub(crate) jwt_secret: String,
-    pub(crate) service_secret: String,
+    /// Per-service Ed25519 keys: each child gets `<service_keys>/<its name>`, its own
+    /// private key and every public key, never another's private key.
+    pub(crate) service_keys: PathBuf,
     pub(crate) metrics_token: String,
 }
 
@@ -180,15 +182,17 @@ pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv
         ),
         ("BAZAAR_JWT_SECRET".into(), shared.jwt_secret.clone().into()),
         (
-            "BAZAAR_SERVICE_SECRET".into(),
-            shared.service_secret.clone().into(),
+            "BAZAAR_SERVICE_KEYS_DIR".into(),
+            shared.service_keys.join(who.name).into(),
         ),
         (
             "BAZAAR_METRICS_TOKEN".into(),
             shared.metrics_token.clone().into(),
         ),
     ];
-    let mut remove = vec!["BAZAAR_ONLY".to_owned()];
+    // A shared service secret from the user's shell would be a second, weaker way to
+    // sign as any service.
+    let mut remove = vec!["BAZAAR_ONLY".to_owned(), "BAZAAR_SERVICE_SECRET".to_owned()];
     let mut names: Vec<&'static str> = plan.modules.iter().map(|m| m.name).collect();
     names.dedup();
     for name in names {
@@ -259,7 +263,7 @@ mod tests {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_prefix: "bazaar".into(),
             jwt_secret: "j".repeat(32),
-            service_secret: "s".repeat(32),
+            service_keys: PathBuf::from("/tmp/bz/service-keys"),
             metrics_token: "m".repeat(32),
         }
     }
@@ -335,7 +339,11 @@ mod tests {
         assert_eq!(vars["BAZAAR_NATS_URL"], "nats://127.0.0.1:4222");
         assert_eq!(vars["BAZAAR_NATS_PREFIX"], "bazaar");
         assert_eq!(vars["BAZAAR_JWT_SECRET"], "j".repeat(32));
-        assert_eq!(vars["BAZAAR_SERVICE_SECRET"], "s".repeat(32));
+        assert_eq!(
+            vars["BAZAAR_SERVICE_KEYS_DIR"],
+            "/tmp/bz/service-keys/catalog"
+        );
+        assert!(env.remove.contains(&"BAZAAR_SERVICE_SECRET".to_owned()));
         let peers: Vec<_> = vars
             .keys()
             .filter(|k| k.starts_with("BAZAAR_PEER_"))

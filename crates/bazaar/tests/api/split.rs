@@ -9,6 +9,7 @@
 //! them it says it is skipped and passes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,7 +94,8 @@ struct Cluster {
     api: Api,
     nats_url: String,
     nats_prefix: String,
-    service_secret: String,
+    /// Each process's Ed25519 keys, `<keys>/<name>/` (see [`Cluster::signer`]).
+    keys: PathBuf,
     dir: TempDir,
     database: TestDatabase,
 }
@@ -115,7 +117,11 @@ impl Cluster {
     ) -> Self {
         let database = TestDatabase::create(&backends.database).await;
         let nats_prefix = format!("split{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let service_secret = test_secret();
+        let dir = tempfile::tempdir().unwrap();
+        // As a deployment mounts them: a directory per process with its own private
+        // key and every public key.
+        let keys = dir.path().join("service-keys");
+        chassis::auth::provision_service_keys(&keys, &SPLIT_START_ORDER).unwrap();
         // Every port up front, all different, so a restarted process comes back where
         // its peers look for it.
         let instances: Vec<(&'static str, usize)> = SPLIT_START_ORDER
@@ -144,6 +150,10 @@ impl Cluster {
                     .iter()
                     .filter(|(module, _, _)| *module == name)
                     .map(|(_, key, value)| ((*key).to_owned(), (*value).to_owned()))
+                    .chain([(
+                        "BAZAAR_SERVICE_KEYS_DIR".to_owned(),
+                        keys.join(name).display().to_string(),
+                    )])
                     .collect(),
                 running: None,
                 ended: Vec::new(),
@@ -160,7 +170,6 @@ impl Cluster {
             ("BAZAAR_DB_MAX_CONNECTIONS", "2".to_owned()),
             ("BAZAAR_NATS_URL", nats_url.to_owned()),
             ("BAZAAR_NATS_PREFIX", nats_prefix.clone()),
-            ("BAZAAR_SERVICE_SECRET", service_secret.clone()),
             (
                 "BAZAAR_METRICS_TOKEN",
                 crate::helpers::METRICS_TOKEN.to_owned(),
@@ -203,8 +212,8 @@ impl Cluster {
             },
             nats_url: nats_url.to_owned(),
             nats_prefix,
-            service_secret,
-            dir: tempfile::tempdir().unwrap(),
+            keys,
+            dir,
             database,
         };
         let instances: Vec<(&'static str, usize)> = cluster
@@ -235,6 +244,11 @@ impl Cluster {
             .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("no module named {name}"))
             .port
+    }
+
+    /// What the process `name` signs its credentials with.
+    fn signer(&self, name: &'static str) -> chassis::auth::ServiceKeys {
+        chassis::auth::ServiceKeys::from_dir(&self.keys.join(name), name).unwrap()
     }
 
     /// `path` on the module's own listener (not through the gateway).
@@ -1227,9 +1241,7 @@ async fn split_internal_routes_need_a_credential_and_are_not_public() {
         .unwrap();
     assert_problem(response, 401).await;
     // The gateway does not route internal paths, credential or not.
-    let credential = chassis::auth::ServiceKeys::new(cluster.service_secret.as_bytes(), "orders")
-        .credential("catalog")
-        .unwrap();
+    let credential = cluster.signer("orders").credential("catalog").unwrap();
     for bearer in [None, Some(&token), Some(&credential)] {
         let mut request = client.post(api.url(PATH)).json(&args);
         if let Some(bearer) = bearer {
@@ -1263,13 +1275,10 @@ async fn split_internal_calls_are_least_privilege() {
     };
     let cluster = Cluster::start(&backends, &backends.nats, &[]).await;
     let client = crate::helpers::client();
-    let secret = cluster.service_secret.as_bytes();
     let payments = cluster.module_url("payments", PAYMENTS);
     let args = json!({"payment_id": "no-such-payment"});
     let call = |service: &'static str, audience: &'static str| {
-        let credential = ServiceKeys::new(secret, service)
-            .credential(audience)
-            .unwrap();
+        let credential = cluster.signer(service).credential(audience).unwrap();
         client
             .post(&payments)
             .bearer_auth(credential)
@@ -1284,6 +1293,24 @@ async fn split_internal_calls_are_least_privilege() {
     // orders is: let in (the payment does not exist, a contract answer).
     let response = call("orders", "payments").await.unwrap();
     assert_eq!(response.status(), 422, "{}", response.text().await.unwrap());
+    // Each process holds only its own private key: analytics signing a credential
+    // that says it is orders is refused, checked against orders' public key.
+    let posing = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        cluster.keys.join("analytics").join("analytics.key"),
+        posing.path().join("orders.key"),
+    )
+    .unwrap();
+    let as_orders = ServiceKeys::from_dir(posing.path(), "orders").unwrap();
+    let credential = as_orders.credential("payments").unwrap();
+    let response = client
+        .post(&payments)
+        .bearer_auth(credential)
+        .json(&args)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401).await;
 
     // A module cannot stand in for the gateway and assert an admin.
     let admin = Principal {
@@ -1293,13 +1320,28 @@ async fn split_internal_calls_are_least_privilege() {
     };
     let bus = cluster.module_url("catalog", "/api/v1/admin/bus");
     let as_admin = |signer: &'static str| {
-        let identity = ServiceKeys::new(secret, signer)
-            .forward_identity(&admin)
-            .unwrap();
+        let identity = cluster.signer(signer).forward_identity(&admin).unwrap();
         client.get(&bus).header(IDENTITY_HEADER, identity).send()
     };
     assert_problem(as_admin("orders").await.unwrap(), 401).await;
     assert_problem(as_admin("notifications").await.unwrap(), 401).await;
+    // Nor with the gateway's name and its own key.
+    std::fs::copy(
+        cluster.keys.join("catalog").join("catalog.key"),
+        posing.path().join("gateway.key"),
+    )
+    .unwrap();
+    let identity = ServiceKeys::from_dir(posing.path(), "gateway")
+        .unwrap()
+        .forward_identity(&admin)
+        .unwrap();
+    let response = client
+        .get(&bus)
+        .header(IDENTITY_HEADER, identity)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401).await;
     // The gateway's word is taken (the same request, signed by the edge).
     let response = as_admin("gateway").await.unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());

@@ -18,7 +18,9 @@ use crate::problem::Problem;
 
 mod service;
 
-pub use service::{Access, Caller, ServiceKeys, generate_service_keys, require_service};
+pub use service::{
+    Access, Caller, ServiceKeys, generate_service_keys, provision_service_keys, require_service,
+};
 
 pub const ISSUER: &str = "bazaar";
 pub const AUDIENCE: &str = "bazaar-api";
@@ -99,9 +101,13 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct Tokens(Arc<Inner>);
 
+#[derive(Clone)]
 struct Inner {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// A second secret whose tokens verify but which never signs: the next secret
+    /// before a rotation switches to it, the previous one after.
+    also_accepted: Option<DecodingKey>,
     validation: Validation,
     ttl_secs: u64,
     /// Behind the gateway (split topology) callers are identified by the identity it
@@ -130,6 +136,7 @@ impl Tokens {
         Self(Arc::new(Inner {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            also_accepted: None,
             validation,
             ttl_secs,
             behind_gateway: None,
@@ -141,14 +148,14 @@ impl Tokens {
     /// client's IP ([`ClientIp`]).
     #[must_use]
     pub fn with_trusted_proxies(&self, proxies: TrustedProxies) -> Self {
-        Self(Arc::new(Inner {
-            encoding: self.0.encoding.clone(),
-            decoding: self.0.decoding.clone(),
-            validation: self.0.validation.clone(),
-            ttl_secs: self.0.ttl_secs,
-            behind_gateway: self.0.behind_gateway.clone(),
-            trusted_proxies: proxies,
-        }))
+        self.with(|inner| inner.trusted_proxies = proxies)
+    }
+
+    /// A copy with `change` made.
+    fn with(&self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Inner::clone(&self.0);
+        change(&mut inner);
+        Self(Arc::new(inner))
     }
 
     /// The same tokens for a service behind the gateway: callers are who the gateway
@@ -156,14 +163,16 @@ impl Tokens {
     /// straight to the service are refused, so the edge's checks cannot be bypassed.
     #[must_use]
     pub fn behind_gateway(&self, keys: ServiceKeys) -> Self {
-        Self(Arc::new(Inner {
-            encoding: self.0.encoding.clone(),
-            decoding: self.0.decoding.clone(),
-            validation: self.0.validation.clone(),
-            ttl_secs: self.0.ttl_secs,
-            behind_gateway: Some(keys),
-            trusted_proxies: self.0.trusted_proxies.clone(),
-        }))
+        self.with(|inner| inner.behind_gateway = Some(keys))
+    }
+
+    /// The same tokens, also accepting those signed with `secret` (never signing with
+    /// it): how the secret is rotated without refusing a valid token.
+    #[must_use]
+    pub fn also_accepting(&self, secret: Option<&str>) -> Self {
+        self.with(|inner| {
+            inner.also_accepted = secret.map(|s| DecodingKey::from_secret(s.as_bytes()));
+        })
     }
 
     /// Who is calling, from the request: the bearer token, or behind the gateway the
@@ -235,8 +244,9 @@ impl Tokens {
 
     /// Verifies signature, algorithm, expiry, issuer and audience.
     pub fn verify(&self, token: &str) -> Option<Principal> {
-        jsonwebtoken::decode::<Claims>(token, &self.0.decoding, &self.0.validation)
-            .ok()
+        std::iter::once(&self.0.decoding)
+            .chain(&self.0.also_accepted)
+            .find_map(|key| jsonwebtoken::decode::<Claims>(token, key, &self.0.validation).ok())
             .map(|data| Principal {
                 user_id: data.claims.sub,
                 role: data.claims.role,
@@ -772,6 +782,102 @@ mod tests {
         assert!(ServiceKeys::from_dir(path, "orders").is_ok());
         // Generation keeps what is there.
         assert!(generate_service_keys(path, &["orders"]).is_err());
+    }
+
+    #[test]
+    fn a_service_pair_rotates_with_two_public_keys_for_a_while() {
+        let (current, next) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        generate_service_keys(current.path(), &["orders", "payments"]).unwrap();
+        generate_service_keys(next.path(), &["orders"]).unwrap();
+        let old = ServiceKeys::from_dir(current.path(), "orders").unwrap();
+        let new = ServiceKeys::from_dir(next.path(), "orders").unwrap();
+        let verified_by = |payments: &ServiceKeys| {
+            [&old, &new].map(|orders| {
+                let credential = orders.credential("payments").unwrap();
+                payments
+                    .verify_credential(&credential, "payments")
+                    .is_some()
+            })
+        };
+        let payments = ServiceKeys::from_dir(current.path(), "payments").unwrap();
+        assert_eq!(verified_by(&payments), [true, false]);
+        // Step 1: every process gets the new public key beside the old one.
+        std::fs::copy(
+            next.path().join("orders.pub"),
+            current.path().join("orders.next.pub"),
+        )
+        .unwrap();
+        let payments = ServiceKeys::from_dir(current.path(), "payments").unwrap();
+        assert_eq!(verified_by(&payments), [true, true]);
+        // Step 2 (orders signs with the new key) needs nothing here; step 3 retires
+        // the old public key.
+        std::fs::remove_file(current.path().join("orders.pub")).unwrap();
+        let payments = ServiceKeys::from_dir(current.path(), "payments").unwrap();
+        assert_eq!(verified_by(&payments), [false, true]);
+    }
+
+    #[test]
+    fn provisioned_directories_hold_one_private_key_and_every_public_key() {
+        let root = tempfile::tempdir().unwrap();
+        let services = ["gateway", "orders", "payments"];
+        let dirs = provision_service_keys(root.path(), &services).unwrap();
+        let listing = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            listing(&dirs[1]),
+            ["gateway.pub", "orders.key", "orders.pub", "payments.pub"]
+        );
+        let orders = ServiceKeys::from_dir(&dirs[1], "orders").unwrap();
+        let payments = ServiceKeys::from_dir(&dirs[2], "payments").unwrap();
+        let credential = orders.credential("payments").unwrap();
+        assert_eq!(
+            payments
+                .verify_credential(&credential, "payments")
+                .as_deref(),
+            Some("orders")
+        );
+        // A second provisioning keeps the pairs: what was signed still verifies.
+        let again = provision_service_keys(root.path(), &services).unwrap();
+        let payments = ServiceKeys::from_dir(&again[2], "payments").unwrap();
+        assert!(
+            payments
+                .verify_credential(&credential, "payments")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_rotated_secret_is_accepted_alongside_but_never_signs() {
+        let (old, new) = ("o".repeat(32), "n".repeat(32));
+        let signing_old = Tokens::new(old.as_bytes(), 60);
+        let signing_new = Tokens::new(new.as_bytes(), 60);
+        let (by_old, by_new) = (
+            signing_old.issue("u", Role::Customer).unwrap(),
+            signing_new.issue("u", Role::Customer).unwrap(),
+        );
+        // Before the switch: still signing with the old, already accepting the new.
+        let before = signing_old.also_accepting(Some(&new));
+        assert!(before.verify(&by_old).is_some() && before.verify(&by_new).is_some());
+        assert!(
+            signing_old
+                .verify(&before.issue("u", Role::Customer).unwrap())
+                .is_some()
+        );
+        // After: signing with the new, accepting the old until its tokens expire.
+        let after = signing_new.also_accepting(Some(&old));
+        assert!(after.verify(&by_old).is_some() && after.verify(&by_new).is_some());
+        assert!(
+            signing_new
+                .verify(&after.issue("u", Role::Customer).unwrap())
+                .is_some()
+        );
+        assert!(signing_new.verify(&by_old).is_none());
     }
 
     #[test]

@@ -64,8 +64,8 @@ pub(super) struct ServiceInner {
 enum Verifying {
     /// The shared secret verifies every signer.
     Shared(DecodingKey),
-    /// Each signer's public key, by service name.
-    PerService(std::collections::HashMap<String, DecodingKey>),
+    /// Each signer's public keys, by service name: two while its pair is rotated.
+    PerService(std::collections::HashMap<String, Vec<DecodingKey>>),
 }
 
 impl std::fmt::Debug for ServiceKeys {
@@ -102,6 +102,8 @@ impl ServiceKeys {
     /// key (PKCS#8, PEM or DER), and `<name>.pub`, the public key (SPKI PEM, or the raw
     /// 32 bytes) of every service whose tokens it accepts, `gateway` included. Keys are
     /// named by service name: a process running several modules is `cart+orders`.
+    /// `<name>.<label>.pub` is another public key of the same service (`orders.next.pub`):
+    /// either verifies, which is how a pair is rotated without refusing a call.
     pub fn from_dir(dir: &Path, service: &'static str) -> Result<Self, TokenError> {
         let key_path = dir.join(format!("{service}.key"));
         let bad = |path: &Path, reason| TokenError::Key {
@@ -121,7 +123,8 @@ impl ServiceKeys {
         } else {
             EncodingKey::from_ed_der(&private)
         };
-        let mut public = std::collections::HashMap::new();
+        let mut public: std::collections::HashMap<String, Vec<DecodingKey>> =
+            std::collections::HashMap::new();
         let entries = std::fs::read_dir(dir).map_err(|source| TokenError::Secret {
             path: dir.display().to_string(),
             source,
@@ -137,6 +140,7 @@ impl ServiceKeys {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_suffix(".pub"))
+                .and_then(|n| n.split('.').next())
             else {
                 continue;
             };
@@ -149,7 +153,7 @@ impl ServiceKeys {
             } else {
                 return Err(bad(&path, "not an Ed25519 public key"));
             };
-            public.insert(name.to_owned(), key);
+            public.entry(name.to_owned()).or_default().push(key);
         }
         let keys = Self::with(
             service,
@@ -215,8 +219,8 @@ impl ServiceKeys {
         validation: &Validation,
         identity: bool,
     ) -> Option<ServiceClaims> {
-        let key = match &self.0.verifying {
-            Verifying::Shared(key) => key,
+        let keys = match &self.0.verifying {
+            Verifying::Shared(key) => std::slice::from_ref(key),
             Verifying::PerService(public) => {
                 let payload = token.split('.').nth(1)?;
                 let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -224,12 +228,14 @@ impl ServiceKeys {
                     .ok()?;
                 let signer: Signer = serde_json::from_slice(&json).ok()?;
                 let name = if identity { signer.by? } else { signer.sub };
-                public.get(&name)?
+                public.get(&name)?.as_slice()
             }
         };
-        jsonwebtoken::decode::<ServiceClaims>(token, key, validation)
-            .ok()
-            .map(|data| data.claims)
+        keys.iter().find_map(|key| {
+            jsonwebtoken::decode::<ServiceClaims>(token, key, validation)
+                .ok()
+                .map(|data| data.claims)
+        })
     }
 
     pub fn service(&self) -> &'static str {
@@ -405,6 +411,52 @@ pub fn generate_service_keys(dir: &Path, services: &[&str]) -> Result<(), TokenE
         write_private(&pub_path, &pem("PUBLIC KEY", &spki)).map_err(|e| io_err(&pub_path, e))?;
     }
     Ok(())
+}
+
+/// The per-process layout a deployment mounts: under `root`, one directory per
+/// service (`root/<service>/`) holding that service's private key and the public key
+/// of every service, which is what [`ServiceKeys::from_dir`] reads, so no process can
+/// read another's private key. The pairs themselves are kept in `root/pairs/` and
+/// generated only when missing: a restart keeps the same keys. Returns each service's
+/// directory.
+pub fn provision_service_keys(
+    root: &Path,
+    services: &[&str],
+) -> Result<Vec<std::path::PathBuf>, TokenError> {
+    let io_err = |path: &Path, source| TokenError::Secret {
+        path: path.display().to_string(),
+        source,
+    };
+    let pairs = root.join("pairs");
+    chassis_core::private_fs::create_dir(root).map_err(|e| io_err(root, e))?;
+    let missing: Vec<&str> = services
+        .iter()
+        .copied()
+        .filter(|s| !pairs.join(format!("{s}.key")).exists())
+        .collect();
+    generate_service_keys(&pairs, &missing)?;
+    let copy = |from: &Path, to: &Path| -> Result<(), TokenError> {
+        let contents = std::fs::read_to_string(from).map_err(|e| io_err(from, e))?;
+        // Rewritten each time, so a regenerated pair reaches every directory.
+        match std::fs::remove_file(to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(to, e)),
+            _ => {}
+        }
+        write_private(to, &contents).map_err(|e| io_err(to, e))
+    };
+    let mut dirs = Vec::new();
+    for service in services {
+        let dir = root.join(service);
+        chassis_core::private_fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?;
+        let key = format!("{service}.key");
+        copy(&pairs.join(&key), &dir.join(&key))?;
+        for other in services {
+            let public = format!("{other}.pub");
+            copy(&pairs.join(&public), &dir.join(&public))?;
+        }
+        dirs.push(dir);
+    }
+    Ok(dirs)
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
