@@ -197,3 +197,41 @@ async fn a_redelivering_bus_defers_transient_failures() {
         Delivery::DeadLettered
     );
 }
+
+/// Records what is published, yielding in between so two relays interleave.
+#[derive(Default)]
+struct Recording {
+    published: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Bus for Recording {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), chassis_messaging::bus::BusError> {
+        tokio::task::yield_now().await;
+        self.published.lock().unwrap().push(envelope.id.clone());
+        Ok(())
+    }
+}
+
+/// Two replicas relaying one PostgreSQL outbox at once: each event is published once,
+/// and in the order it was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_one_postgres_outbox_publish_each_event_once_in_order() {
+    let Some(producer) = TestStore::postgres("two_relays_on_one_postgres_outbox", "producer").await
+    else {
+        return;
+    };
+    producer.migrate_platform().await.unwrap();
+    let mut written = Vec::new();
+    for amount in 1..=250 {
+        written.push(commit(&producer, &deposit(amount)).await.id);
+    }
+    let bus = Recording::default();
+    let first = Outbox::new("producer", producer.pool().clone());
+    let second = Outbox::new("producer", producer.pool().clone());
+    let (a, b) = tokio::join!(first.relay_once(&bus), second.relay_once(&bus));
+    assert_eq!(a.unwrap() + b.unwrap(), written.len(), "rows stamped sent");
+    let published = bus.published.lock().unwrap().clone();
+    assert_eq!(published, written, "each once, in order");
+    assert_eq!(first.backlog().await.unwrap().unsent, 0);
+}
