@@ -386,3 +386,35 @@ impl SqlOrders {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use testkit::delivery::TestStore;
+
+    use super::SqlOrders;
+
+    async fn one_holder_at_a_time(orders: &SqlOrders) {
+        assert!(orders.claim_saga("o1", "a", 100, 200).await.unwrap());
+        // a's lease runs: b cannot take it; a renews it.
+        assert!(!orders.claim_saga("o1", "b", 150, 250).await.unwrap());
+        assert!(orders.claim_saga("o1", "a", 150, 250).await.unwrap());
+        assert!(orders.claim_saga("o2", "b", 150, 250).await.unwrap());
+        // Lapsed: anyone may take it.
+        assert!(orders.claim_saga("o1", "b", 251, 400).await.unwrap());
+        // Only the holder gives it up.
+        orders.release_saga("o1", "a").await.unwrap();
+        assert!(!orders.claim_saga("o1", "c", 300, 500).await.unwrap());
+        orders.release_saga("o1", "b").await.unwrap();
+        assert!(orders.claim_saga("o1", "c", 300, 500).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_saga_lease_has_one_holder_at_a_time_until_it_lapses() {
+        let store = TestStore::migrated("orders", &crate::MIGRATOR).await;
+        one_holder_at_a_time(&SqlOrders::new(store.pool().clone())).await;
+        if let Some(store) = TestStore::postgres("saga_lease_on_postgres", "orders").await {
+            store.migrate(&crate::MIGRATOR).await.unwrap();
+            one_holder_at_a_time(&SqlOrders::new(store.pool().clone())).await;
+        }
+    }
+}
