@@ -621,6 +621,31 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_may_be_a_list_of_replicas_and_proxies_are_cidrs() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "BAZAAR_PEER_CATALOG",
+                "http://10.0.0.5:8080, http://10.0.0.6:8080",
+            );
+            jail.set_env("BAZAAR_TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.7");
+            let config = load(None).unwrap();
+            assert_eq!(
+                config.peer("catalog"),
+                Some("http://10.0.0.5:8080, http://10.0.0.6:8080")
+            );
+            assert!(!config.trusted_proxies().is_empty());
+            jail.set_env("BAZAAR_PEER_CATALOG", "http://10.0.0.5:8080,10.0.0.6:8080");
+            let err = load(None).unwrap_err().to_string();
+            assert!(err.contains("catalog"), "{err}");
+            jail.set_env("BAZAAR_PEER_CATALOG", "http://10.0.0.5:8080");
+            jail.set_env("BAZAAR_TRUSTED_PROXIES", "10.0.0.0/40");
+            let err = load(None).unwrap_err().to_string();
+            assert!(err.contains("trusted_proxies"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn module_keys_are_known_only_when_a_module_declares_them() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bazaar.toml", "seed_products = 5\n")?;
