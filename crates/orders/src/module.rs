@@ -86,21 +86,23 @@ fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
     let settings: Settings = context.settings()?;
     let outbox = context.outbox();
     let store = crate::store::SqlOrders::new(context.store().pool().clone());
-    let saga = Arc::new(
-        Saga::new(
-            store.clone(),
-            outbox.clone(),
-            context.call::<dyn CatalogApi>()?,
-            context.call::<dyn PaymentsApi>()?,
-            SagaTiming::default(),
-            settings
-                .fault_abort_at
-                .as_deref()
-                .and_then(CrashPoint::parse),
-            context.shutdown(),
-        )
-        .leased_as(lease_holder(context.config().http_addr)),
+    let mut saga = Saga::new(
+        store.clone(),
+        outbox.clone(),
+        context.call::<dyn CatalogApi>()?,
+        context.call::<dyn PaymentsApi>()?,
+        SagaTiming::default(),
+        settings
+            .fault_abort_at
+            .as_deref()
+            .and_then(CrashPoint::parse),
+        context.shutdown(),
     );
+    // On PostgreSQL, replicas may share the store: one driver per order among them.
+    if context.config().database_url.is_some() {
+        saga = saga.leased_as(lease_holder(context.config().http_addr));
+    }
+    let saga = Arc::new(saga);
     let service = OrdersService::new(
         store,
         Arc::clone(&saga),

@@ -91,8 +91,9 @@ pub struct Saga {
     /// Orders being driven in this process: one driver per order.
     running: Mutex<HashSet<String>>,
     /// This process among the replicas of orders, as it signs its saga leases: one
-    /// driver per order across them (see [`Saga::drive`]).
-    holder: String,
+    /// driver per order across them (see [`Saga::drive`]). `None`: no leases (the
+    /// store is SQLite, which one process uses).
+    holder: Option<String>,
     permits: Semaphore,
     shutdown: CancellationToken,
     /// Every order's driver, so shutdown can wait for them before the stores close.
@@ -128,7 +129,7 @@ impl Saga {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            holder: format!("pid-{}", std::process::id()),
+            holder: None,
             store,
             outbox,
             catalog,
@@ -142,11 +143,12 @@ impl Saga {
         }
     }
 
-    /// The same saga signing its leases as `holder` (unique among the live replicas;
-    /// by default this process's id).
+    /// The same saga driving each order under a lease signed `holder` (unique among
+    /// the live replicas): for a store several processes share. Without it (SQLite,
+    /// one process) no lease is taken, so a restart resumes every order at once.
     #[must_use]
     pub fn leased_as(mut self, holder: String) -> Self {
-        self.holder = holder;
+        self.holder = Some(holder);
         self
     }
 
@@ -238,21 +240,23 @@ impl Saga {
     /// lease; `None` when another replica holds it (that one drives the order).
     async fn drive(&self, order_id: &str) -> Result<Option<Order>, AppendError> {
         let result = self.drive_leased(order_id).await;
-        if let Err(e) = self.store.release_saga(order_id, &self.holder).await {
-            // It lapses on its own.
-            tracing::warn!(error = %e, "cannot give up a saga lease");
+        if let Some(holder) = &self.holder {
+            if let Err(e) = self.store.release_saga(order_id, holder).await {
+                // It lapses on its own.
+                tracing::warn!(error = %e, "cannot give up a saga lease");
+            }
         }
         result
     }
 
     /// Takes or renews the lease: false when another replica holds it.
     async fn lease(&self, order_id: &str) -> Result<bool, AppendError> {
+        let Some(holder) = &self.holder else {
+            return Ok(true);
+        };
         let now = chassis::time::now_micros();
         let until = now + i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
-        Ok(self
-            .store
-            .claim_saga(order_id, &self.holder, now, until)
-            .await?)
+        Ok(self.store.claim_saga(order_id, holder, now, until).await?)
     }
 
     async fn drive_leased(&self, order_id: &str) -> Result<Option<Order>, AppendError> {
