@@ -702,6 +702,36 @@ async fn an_unreachable_upstream_costs_only_its_routes() {
 }
 
 #[tokio::test]
+async fn replicas_share_the_requests_and_a_dead_one_costs_no_read() {
+    let (first, first_url) = start_upstream("catalog", vec![]).await;
+    let (second, second_url) = start_upstream("catalog", vec![]).await;
+    let edge = Edge::start(
+        vec![route(
+            "/api/v1/products",
+            "catalog",
+            &format!("{first_url}, {}, {second_url}/", closed_port()),
+        )],
+        vec![],
+    )
+    .await;
+    // A read that finds its replica gone is sent to another one.
+    for _ in 0..12 {
+        let response = edge.get("/api/v1/products").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let (a, b) = (first.seen().len(), second.seen().len());
+    assert_eq!(a + b, 12);
+    assert!(a > 0 && b > 0, "both replicas served: {a} and {b}");
+    let metrics = testkit::http::text(edge.get("/metrics").bearer_auth(SCRAPE_TOKEN)).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("replica_ejections_total{") && line.contains("catalog")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn request_context_and_headers_are_forwarded() {
     // With telemetry installed (as in production) the request span is the gateway's
     // hop of the client's trace. Only the request span is enabled: tests stay quiet.

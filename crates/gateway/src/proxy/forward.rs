@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chassis::Problem;
 use http_body_util::Limited;
@@ -30,6 +31,14 @@ async fn forward_inner(proxy: &Proxy, request: Request) -> Result<Response, Prob
         .ok_or_else(|| Problem::not_found("no such route"))?;
     let headers = proxy.upstream_headers(&parts.headers, peer(&parts.extensions))?;
     let (replica, uri) = upstream.target(&parts.uri)?;
+    // Without a body the request can be sent again: one that found its replica gone
+    // (no connection, so nothing reached it) goes to another one, once.
+    let bodyless = !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|length| length.as_bytes() == b"0");
+    let again = bodyless.then(|| (parts.method.clone(), headers.clone()));
 
     // The edge's body limit, also for chunked bodies nothing else reads here.
     let body = Body::new(Limited::new(body, chassis::http::BODY_LIMIT_BYTES));
@@ -37,7 +46,24 @@ async fn forward_inner(proxy: &Proxy, request: Request) -> Result<Response, Prob
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = headers;
-    proxy.send(upstream, &replica, outgoing).await
+    let answer = proxy.send(upstream, &replica, outgoing).await;
+    match (answer, again) {
+        (Err(problem), Some((method, headers)))
+            if problem.status() == StatusCode::SERVICE_UNAVAILABLE
+                && upstream
+                    .replicas
+                    .as_ref()
+                    .is_some_and(|r| r.replicas().len() > 1) =>
+        {
+            let (replica, uri) = upstream.target(&parts.uri)?;
+            let mut outgoing = Request::new(Body::empty());
+            *outgoing.method_mut() = method;
+            *outgoing.uri_mut() = uri;
+            *outgoing.headers_mut() = headers;
+            proxy.send(upstream, &replica, outgoing).await
+        }
+        (answer, _) => answer,
+    }
 }
 
 /// `.` or `..` segments, literal or percent-encoded, or an encoded slash or backslash:
