@@ -280,7 +280,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let auditing = matches!(cli.command, Command::Audit { .. });
-    match run(cli).await {
+    // Boxed: the whole application is built inside this one future.
+    match Box::pin(run(cli)).await {
         Ok(()) => ExitCode::SUCCESS,
         // `audit`: 1 means a violated invariant, 2 that the audit could not run.
         Err(error) if error.is::<AuditFailed>() => ExitCode::from(1),

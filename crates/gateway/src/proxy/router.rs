@@ -7,9 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::Uri;
 use axum::routing::{any, get, put};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 
 use super::fan_out::fan_out;
 use super::forward::forward;
@@ -29,10 +27,9 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 /// Routes with an unusable prefix (not starting with `/`, under `/internal`, or a
 /// duplicate) are left out, logged at error level.
 pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(settings.connect_timeout));
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
+    let (mut builder, connector) =
+        crate::client::builder(settings.connect_timeout, settings.tls.clone());
+    let client = builder
         .pool_idle_timeout(POOL_IDLE)
         .pool_timer(TokioTimer::new())
         .build(connector);
@@ -170,6 +167,7 @@ mod tests {
             tokens: Tokens::new(b"jwt-secret-jwt-secret-jwt-secret", 60),
             keys: ServiceKeys::new(b"service-secret-service-secret-xx", "gateway"),
             connect_timeout: Duration::from_secs(1),
+            tls: chassis::tls::client_config(None).unwrap(),
             fan_out: vec![FAULTS],
             fan_out_writes: vec![FAULTS, FAULTS, "/internal/v1/x", "/api/v1/cart"],
             fan_out_only: Vec::new(),
