@@ -593,3 +593,40 @@ fn monolith() -> String {
     out.push_str(&documents.join("---\n"));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The components a rendered NetworkPolicy admits (its `from` pod selectors).
+    fn admitted(policy: &str) -> Vec<&str> {
+        policy
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("app.kubernetes.io/component: "))
+            .skip(2) // the policy's own labels and pod selector
+            .collect()
+    }
+
+    #[test]
+    fn a_module_admits_the_gateway_and_its_callers_only() {
+        let registry = crate::registry();
+        let files = render(&registry);
+        for component in components(&registry) {
+            let file = files
+                .iter()
+                .find(|f| f.path == format!("kubernetes/overlays/split/{}.yaml", component.name))
+                .unwrap();
+            let policy = file.contents.split("---\n").last().unwrap();
+            assert!(policy.contains("kind: NetworkPolicy"));
+            if component.is_gateway() {
+                assert!(admitted(policy).is_empty(), "the edge: from anywhere");
+                assert!(!policy.contains("from:"));
+            } else {
+                let mut expected = vec!["gateway"];
+                expected.extend(registry.callers(component.name));
+                assert_eq!(admitted(policy), expected, "{}", component.name);
+            }
+        }
+        assert_eq!(registry.callers("payments"), ["orders"]);
+    }
+}
