@@ -86,8 +86,8 @@ enum Command {
     /// and NATS of BAZAAR_DATABASE_URL and BAZAAR_NATS_URL, with their logs merged;
     /// Ctrl-C stops them all.
     Dev(devsupervisor::DevArgs),
-    /// Deployment files (Compose, Kubernetes, Prometheus, the container image) derived
-    /// from the module registry.
+    /// Deployment files (Compose, Kubernetes, Terraform for ECS, Prometheus, the
+    /// container image, GitHub workflows) derived from the module registry.
     #[command(subcommand)]
     Deploy(DeployCommand),
     /// Exit 0 when URL answers 2xx within the timeout, else 1: the container image's
@@ -106,10 +106,11 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DeployCommand {
-    /// Write every deployment file under DIR (sorted, no timestamps): the committed
-    /// deploy/ is exactly this output, and CI fails on a difference.
+    /// Write every deployment file under DIR and the GitHub workflows under
+    /// DIR/../.github/workflows (sorted, no timestamps): the committed deploy/ and
+    /// .github/workflows are exactly this output, and CI fails on a difference.
     Render {
-        /// Where to write [default: deploy, i.e. run it from the repository root].
+        /// Where to write (the default is for a run from the repository root).
         #[arg(long, value_name = "DIR", default_value = "deploy")]
         out: PathBuf,
     },
