@@ -34,7 +34,7 @@ variable "access_logs_bucket" {
 }
 
 variable "nats_url" {
-  description = "NATS with JetStream (nats://...): a 3-node cluster with R3 streams and sync_interval always, outside this root (deploy/terraform/README.md)."
+  description = "NATS with JetStream (nats://...): a 3-node cluster with sync_interval always, outside this root (deploy/terraform/README.md)."
   type        = string
 }
 
