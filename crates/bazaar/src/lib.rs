@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 pub use chassis::config;
 
 pub mod audit;
+pub mod deploy;
 pub mod topology;
 
 pub use topology::Topology;
