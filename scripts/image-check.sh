@@ -116,8 +116,9 @@ cleanup() {
         log "server output (last 40 lines):"
         tail -n 40 "$work/server.log" >&2 || true
     fi
-    if [[ -n $mountpoint ]] && mountpoint -q "$mountpoint"; then
-        umount "$mountpoint" || true
+    if [[ -n $mountpoint ]]; then
+        if mountpoint -q "$mountpoint/run"; then umount "$mountpoint/run" || true; fi
+        if mountpoint -q "$mountpoint"; then umount "$mountpoint" || true; fi
     fi
     if [[ -n $container ]]; then
         bh umount "$container" >/dev/null 2>&1 || true
@@ -177,6 +178,11 @@ log "image configuration: user $uid:$uid, entrypoint+cmd '$command_line', /data 
 
 # --- 3. boot ---------------------------------------------------------------------------
 container=$(bh from --pull=never "$image")
+# `buildah run` gives each of the image's VOLUMEs a fresh anonymous directory of its
+# own, mounted over any -v on the same path: in this container (not the image) /data
+# stops being a declared volume, so the -v below is what the server gets, as with
+# `docker run -v DIR:/data`.
+bh config --volume /data- "$container"
 mountpoint=$(bh mount "$container")
 # A no-shell image: nothing but the files the rootfs script put there.
 [[ ! -e $mountpoint/bin/sh && ! -e $mountpoint/usr/bin/sh ]] || die "the image has a shell"
@@ -189,6 +195,11 @@ touch "$mountpoint/etc/hosts" "$mountpoint/etc/hostname" "$mountpoint/etc/resolv
     "$mountpoint/run/.containerenv"
 mount --bind "$mountpoint" "$mountpoint"
 mount -o remount,bind,ro "$mountpoint"
+# buildah also removes /run/.containerenv after the run (failing on a read-only root,
+# and buildah 1.28 then panics): /run is a writable directory of its own, the way
+# engines mount a tmpfs there.
+mkdir "$work/run-dir"
+mount --bind "$work/run-dir" "$mountpoint/run"
 
 data=$work/data
 mkdir -m 0700 "$data"
@@ -252,7 +263,9 @@ server_pid=$(find_server) || die "no bazaar process under buildah run"
 server_uid=$(awk '/^Uid:/ { print $2 }' "/proc/$server_pid/status")
 [[ $server_uid == "$uid" ]] || die "bazaar runs as uid $server_uid, not $uid"
 [[ $(readlink "/proc/$server_pid/root") != / ]] || die "bazaar is not inside the image's root"
-[[ -s $data/catalog.db ]] || die "no catalog.db in the data volume"
+root_options=$(awk '$5 == "/" { print $6 }' "/proc/$server_pid/mountinfo")
+[[ $root_options == ro,* ]] || die "bazaar's root filesystem is mounted $root_options, not read-only"
+[[ -e $data/catalog.db && -e $data/jwt-secret ]] || die "no catalog.db and jwt-secret in the data volume"
 log "bazaar (pid $server_pid) runs as uid $server_uid in the image's read-only root; its databases are on the /data volume"
 
 kill -TERM "$server_pid"
