@@ -94,6 +94,14 @@ fi
 log "$(buildah --version)"
 [[ -x $bin ]] || die "$bin is not an executable (cargo build -p bazaar first, or set BAZAAR_BIN)"
 
+# Mounts this script made under $work (the read-only root and its /run), deepest
+# first, also those a killed earlier run left behind.
+unmount_work() {
+    findmnt -rn -o TARGET | { grep -F "$work/" || true; } | sort -r | while read -r target; do
+        umount "$target" || true
+    done
+}
+unmount_work
 rm -rf "$work"
 mkdir -p "$work/tmp"
 # buildah's chroot isolation stages its mounts under TMPDIR (/var/tmp by default).
@@ -104,22 +112,41 @@ container=
 mountpoint=
 run_pid=
 server_pid=
+# The server: the descendant of `buildah run` named bazaar (buildah-chroot-runtime and
+# buildah-chroot-exec sit in between).
+find_server() {
+    local pids=$run_pid pid children
+    while [[ -n $pids ]]; do
+        children=
+        for pid in $pids; do
+            if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == bazaar ]]; then
+                echo "$pid"
+                return 0
+            fi
+            children+=" $(ps -o pid= --ppid "$pid" || true)"
+        done
+        pids=$(echo $children)
+    done
+    return 1
+}
 cleanup() {
     local status=$?
-    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -KILL "$server_pid" 2>/dev/null || true
-    fi
-    if [[ -n $run_pid ]]; then
+    if [[ -n $run_pid ]] && kill -0 "$run_pid" 2>/dev/null; then
+        server_pid=${server_pid:-$(find_server || true)}
+        if [[ -n $server_pid ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
+        # buildah returns once its child is gone; should it not, it goes too.
+        for _ in $(seq 50); do
+            kill -0 "$run_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$run_pid" 2>/dev/null || true
         wait "$run_pid" 2>/dev/null || true
     fi
     if [[ $status -ne 0 && -f $work/server.log ]]; then
         log "server output (last 40 lines):"
         tail -n 40 "$work/server.log" >&2 || true
     fi
-    if [[ -n $mountpoint ]]; then
-        if mountpoint -q "$mountpoint/run"; then umount "$mountpoint/run" || true; fi
-        if mountpoint -q "$mountpoint"; then umount "$mountpoint" || true; fi
-    fi
+    unmount_work
     if [[ -n $container ]]; then
         bh umount "$container" >/dev/null 2>&1 || true
         bh rm "$container" >/dev/null 2>&1 || true
@@ -216,23 +243,6 @@ bh run --isolation chroot \
     "$container" -- $command_line >"$work/server.log" 2>&1 &
 run_pid=$!
 
-# The server: the descendant of `buildah run` named bazaar (buildah-chroot-runtime and
-# buildah-chroot-exec sit in between).
-find_server() {
-    local pids=$run_pid pid children
-    while [[ -n $pids ]]; do
-        children=
-        for pid in $pids; do
-            if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == bazaar ]]; then
-                echo "$pid"
-                return 0
-            fi
-            children+=" $(ps -o pid= --ppid "$pid" || true)"
-        done
-        pids=$(echo $children)
-    done
-    return 1
-}
 get() {
     python3 - "$1" <<'PY'
 import sys, urllib.request
