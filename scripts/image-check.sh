@@ -297,8 +297,10 @@ grep -q '"message":"stopped"' "$work/server.log" || die "bazaar did not log \"st
 log "SIGTERM: bazaar stopped cleanly (status 0)"
 
 # --- 4. sizes (cleanup follows in the trap) ------------------------------------------
-summary="image $image_size ($(basename "$(dirname "$bin")") binary, $(du -h "$work/rootfs/bazaar" | cut -f1) stripped of debug info)"
+# Decimal megabytes, as buildah counts.
+size_mb() { stat -c %s "$1" | awk '{ printf "%.1f MB", $1 / 1e6 }'; }
+summary="image $image_size ($(basename "$(dirname "$bin")") binary, $(size_mb "$work/rootfs/bazaar") stripped of debug info)"
 if [[ -x $target_dir/dist/bazaar ]]; then
-    summary+="; dist-profile binary $(du -h "$target_dir/dist/bazaar" | cut -f1)"
+    summary+="; dist-profile binary $(size_mb "$target_dir/dist/bazaar")"
 fi
 log "passed: $summary"
