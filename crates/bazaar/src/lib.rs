@@ -598,6 +598,11 @@ impl Application {
         self.addr
     }
 
+    /// Whether the listener speaks HTTPS (`tls_cert_file`).
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     pub fn modules(&self) -> &Modules {
         &self.modules
     }

@@ -213,7 +213,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("bazaar could not start")?;
             chassis::http::cancel_on_signal(app.shutdown_token());
-            let url = format!("http://{}", app.addr());
+            let scheme = if app.serves_tls() { "https" } else { "http" };
+            let url = format!("{scheme}://{}", app.addr());
             tracing::info!(url = %url, "ready");
             // For humans; stdout carries the JSON logs.
             eprintln!("bazaar is ready at {url}  (API docs: {url}/docs)");

@@ -58,7 +58,7 @@ pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
             tracing::error!(
                 upstream = route.upstream,
                 base_url = %route.base_url,
-                "unusable upstream base URL (expected http://host:port): its routes will answer 503"
+                "unusable upstream base URL (expected http(s)://host:port): its routes will answer 503"
             );
         }
         upstreams.push(Upstream {
@@ -144,12 +144,15 @@ fn usable_prefix(prefix: &str) -> bool {
 /// `scheme://authority[/path]` of an `http` base URL, without a trailing slash.
 fn parse_base(base_url: &str) -> Option<String> {
     let uri: Uri = base_url.trim().parse().ok()?;
-    if uri.scheme_str() != Some("http") || uri.query().is_some() {
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    if uri.query().is_some() {
         return None;
     }
     let authority = uri.authority()?;
     let path = uri.path().trim_end_matches('/');
-    Some(format!("http://{authority}{path}"))
+    Some(format!("{scheme}://{authority}{path}"))
 }
 
 #[cfg(test)]
@@ -208,7 +211,11 @@ mod tests {
             parse_base("http://h:1/base/").as_deref(),
             Some("http://h:1/base")
         );
-        assert!(parse_base("https://catalog:8080").is_none());
+        assert_eq!(
+            parse_base("https://catalog:8443").as_deref(),
+            Some("https://catalog:8443")
+        );
+        assert!(parse_base("ftp://catalog:8080").is_none());
         assert!(parse_base("catalog:8080").is_none());
         assert!(parse_base("not a url").is_none());
     }

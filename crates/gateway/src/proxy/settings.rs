@@ -22,7 +22,8 @@ pub struct Route {
     pub prefix: &'static str,
     /// The module name, for logs, metrics and the 503 detail.
     pub upstream: &'static str,
-    /// `http://host:port` (DNS names work); a path in it is prepended.
+    /// `http://host:port` or `https://host:port` (DNS names work); a path in it is
+    /// prepended.
     pub base_url: String,
 }
 
