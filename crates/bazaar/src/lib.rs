@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 pub use chassis::config;
 
 pub mod audit;
+pub mod deploy;
 pub mod topology;
 
 pub use topology::Topology;
@@ -92,6 +93,8 @@ pub enum StartError {
     Topology(#[from] topology::TopologyError),
     #[error("cannot build the HTTP client for other modules")]
     Http(#[source] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] chassis::tls::TlsError),
     #[error("cannot reach NATS")]
     Nats(#[from] chassis::nats::NatsError),
     #[error("cannot listen on {addr}")]
@@ -114,6 +117,8 @@ pub struct Modules {
     topology: Topology,
     /// Split topology: this process's service credentials.
     keys: Option<ServiceKeys>,
+    /// Whom `https://` peers must prove to be (`tls_ca_file`).
+    client_tls: chassis::tls::ClientConfig,
     fault_admin: bool,
     consumers: Vec<Arc<Consumer>>,
     outboxes: Vec<Outbox>,
@@ -163,10 +168,11 @@ impl Modules {
         .also_accepting(config.jwt_secret_also_accepted.as_deref());
         // The client's IP (login throttling) as the edge's limits take it.
         let tokens = tokens.with_trusted_proxies(config.trusted_proxies());
+        let client_tls = chassis::tls::client_config(config.tls_ca_file.as_deref())?;
         let remote = match (&keys, topology.is_split()) {
             (Some(keys), true) => Some((
                 keys.clone(),
-                chassis::rpc::http_client().map_err(StartError::Http)?,
+                chassis::rpc::http_client(client_tls.clone()).map_err(StartError::Http)?,
             )),
             _ => None,
         };
@@ -185,6 +191,7 @@ impl Modules {
             tokens,
             topology,
             keys,
+            client_tls,
             fault_admin: config.fault_admin,
             consumers,
             outboxes,
@@ -402,6 +409,7 @@ fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, Start
             tokens: modules.tokens.clone(),
             keys,
             connect_timeout: Duration::from_secs(1),
+            tls: modules.client_tls.clone(),
             // Each service keeps its own dead letters, dependencies and injected
             // faults; the edge lists them all, and changes a fault on every module.
             fan_out: vec![
@@ -460,6 +468,7 @@ fn console_services(config: &Config, topology: &Topology) -> Vec<gateway::Servic
 pub struct Application {
     addr: SocketAddr,
     listener: TcpListener,
+    tls: Option<std::sync::Arc<chassis::tls::ServerConfig>>,
     router: axum::Router,
     modules: Modules,
     shutdown: CancellationToken,
@@ -527,6 +536,7 @@ impl Application {
                 console_services(&config, &topology),
                 readiness.clone(),
                 modules.tokens.clone(),
+                modules.client_tls.clone(),
             ));
             gateway::router(
                 routes,
@@ -538,6 +548,10 @@ impl Application {
             )
         };
 
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => Some(chassis::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -571,6 +585,7 @@ impl Application {
             workers,
             addr,
             listener,
+            tls,
             router,
             modules,
             shutdown,
@@ -586,6 +601,11 @@ impl Application {
         self.addr
     }
 
+    /// Whether the listener speaks HTTPS (`tls_cert_file`).
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     pub fn modules(&self) -> &Modules {
         &self.modules
     }
@@ -599,6 +619,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> Result<(), std::io::Error> {
         let result = chassis::http::serve(
             self.listener,
+            self.tls,
             self.router,
             self.shutdown.clone(),
             self.drain,

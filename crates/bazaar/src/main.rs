@@ -86,10 +86,34 @@ enum Command {
     /// and NATS of BAZAAR_DATABASE_URL and BAZAAR_NATS_URL, with their logs merged;
     /// Ctrl-C stops them all.
     Dev(devsupervisor::DevArgs),
+    /// Deployment files (Compose, Kubernetes, Terraform for ECS, Prometheus, the
+    /// container image, GitHub workflows) derived from the module registry.
+    #[command(subcommand)]
+    Deploy(DeployCommand),
+    /// Exit 0 when URL answers 2xx within the timeout, else 1: the container image's
+    /// health check (it has no shell and no curl).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:8080/health/ready")]
+        url: String,
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Drive a running bazaar with a realistic shopper mix at a fixed arrival rate
     /// (--rate, open loop) or with N users back to back (--users, closed loop), then
     /// print latency percentiles and outcomes per operation (--json: also as JSON).
     Loadgen(loadgen::LoadgenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeployCommand {
+    /// Write every deployment file under DIR and the GitHub workflows under
+    /// DIR/../.github/workflows (sorted, no timestamps): the committed deploy/ and
+    /// .github/workflows are exactly this output, and CI fails on a difference.
+    Render {
+        /// Where to write (the default is for a run from the repository root).
+        #[arg(long, value_name = "DIR", default_value = "deploy")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +184,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Loadgen(args) = cli.command {
         return Ok(loadgen::run(args).await?);
     }
+    // Neither reads the configuration: a health check must not fail on a setting.
+    if let Command::Deploy(DeployCommand::Render { out }) = &cli.command {
+        // The repository (the current directory) says which crates each workflow watches.
+        let crates = bazaar::deploy::CrateGraph::load(std::path::Path::new("."))?;
+        let files = bazaar::deploy::render(&bazaar::registry(), &crates);
+        bazaar::deploy::write(&files, out)?;
+        eprintln!("rendered {} files under {}", files.len(), out.display());
+        return Ok(());
+    }
+    if let Command::Health { url, timeout_secs } = &cli.command {
+        return health(url, std::time::Duration::from_secs(*timeout_secs)).await;
+    }
     let (http_addr, only) = match &cli.command {
         Command::Serve { http_addr, only } => (*http_addr, only.clone()),
         _ => (None, None),
@@ -177,7 +213,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("bazaar could not start")?;
             chassis::http::cancel_on_signal(app.shutdown_token());
-            let url = format!("http://{}", app.addr());
+            let scheme = if app.serves_tls() { "https" } else { "http" };
+            let url = format!("{scheme}://{}", app.addr());
             tracing::info!(url = %url, "ready");
             // For humans; stdout carries the JSON logs.
             eprintln!("bazaar is ready at {url}  (API docs: {url}/docs)");
@@ -269,10 +306,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("admin {email}: {outcome:?}");
             modules.close().await;
         }
-        Command::Dev(_) | Command::Loadgen(_) => {
-            unreachable!("`dev` and `loadgen` return before the configuration is loaded")
+        Command::Dev(_) | Command::Loadgen(_) | Command::Deploy(_) | Command::Health { .. } => {
+            unreachable!("these commands return before the configuration is loaded")
         }
     }
+    Ok(())
+}
+
+/// `bazaar health`: GET `url`, success on a 2xx.
+async fn health(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let response = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()?
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    anyhow::ensure!(status.is_success(), "GET {url}: {status}");
     Ok(())
 }
 
@@ -280,7 +331,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let auditing = matches!(cli.command, Command::Audit { .. });
-    match run(cli).await {
+    // Boxed: the whole application is built inside this one future.
+    match Box::pin(run(cli)).await {
         Ok(()) => ExitCode::SUCCESS,
         // `audit`: 1 means a violated invariant, 2 that the audit could not run.
         Err(error) if error.is::<AuditFailed>() => ExitCode::from(1),

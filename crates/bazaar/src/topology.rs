@@ -12,6 +12,12 @@ use chassis::module::Registry;
 /// The edge's name in `only`.
 pub const GATEWAY: &str = "gateway";
 
+/// Whether a split process running `component` needs `jwt_secret`: the gateway checks
+/// user tokens and identity issues them; the others trust what the gateway forwards.
+pub fn holds_jwt_secret(component: &str) -> bool {
+    component == GATEWAY || component == identity::MODULE
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid topology: {0}")]
 pub struct TopologyError(String);
@@ -127,9 +133,7 @@ impl Topology {
                     .into(),
             ));
         }
-        if (topology.runs(GATEWAY) || topology.runs(identity::MODULE))
-            && config.jwt_secret.is_none()
-        {
+        if topology.local.iter().any(|m| holds_jwt_secret(m)) && config.jwt_secret.is_none() {
             return Err(TopologyError(
                 "the gateway and identity need jwt_secret (BAZAAR_JWT_SECRET), shared by the deployment"
                     .into(),

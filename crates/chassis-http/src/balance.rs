@@ -18,7 +18,8 @@
 //!   [`Replicas::resolve_periodically`], each address becoming a replica of its own
 //!   (health kept across resolutions for the addresses that stay). Until the first
 //!   resolution, or if resolution fails, the name itself is the replica and the HTTP
-//!   client resolves it per connection.
+//!   client resolves it per connection. Over `https` the name is kept (its
+//!   certificate names it): list the replicas instead, or let the platform balance.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,13 +109,17 @@ impl Base {
         format!("{}://{host}:{}{}", self.scheme, self.port, self.path)
     }
 
-    /// A name to resolve (not an address literal).
+    /// A name to resolve into addresses: not an address literal, and not over TLS
+    /// (the certificate is checked against the name, so an `https` replica keeps it
+    /// and the HTTP client resolves it per connection).
     fn is_name(&self) -> bool {
-        self.host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_err()
+        self.scheme == "http"
+            && self
+                .host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_err()
     }
 }
 
@@ -497,6 +502,14 @@ mod tests {
         // Nothing resolved: the set stays.
         replicas.replace(Vec::new());
         assert_eq!(replicas.replicas().len(), 2);
+    }
+
+    #[test]
+    fn https_names_are_not_resolved_into_addresses() {
+        let tls = Replicas::parse("orders", "https://orders:8443").unwrap();
+        assert!(!tls.seeds.iter().any(Base::is_name));
+        let plain = Replicas::parse("orders", "http://orders:8080").unwrap();
+        assert!(plain.seeds.iter().any(Base::is_name));
     }
 
     #[tokio::test]

@@ -18,5 +18,6 @@ pub mod problem;
 pub mod red;
 pub mod rpc;
 pub mod server;
+pub mod tls;
 
 pub use problem::Problem;

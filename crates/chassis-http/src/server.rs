@@ -289,16 +289,20 @@ pub fn cancel_on_signal(token: CancellationToken) {
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
-/// finish for at most `drain`, and returns.
+/// finish for at most `drain`, and returns. HTTPS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     router: Router,
     shutdown: CancellationToken,
     drain: Duration,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
     let graceful = shutdown.clone();
+    // The no-op tap is what gives any listener axum's `ConnectInfo<SocketAddr>`.
+    let incoming = crate::tls::Incoming::new(listener, tls)?.tap_io(|_| {});
     let server = axum::serve(
-        listener,
+        incoming,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move { graceful.cancelled().await })

@@ -96,6 +96,15 @@ pub struct Config {
     /// credentials it accepts). Each process signs as itself only. `bazaar dev
     /// --split` generates one; deployments mount one per process (see operations).
     pub service_keys_dir: Option<PathBuf>,
+    /// This process's TLS certificate chain (PEM): with `tls_key_file`, its listener
+    /// speaks HTTPS only. For the split's traffic between services; a deployment with
+    /// a private network or a mesh may leave it off.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA certificate(s) (PEM) that `https://` peers' certificates must chain to.
+    /// No public roots are trusted.
+    pub tls_ca_file: Option<PathBuf>,
     /// Budget of one call to another module over HTTP (shortened by the caller's own
     /// remaining deadline).
     pub rpc_timeout_ms: u64,
@@ -161,6 +170,9 @@ impl Default for Config {
             nats_prefix: "bazaar".to_owned(),
             service_secret: None,
             service_keys_dir: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
             rpc_timeout_ms: 5_000,
             dependencies: BTreeMap::new(),
             faults: BTreeMap::new(),
@@ -202,6 +214,9 @@ pub const KEYS: &[&str] = &[
     "nats_prefix",
     "service_secret",
     "service_keys_dir",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
     "rpc_timeout_ms",
     "dependencies",
     "faults",
@@ -327,6 +342,12 @@ impl Config {
                 key,
                 message: message.into(),
             }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(invalid(
+                "tls_cert_file",
+                "tls_cert_file and tls_key_file go together",
+            ));
         }
         if self
             .jwt_secret_also_accepted

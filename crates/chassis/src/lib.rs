@@ -23,7 +23,7 @@ pub mod config;
 pub mod module;
 
 pub use chassis_core::{debug_fields, events, id, money, page, private_fs, retry, time};
-pub use chassis_http::{auth, deadline, extract, forwarded, impl_into_response, openapi};
+pub use chassis_http::{auth, deadline, extract, forwarded, impl_into_response, openapi, tls};
 pub use chassis_messaging::{bus_health, nats, outbox, relay};
 pub use chassis_store::idempotency;
 pub use chassis_telemetry::traces;

@@ -255,7 +255,7 @@ fn catalog_keys() -> ServiceKeys {
 
 fn client_at(addr: SocketAddr, keys: ServiceKeys, timeout: Duration) -> CatalogClient {
     CatalogClient::new(chassis::rpc::Client::new(
-        chassis::rpc::http_client().unwrap(),
+        chassis::rpc::http_client(chassis::tls::client_config(None).unwrap()).unwrap(),
         std::sync::Arc::new(
             chassis::http::balance::Replicas::parse("catalog", &format!("http://{addr}")).unwrap(),
         ),

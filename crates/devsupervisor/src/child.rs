@@ -4,11 +4,12 @@
 
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -25,6 +26,8 @@ pub(crate) struct Spec {
     pub(crate) name: String,
     pub(crate) command: Command,
     pub(crate) health: Option<SocketAddr>,
+    /// Set when the child serves HTTPS: whom its certificate must come from.
+    pub(crate) health_tls: Option<Arc<ClientConfig>>,
     /// Shown in the table printed when everything is ready.
     pub(crate) url: Option<String>,
 }
@@ -44,6 +47,7 @@ pub(crate) struct Running {
     pub(crate) pid: Option<u32>,
     pub(crate) url: Option<String>,
     pub(crate) health: Option<SocketAddr>,
+    pub(crate) health_tls: Option<Arc<ClientConfig>>,
     pub(crate) ctl: mpsc::UnboundedSender<Ctl>,
     tail: Tail,
     /// Set once the child has been waited for ...
@@ -149,6 +153,7 @@ pub(crate) fn spawn(
         pid,
         url: spec.url,
         health: spec.health,
+        health_tls: spec.health_tls,
         ctl,
         tail,
         exited: false,
@@ -156,10 +161,34 @@ pub(crate) fn spawn(
     })
 }
 
-/// Whether `GET /health/ready` on `addr` answers 200 (plain HTTP/1.1, bounded).
-pub(crate) async fn probe_ready(addr: SocketAddr) -> bool {
+/// Whether `GET /health/ready` on `addr` answers 200 (HTTP/1.1, over TLS when `tls`
+/// is given; bounded).
+pub(crate) async fn probe_ready(addr: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> bool {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let tcp = TcpStream::connect(addr).await.ok()?;
+        match tls {
+            None => ask_ready(tcp, addr).await,
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, tcp)
+                    .await
+                    .ok()?;
+                ask_ready(stream, addr).await
+            }
+        }
+    };
+    matches!(
+        timeout(Duration::from_secs(2), attempt).await,
+        Ok(Some(true))
+    )
+}
+
+async fn ask_ready<S>(mut stream: S, addr: SocketAddr) -> Option<bool>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    {
         let request =
             format!("GET /health/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
@@ -176,9 +205,5 @@ pub(crate) async fn probe_ready(addr: SocketAddr) -> bool {
         let mut parts = status_line.split_whitespace();
         let version = parts.next()?;
         Some(version.starts_with("HTTP/") && parts.next() == Some("200"))
-    };
-    matches!(
-        timeout(Duration::from_secs(2), attempt).await,
-        Ok(Some(true))
-    )
+    }
 }

@@ -62,6 +62,8 @@ pub enum DevError {
     SecretPath { path: PathBuf },
     #[error(transparent)]
     Secret(#[from] chassis::auth::TokenError),
+    #[error(transparent)]
+    Tls(#[from] chassis::tls::TlsError),
     #[error("cannot create {}", path.display())]
     CreateDir {
         path: PathBuf,

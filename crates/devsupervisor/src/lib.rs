@@ -25,6 +25,7 @@ mod supervise;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::config::{Config, Overrides};
@@ -85,6 +86,11 @@ pub struct DevArgs {
     /// NATS with JetStream, the bus between the processes [env: BAZAAR_NATS_URL].
     #[arg(long, value_name = "URL")]
     nats_url: Option<String>,
+    /// TLS between the processes: a throwaway CA and a certificate per module are made
+    /// under `<data dir>/tls` at each start; the modules serve HTTPS and trust only that
+    /// CA; the gateway stays plain HTTP towards you.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// The first SIGINT/SIGTERM stops gracefully, the second kills.
@@ -168,6 +174,16 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
             config.metrics_token.as_deref(),
             &data_dir.join("metrics-token"),
         )?,
+        tls: if args.tls {
+            let pki = data_dir.join("tls");
+            // One certificate per module, which its replicas share.
+            let mut modules: Vec<&str> = plan.modules.iter().map(|m| m.name).collect();
+            modules.dedup();
+            chassis::tls::generate_dev_pki(&pki, &modules)?;
+            Some(pki)
+        } else {
+            None
+        },
         data_dir,
         database_url,
         nats_url,
@@ -189,6 +205,12 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
         global_args.push("--log-format".into());
         global_args.push(format.into());
     }
+    let probe_tls = match &shared.tls {
+        Some(pki) => Some(Arc::new(chassis::tls::client_config(Some(
+            &pki.join("ca.pem"),
+        ))?)),
+        None => None,
+    };
     let spec = |service: &Planned| Spec {
         name: service.label.clone(),
         command: child_command(
@@ -198,7 +220,17 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
             &child_env(&plan, service, &shared),
         ),
         health: Some(reachable(service.listen)),
-        url: Some(service.url.clone()),
+        // With --tls every module serves HTTPS; the gateway stays plain.
+        health_tls: probe_tls
+            .clone()
+            .filter(|_| service.name != plan.gateway.name),
+        url: Some(
+            if shared.tls.is_some() && service.name != plan.gateway.name {
+                service.url.replacen("http://", "https://", 1)
+            } else {
+                service.url.clone()
+            },
+        ),
     };
     let stages = vec![
         plan.modules.iter().map(spec).collect(),

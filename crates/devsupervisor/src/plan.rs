@@ -146,6 +146,10 @@ pub(crate) struct Shared {
     /// Per-service Ed25519 keys: each child gets `<service_keys>/<its name>`, its own
     /// private key and every public key, never another's private key.
     pub(crate) service_keys: PathBuf,
+    /// `--tls`: the throwaway CA and each module's certificate (`ca.pem`,
+    /// `<module>.crt`, `<module>.key`); the modules serve HTTPS, the gateway trusts the
+    /// CA and keeps plain HTTP towards the developer.
+    pub(crate) tls: Option<PathBuf>,
     pub(crate) metrics_token: String,
 }
 
@@ -193,6 +197,20 @@ pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv
     // A shared service secret from the user's shell would be a second, weaker way to
     // sign as any service.
     let mut remove = vec!["BAZAAR_ONLY".to_owned(), "BAZAAR_SERVICE_SECRET".to_owned()];
+    let scheme = if let Some(pki) = &shared.tls {
+        set.push(("BAZAAR_TLS_CA_FILE".into(), pki.join("ca.pem").into()));
+        if who.name != plan.gateway.name {
+            for (var, ext) in [
+                ("BAZAAR_TLS_CERT_FILE", "crt"),
+                ("BAZAAR_TLS_KEY_FILE", "key"),
+            ] {
+                set.push((var.into(), pki.join(format!("{}.{ext}", who.name)).into()));
+            }
+        }
+        "https://"
+    } else {
+        "http://"
+    };
     let mut names: Vec<&'static str> = plan.modules.iter().map(|m| m.name).collect();
     names.dedup();
     for name in names {
@@ -201,11 +219,11 @@ pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv
             // confuse it.
             remove.push(peer_var(name));
         } else {
-            let urls: Vec<&str> = plan
+            let urls: Vec<String> = plan
                 .modules
                 .iter()
                 .filter(|m| m.name == name)
-                .map(|m| m.url.as_str())
+                .map(|m| m.url.replacen("http://", scheme, 1))
                 .collect();
             set.push((peer_var(name), urls.join(",").into()));
         }
@@ -264,6 +282,7 @@ mod tests {
             nats_prefix: "bazaar".into(),
             jwt_secret: "j".repeat(32),
             service_keys: PathBuf::from("/tmp/bz/service-keys"),
+            tls: None,
             metrics_token: "m".repeat(32),
         }
     }
@@ -325,6 +344,27 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned()))
             .collect()
+    }
+
+    #[test]
+    fn with_tls_modules_get_their_certificate_and_everyone_reaches_them_over_https() {
+        let plan = plan_for("127.0.0.1:8080", None).unwrap();
+        let shared = Shared {
+            tls: Some(PathBuf::from("/tmp/bz/tls")),
+            ..shared()
+        };
+        let catalog = env_map(&child_env(&plan, &plan.modules[1], &shared));
+        assert_eq!(catalog["BAZAAR_TLS_CERT_FILE"], "/tmp/bz/tls/catalog.crt");
+        assert_eq!(catalog["BAZAAR_TLS_KEY_FILE"], "/tmp/bz/tls/catalog.key");
+        assert_eq!(catalog["BAZAAR_TLS_CA_FILE"], "/tmp/bz/tls/ca.pem");
+        assert_eq!(catalog["BAZAAR_PEER_IDENTITY"], "https://127.0.0.1:8081");
+        let gateway = env_map(&child_env(&plan, &plan.gateway, &shared));
+        assert!(
+            !gateway.contains_key("BAZAAR_TLS_CERT_FILE"),
+            "the gateway stays plain"
+        );
+        assert_eq!(gateway["BAZAAR_TLS_CA_FILE"], "/tmp/bz/tls/ca.pem");
+        assert_eq!(gateway["BAZAAR_PEER_CATALOG"], "https://127.0.0.1:8082");
     }
 
     #[test]

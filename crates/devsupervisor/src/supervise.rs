@@ -85,8 +85,9 @@ impl Supervisor<'_> {
             }
             let mut still = Vec::new();
             for index in pending {
-                if let Some(addr) = self.children[index].health {
-                    if !probe_ready(addr).await {
+                let child = &self.children[index];
+                if let Some(addr) = child.health {
+                    if !probe_ready(addr, child.health_tls.as_ref()).await {
                         still.push(index);
                     }
                 }
@@ -395,6 +396,7 @@ mod tests {
             name: name.to_owned(),
             command,
             health: None,
+            health_tls: None,
             url: None,
         }
     }
@@ -440,9 +442,9 @@ mod tests {
 
     #[tokio::test]
     async fn probes_readiness_over_http() {
-        assert!(probe_ready(always_ready().await).await);
+        assert!(probe_ready(always_ready().await, None).await);
         let closed = testkit::closed_addr();
-        assert!(!probe_ready(closed).await);
+        assert!(!probe_ready(closed, None).await);
     }
 
     #[tokio::test]

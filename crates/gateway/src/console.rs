@@ -20,9 +20,6 @@ use chassis::error::chain;
 use chassis::extract::Json;
 use chassis::health::Readiness;
 use http_body_util::{BodyExt, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
 /// The admin route listing every module's health.
@@ -90,7 +87,7 @@ struct ConsoleState {
     services: std::sync::Arc<[Service]>,
     readiness: Readiness,
     tokens: Tokens,
-    client: Client<HttpConnector, Body>,
+    client: crate::client::HttpClient,
 }
 
 impl FromRef<ConsoleState> for Tokens {
@@ -101,11 +98,14 @@ impl FromRef<ConsoleState> for Tokens {
 
 /// `GET /api/v1/admin/services` over `services`: in-process ones take this process's
 /// `readiness`, remote ones are probed. Admin only (`tokens` verify the caller).
-pub fn services_router(services: Vec<Service>, readiness: Readiness, tokens: Tokens) -> Router {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(PROBE_TIMEOUT));
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new()).build(connector);
+pub fn services_router(
+    services: Vec<Service>,
+    readiness: Readiness,
+    tokens: Tokens,
+    tls: chassis::tls::ClientConfig,
+) -> Router {
+    let (builder, connector) = crate::client::builder(PROBE_TIMEOUT, tls);
+    let client = builder.build(connector);
     Router::new()
         .route(SERVICES, get(list_services))
         .with_state(ConsoleState {
@@ -170,7 +170,7 @@ async fn list_services(
 /// Asks `base`'s `/health/ready`: ready on a 200, with its report (or the failure) as
 /// the detail. (No span of its own: it runs in the admin request's, and health checks
 /// are not traffic worth a trace.)
-async fn probe(client: &Client<HttpConnector, Body>, base: &str) -> (bool, serde_json::Value) {
+async fn probe(client: &crate::client::HttpClient, base: &str) -> (bool, serde_json::Value) {
     let failed = |why: String| (false, serde_json::json!({ "error": why }));
     let uri: Uri = match format!("{}/health/ready", base.trim_end_matches('/')).parse() {
         Ok(uri) => uri,

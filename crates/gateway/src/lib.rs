@@ -5,6 +5,7 @@
 //! The gateway knows no module: the composition root (the `bazaar` binary) hands it
 //! the modules' routers and OpenAPI documents.
 
+mod client;
 mod console;
 mod docs;
 mod proxy;

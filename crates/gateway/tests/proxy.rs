@@ -289,6 +289,7 @@ impl Edge {
                 tokens: tokens.clone(),
                 keys: keys.clone(),
                 connect_timeout: Duration::from_secs(2),
+                tls: chassis::tls::client_config(None).unwrap(),
                 fan_out,
                 fan_out_writes,
                 fan_out_only,

@@ -36,3 +36,28 @@ async fn metrics_expose_red_metrics_by_route_template() {
     assert!(text.contains(r#"route="/api/v1/products/{id}""#), "{text}");
     assert!(!text.contains(id), "raw ids must not become labels");
 }
+
+/// `bazaar health`, the container image's health check: 0 on a ready process, 1 when
+/// the URL answers otherwise or nothing listens.
+#[tokio::test]
+async fn the_health_command_exits_0_only_when_ready() {
+    let app = spawn_app().await;
+    let health = |url: String| async move {
+        tokio::process::Command::new(crate::helpers::BIN)
+            .args(["health", "--url", &url, "--timeout-secs", "5"])
+            .output()
+            .await
+            .unwrap()
+    };
+    let ready = health(app.url("/health/ready")).await;
+    assert!(
+        ready.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+    let missing = health(app.url("/health/nope")).await;
+    assert_eq!(missing.status.code(), Some(1));
+    let closed = testkit::closed_addr();
+    let nobody = health(format!("http://{closed}/health/ready")).await;
+    assert_eq!(nobody.status.code(), Some(1));
+}

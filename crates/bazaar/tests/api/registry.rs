@@ -94,32 +94,56 @@ async fn every_documented_operation_reaches_a_handler() {
     assert!(checked > 20, "only {checked} operations checked");
 }
 
-/// The Prometheus files name exactly the registry's modules: the split job's targets
-/// in `bazaar dev --split`'s port order (the gateway's port, then one each in
-/// registry order), and the Kubernetes job's service regex.
+/// The committed `deploy/` is exactly what `bazaar deploy render` writes (the same
+/// check as CI's scripts/deploy-check.sh, without the binary): every rendered file
+/// with the same contents, and no file there that is not rendered (git-ignored local
+/// secrets aside). On a difference: `cargo run -p bazaar -- deploy render`.
 #[test]
-fn deploy_files_name_every_module() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus");
-    let names = bazaar::registry().names();
-    let local = std::fs::read_to_string(format!("{root}/prometheus.yml")).unwrap();
-    let mut expected = String::from(
-        "      - targets: [\"127.0.0.1:8080\"]\n        labels: {topology: split, component: gateway}\n",
-    );
-    for (module, port) in names.iter().zip(8081..) {
-        use std::fmt::Write as _;
-        let _ = write!(
-            expected,
-            "      - targets: [\"127.0.0.1:{port}\"]\n        labels: {{topology: split, component: {module}}}\n"
+fn deploy_is_the_render_output() {
+    let repository = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let root = repository.join("deploy");
+    let crates = bazaar::deploy::CrateGraph::load(repository).unwrap();
+    let files = bazaar::deploy::render(&bazaar::registry(), &crates);
+    for file in &files {
+        let committed = std::fs::read_to_string(root.join(&file.path)).unwrap_or_default();
+        assert!(
+            committed == file.contents,
+            "deploy/{} differs from its rendering: run `cargo run -p bazaar -- deploy render`",
+            file.path
         );
     }
-    assert!(
-        local.contains(&expected),
-        "prometheus.yml's split job should list, in this order:\n{expected}"
-    );
-    let kubernetes = std::fs::read_to_string(format!("{root}/prometheus-kubernetes.yml")).unwrap();
-    let regex = format!("regex: bazaar|gateway|{}\n", names.join("|"));
-    assert!(
-        kubernetes.contains(&regex),
-        "prometheus-kubernetes.yml should keep `{regex}`"
-    );
+    let mut on_disk = Vec::new();
+    let mut dirs = vec![root.clone(), repository.join(".github/workflows")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            // Relative to deploy/, as rendered (the workflows are `../.github/...`).
+            let relative = match path.strip_prefix(&root) {
+                Ok(inside) => inside.to_string_lossy().replace('\\', "/"),
+                Err(_) => format!(
+                    "../{}",
+                    path.strip_prefix(repository)
+                        .unwrap()
+                        .to_string_lossy()
+                        .replace('\\', "/")
+                ),
+            };
+            if IGNORED.contains(&relative.as_str()) {
+                continue;
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                on_disk.push(relative);
+            }
+        }
+    }
+    let stale: Vec<&String> = on_disk
+        .iter()
+        .filter(|p| !files.iter().any(|f| &f.path == *p))
+        .collect();
+    assert!(stale.is_empty(), "not rendered, remove them: {stale:?}");
 }
+
+/// Local files under deploy/ that git ignores (.gitignore): never rendered.
+const IGNORED: &[&str] = &["prometheus/bazaar-metrics-token", "compose/secrets"];

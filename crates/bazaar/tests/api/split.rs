@@ -96,6 +96,10 @@ struct Cluster {
     nats_prefix: String,
     /// Each process's Ed25519 keys, `<keys>/<name>/` (see [`Cluster::signer`]).
     keys: PathBuf,
+    /// `http`, or `https` when every process serves TLS from a throwaway CA.
+    scheme: &'static str,
+    /// Reaches the processes directly (trusting that CA when there is one).
+    direct: Client,
     dir: TempDir,
     database: TestDatabase,
 }
@@ -104,7 +108,13 @@ impl Cluster {
     /// Starts a deployment against `backends`' PostgreSQL and the NATS at `nats_url`;
     /// `extra` adds settings to single modules: `(module, variable, value)`.
     async fn start(backends: &Backends, nats_url: &str, extra: &[(&str, &str, &str)]) -> Self {
-        Self::start_replicated(backends, nats_url, extra, 1).await
+        Self::launch(backends, nats_url, extra, false, 1).await
+    }
+
+    /// The same with every process, the gateway included, serving HTTPS with a
+    /// certificate from a CA made for the test, and trusting only that CA.
+    async fn start_over_tls(backends: &Backends, nats_url: &str) -> Self {
+        Self::launch(backends, nats_url, &[], true, 1).await
     }
 
     /// [`Cluster::start`] with `replicas` processes of every module (one gateway),
@@ -115,6 +125,16 @@ impl Cluster {
         extra: &[(&str, &str, &str)],
         replicas: usize,
     ) -> Self {
+        Self::launch(backends, nats_url, extra, false, replicas).await
+    }
+
+    async fn launch(
+        backends: &Backends,
+        nats_url: &str,
+        extra: &[(&str, &str, &str)],
+        tls: bool,
+        replicas: usize,
+    ) -> Self {
         let database = TestDatabase::create(&backends.database).await;
         let nats_prefix = format!("split{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let dir = tempfile::tempdir().unwrap();
@@ -122,6 +142,20 @@ impl Cluster {
         // key and every public key.
         let keys = dir.path().join("service-keys");
         chassis::auth::provision_service_keys(&keys, &SPLIT_START_ORDER).unwrap();
+        let pki = dir.path().join("tls");
+        let scheme = if tls {
+            chassis::tls::generate_dev_pki(&pki, &SPLIT_START_ORDER).unwrap();
+            "https"
+        } else {
+            "http"
+        };
+        let direct = Client::builder()
+            .timeout(Duration::from_secs(15))
+            .use_preconfigured_tls(
+                chassis::tls::client_config(tls.then(|| pki.join("ca.pem")).as_deref()).unwrap(),
+            )
+            .build()
+            .unwrap();
         // Every port up front, all different, so a restarted process comes back where
         // its peers look for it.
         let instances: Vec<(&'static str, usize)> = SPLIT_START_ORDER
@@ -154,6 +188,18 @@ impl Cluster {
                         "BAZAAR_SERVICE_KEYS_DIR".to_owned(),
                         keys.join(name).display().to_string(),
                     )])
+                    .chain(
+                        tls.then(|| {
+                            [("CERT", "crt"), ("KEY", "key")].map(|(var, ext)| {
+                                (
+                                    format!("BAZAAR_TLS_{var}_FILE"),
+                                    pki.join(format!("{name}.{ext}")).display().to_string(),
+                                )
+                            })
+                        })
+                        .into_iter()
+                        .flatten(),
+                    )
                     .collect(),
                 running: None,
                 ended: Vec::new(),
@@ -188,11 +234,17 @@ impl Cluster {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
         .collect();
+        if tls {
+            env.push((
+                "BAZAAR_TLS_CA_FILE".to_owned(),
+                pki.join("ca.pem").display().to_string(),
+            ));
+        }
         for module in SPLIT_START_ORDER.iter().filter(|m| **m != "gateway") {
             let urls: Vec<String> = services
                 .iter()
                 .filter(|s| s.name == *module)
-                .map(|s| format!("http://127.0.0.1:{}", s.port))
+                .map(|s| format!("{scheme}://127.0.0.1:{}", s.port))
                 .collect();
             env.push((
                 format!("BAZAAR_PEER_{}", module.to_uppercase()),
@@ -204,15 +256,14 @@ impl Cluster {
             services,
             env,
             api: Api {
-                address: format!("http://127.0.0.1:{gateway}"),
-                client: Client::builder()
-                    .timeout(Duration::from_secs(15))
-                    .build()
-                    .unwrap(),
+                address: format!("{scheme}://127.0.0.1:{gateway}"),
+                client: direct.clone(),
             },
             nats_url: nats_url.to_owned(),
             nats_prefix,
             keys,
+            scheme,
+            direct,
             dir,
             database,
         };
@@ -253,7 +304,7 @@ impl Cluster {
 
     /// `path` on the module's own listener (not through the gateway).
     fn module_url(&self, name: &str, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port(name))
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port(name))
     }
 
     /// Starts `name` (again) on its port and waits (bounded) until it is ready.
@@ -266,6 +317,7 @@ impl Cluster {
     async fn start_replica(&mut self, name: &str, replica: usize) {
         let data_dir = self.dir.path().join(format!("{name}-{replica}"));
         let env = self.env.clone();
+        let (scheme, client) = (self.scheme, self.direct.clone());
         let service = self.replica(name, replica);
         assert!(service.running.is_none(), "{name} is already running");
         let mut command = bazaar(&["serve", "--only", name]);
@@ -274,9 +326,8 @@ impl Cluster {
             .env("BAZAAR_HTTP_ADDR", format!("127.0.0.1:{}", service.port))
             .env("BAZAAR_DATA_DIR", data_dir)
             .envs(service.env.clone());
-        let ready = format!("http://127.0.0.1:{}/health/ready", service.port);
+        let ready = format!("{scheme}://127.0.0.1:{}/health/ready", service.port);
         service.running = Some(Proc::spawn(command));
-        let client = crate::helpers::client();
         eventually_within(&format!("{name} to be ready"), STARTUP, || {
             let service = self.replica(name, replica);
             let proc = service.running.as_mut().unwrap();
@@ -1261,6 +1312,43 @@ async fn split_internal_routes_need_a_credential_and_are_not_public() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ok"]["id"], product.as_str(), "{body}");
+}
+
+/// The split over TLS (issue 14, finding 5): every process serves HTTPS with a
+/// certificate from the deployment's CA and trusts only that CA for its peers; a
+/// checkout crosses every hop; plain HTTP and an untrusting client get nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_runs_over_tls_between_every_process() {
+    let Some(backends) = backends("split_runs_over_tls_between_every_process") else {
+        return;
+    };
+    let cluster = Cluster::start_over_tls(&backends, &backends.nats).await;
+    let api = cluster.api.clone();
+    assert!(api.address.starts_with("https://"), "{}", api.address);
+    crate::metrics::drive_checkouts(&api, "split-tls").await;
+
+    for name in SPLIT_START_ORDER {
+        let ready = cluster.module_url(name, "/health/ready");
+        let response = cluster.direct.get(&ready).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{name} over TLS");
+        let plain = ready.replacen("https://", "http://", 1);
+        assert!(
+            crate::helpers::client().get(&plain).send().await.is_err(),
+            "{name} answered plain HTTP"
+        );
+    }
+    let untrusting = Client::builder()
+        .use_preconfigured_tls(chassis::tls::client_config(None).unwrap())
+        .build()
+        .unwrap();
+    assert!(
+        untrusting
+            .get(cluster.module_url("catalog", "/health/ready"))
+            .send()
+            .await
+            .is_err(),
+        "a client without the deployment's CA trusted catalog's certificate"
+    );
 }
 
 /// Least privilege between the processes (issue 14, finding 5): a credential is good

@@ -25,8 +25,10 @@ pub struct Client {
 }
 
 /// The HTTP connections of a process: one pool shared by all its clients.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+pub fn http_client(tls: crate::tls::ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        // `https://` peers must show a certificate from the deployment's CA.
+        .use_preconfigured_tls(tls)
         // Fail over fast when a peer is down; the per-call timeout bounds the rest.
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)

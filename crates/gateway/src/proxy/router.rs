@@ -9,9 +9,7 @@ use axum::http::Uri;
 use axum::routing::{any, get, put};
 use chassis::CancellationToken;
 use chassis::http::balance::Replicas;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 
 use super::fan_out::fan_out;
 use super::forward::forward;
@@ -31,10 +29,9 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 /// Routes with an unusable prefix (not starting with `/`, under `/internal`, or a
 /// duplicate) are left out, logged at error level.
 pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(settings.connect_timeout));
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
+    let (mut builder, connector) =
+        crate::client::builder(settings.connect_timeout, settings.tls.clone());
+    let client = builder
         .pool_idle_timeout(POOL_IDLE)
         .pool_timer(TokioTimer::new())
         .build(connector);
@@ -63,7 +60,7 @@ pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
             tracing::error!(
                 upstream = route.upstream,
                 base_url = %route.base_url,
-                "unusable upstream base URL (expected http://host:port, or a comma-separated list of them): its routes will answer 503"
+                "unusable upstream base URL (expected http(s)://host:port, or a comma-separated list of them): its routes will answer 503"
             );
         }
         upstreams.push(Upstream {
@@ -146,9 +143,8 @@ fn usable_prefix(prefix: &str) -> bool {
         && !prefix.starts_with("/internal/")
 }
 
-/// The replicas at a comma-separated list of `http` base URLs (HTTPS is for the
-/// edge's clients, not between services), their names resolved again periodically
-/// (see [`Replicas`]).
+/// The replicas at a comma-separated list of `http(s)` base URLs, their names
+/// resolved again periodically (plain HTTP only; see [`Replicas`]).
 fn parse_replicas(name: &'static str, base_urls: &str) -> Option<Arc<Replicas>> {
     let bases: Vec<String> = chassis::http::balance::split(base_urls)
         .map(parse_base)
@@ -159,15 +155,18 @@ fn parse_replicas(name: &'static str, base_urls: &str) -> Option<Arc<Replicas>> 
     Some(replicas)
 }
 
-/// `scheme://authority[/path]` of an `http` base URL, without a trailing slash.
+/// `scheme://authority[/path]` of an `http(s)` base URL, without a trailing slash.
 fn parse_base(base_url: &str) -> Option<String> {
     let uri: Uri = base_url.trim().parse().ok()?;
-    if uri.scheme_str() != Some("http") || uri.query().is_some() {
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    if uri.query().is_some() {
         return None;
     }
     let authority = uri.authority()?;
     let path = uri.path().trim_end_matches('/');
-    Some(format!("http://{authority}{path}"))
+    Some(format!("{scheme}://{authority}{path}"))
 }
 
 #[cfg(test)]
@@ -185,6 +184,7 @@ mod tests {
             tokens: Tokens::new(b"jwt-secret-jwt-secret-jwt-secret", 60),
             keys: ServiceKeys::new(b"service-secret-service-secret-xx", "gateway"),
             connect_timeout: Duration::from_secs(1),
+            tls: chassis::tls::client_config(None).unwrap(),
             fan_out: vec![FAULTS],
             fan_out_writes: vec![FAULTS, FAULTS, "/internal/v1/x", "/api/v1/cart"],
             fan_out_only: Vec::new(),
@@ -225,7 +225,11 @@ mod tests {
             parse_base("http://h:1/base/").as_deref(),
             Some("http://h:1/base")
         );
-        assert!(parse_base("https://catalog:8080").is_none());
+        assert_eq!(
+            parse_base("https://catalog:8443").as_deref(),
+            Some("https://catalog:8443")
+        );
+        assert!(parse_base("ftp://catalog:8080").is_none());
         assert!(parse_base("catalog:8080").is_none());
         assert!(parse_base("not a url").is_none());
         let replicas = parse_replicas("m", "http://a:1/, http://b:2").unwrap();
@@ -235,7 +239,7 @@ mod tests {
             .map(|r| r.base().to_owned())
             .collect();
         assert_eq!(bases, ["http://a:1", "http://b:2"]);
-        assert!(parse_replicas("m", "http://a:1,https://b:2").is_none());
+        assert!(parse_replicas("m", "http://a:1,ftp://b:2").is_none());
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub struct Route {
     pub prefix: &'static str,
     /// The module name, for logs, metrics and the 503 detail.
     pub upstream: &'static str,
-    /// `http://host:port` (DNS names work); a path in it is prepended.
+    /// `http://host:port` or `https://host:port` (DNS names work); a path in it is
+    /// prepended.
     pub base_url: String,
 }
 
@@ -36,6 +37,9 @@ pub struct ProxySettings {
     /// How long to wait for a TCP connection to an upstream: a dead peer should cost a
     /// fast 503, not the whole request budget.
     pub connect_timeout: Duration,
+    /// Whom `https://` upstreams must prove to be: the deployment's CA
+    /// ([`chassis::tls::client_config`]).
+    pub tls: chassis::tls::ClientConfig,
     /// GET paths answered by asking every distinct upstream the same path and merging
     /// the `items` of their lists (e.g. [`DEAD_LETTERS`]); empty for none.
     pub fan_out: Vec<&'static str>,

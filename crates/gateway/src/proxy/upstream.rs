@@ -15,8 +15,6 @@ use chassis::auth::{ServiceKeys, Tokens};
 use chassis::error::chain;
 use chassis::http::balance::{Outcome, Replica, Replicas};
 use http_body_util::{BodyExt, LengthLimitError};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::hop::strip_hop_by_hop;
 use super::identity::forwarded_headers;
@@ -55,7 +53,7 @@ pub(super) struct Proxy {
     pub(super) routes: Vec<Upstream>,
     /// Asked by the fan-outs only.
     pub(super) fan_out_only: Vec<Upstream>,
-    pub(super) client: Client<HttpConnector, Body>,
+    pub(super) client: crate::client::HttpClient,
     pub(super) tokens: Tokens,
     pub(super) keys: ServiceKeys,
 }
