@@ -580,14 +580,19 @@ async fn the_console_shows_the_service_map_and_a_checkout_trace_in_a_browser() {
     // Two more checkouts, a declined one and a confirmed one: the newest traces.
     checkouts(&app, &customer, &["tok_chargeDeclined", "tok_visa"]).await;
 
-    // The checkout is among the recent traces; its waterfall opens on a click.
+    // A checkout of this test's own (its trace id given): the trace list is the test
+    // process's, shared with every other test's app running at the same time, so a
+    // row is picked by trace id, not by its name. It opens its waterfall on a click.
+    let trace_id = crate::traces::new_trace_id();
+    crate::traces::traced_checkout(&app, "console", &trace_id).await;
+    let row = format!("#traces tbody tr[data-trace=\"{trace_id}\"]");
     browser
-        .wait_for_text("#traces", "the checkout trace", |t| t.contains(CHECKOUT))
+        .wait_for_text(&row, "this test's checkout trace", |t| t.contains(CHECKOUT))
         .await;
-    browser.click_containing("#traces tbody tr", CHECKOUT).await;
+    browser.click_containing(&row, CHECKOUT).await;
     let waterfall = browser
         .wait_for_text("#waterfall", "the checkout's waterfall", |t| {
-            t.contains(CHECKOUT) && t.contains("spans")
+            t.contains(&trace_id) && t.contains(CHECKOUT) && t.contains("spans")
         })
         .await;
     let bars = browser.find_all("#waterfall .wf-bar").await.unwrap();
