@@ -636,6 +636,14 @@
     $('login-form').addEventListener('submit', signIn);
     $('sign-out').addEventListener('click', () => signOut('Signed out.'));
     $('traces-ops').addEventListener('change', () => panel('traces', loadTraces));
+    // A busy shop pushes a trace off the recent list in seconds; its id (every log
+    // line carries one) still opens it while the process keeps its spans.
+    $('trace-open').addEventListener('submit', (event) => {
+      event.preventDefault();
+      const id = $('trace-id').value.trim().toLowerCase();
+      if (/^[0-9a-f]{32}$/.test(id)) openTrace(id);
+      else show('waterfall', note('A trace id is 32 hexadecimal characters.', 'error'));
+    });
     resume();
   });
 })();

@@ -580,14 +580,26 @@ async fn the_console_shows_the_service_map_and_a_checkout_trace_in_a_browser() {
     // Two more checkouts, a declined one and a confirmed one: the newest traces.
     checkouts(&app, &customer, &["tok_chargeDeclined", "tok_visa"]).await;
 
-    // The checkout is among the recent traces; its waterfall opens on a click.
+    // The checkout is among the recent traces, and a click opens a waterfall.
     browser
         .wait_for_text("#traces", "the checkout trace", |t| t.contains(CHECKOUT))
         .await;
     browser.click_containing("#traces tbody tr", CHECKOUT).await;
+    browser
+        .wait_for_text("#waterfall", "a waterfall", |t| t.contains("spans"))
+        .await;
+    // Which checkout that was is not known: the trace list is the test process's,
+    // shared with every other test's app running at the same time. So the waterfall
+    // checked is this test's own checkout's, opened by its trace id (as an operator
+    // does with the id from a log line).
+    let trace_id = crate::traces::new_trace_id();
+    crate::traces::traced_checkout(&app, "console", &trace_id).await;
+    browser.type_into("#trace-id", &trace_id).await;
+    let open = browser.find("#trace-open button").await.unwrap();
+    browser.click(&open).await.unwrap();
     let waterfall = browser
         .wait_for_text("#waterfall", "the checkout's waterfall", |t| {
-            t.contains(CHECKOUT) && t.contains("spans")
+            t.contains(&trace_id) && t.contains(CHECKOUT) && t.contains("spans")
         })
         .await;
     let bars = browser.find_all("#waterfall .wf-bar").await.unwrap();
