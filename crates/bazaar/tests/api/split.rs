@@ -994,6 +994,70 @@ impl Stream {
         self.errors.fetch_add(1, Ordering::SeqCst);
         self.seen.lock().unwrap().insert(what);
     }
+
+    /// One task per buyer placing orders for one `product` until `stop` (at most
+    /// `attempts` each): accepted ones are counted, server errors and missing answers
+    /// noted; any other answer fails the test.
+    fn checkouts(
+        self: &Arc<Self>,
+        api: &Api,
+        tokens: &[String],
+        product: &str,
+        attempts: usize,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        tokens
+            .iter()
+            .map(|token| {
+                let (api, token, stream) = (api.clone(), token.clone(), Arc::clone(self));
+                let body = order_body(&[(product, 1)], "tok_visa");
+                tokio::spawn(async move {
+                    for _ in 0..attempts {
+                        if stream.stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        match api.try_place_order(&token, &body, None).await {
+                            Ok(response) if matches!(response.status().as_u16(), 201 | 202) => {
+                                stream.accepted.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                let text = response.text().await.unwrap_or_default();
+                                assert!(
+                                    status >= 500,
+                                    "a checkout answered {status} (not a server error): {text}"
+                                );
+                                stream.error(format!("{status}"));
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Err(e) => {
+                                stream.error(format!("no answer: {e}"));
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// For `eventually`: at least `n` checkouts accepted.
+    fn accepted_at_least(
+        self: &Arc<Self>,
+        n: usize,
+    ) -> impl FnMut() -> futures::future::BoxFuture<'static, Result<(), String>> {
+        let stream = Arc::clone(self);
+        move || {
+            let stream = Arc::clone(&stream);
+            Box::pin(async move {
+                let accepted = stream.accepted.load(Ordering::SeqCst);
+                if accepted >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{accepted} accepted"))
+                }
+            })
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1017,54 +1081,8 @@ async fn split_kill_orders_mid_checkout() {
     let tokens = api.register_many("split-crash", BUYERS).await;
 
     let stream = Arc::new(Stream::default());
-    let clients: Vec<_> = tokens
-        .iter()
-        .map(|token| {
-            let (api, token, stream) = (api.clone(), token.clone(), Arc::clone(&stream));
-            let body = order_body(&[(&product, 1)], "tok_visa");
-            tokio::spawn(async move {
-                for _ in 0..ATTEMPTS {
-                    if stream.stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    match api.try_place_order(&token, &body, None).await {
-                        Ok(response) if matches!(response.status().as_u16(), 201 | 202) => {
-                            stream.accepted.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Ok(response) => {
-                            let status = response.status().as_u16();
-                            let text = response.text().await.unwrap_or_default();
-                            assert!(
-                                status >= 500,
-                                "a checkout answered {status} (not a server error): {text}"
-                            );
-                            stream.error(format!("{status}"));
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e) => {
-                            stream.error(format!("no answer: {e}"));
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-
-    let accepted_at_least = |n: usize| {
-        let stream = Arc::clone(&stream);
-        move || {
-            let stream = Arc::clone(&stream);
-            async move {
-                let accepted = stream.accepted.load(Ordering::SeqCst);
-                if accepted >= n {
-                    Ok(())
-                } else {
-                    Err(format!("{accepted} accepted"))
-                }
-            }
-        }
-    };
+    let clients = stream.checkouts(&api, &tokens, &product, ATTEMPTS);
+    let accepted_at_least = |n| stream.accepted_at_least(n);
     eventually("8 checkouts accepted", accepted_at_least(8)).await;
     cluster.kill_service("orders").await;
     let accepted_at_kill = stream.accepted.load(Ordering::SeqCst);

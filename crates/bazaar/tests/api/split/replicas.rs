@@ -168,53 +168,8 @@ async fn replicas_kill_one_of_each_module_in_turn_during_checkouts() {
     let tokens = api.register_many("replica-crash", BUYERS).await;
 
     let stream = Arc::new(Stream::default());
-    let clients: Vec<_> = tokens
-        .iter()
-        .map(|token| {
-            let (api, token, stream) = (api.clone(), token.clone(), Arc::clone(&stream));
-            let body = order_body(&[(&product, 1)], "tok_visa");
-            tokio::spawn(async move {
-                for _ in 0..ATTEMPTS {
-                    if stream.stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    match api.try_place_order(&token, &body, None).await {
-                        Ok(response) if matches!(response.status().as_u16(), 201 | 202) => {
-                            stream.accepted.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Ok(response) => {
-                            let status = response.status().as_u16();
-                            let text = response.text().await.unwrap_or_default();
-                            assert!(
-                                status >= 500,
-                                "a checkout answered {status} (not a server error): {text}"
-                            );
-                            stream.error(format!("{status}"));
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e) => {
-                            stream.error(format!("no answer: {e}"));
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    let accepted_at_least = |n: usize| {
-        let stream = Arc::clone(&stream);
-        move || {
-            let stream = Arc::clone(&stream);
-            async move {
-                let accepted = stream.accepted.load(Ordering::SeqCst);
-                if accepted >= n {
-                    Ok(())
-                } else {
-                    Err(format!("{accepted} accepted"))
-                }
-            }
-        }
-    };
+    let clients = stream.checkouts(&api, &tokens, &product, ATTEMPTS);
+    let accepted_at_least = |n| stream.accepted_at_least(n);
 
     eventually("4 checkouts accepted", accepted_at_least(4)).await;
     for module in KILLED {
