@@ -572,6 +572,7 @@ impl Application {
                     topology.service_name(),
                     NatsSettings {
                         prefix: config.nats_prefix.clone(),
+                        replicas: usize::from(config.nats_stream_replicas),
                         ..NatsSettings::default()
                     },
                 )

@@ -86,6 +86,9 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// Prefix of the JetStream subjects and stream names (one deployment's events).
     pub nats_prefix: String,
+    /// Replicas of each JetStream stream bazaar creates: 1 on a single server, 3 on a
+    /// production cluster of three. A stream is reconciled to it at every start.
+    pub nats_stream_replicas: u8,
     /// Split topology: HMAC secret (at least 32 bytes) for the short-lived
     /// service-to-service credentials and the identity the gateway forwards. Every
     /// process of one deployment shares it, so any of them can sign as any other:
@@ -168,6 +171,7 @@ impl Default for Config {
             only: None,
             nats_url: None,
             nats_prefix: "bazaar".to_owned(),
+            nats_stream_replicas: 1,
             service_secret: None,
             service_keys_dir: None,
             tls_cert_file: None,
@@ -212,6 +216,7 @@ pub const KEYS: &[&str] = &[
     "only",
     "nats_url",
     "nats_prefix",
+    "nats_stream_replicas",
     "service_secret",
     "service_keys_dir",
     "tls_cert_file",
@@ -342,6 +347,12 @@ impl Config {
                 key,
                 message: message.into(),
             }
+        }
+        if !(1..=5).contains(&self.nats_stream_replicas) {
+            return Err(invalid(
+                "nats_stream_replicas",
+                "must be 1 to 5 (JetStream's limit)",
+            ));
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(invalid(
@@ -493,6 +504,36 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn stream_replicas_and_tls_files_are_checked() {
+        let invalid = |config: Config, key: &str| {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        };
+        for replicas in [0, 6] {
+            invalid(
+                Config {
+                    nats_stream_replicas: replicas,
+                    ..Config::default()
+                },
+                "nats_stream_replicas",
+            );
+        }
+        Config {
+            nats_stream_replicas: 3,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+        invalid(
+            Config {
+                tls_cert_file: Some("/etc/bazaar/tls.crt".into()),
+                ..Config::default()
+            },
+            "tls_cert_file",
+        );
     }
 
     #[test]

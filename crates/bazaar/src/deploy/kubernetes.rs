@@ -140,6 +140,8 @@ data:
   BAZAAR_DATA_DIR: {DATA_DIR}
   BAZAAR_LOG_FORMAT: json
   BAZAAR_NATS_PREFIX: bazaar
+  # R3 streams on the NATS cluster of three (docs/operations.md, Deploying)
+  BAZAAR_NATS_STREAM_REPLICAS: \"3\"
 "
     );
     out
