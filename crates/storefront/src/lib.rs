@@ -3,13 +3,15 @@
 //!
 //! Server-rendered HTML (maud templates, checked at compile time and escaped by
 //! default), no JavaScript, its stylesheet compiled into the binary. It owns no data:
-//! it calls the catalog through its contract, in process in the monolith and over RPC
-//! in the split, like any other module. `pages` renders, `http` serves.
+//! it calls identity, the catalog, the cart and orders through their contracts, in
+//! process in the monolith and over RPC in the split, like any other module. `pages`
+//! renders, `http` serves, `session` holds the cookies (session and CSRF).
 
 mod http;
 pub mod module;
 mod openapi;
 mod pages;
+mod session;
 
 pub use module::DESCRIPTOR;
 

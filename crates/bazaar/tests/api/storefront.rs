@@ -134,3 +134,368 @@ async fn the_stylesheet_is_compiled_in_and_cached() {
     );
     assert!(css.contains(".products"));
 }
+
+/// A browser without JavaScript: it keeps the cookies the shop sets (by hand, so the
+/// `Secure` ones are kept over the tests' plain HTTP, as Chromium does for
+/// 127.0.0.1) and posts forms with the CSRF token the pages carry.
+struct Shopper<'a> {
+    app: &'a TestApp,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+/// An answer: status, `Location`, body.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    html: String,
+}
+
+impl<'a> Shopper<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            cookies: std::collections::BTreeMap::new(),
+        }
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Answer {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let request = if cookie.is_empty() {
+            request
+        } else {
+            request.header(reqwest::header::COOKIE, cookie)
+        };
+        let response = request.send().await.unwrap();
+        for set in response.headers().get_all(reqwest::header::SET_COOKIE) {
+            let set = set.to_str().unwrap();
+            assert!(
+                set.contains("; Secure") && set.contains("; HttpOnly"),
+                "{set}"
+            );
+            let (name, value) = set.split(';').next().unwrap().split_once('=').unwrap();
+            if set.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        Answer {
+            status: response.status().as_u16(),
+            location: response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|l| l.to_str().unwrap().to_owned()),
+            html: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        let request = self.app.client.get(self.app.url(path));
+        self.send(request).await
+    }
+
+    /// Posts `fields` as a form would, with the page's CSRF token.
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let csrf = self.cookies.get("bazaar_csrf").cloned().unwrap_or_default();
+        let mut fields = fields.to_vec();
+        fields.push(("csrf", &csrf));
+        self.post_raw(path, &fields).await
+    }
+
+    /// Posts `fields` exactly (no CSRF token unless given).
+    async fn post_raw(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let request = self.app.client.post(self.app.url(path)).form(fields);
+        self.send(request).await
+    }
+
+    async fn sign_up(&mut self, email: &str) {
+        let form = self.get("/account/signup").await;
+        assert_eq!(form.status, 200, "{}", form.html);
+        assert!(form.html.contains("name=\"csrf\""));
+        let done = self
+            .post(
+                "/account/signup",
+                &[
+                    ("name", "Shop Per"),
+                    ("email", email),
+                    ("password", "password123"),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, 303, "{}", done.html);
+        assert!(self.cookies.contains_key("bazaar_session"));
+        let home = self.get("/").await;
+        assert!(home.html.contains("Sign out"), "{}", home.html);
+    }
+
+    /// Checks out the cart; the order page's path.
+    async fn checkout(&mut self, card: &str) -> String {
+        let form = self.get("/checkout").await;
+        assert_eq!(form.status, 200, "{}", form.html);
+        let key = form
+            .html
+            .split_once("name=\"key\" value=\"")
+            .and_then(|(_, rest)| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+        let placed = self
+            .post(
+                "/checkout",
+                &[
+                    ("key", &key),
+                    ("name", "Ada Lovelace"),
+                    ("line1", "1 Main St"),
+                    ("line2", ""),
+                    ("city", "Springfield"),
+                    ("postal_code", "12345"),
+                    ("country", "US"),
+                    ("payment_token", card),
+                ],
+            )
+            .await;
+        assert_eq!(placed.status, 303, "{}", placed.html);
+        placed.location.unwrap()
+    }
+
+    /// The order page once the order's status is no longer `pending` (bounded).
+    async fn settled(&mut self, path: &str) -> (String, String) {
+        for _ in 0..200 {
+            let page = self.get(path).await;
+            assert_eq!(page.status, 200, "{}", page.html);
+            let status = page
+                .html
+                .split_once("data-status=\"")
+                .and_then(|(_, rest)| rest.split('"').next())
+                .unwrap()
+                .to_owned();
+            if status != "pending" && status != "cancelling" {
+                assert!(!page.html.contains("http-equiv=\"refresh\""));
+                return (status, page.html);
+            }
+            assert!(
+                page.html.contains("http-equiv=\"refresh\""),
+                "pending pages refresh"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("{path} never settled");
+    }
+}
+
+fn money(cents: i64) -> String {
+    format!("${}.{:02}", cents / 100, cents % 100)
+}
+
+#[tokio::test]
+async fn a_shopper_signs_up_fills_a_cart_and_buys_it() {
+    let app = spawn_app().await;
+    let products = app.all_products(3).await;
+    let (a, b, c) = (&products[0], &products[1], &products[2]);
+    let id = |p: &serde_json::Value| p["id"].as_str().unwrap().to_owned();
+    let price = |p: &serde_json::Value| p["price_cents"].as_i64().unwrap();
+
+    let mut shopper = Shopper::new(&app);
+    // Signed out, the cart asks to sign in.
+    let cart = shopper.get("/cart").await;
+    assert_eq!(
+        (cart.status, cart.location.as_deref()),
+        (303, Some("/account/signin"))
+    );
+    shopper.sign_up("shopper@example.com").await;
+
+    // Two products, one of them twice; a third added and removed.
+    for (product, quantity) in [(a, "1"), (b, "2"), (c, "1")] {
+        let added = shopper
+            .post(
+                "/cart/items",
+                &[("product_id", &id(product)), ("quantity", quantity)],
+            )
+            .await;
+        assert_eq!(
+            (added.status, added.location.as_deref()),
+            (303, Some("/cart")),
+            "{}",
+            added.html
+        );
+    }
+    let changed = shopper
+        .post(&format!("/cart/items/{}", id(a)), &[("quantity", "3")])
+        .await;
+    assert_eq!(changed.status, 303, "{}", changed.html);
+    let removed = shopper
+        .post(&format!("/cart/items/{}/remove", id(c)), &[])
+        .await;
+    assert_eq!(removed.status, 303, "{}", removed.html);
+    let cart = shopper.get("/cart").await;
+    assert_eq!(cart.status, 200, "{}", cart.html);
+    assert!(cart.html.contains(a["name"].as_str().unwrap()));
+    assert!(
+        !cart.html.contains(&format!("/products/{}\"", id(c))),
+        "{}",
+        cart.html
+    );
+    let total = price(a) * 3 + price(b) * 2;
+    assert!(
+        cart.html.contains(&money(total)),
+        "{} in {}",
+        money(total),
+        cart.html
+    );
+
+    // A bad address: the checkout form again, the error next to its field.
+    let form = shopper.get("/checkout").await;
+    assert!(form.html.contains("tok_chargeDeclined") && form.html.contains("tok_timeout"));
+    let refused = shopper
+        .post(
+            "/checkout",
+            &[
+                ("name", "Ada"),
+                ("line1", "1 Main St"),
+                ("city", ""),
+                ("postal_code", "12345"),
+                ("country", "US"),
+                ("payment_token", "tok_visa"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.html);
+    let (_, after_city) = refused.html.split_once("id=\"city\"").unwrap();
+    assert!(
+        after_city.contains("id=\"city-error\">must be 1 to 100 characters</p>"),
+        "{}",
+        refused.html
+    );
+    assert!(
+        refused.html.contains("value=\"Ada\""),
+        "the form keeps what was typed"
+    );
+
+    // A good card: the order page follows it to confirmed.
+    let confirmed_path = shopper.checkout("tok_visa").await;
+    let (status, page) = shopper.settled(&confirmed_path).await;
+    assert_eq!(status, "confirmed", "{page}");
+    assert!(page.contains(&money(total)), "{page}");
+    let cart = shopper.get("/cart").await;
+    assert!(cart.html.contains("Your cart is empty"), "{}", cart.html);
+
+    // Another shopper cannot see it.
+    let mut other = Shopper::new(&app);
+    other.sign_up("other@example.com").await;
+    let hidden = other.get(&confirmed_path).await;
+    assert_eq!(hidden.status, 404, "{}", hidden.html);
+    assert!(hidden.html.contains("Page not found"));
+    let hidden = other.post(&format!("{confirmed_path}/cancel"), &[]).await;
+    assert_eq!(hidden.status, 404, "{}", hidden.html);
+
+    // A declined card: failed, with the reason.
+    shopper
+        .post("/cart/items", &[("product_id", &id(b)), ("quantity", "1")])
+        .await;
+    let failed_path = shopper.checkout("tok_chargeDeclined").await;
+    let (status, page) = shopper.settled(&failed_path).await;
+    assert_eq!(status, "failed", "{page}");
+    assert!(page.contains("the card was declined"), "{page}");
+    assert!(!page.contains("Cancel this order"));
+
+    // The history lists both; the confirmed one is cancelled.
+    let history = shopper.get("/orders").await;
+    assert!(history.html.contains(&confirmed_path) && history.html.contains(&failed_path));
+    let cancelled = shopper.post(&format!("{confirmed_path}/cancel"), &[]).await;
+    assert_eq!(cancelled.status, 303, "{}", cancelled.html);
+    let (status, page) = shopper.settled(&confirmed_path).await;
+    assert_eq!(status, "cancelled", "{page}");
+
+    // Signing out ends the session cookie.
+    let out = shopper.post("/account/signout", &[]).await;
+    assert_eq!(out.status, 303);
+    assert!(!shopper.cookies.contains_key("bazaar_session"));
+    assert_eq!(shopper.get("/orders").await.status, 303);
+}
+
+#[tokio::test]
+async fn forms_without_the_csrf_token_are_refused() {
+    let app = spawn_app().await;
+    let product = app.first_product().await;
+    let product_id = product["id"].as_str().unwrap();
+    let mut shopper = Shopper::new(&app);
+    shopper.sign_up("csrf@example.com").await;
+    let fields = [("product_id", product_id), ("quantity", "1")];
+    // No token, a wrong one, and a right token without its cookie.
+    let token = shopper.cookies["bazaar_csrf"].clone();
+    let missing = shopper.post_raw("/cart/items", &fields).await;
+    let wrong = shopper
+        .post_raw(
+            "/cart/items",
+            &[fields[0], fields[1], ("csrf", &"x".repeat(43))],
+        )
+        .await;
+    shopper.cookies.remove("bazaar_csrf");
+    let cookieless = shopper
+        .post_raw("/cart/items", &[fields[0], fields[1], ("csrf", &token)])
+        .await;
+    for refused in [missing, wrong, cookieless] {
+        assert_eq!(refused.status, 403, "{}", refused.html);
+        assert!(refused.html.contains("Form refused"), "{}", refused.html);
+    }
+    // Nothing was added.
+    shopper.get("/").await;
+    let cart = shopper.get("/cart").await;
+    assert!(cart.html.contains("Your cart is empty"), "{}", cart.html);
+    // Sign-in is protected too (login CSRF).
+    let mut stranger = Shopper::new(&app);
+    let refused = stranger
+        .post_raw(
+            "/account/signin",
+            &[("email", "csrf@example.com"), ("password", "password123")],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.html);
+}
+
+#[tokio::test]
+async fn sign_in_and_sign_up_show_what_went_wrong() {
+    let app = spawn_app().await;
+    let mut shopper = Shopper::new(&app);
+    shopper.sign_up("taken@example.com").await;
+    shopper.post("/account/signout", &[]).await;
+    shopper.get("/account/signin").await;
+    let wrong = shopper
+        .post(
+            "/account/signin",
+            &[
+                ("email", "taken@example.com"),
+                ("password", "nope-nope-nope"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 401, "{}", wrong.html);
+    assert!(wrong.html.contains("Wrong email or password"));
+    let ok = shopper
+        .post(
+            "/account/signin",
+            &[("email", "taken@example.com"), ("password", "password123")],
+        )
+        .await;
+    assert_eq!(ok.status, 303, "{}", ok.html);
+    assert!(shopper.cookies.contains_key("bazaar_session"));
+
+    let mut newcomer = Shopper::new(&app);
+    newcomer.get("/account/signup").await;
+    let taken = newcomer
+        .post(
+            "/account/signup",
+            &[
+                ("name", "N"),
+                ("email", "taken@example.com"),
+                ("password", "password123"),
+            ],
+        )
+        .await;
+    assert_eq!(taken.status, 422, "{}", taken.html);
+    assert!(taken.html.contains("id=\"email-error\""), "{}", taken.html);
+}
