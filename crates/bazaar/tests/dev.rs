@@ -1,4 +1,4 @@
-//! `bazaar dev --split` end to end: the gateway and seven modules as child processes on
+//! `bazaar dev --split` end to end: the gateway and eight modules as child processes on
 //! a fresh PostgreSQL database and a private NATS prefix, used through the gateway,
 //! then stopped with SIGINT.
 //!
