@@ -22,7 +22,7 @@ type Limiter =
 pub struct RateLimit {
     limiter: Arc<Limiter>,
     /// Only requests under this path prefix count (and may be refused); `None`: all.
-    only_under: Option<&'static str>,
+    only_under: Option<&'static [&'static str]>,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -44,10 +44,10 @@ impl RateLimit {
         })
     }
 
-    /// The same limit, applied only to paths under `prefix`.
+    /// The same limit, applied only to paths under one of `prefixes`.
     #[must_use]
-    pub fn only_under(mut self, prefix: &'static str) -> Self {
-        self.only_under = Some(prefix);
+    pub fn only_under(mut self, prefixes: &'static [&'static str]) -> Self {
+        self.only_under = Some(prefixes);
         self
     }
 
@@ -72,7 +72,7 @@ impl RateLimit {
 pub(crate) async fn enforce(State(limit): State<RateLimit>, req: Request, next: Next) -> Response {
     if limit
         .only_under
-        .is_some_and(|prefix| !req.uri().path().starts_with(prefix))
+        .is_some_and(|prefixes| !prefixes.iter().any(|p| req.uri().path().starts_with(p)))
     {
         return next.run(req).await;
     }

@@ -392,8 +392,8 @@ const CARDS: &[(&str, &str, &str)] = &[
     ),
     (
         "tok_timeout",
-        "Test card: slow bank",
-        "The bank does not answer in time: the order stays pending, then settles.",
+        "Test card: bank times out",
+        "The bank never answers: the order stays pending while the payment is retried, then fails; nothing is charged.",
     ),
 ];
 

@@ -151,7 +151,12 @@ impl Cluster {
             }
             ports.insert(free_port());
         }
-        assert_eq!(ports.len(), SPLIT_START_ORDER.len(), "no {} free ports", SPLIT_START_ORDER.len());
+        assert_eq!(
+            ports.len(),
+            SPLIT_START_ORDER.len(),
+            "no {} free ports",
+            SPLIT_START_ORDER.len()
+        );
         let services: Vec<Service> = SPLIT_START_ORDER
             .into_iter()
             .zip(ports)

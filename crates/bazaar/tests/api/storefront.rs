@@ -2,7 +2,7 @@
 //! topology the suite runs (split: through the gateway to `only = storefront`, which
 //! calls the catalog over RPC).
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 /// A page's status, headers and body.
 async fn page(app: &TestApp, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
@@ -498,4 +498,30 @@ async fn sign_in_and_sign_up_show_what_went_wrong() {
         .await;
     assert_eq!(taken.status, 422, "{}", taken.html);
     assert!(taken.html.contains("id=\"email-error\""), "{}", taken.html);
+}
+
+#[tokio::test]
+async fn a_bank_timeout_is_followed_from_pending_to_failed() {
+    let app = spawn_app_with(|c| {
+        c.set("payment_timeout_ms", 200);
+        c.set("checkout_wait_ms", 100);
+    })
+    .await;
+    let product = app.first_product().await;
+    let mut shopper = Shopper::new(&app);
+    shopper.sign_up("slow-bank@example.com").await;
+    shopper
+        .post(
+            "/cart/items",
+            &[
+                ("product_id", product["id"].as_str().unwrap()),
+                ("quantity", "1"),
+            ],
+        )
+        .await;
+    let path = shopper.checkout("tok_timeout").await;
+    // Pending pages refresh themselves (`settled` checks each one it sees).
+    let (status, page) = shopper.settled(&path).await;
+    assert_eq!(status, "failed", "{page}");
+    assert!(page.contains("could not be reached"), "{page}");
 }
