@@ -43,8 +43,10 @@ impl From<OrdersError> for OrderError {
         match error {
             OrdersError::Invalid(errors) => OrderError::Invalid(errors),
             OrdersError::NotFound(id) => OrderError::NotFound(id),
-            OrdersError::BadCursor
-            | OrdersError::NotCancellable(_)
+            OrdersError::BadCursor => {
+                OrderError::Invalid(vec![chassis::FieldError::new("cursor", error.to_string())])
+            }
+            OrdersError::NotCancellable(_)
             | OrdersError::KeyMismatch
             | OrdersError::KeyInProgress => OrderError::Refused(error.to_string()),
             OrdersError::Unavailable(_) | OrdersError::Store(_) | OrdersError::Append(_) => {
