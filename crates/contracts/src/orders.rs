@@ -118,6 +118,15 @@ pub struct OrderPage {
     pub next_cursor: Option<String>,
 }
 
+/// One step of an order's history, as its buyer may see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// The event's type: `OrderPlaced`, `StockReserved`, `PaymentCaptured`, ...
+    pub kind: String,
+    /// RFC 3339.
+    pub occurred_at: String,
+}
+
 /// Why an order could not be placed, shown or cancelled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum OrderError {
@@ -157,6 +166,13 @@ chassis_core::rpc! {
 
         /// The buyer's order; `NotFound` for another buyer's.
         async fn order(&self, user_id: String, order_id: String) -> Result<OrderSummary, OrderError>;
+
+        /// The buyer's order's events, oldest first (what happened, not the data).
+        async fn timeline(
+            &self,
+            user_id: String,
+            order_id: String,
+        ) -> Result<Vec<TimelineEntry>, OrderError>;
 
         /// The buyer's orders, newest first, a page after `cursor`.
         async fn orders(

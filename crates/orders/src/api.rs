@@ -2,7 +2,9 @@
 //! of one buyer.
 
 use chassis::auth::{Principal, Role};
-use contracts::orders::{OrderError, OrderPage, OrderSummary, OrdersApi, ShippingAddress};
+use contracts::orders::{
+    OrderError, OrderPage, OrderSummary, OrdersApi, ShippingAddress, TimelineEntry,
+};
 
 use crate::error::OrdersError;
 use crate::service::{OrderView, OrdersService};
@@ -76,6 +78,21 @@ impl OrdersApi for OrdersService {
 
     async fn order(&self, user_id: String, order_id: String) -> Result<OrderSummary, OrderError> {
         Ok(summary(self.get(&buyer(user_id), &order_id).await?))
+    }
+
+    async fn timeline(
+        &self,
+        user_id: String,
+        order_id: String,
+    ) -> Result<Vec<TimelineEntry>, OrderError> {
+        let (events, _) = self.events(&buyer(user_id), &order_id, None).await?;
+        Ok(events
+            .into_iter()
+            .map(|e| TimelineEntry {
+                kind: e.kind,
+                occurred_at: e.occurred_at,
+            })
+            .collect())
     }
 
     async fn orders(

@@ -659,7 +659,8 @@ async fn order(
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
-    let order = shop.orders.order(user.user_id.clone(), id).await?;
+    let order = shop.orders.order(user.user_id.clone(), id.clone()).await?;
+    let timeline = shop.orders.timeline(user.user_id.clone(), id).await?;
     let names = products(
         &shop,
         order.items.iter().map(|i| i.product_id.clone()).collect(),
@@ -668,7 +669,7 @@ async fn order(
     Ok(page(
         &visit,
         StatusCode::OK,
-        pages::order(&visit, &order, &names),
+        pages::order(&visit, &order, &timeline, &names),
     ))
 }
 

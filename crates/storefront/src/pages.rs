@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use axum::http::StatusCode;
 use chassis::FieldError;
 use contracts::catalog::{Product, ProductList};
-use contracts::orders::{OrderPage, OrderSummary};
+use contracts::orders::{OrderPage, OrderSummary, TimelineEntry};
 use maud::{DOCTYPE, Markup, html};
 
 use crate::http::{Account, Checkout, STYLESHEET};
@@ -474,6 +474,7 @@ fn settling(order: &OrderSummary) -> bool {
 pub(crate) fn order(
     visit: &Visit,
     order: &OrderSummary,
+    timeline: &[TimelineEntry],
     products: &HashMap<String, Product>,
 ) -> Markup {
     let body = html! {
@@ -500,6 +501,14 @@ pub(crate) fn order(
             tfoot { tr { th scope="row" colspan="2" { "Total" } td class="total" { (money(order.total_cents, &order.currency)) } } }
         }
         p { "Placed " time datetime=(order.created_at) { (order.created_at) } "." }
+        section aria-labelledby="timeline" {
+            h2 id="timeline" { "What happened" }
+            ol class="timeline" {
+                @for entry in timeline {
+                    li { time datetime=(entry.occurred_at) { (entry.occurred_at) } " " span class="event" { (entry.kind) } }
+                }
+            }
+        }
         @if order.status == "confirmed" {
             form method="post" action={ "/orders/" (order.id) "/cancel" } {
                 (csrf(visit))

@@ -380,6 +380,14 @@ async fn a_shopper_signs_up_fills_a_cart_and_buys_it() {
     let (status, page) = shopper.settled(&confirmed_path).await;
     assert_eq!(status, "confirmed", "{page}");
     assert!(page.contains(&money(total)), "{page}");
+    // The timeline, oldest first.
+    let placed = page
+        .find(">OrderPlaced<")
+        .expect("OrderPlaced in the timeline");
+    let confirmed = page
+        .find(">OrderConfirmed<")
+        .expect("OrderConfirmed in the timeline");
+    assert!(placed < confirmed, "{page}");
     let cart = shopper.get("/cart").await;
     assert!(cart.html.contains("Your cart is empty"), "{}", cart.html);
 
