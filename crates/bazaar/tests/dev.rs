@@ -275,7 +275,12 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
     let pids = table_pids(&stderr);
     // The gateway and every module.
     let services = bazaar::registry().names().len() + 1;
-    assert_eq!(pids.len(), services, "one row per service\n{}", dev.output());
+    assert_eq!(
+        pids.len(),
+        services,
+        "one row per service\n{}",
+        dev.output()
+    );
 
     kill(dev.pid(), Signal::SIGINT).unwrap();
     let status = dev.wait_for_exit(Duration::from_secs(30));

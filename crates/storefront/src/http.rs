@@ -192,7 +192,7 @@ impl IntoResponse for ShopError {
 }
 
 /// Every shop response: the CSP and its companions, and pages revalidated on every
-/// load (they show stock, a cart, an order's state).
+/// load and kept by no shared cache (they show stock, a shopper's cart and orders).
 async fn secure_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in [
@@ -205,7 +205,7 @@ async fn secure_headers(mut response: Response) -> Response {
     }
     headers
         .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-cache"));
+        .or_insert(HeaderValue::from_static("private, no-cache"));
     response
 }
 
@@ -216,9 +216,14 @@ fn page(visit: &Visit, status: StatusCode, markup: Markup) -> Response {
     response
 }
 
-/// The signed-in shopper, or the sign-in page.
-fn shopper(visit: &Visit) -> Result<&Principal, Redirect> {
-    visit.shopper.as_ref().ok_or_else(|| Redirect::to(SIGN_IN))
+/// The signed-in shopper, or the sign-in page, which comes back to `back_to` after.
+fn shopper<'v>(visit: &'v Visit, back_to: &str) -> Result<&'v Principal, Redirect> {
+    visit.shopper.as_ref().ok_or_else(|| {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", back_to)
+            .finish();
+        Redirect::to(&format!("{SIGN_IN}?{query}"))
+    })
 }
 
 /// Refuses a post whose CSRF field does not match the visit's cookie.
@@ -279,6 +284,8 @@ pub(crate) struct Account {
     pub(crate) email: String,
     password: String,
     pub(crate) name: String,
+    /// Sign-in only: the page to go back to.
+    pub(crate) next: String,
 }
 
 async fn sign_up_form(visit: Visit) -> Response {
@@ -289,17 +296,38 @@ async fn sign_up_form(visit: Visit) -> Response {
     )
 }
 
-async fn sign_in_form(visit: Visit) -> Response {
-    page(
-        &visit,
-        StatusCode::OK,
-        pages::sign_in(&visit, &Account::default(), None),
-    )
+/// Where the sign-in form goes back to.
+#[derive(Debug, Default, Deserialize)]
+struct Next {
+    next: Option<String>,
 }
 
-/// Signed in: the session cookie, then the home page.
-fn signed_in(token: &str, expires_in: u64) -> Response {
-    let mut response = Redirect::to("/").into_response();
+/// `next` if it is a path of this site, else the home page: never an open redirect
+/// (`//evil.example` and `/\\evil.example` are other sites to a browser).
+/// Only visible ASCII: it goes into a `Location` header as it is.
+fn local(next: &str) -> &str {
+    if next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && next.bytes().all(|b| b.is_ascii_graphic())
+    {
+        next
+    } else {
+        "/"
+    }
+}
+
+async fn sign_in_form(visit: Visit, Query(back): Query<Next>) -> Response {
+    let form = Account {
+        next: back.next.unwrap_or_default(),
+        ..Account::default()
+    };
+    page(&visit, StatusCode::OK, pages::sign_in(&visit, &form, None))
+}
+
+/// Signed in: the session cookie, then `next` (a path of this site) or the home page.
+fn signed_in(token: &str, expires_in: u64, next: &str) -> Response {
+    let mut response = Redirect::to(local(next)).into_response();
     session::start(response.headers_mut(), token, expires_in);
     response
 }
@@ -322,7 +350,7 @@ async fn sign_up(
         )
         .await;
     let errors = match result {
-        Ok(signed) => return Ok(signed_in(&signed.token, signed.expires_in)),
+        Ok(signed) => return Ok(signed_in(&signed.token, signed.expires_in, "/")),
         Err(AccountError::Invalid(errors)) => Errors::from(errors),
         Err(AccountError::EmailTaken) => Errors::one(
             "email",
@@ -357,7 +385,7 @@ async fn sign_in(
         .sign_in(form.email.clone(), form.password.clone(), client)
         .await
     {
-        Ok(signed) => Ok(signed_in(&signed.token, signed.expires_in)),
+        Ok(signed) => Ok(signed_in(&signed.token, signed.expires_in, &form.next)),
         Err(AccountError::InvalidCredentials | AccountError::Invalid(_)) => Ok(page(
             &visit,
             StatusCode::UNAUTHORIZED,
@@ -432,7 +460,7 @@ async fn cart_lines(shop: &Shop, user_id: &str) -> Result<Vec<CartLine>, ShopErr
 
 #[tracing::instrument(skip_all)]
 async fn cart(State(shop): State<Shop>, visit: Visit) -> Result<Response, ShopError> {
-    let user = match shopper(&visit) {
+    let user = match shopper(&visit, "/cart") {
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
@@ -455,7 +483,7 @@ async fn cart_add(
     ShopForm(form): ShopForm<AddItem>,
 ) -> Result<Response, ShopError> {
     check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit) {
+    let user = match shopper(&visit, "/cart") {
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
@@ -480,7 +508,7 @@ async fn cart_set(
     ShopForm(form): ShopForm<SetQuantity>,
 ) -> Result<Response, ShopError> {
     check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit) {
+    let user = match shopper(&visit, "/cart") {
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
@@ -498,7 +526,7 @@ async fn cart_remove(
     ShopForm(form): ShopForm<Plain>,
 ) -> Result<Response, ShopError> {
     check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit) {
+    let user = match shopper(&visit, "/cart") {
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
@@ -554,7 +582,7 @@ async fn checkout_page(
 
 #[tracing::instrument(skip_all)]
 async fn checkout_form(State(shop): State<Shop>, visit: Visit) -> Result<Response, ShopError> {
-    let user = match shopper(&visit) {
+    let user = match shopper(&visit, "/checkout") {
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
@@ -576,7 +604,7 @@ async fn checkout(
     ShopForm(form): ShopForm<Checkout>,
 ) -> Result<Response, ShopError> {
     check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit) {
+    let user = match shopper(&visit, "/checkout") {
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
@@ -635,7 +663,7 @@ async fn orders(
     visit: Visit,
     Query(paging): Query<Paging>,
 ) -> Result<Response, ShopError> {
-    let user = match shopper(&visit) {
+    let user = match shopper(&visit, "/orders") {
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
@@ -655,7 +683,7 @@ async fn order(
     visit: Visit,
     Path(id): Path<String>,
 ) -> Result<Response, ShopError> {
-    let user = match shopper(&visit) {
+    let user = match shopper(&visit, &format!("/orders/{id}")) {
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
@@ -681,7 +709,7 @@ async fn cancel(
     ShopForm(form): ShopForm<Plain>,
 ) -> Result<Response, ShopError> {
     check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit) {
+    let user = match shopper(&visit, &format!("/orders/{id}")) {
         Ok(user) => user,
         Err(sign_in) => return Ok(sign_in.into_response()),
     };
@@ -703,4 +731,24 @@ async fn stylesheet() -> Response {
         include_str!("shop.css"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local;
+
+    #[test]
+    fn sign_in_goes_back_only_to_this_site() {
+        assert_eq!(local("/orders/1?x=y"), "/orders/1?x=y");
+        for foreign in [
+            "",
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil.example",
+            "/a\r\nSet-Cookie: x=y",
+            "/caf\u{e9}",
+        ] {
+            assert_eq!(local(foreign), "/", "{foreign:?}");
+        }
+    }
 }

@@ -308,6 +308,9 @@ pub(crate) fn sign_in(visit: &Visit, form: &Account, failed: Option<&str>) -> Ma
         }
         form class="stack" method="post" action="/account/signin" {
             (csrf(visit))
+            @if !form.next.is_empty() {
+                input type="hidden" name="next" value=(form.next);
+            }
             (field(&errors, "email", "Email", "email", &form.email, "email"))
             (field(&errors, "password", "Password", "password", "", "current-password"))
             button type="submit" { "Sign in" }

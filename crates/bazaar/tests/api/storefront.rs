@@ -304,7 +304,7 @@ async fn a_shopper_signs_up_fills_a_cart_and_buys_it() {
     let cart = shopper.get("/cart").await;
     assert_eq!(
         (cart.status, cart.location.as_deref()),
-        (303, Some("/account/signin"))
+        (303, Some("/account/signin?next=%2Fcart"))
     );
     shopper.sign_up("shopper@example.com").await;
 
@@ -483,13 +483,30 @@ async fn sign_in_and_sign_up_show_what_went_wrong() {
         .await;
     assert_eq!(wrong.status, 401, "{}", wrong.html);
     assert!(wrong.html.contains("Wrong email or password"));
+    // Sent to sign in from the orders page, the shopper comes back to it.
+    let orders = shopper.get("/orders").await;
+    let form = shopper.get(&orders.location.unwrap()).await;
+    assert!(
+        form.html.contains("name=\"next\" value=\"/orders\""),
+        "{}",
+        form.html
+    );
     let ok = shopper
         .post(
             "/account/signin",
-            &[("email", "taken@example.com"), ("password", "password123")],
+            &[
+                ("email", "taken@example.com"),
+                ("password", "password123"),
+                ("next", "/orders"),
+            ],
         )
         .await;
-    assert_eq!(ok.status, 303, "{}", ok.html);
+    assert_eq!(
+        (ok.status, ok.location.as_deref()),
+        (303, Some("/orders")),
+        "{}",
+        ok.html
+    );
     assert!(shopper.cookies.contains_key("bazaar_session"));
 
     let mut newcomer = Shopper::new(&app);
