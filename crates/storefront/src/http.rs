@@ -361,8 +361,8 @@ async fn sign_up(
                 "Too many attempts. Wait {retry_after_secs} seconds and try again."
             )));
         }
-        Err(AccountError::InvalidCredentials | AccountError::Unavailable(_)) => {
-            return Err(ShopError::Unavailable("identity".to_owned()));
+        Err(e @ (AccountError::InvalidCredentials | AccountError::Unavailable(_))) => {
+            return Err(ShopError::Unavailable(e.to_string()));
         }
     };
     Ok(page(
