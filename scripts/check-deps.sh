@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # No-I/O crates and what must never be compiled into them.
 forbidden='^(async-nats|sqlx|sqlx-[a-z-]+|opentelemetry|opentelemetry_sdk|opentelemetry-[a-z-]+|tracing-opentelemetry|jsonwebtoken|reqwest|hyper|axum|tokio|tower)$'
-modules='^(identity|catalog|cart|orders|payments|notifications|analytics|gateway|bazaar)$'
+modules='^(identity|catalog|cart|orders|payments|notifications|analytics|storefront|gateway|bazaar)$'
 
 status=0
 deps() {
@@ -54,7 +54,7 @@ for i in "${!layers[@]}"; do
 done
 
 # A module reaches another only through contracts (docs/adr/0002).
-for crate in identity catalog cart orders payments notifications analytics; do
+for crate in identity catalog cart orders payments notifications analytics storefront; do
     found=$(deps "$crate" | grep -v "^$crate\$" | grep -E "$modules" || true)
     if [[ -n $found ]]; then
         echo "check-deps: module $crate depends on another module: $(echo $found)" >&2

@@ -77,6 +77,7 @@ pub fn registry() -> Registry {
         &orders::DESCRIPTOR,
         &notifications::DESCRIPTOR,
         &analytics::DESCRIPTOR,
+        &storefront::DESCRIPTOR,
     ])
 }
 

@@ -1,4 +1,4 @@
-//! `bazaar dev --split` end to end: the gateway and seven modules as child processes on
+//! `bazaar dev --split` end to end: the gateway and eight modules as child processes on
 //! a fresh PostgreSQL database and a private NATS prefix, used through the gateway,
 //! then stopped with SIGINT.
 //!
@@ -273,7 +273,14 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
     .await;
     let stderr = dev.stderr();
     let pids = table_pids(&stderr);
-    assert_eq!(pids.len(), 8, "one row per service\n{}", dev.output());
+    // The gateway and every module.
+    let services = bazaar::registry().names().len() + 1;
+    assert_eq!(
+        pids.len(),
+        services,
+        "one row per service\n{}",
+        dev.output()
+    );
 
     kill(dev.pid(), Signal::SIGINT).unwrap();
     let status = dev.wait_for_exit(Duration::from_secs(30));

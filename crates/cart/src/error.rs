@@ -51,3 +51,24 @@ impl From<CartError> for Problem {
 }
 
 chassis::impl_into_response!(CartError);
+
+/// The contract's side: refusals explained, everything else unavailable.
+impl From<CartError> for contracts::cart::CartError {
+    fn from(error: CartError) -> Self {
+        match error {
+            CartError::Invalid(errors) => contracts::cart::CartError::Refused(
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            CartError::UnknownProduct(_) | CartError::LineFull | CartError::CartFull => {
+                contracts::cart::CartError::Refused(error.to_string())
+            }
+            CartError::Catalog(_) | CartError::Store(_) => {
+                contracts::cart::CartError::Unavailable(error.to_string())
+            }
+        }
+    }
+}

@@ -108,6 +108,26 @@ impl CartService {
             .collect())
     }
 
+    /// Sets a product's line to `quantity` (0 removes it): remove, then add. Not one
+    /// transaction: a failure between the two leaves the line removed, which the
+    /// shopper sees on the cart page they are sent back to.
+    #[tracing::instrument(skip(self))]
+    pub async fn set(
+        &self,
+        user_id: &str,
+        product_id: &str,
+        quantity: i64,
+    ) -> Result<Cart, CartError> {
+        if quantity == 0 {
+            return self.remove(user_id, product_id).await;
+        }
+        Quantity::parse(quantity).map_err(|e| {
+            CartError::Invalid(vec![chassis::FieldError::new("quantity", e.to_string())])
+        })?;
+        self.items.remove(user_id, product_id).await?;
+        self.add(user_id, product_id, quantity).await
+    }
+
     /// Removes a product's line; removing an absent line is not an error.
     #[tracing::instrument(skip(self))]
     pub async fn remove(&self, user_id: &str, product_id: &str) -> Result<Cart, CartError> {
@@ -149,5 +169,25 @@ impl contracts::cart::CartApi for CartService {
         self.lines(&user_id)
             .await
             .map_err(|e| contracts::cart::CartError::Unavailable(e.to_string()))
+    }
+
+    async fn add_item(
+        &self,
+        user_id: String,
+        product_id: String,
+        quantity: u32,
+    ) -> Result<Vec<contracts::cart::CartItem>, contracts::cart::CartError> {
+        self.add(&user_id, &product_id, i64::from(quantity)).await?;
+        Ok(self.lines(&user_id).await?)
+    }
+
+    async fn set_quantity(
+        &self,
+        user_id: String,
+        product_id: String,
+        quantity: u32,
+    ) -> Result<Vec<contracts::cart::CartItem>, contracts::cart::CartError> {
+        self.set(&user_id, &product_id, i64::from(quantity)).await?;
+        Ok(self.lines(&user_id).await?)
     }
 }

@@ -45,6 +45,13 @@ impl From<CatalogFailure> for CatalogError {
     fn from(error: CatalogFailure) -> Self {
         match error {
             CatalogFailure::NotFound(id) => CatalogError::NotFound(id),
+            CatalogFailure::BadCursor => CatalogError::Invalid(error.to_string()),
+            CatalogFailure::Invalid(problem) => CatalogError::Invalid(
+                problem
+                    .detail
+                    .clone()
+                    .unwrap_or_else(|| problem.title.clone()),
+            ),
             other => CatalogError::Unavailable(other.to_string()),
         }
     }

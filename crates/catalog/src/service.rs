@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chassis::CancellationToken;
 use chassis::outbox::Outbox;
-use contracts::catalog::{CatalogApi, CatalogError, Product, ReservationState, StockLine};
+use contracts::catalog::{
+    CatalogApi, CatalogError, Product, ProductList, ReservationState, StockLine,
+};
 
 use chassis::page;
 
@@ -224,6 +226,21 @@ impl CatalogApi for CatalogService {
             .get_many(&ids)
             .await
             .map_err(|e| CatalogFailure::from(e).into())
+    }
+
+    async fn list_products(
+        &self,
+        q: Option<String>,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<ProductList, CatalogError> {
+        let page = self
+            .list(q.as_deref(), Some(limit), cursor.as_deref())
+            .await?;
+        Ok(ProductList {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        })
     }
 
     #[tracing::instrument(skip(self, lines))]

@@ -29,9 +29,21 @@ pub enum CatalogError {
     /// The order has no active reservation (never made, released, or expired).
     #[error("order {0} holds no active reservation")]
     NoReservation(String),
+    /// The request itself is wrong (a query too long, a cursor this catalog did not
+    /// return): asking again will not help.
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// The catalog could not answer (its store failed, or, split, it was unreachable).
     #[error("catalog unavailable: {0}")]
     Unavailable(String),
+}
+
+/// One page of products, in the catalog's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductList {
+    pub items: Vec<Product>,
+    /// Pass back as `cursor` for the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 /// One line to reserve.
@@ -63,6 +75,16 @@ chassis_core::rpc! {
         /// The products among `ids` that exist, in no particular order; unknown ids are
         /// left out rather than failing the batch.
         async fn get_products(&self, ids: Vec<String>) -> Result<Vec<Product>, CatalogError>;
+
+        /// A page of products whose name or description contains `q` (all when
+        /// `None`), after `cursor`, at most `limit` (the public API's bounds): what the
+        /// storefront browses. `Invalid` for a query too long or a foreign cursor.
+        async fn list_products(
+            &self,
+            q: Option<String>,
+            cursor: Option<String>,
+            limit: u32,
+        ) -> Result<ProductList, CatalogError>;
 
         /// Reserves every line for `order_id`, or nothing (`OutOfStock`, `NotFound`).
         /// Idempotent: reserving again for the same order returns the existing state.

@@ -17,7 +17,8 @@ use axum::response::Response;
 use chassis::auth::{Role, ServiceKeys, Tokens};
 use chassis::http::HttpSettings;
 use contracts::catalog::{
-    CatalogApi, CatalogClient, CatalogError, Product, ReservationState, StockLine, catalog_handlers,
+    CatalogApi, CatalogClient, CatalogError, Product, ProductList, ReservationState, StockLine,
+    catalog_handlers,
 };
 use serde_json::{Value, json};
 
@@ -137,6 +138,25 @@ impl CatalogApi for Fake {
 
     async fn get_products(&self, ids: Vec<String>) -> Result<Vec<Product>, CatalogError> {
         Ok(ids.iter().filter_map(|id| self.find(id).ok()).collect())
+    }
+
+    async fn list_products(
+        &self,
+        q: Option<String>,
+        _cursor: Option<String>,
+        limit: u32,
+    ) -> Result<ProductList, CatalogError> {
+        let q = q.unwrap_or_default();
+        Ok(ProductList {
+            items: self
+                .products
+                .iter()
+                .filter(|p| p.name.contains(&q))
+                .take(limit as usize)
+                .cloned()
+                .collect(),
+            next_cursor: None,
+        })
     }
 
     async fn reserve(

@@ -67,8 +67,9 @@ pub struct DevArgs {
     /// for now; for the monolith run `bazaar serve`.
     #[arg(long)]
     split: bool,
-    /// Where the gateway listens; the modules listen on the same IP at the next seven
-    /// ports (identity, catalog, cart, payments, orders, notifications, analytics)
+    /// Where the gateway listens; the modules listen on the same IP at the next eight
+    /// ports (identity, catalog, cart, payments, orders, notifications, analytics,
+    /// storefront)
     /// [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     http_addr: Option<SocketAddr>,

@@ -33,7 +33,7 @@ pub struct EdgeSettings {
     /// Sustained requests per second per client IP; 0 turns limiting off.
     pub rate_per_second: u32,
     pub rate_burst: u32,
-    /// The stricter limit on [`AUTH_PREFIX`] (each request costs a password hash);
+    /// The stricter limit on [`AUTH_PREFIXES`] (each request costs a password hash);
     /// 0 turns it off.
     pub auth_rate_per_second: u32,
     pub auth_rate_burst: u32,
@@ -41,17 +41,18 @@ pub struct EdgeSettings {
     pub trusted_proxies: chassis::forwarded::TrustedProxies,
 }
 
-/// The routes that hash passwords (register, login), limited apart.
-pub const AUTH_PREFIX: &str = "/api/v1/auth/";
+/// The routes that hash passwords, limited apart (one budget per client for both):
+/// the API's register and login, and the shop's sign-up and sign-in forms.
+pub const AUTH_PREFIXES: &[&str] = &["/api/v1/auth/", "/account/"];
 
 impl EdgeSettings {
     /// The edge's limiters: the general one per client, and the stricter one on
-    /// [`AUTH_PREFIX`]; those turned off are left out.
+    /// [`AUTH_PREFIXES`]; those turned off are left out.
     pub fn limiters(&self) -> Vec<RateLimit> {
         [
             RateLimit::new(self.rate_per_second, self.rate_burst),
             RateLimit::new(self.auth_rate_per_second, self.auth_rate_burst)
-                .map(|limit| limit.only_under(AUTH_PREFIX)),
+                .map(|limit| limit.only_under(AUTH_PREFIXES)),
         ]
         .into_iter()
         .flatten()

@@ -25,7 +25,7 @@ pub struct RateLimit {
     /// Whose `X-Forwarded-For` names the client (none by default: the TCP peer is).
     trusted: TrustedProxies,
     /// Only requests under this path prefix count (and may be refused); `None`: all.
-    only_under: Option<&'static str>,
+    only_under: Option<&'static [&'static str]>,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -56,10 +56,10 @@ impl RateLimit {
         self
     }
 
-    /// The same limit, applied only to paths under `prefix`.
+    /// The same limit, applied only to paths under one of `prefixes`.
     #[must_use]
-    pub fn only_under(mut self, prefix: &'static str) -> Self {
-        self.only_under = Some(prefix);
+    pub fn only_under(mut self, prefixes: &'static [&'static str]) -> Self {
+        self.only_under = Some(prefixes);
         self
     }
 
@@ -84,7 +84,7 @@ impl RateLimit {
 pub(crate) async fn enforce(State(limit): State<RateLimit>, req: Request, next: Next) -> Response {
     if limit
         .only_under
-        .is_some_and(|prefix| !req.uri().path().starts_with(prefix))
+        .is_some_and(|prefixes| !prefixes.iter().any(|p| req.uri().path().starts_with(p)))
     {
         return next.run(req).await;
     }

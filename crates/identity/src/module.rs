@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chassis::config::ConfigError;
 use chassis::module::{BuildError, Context, Descriptor, Parts};
+use contracts::identity::IdentityApi;
 use serde::Deserialize;
 
 use crate::{IdentityService, MIGRATOR, MODULE, Settings, ThrottlePolicy};
@@ -96,6 +97,7 @@ impl Keys {
 pub static DESCRIPTOR: Descriptor = Descriptor {
     settings: KEYS,
     check: |config| config.section::<Keys>()?.check(),
+    provides: &[MODULE],
     routes: &["/api/v1/auth", "/api/v1/me"],
     publishes: contracts::identity::EVENTS,
     openapi: Some(<crate::ApiDoc as utoipa::OpenApi>::openapi),
@@ -114,8 +116,10 @@ fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
         &keys.service(),
     );
     let sweeper = service.clone();
+    let api: Arc<dyn IdentityApi> = Arc::new(service.clone());
     let mut parts = Parts::new(service.clone())
         .routes(crate::router(service.clone()))
+        .provide(api)
         .outbox(service.outbox().clone())
         .worker(move |shutdown| sweeper.spawn_sweeper(shutdown));
     if let (Some(email), Some(password)) = (keys.admin_email, keys.admin_password) {

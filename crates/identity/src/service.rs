@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chassis::auth::{Principal, Role, Tokens};
 use chassis::error::Violations;
-use contracts::identity::User;
+use contracts::identity::{AccountError, IdentityApi, SignedIn, User};
 
 use crate::domain::{Email, Name, Password};
 use crate::error::IdentityError;
@@ -436,5 +436,68 @@ impl IdentityService {
         } else {
             Err(IdentityError::AdminEmailTaken(existing.email.clone()))
         }
+    }
+}
+
+impl From<Session> for SignedIn {
+    fn from(session: Session) -> Self {
+        SignedIn {
+            token: session.token,
+            expires_in: session.expires_in,
+            user: session.user,
+        }
+    }
+}
+
+impl From<IdentityError> for AccountError {
+    fn from(error: IdentityError) -> Self {
+        match error {
+            IdentityError::Invalid(errors) => AccountError::Invalid(errors),
+            IdentityError::EmailTaken => AccountError::EmailTaken,
+            IdentityError::InvalidCredentials => AccountError::InvalidCredentials,
+            IdentityError::Throttled { retry_after_secs } => {
+                AccountError::Throttled { retry_after_secs }
+            }
+            other => AccountError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The storefront's sign-up, sign-in and sign-out: the public routes' use cases.
+#[async_trait::async_trait]
+impl IdentityApi for IdentityService {
+    async fn sign_up(
+        &self,
+        email: String,
+        password: String,
+        name: String,
+        client: Option<IpAddr>,
+    ) -> Result<SignedIn, AccountError> {
+        Ok(self
+            .register(&email, &password, &name, client)
+            .await?
+            .into())
+    }
+
+    async fn sign_in(
+        &self,
+        email: String,
+        password: String,
+        client: Option<IpAddr>,
+    ) -> Result<SignedIn, AccountError> {
+        Ok(self.login(&email, &password, client).await?.into())
+    }
+
+    async fn sign_out(
+        &self,
+        user_id: String,
+        session_id: Option<String>,
+    ) -> Result<(), AccountError> {
+        let principal = Principal {
+            user_id,
+            role: Role::Customer,
+            session_id,
+        };
+        Ok(self.logout(&principal).await?)
     }
 }

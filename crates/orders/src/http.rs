@@ -145,6 +145,27 @@ impl PlaceOrderRequest {
     }
 }
 
+/// The storefront's checkout (the cart's lines to `address`), validated exactly as
+/// the public route validates its body, so its field errors name the same fields.
+pub(crate) fn checkout_request(
+    address: contracts::orders::ShippingAddress,
+    payment_token: String,
+) -> Result<PlaceOrder, OrdersError> {
+    PlaceOrderRequest {
+        items: None,
+        shipping_address: AddressRequest {
+            name: address.name,
+            line1: address.line1,
+            line2: address.line2,
+            city: address.city,
+            postal_code: address.postal_code,
+            country: address.country,
+        },
+        payment_token,
+    }
+    .validate()
+}
+
 /// The optional `Idempotency-Key` header: 1 to 255 visible ASCII characters.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get("idempotency-key") else {

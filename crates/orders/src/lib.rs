@@ -5,6 +5,7 @@
 //! table, projection and outbox; `saga` the orchestrator that performs each step
 //! through the catalog and payments contracts; `service` and `http` the public API.
 
+mod api;
 mod country;
 pub mod domain;
 mod error;

@@ -8,6 +8,7 @@ use chassis::module::{BuildError, Context, Descriptor, Parts};
 use chassis::rpc::Contract;
 use contracts::cart::CartApi;
 use contracts::catalog::CatalogApi;
+use contracts::orders::OrdersApi;
 use contracts::payments::PaymentsApi;
 use serde::Deserialize;
 
@@ -44,6 +45,7 @@ const KEYS: &[&str] = &["checkout_wait_ms", "fault_abort_at"];
 pub static DESCRIPTOR: Descriptor = Descriptor {
     settings: KEYS,
     check,
+    provides: &[MODULE],
     calls: &[
         <dyn CatalogApi as Contract>::PROVIDER,
         <dyn CartApi as Contract>::PROVIDER,
@@ -111,8 +113,10 @@ fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
         Duration::from_millis(settings.checkout_wait_ms),
     );
     let recovery = Arc::clone(&saga);
+    let api: Arc<dyn OrdersApi> = Arc::new(service.clone());
     Ok(Parts::new(service.clone())
         .routes(crate::router(service, context.tokens().clone()))
+        .provide(api)
         .outbox(outbox)
         // The saga holds the shutdown signal it was built with.
         .worker(move |_shutdown| recovery.spawn_recovery(RECOVER_EVERY))

@@ -4,5 +4,5 @@
 # The gateway and the modules of the registry: each gets a security group here, and a
 # root of its own under services/.
 locals {
-  components = ["gateway", "identity", "catalog", "cart", "payments", "orders", "notifications", "analytics"]
+  components = ["gateway", "identity", "catalog", "cart", "payments", "orders", "notifications", "analytics", "storefront"]
 }

@@ -132,7 +132,8 @@ async fn unknown_route_is_a_404_problem() {
         "/api/v1/nope",
         "/nope",
         "/api/v2/products",
-        "/",
+        // `/` is the shop's home page (storefront.rs); only it, not every path.
+        "/nopage/deeper",
         "/api/v1/products/",
         "/api/v1/products/x/y",
     ] {

@@ -302,7 +302,7 @@ pub fn accepted_repeats(responses: &[(u16, String)]) -> Vec<(u16, Value)> {
 }
 
 /// The modules in an order where each one's peers start before it, then the edge.
-pub const SPLIT_START_ORDER: [&str; 8] = [
+pub const SPLIT_START_ORDER: [&str; 9] = [
     "identity",
     "catalog",
     "payments",
@@ -310,6 +310,7 @@ pub const SPLIT_START_ORDER: [&str; 8] = [
     "analytics",
     "cart",
     "orders",
+    "storefront",
     "gateway",
 ];
 

@@ -523,6 +523,15 @@ async fn a_burst_of_logins_from_one_client_gets_429_with_retry_after() {
         .post_json(REGISTER, &registration("late@example.com"), None)
         .await;
     assert_problem(response, 429).await;
+    // So does the shop's sign-in form, which hashes a password too.
+    let response = app
+        .client
+        .post(app.url("/account/signin"))
+        .form(&[("email", "late@example.com"), ("password", "password123")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
     for _ in 0..10 {
         assert_eq!(
             app.get("/api/v1/products?limit=1", None).await.status(),

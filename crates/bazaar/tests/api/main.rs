@@ -20,4 +20,5 @@ mod registry;
 mod resilience;
 mod sessions;
 mod split;
+mod storefront;
 mod traces;

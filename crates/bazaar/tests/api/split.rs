@@ -1,7 +1,7 @@
 //! The split topology as it is deployed: every module the real `bazaar serve --only
 //! <module>` process on a port of its own, each with its own schema in a fresh
 //! PostgreSQL database, events over NATS JetStream, the gateway in front. A [`Cluster`]
-//! starts the eight processes (in [`SPLIT_START_ORDER`], each waited for), stops, kills
+//! starts the nine processes (in [`SPLIT_START_ORDER`], each waited for), stops, kills
 //! and restarts any one of them on the port its peers know, and prints every
 //! process's output when a test fails.
 //!
@@ -83,7 +83,7 @@ struct Service {
     ended: Vec<(String, Proc)>,
 }
 
-/// The eight processes of one split deployment, on a fresh database and a NATS prefix
+/// The nine processes of one split deployment, on a fresh database and a NATS prefix
 /// of their own. Dropping it kills every process, deletes the JetStream streams and
 /// (through [`TestDatabase`]) the database; when the test is failing, it prints every
 /// process's output first.

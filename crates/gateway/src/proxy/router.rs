@@ -27,7 +27,8 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 /// layers; nothing of that is repeated here).
 ///
 /// Routes with an unusable prefix (not starting with `/`, under `/internal`, or a
-/// duplicate) are left out, logged at error level.
+/// duplicate) are left out, logged at error level. `/` is routed exactly (the path
+/// `/` alone), never as a prefix.
 pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
     let (mut builder, connector) =
         crate::client::builder(settings.connect_timeout, settings.tls.clone());
@@ -38,8 +39,11 @@ pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
 
     let mut upstreams: Vec<Upstream> = Vec::with_capacity(routes.len());
     for route in routes {
+        // The root is the one exact route: `/` (the storefront's home) owns only
+        // itself, or it would swallow every path no other prefix owns.
+        let root = route.prefix == "/";
         let prefix = route.prefix.trim_end_matches('/');
-        if !usable_prefix(prefix) {
+        if !(root || usable_prefix(prefix)) {
             tracing::error!(
                 prefix = route.prefix,
                 upstream = route.upstream,
@@ -74,6 +78,10 @@ pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
     let mut router = Router::new();
     for upstream in &upstreams {
         let prefix = upstream.prefix;
+        if prefix.is_empty() {
+            router = router.route("/", any(forward));
+            continue;
+        }
         // The prefix itself, its trailing-slash form and everything below: a catch-all
         // segment matches no empty rest, hence three routes.
         router = router

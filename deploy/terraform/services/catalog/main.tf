@@ -39,9 +39,10 @@ module "service" {
   kms_key_arn                      = local.environment.kms_key_arn
 
   caller_security_group_ids = {
-    gateway = local.environment.security_group_ids["gateway"]
-    cart    = local.environment.security_group_ids["cart"]
-    orders  = local.environment.security_group_ids["orders"]
+    gateway    = local.environment.security_group_ids["gateway"]
+    cart       = local.environment.security_group_ids["cart"]
+    orders     = local.environment.security_group_ids["orders"]
+    storefront = local.environment.security_group_ids["storefront"]
   }
 
   environment = {

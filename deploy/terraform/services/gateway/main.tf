@@ -54,6 +54,7 @@ module "service" {
     BAZAAR_PEER_ORDERS        = "http://orders.${local.environment.service_discovery_namespace_name}:8080"
     BAZAAR_PEER_NOTIFICATIONS = "http://notifications.${local.environment.service_discovery_namespace_name}:8080"
     BAZAAR_PEER_ANALYTICS     = "http://analytics.${local.environment.service_discovery_namespace_name}:8080"
+    BAZAAR_PEER_STOREFRONT    = "http://storefront.${local.environment.service_discovery_namespace_name}:8080"
   }
 
   secrets = {

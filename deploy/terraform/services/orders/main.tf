@@ -39,7 +39,8 @@ module "service" {
   kms_key_arn                      = local.environment.kms_key_arn
 
   caller_security_group_ids = {
-    gateway = local.environment.security_group_ids["gateway"]
+    gateway    = local.environment.security_group_ids["gateway"]
+    storefront = local.environment.security_group_ids["storefront"]
   }
 
   environment = {

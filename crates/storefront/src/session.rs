@@ -1,0 +1,151 @@
+//! The shopper's session and the forms' CSRF protection, both in cookies: the
+//! storefront keeps no state of its own.
+//!
+//! - `bazaar_session` holds the access token identity issued at sign-in (`Secure;
+//!   HttpOnly; SameSite=Lax`): scripts cannot read it, other sites' forms do not send
+//!   it on a POST. It expires with the token; the shop then asks to sign in again.
+//! - `bazaar_csrf` holds a random token that every state-changing form repeats in a
+//!   hidden field; a POST is refused unless both are present and equal. Double submit
+//!   rather than an HMAC of the session: it needs no secret shared between storefront
+//!   replicas, and it also protects the forms used before there is a session (sign in
+//!   and sign up, against login CSRF). Another site can neither read the cookie
+//!   (HttpOnly, same origin) nor set it (Secure, host-only, SameSite=Strict), so it
+//!   cannot forge a matching field.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chassis::auth::{Principal, Role, Tokens};
+use subtle::ConstantTimeEq as _;
+
+pub(crate) const SESSION_COOKIE: &str = "bazaar_session";
+pub(crate) const CSRF_COOKIE: &str = "bazaar_csrf";
+
+/// The CSRF cookie lives for a day; a form older than that is posted again.
+const CSRF_MAX_AGE_SECS: u64 = 24 * 3600;
+
+/// One request's view of the shopper: who (if signed in), and the CSRF token its
+/// forms carry.
+#[derive(Debug, Clone)]
+pub(crate) struct Visit {
+    pub(crate) shopper: Option<Principal>,
+    csrf: String,
+    /// The CSRF cookie is new: the response must set it.
+    new_csrf: bool,
+}
+
+/// The value of cookie `name` in `headers`.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
+impl Visit {
+    /// The visit a request's cookies describe; an invalid or expired session token is
+    /// no session.
+    pub(crate) fn from_headers(headers: &HeaderMap, tokens: &Tokens) -> Self {
+        let shopper = cookie(headers, SESSION_COOKIE).and_then(|token| tokens.verify(token));
+        let presented = cookie(headers, CSRF_COOKIE)
+            .filter(|v| (32..=64).contains(&v.len()))
+            .map(str::to_owned);
+        let new_csrf = presented.is_none();
+        let csrf = presented.unwrap_or_else(|| URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+        Self {
+            shopper,
+            csrf,
+            new_csrf,
+        }
+    }
+
+    /// The token this visit's forms carry.
+    pub(crate) fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
+    /// Whether a posted form's token matches the cookie. A visit without the cookie
+    /// never matches (its token was just made up).
+    pub(crate) fn csrf_ok(&self, posted: &str) -> bool {
+        !self.new_csrf && bool::from(self.csrf.as_bytes().ct_eq(posted.as_bytes()))
+    }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        self.shopper.as_ref().is_some_and(|p| p.role == Role::Admin)
+    }
+
+    /// The cookies a response to this visit must set (the CSRF one, when new).
+    pub(crate) fn set_cookies(&self, headers: &mut HeaderMap) {
+        if self.new_csrf {
+            append(
+                headers,
+                &format!(
+                    "{CSRF_COOKIE}={}; Path=/; Max-Age={CSRF_MAX_AGE_SECS}; Secure; HttpOnly; SameSite=Strict",
+                    self.csrf
+                ),
+            );
+        }
+    }
+}
+
+fn append(headers: &mut HeaderMap, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+/// Starts a session: the access token in its cookie, for as long as it is valid.
+pub(crate) fn start(headers: &mut HeaderMap, token: &str, expires_in: u64) {
+    append(
+        headers,
+        &format!(
+            "{SESSION_COOKIE}={token}; Path=/; Max-Age={expires_in}; Secure; HttpOnly; SameSite=Lax"
+        ),
+    );
+}
+
+/// Ends the session cookie.
+pub(crate) fn end(headers: &mut HeaderMap) {
+    append(
+        headers,
+        &format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(cookies: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_str(cookies).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_form_matches_only_its_cookie() {
+        let tokens = Tokens::new(&[7; 32], 60);
+        let fresh = Visit::from_headers(&HeaderMap::new(), &tokens);
+        assert!(!fresh.csrf_ok(fresh.csrf()), "no cookie, no match");
+        let value = "a".repeat(43);
+        let visit = Visit::from_headers(&headers(&format!("x=1; {CSRF_COOKIE}={value}")), &tokens);
+        assert!(visit.csrf_ok(&value));
+        assert!(!visit.csrf_ok(""));
+        assert!(!visit.csrf_ok(&"b".repeat(43)));
+        assert!(visit.shopper.is_none());
+    }
+
+    #[test]
+    fn the_session_is_the_token_in_its_cookie() {
+        let tokens = Tokens::new(&[7; 32], 60);
+        let token = tokens.issue("u1", Role::Customer).unwrap();
+        let visit = Visit::from_headers(&headers(&format!("{SESSION_COOKIE}={token}")), &tokens);
+        assert_eq!(visit.shopper.unwrap().user_id, "u1");
+        let forged = Visit::from_headers(&headers(&format!("{SESSION_COOKIE}=x.y.z")), &tokens);
+        assert!(forged.shopper.is_none());
+    }
+}
