@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use chassis::Problem;
 use chassis::error::chain;
 
-use super::upstream::{Proxy, peer};
+use super::upstream::{Proxy, peer, target, unavailable};
 
 /// Largest body one upstream may answer a fan-out with (1,000 dead letters with their
 /// envelopes fit many times over); beyond it that upstream counts as unavailable.
@@ -30,9 +30,9 @@ pub(super) async fn fan_out(State(proxy): State<Arc<Proxy>>, request: Request) -
     }
 }
 
-/// Every distinct upstream's answer to the same GET (the request's own path and
-/// query, the caller's identity forwarded): `(upstream, response)` for those that
-/// answered, and the names of those that could not be reached.
+/// Every replica's answer to the same GET (the request's own path and query, the
+/// caller's identity forwarded), by upstream name: each replica keeps its own state,
+/// so asking one per module would miss the others'.
 pub(super) async fn gather(
     proxy: &Proxy,
     request: &axum::http::request::Parts,
@@ -40,12 +40,15 @@ pub(super) async fn gather(
     let headers = proxy
         .upstream_headers(&request.headers, peer(&request.extensions))
         .map_err(IntoResponse::into_response)?;
-    let targets = proxy.distinct_upstreams();
-    let calls = targets.iter().map(|upstream| {
+    let targets = proxy.every_replica();
+    let calls = targets.iter().map(|(upstream, replica)| {
         let headers = headers.clone();
         async move {
-            let (replica, uri) = match upstream.target(&request.uri) {
-                Ok(chosen) => chosen,
+            let Some(replica) = replica else {
+                return (upstream.name, Err(unavailable(upstream.name)));
+            };
+            let uri = match target(replica.base(), &request.uri) {
+                Ok(uri) => uri,
                 Err(problem) => return (upstream.name, Err(problem)),
             };
             let mut outgoing = Request::new(Body::empty());
@@ -53,10 +56,7 @@ pub(super) async fn gather(
             *outgoing.uri_mut() = uri;
             *outgoing.headers_mut() = headers;
             outgoing.headers_mut().remove(header::CONTENT_LENGTH);
-            (
-                upstream.name,
-                proxy.send(upstream, &replica, outgoing).await,
-            )
+            (upstream.name, proxy.send(upstream, replica, outgoing).await)
         }
     });
     Ok(futures::future::join_all(calls).await)

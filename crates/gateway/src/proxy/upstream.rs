@@ -71,6 +71,22 @@ impl Proxy {
         targets
     }
 
+    /// Every replica of every distinct upstream (`None` for an upstream whose base URL
+    /// is unusable): whom the fan-outs ask, since each process keeps its own dead
+    /// letters, breakers, faults and spans.
+    pub(super) fn every_replica(&self) -> Vec<(&Upstream, Option<Arc<Replica>>)> {
+        self.distinct_upstreams()
+            .into_iter()
+            .flat_map(|upstream| {
+                let replicas: Vec<Option<Arc<Replica>>> = upstream.replicas.as_ref().map_or_else(
+                    || vec![None],
+                    |r| r.replicas().iter().cloned().map(Some).collect(),
+                );
+                replicas.into_iter().map(move |replica| (upstream, replica))
+            })
+            .collect()
+    }
+
     /// The most specific route owning `path`.
     pub(super) fn route_for(&self, path: &str) -> Option<&Upstream> {
         self.routes.iter().find(|u| {

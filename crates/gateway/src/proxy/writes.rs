@@ -10,9 +10,7 @@ use axum::response::{IntoResponse, Response};
 use chassis::Problem;
 use http_body_util::LengthLimitError;
 
-use chassis::http::balance::Replica;
-
-use super::upstream::{Proxy, Upstream, caused_by, peer, target, unavailable};
+use super::upstream::{Proxy, caused_by, peer, target, unavailable};
 
 /// What one upstream made of a fanned-out write.
 enum WriteOutcome {
@@ -76,17 +74,7 @@ async fn fan_out_write_inner(proxy: &Proxy, request: Request) -> Result<Response
             }
         })?;
 
-    let targets: Vec<(&Upstream, Option<Arc<Replica>>)> = proxy
-        .distinct_upstreams()
-        .into_iter()
-        .flat_map(|upstream| {
-            let replicas: Vec<Option<Arc<Replica>>> = upstream.replicas.as_ref().map_or_else(
-                || vec![None],
-                |r| r.replicas().iter().cloned().map(Some).collect(),
-            );
-            replicas.into_iter().map(move |replica| (upstream, replica))
-        })
-        .collect();
+    let targets = proxy.every_replica();
     let calls = targets.iter().map(|(upstream, replica)| {
         let mut headers = headers.clone();
         // The client's framing is not ours: the client sets the length of the bytes.
