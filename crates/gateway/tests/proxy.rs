@@ -800,6 +800,45 @@ async fn request_context_and_headers_are_forwarded() {
     assert_eq!(body["detail"], "no product with id missing");
 }
 
+/// Replicas of one module: each is asked (a process keeps its own breakers and
+/// faults), and what their shared store holds comes back once.
+#[tokio::test]
+async fn fan_outs_ask_every_replica_and_list_shared_items_once() {
+    let shared =
+        json!({ "consumer": "orders", "event_id": "e-1", "failed_at": "2025-01-01T00:00:01Z" });
+    let own =
+        json!({ "consumer": "orders", "event_id": "e-2", "failed_at": "2025-01-01T00:00:02Z" });
+    let (first, first_url) = start_upstream("orders", vec![shared.clone()]).await;
+    let (second, second_url) = start_upstream("orders", vec![shared, own]).await;
+    let edge = Edge::start(
+        vec![route(
+            "/api/v1/orders",
+            "orders",
+            &format!("{first_url},{second_url}"),
+        )],
+        vec![DEAD_LETTERS],
+    )
+    .await;
+    let body: Value = edge
+        .get(DEAD_LETTERS)
+        .header("authorization", edge.bearer("admin", Role::Admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["e-2", "e-1"], "{body}");
+    assert_eq!(body["unavailable"], json!([]));
+    assert_eq!((first.seen().len(), second.seen().len()), (1, 1));
+}
+
 #[tokio::test]
 async fn dead_letters_fan_out_to_every_upstream() {
     let letter = |consumer: &str, failed_at: &str| json!({ "consumer": consumer, "event_id": format!("e-{consumer}"), "failed_at": failed_at });

@@ -101,6 +101,12 @@ async fn fan_out_inner(
             None => unavailable_names.push(upstream),
         }
     }
+    // Replicas of one module share its store: what it keeps there (dead letters,
+    // outbox backlogs) comes back once per replica, and is listed once.
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|item| seen.insert(item.to_string()));
+    unavailable_names.sort_unstable();
+    unavailable_names.dedup();
     if answered == 0 && !unavailable_names.is_empty() {
         return Err(Problem::unavailable(format!(
             "no module answered: {}",
