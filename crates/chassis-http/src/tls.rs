@@ -23,6 +23,9 @@ pub use rustls::{ClientConfig, ServerConfig};
 
 /// A handshake that has not finished by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; past it, new connections wait to be accepted, so
+/// clients that connect and never speak cannot take every file descriptor.
+const HANDSHAKES_AT_ONCE: usize = 256;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -118,8 +121,15 @@ impl Incoming {
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (done, handshaken) = mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
         tokio::spawn(async move {
             loop {
+                let slot = tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => slot,
+                    () = done.closed() => return,
+                };
+                // Never closed, so always a permit.
+                let Ok(slot) = slot else { return };
                 let accepted = tokio::select! {
                     accepted = listener.accept() => accepted,
                     () = done.closed() => return,
@@ -135,6 +145,7 @@ impl Incoming {
                 };
                 let (acceptor, done) = (acceptor.clone(), done.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             // Only fails when the server is stopping.

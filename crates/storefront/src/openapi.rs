@@ -1,7 +1,7 @@
 //! The shop's pages in the public OpenAPI document: they are public routes like the
 //! API's, so the gateway's route templates (metrics, traces) and the declaration
 //! checks cover them too. They answer HTML; forms post
-//! `application/x-www-form-urlencoded` with a `csrf` field matching the `bazaar_csrf`
+//! `application/x-www-form-urlencoded` with a `csrf` field matching the `__Host-bazaar_csrf`
 //! cookie, and answer 303 to the next page.
 
 use utoipa::openapi::path::{
@@ -20,7 +20,7 @@ fn meaning(status: &str) -> &'static str {
         "303" => "Done, or sign in first: on to the page in `Location`",
         "400" => "A form or query that cannot be read (a page explains)",
         "401" => "Wrong email or password: the form again",
-        "403" => "The form's `csrf` field does not match the `bazaar_csrf` cookie",
+        "403" => "The form's `csrf` field does not match the `__Host-bazaar_csrf` cookie",
         "404" => "No such product or order (or not the shopper's): the shop's 404 page",
         "409" => "Not possible in the order's state",
         "422" => "The form again, each error next to its field",

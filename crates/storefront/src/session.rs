@@ -1,16 +1,19 @@
 //! The shopper's session and the forms' CSRF protection, both in cookies: the
 //! storefront keeps no state of its own.
 //!
-//! - `bazaar_session` holds the access token identity issued at sign-in (`Secure;
+//! - `__Host-bazaar_session` holds the access token identity issued at sign-in (`Secure;
 //!   HttpOnly; SameSite=Lax`): scripts cannot read it, other sites' forms do not send
 //!   it on a POST. It expires with the token; the shop then asks to sign in again.
-//! - `bazaar_csrf` holds a random token that every state-changing form repeats in a
+//! - `__Host-bazaar_csrf` holds a random token that every state-changing form repeats in a
 //!   hidden field; a POST is refused unless both are present and equal. Double submit
 //!   rather than an HMAC of the session: it needs no secret shared between storefront
 //!   replicas, and it also protects the forms used before there is a session (sign in
 //!   and sign up, against login CSRF). Another site can neither read the cookie
-//!   (HttpOnly, same origin) nor set it (Secure, host-only, SameSite=Strict), so it
-//!   cannot forge a matching field.
+//!   (HttpOnly, same origin) nor set it: the `__Host-` prefix makes browsers accept
+//!   the cookie only from this host itself, `Secure`, `Path=/` and without `Domain`,
+//!   so a sibling subdomain cannot plant a token of its choosing (which it could with a
+//!   plain name, `Domain=` the parent and a longer `Path`), and so it cannot forge a
+//!   matching field.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine as _;
@@ -18,8 +21,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chassis::auth::{Principal, Role, Tokens};
 use subtle::ConstantTimeEq as _;
 
-pub(crate) const SESSION_COOKIE: &str = "bazaar_session";
-pub(crate) const CSRF_COOKIE: &str = "bazaar_csrf";
+pub(crate) const SESSION_COOKIE: &str = "__Host-bazaar_session";
+pub(crate) const CSRF_COOKIE: &str = "__Host-bazaar_csrf";
 
 /// The CSRF cookie lives for a day; a form older than that is posted again.
 const CSRF_MAX_AGE_SECS: u64 = 24 * 3600;

@@ -201,7 +201,11 @@ impl<'a> Shopper<'a> {
 
     /// Posts `fields` as a form would, with the page's CSRF token.
     async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
-        let csrf = self.cookies.get("bazaar_csrf").cloned().unwrap_or_default();
+        let csrf = self
+            .cookies
+            .get("__Host-bazaar_csrf")
+            .cloned()
+            .unwrap_or_default();
         let mut fields = fields.to_vec();
         fields.push(("csrf", &csrf));
         self.post_raw(path, &fields).await
@@ -228,7 +232,7 @@ impl<'a> Shopper<'a> {
             )
             .await;
         assert_eq!(done.status, 303, "{}", done.html);
-        assert!(self.cookies.contains_key("bazaar_session"));
+        assert!(self.cookies.contains_key("__Host-bazaar_session"));
         let home = self.get("/").await;
         assert!(home.html.contains("Sign out"), "{}", home.html);
     }
@@ -421,7 +425,7 @@ async fn a_shopper_signs_up_fills_a_cart_and_buys_it() {
     // Signing out ends the session cookie.
     let out = shopper.post("/account/signout", &[]).await;
     assert_eq!(out.status, 303);
-    assert!(!shopper.cookies.contains_key("bazaar_session"));
+    assert!(!shopper.cookies.contains_key("__Host-bazaar_session"));
     assert_eq!(shopper.get("/orders").await.status, 303);
 }
 
@@ -434,7 +438,7 @@ async fn forms_without_the_csrf_token_are_refused() {
     shopper.sign_up("csrf@example.com").await;
     let fields = [("product_id", product_id), ("quantity", "1")];
     // No token, a wrong one, and a right token without its cookie.
-    let token = shopper.cookies["bazaar_csrf"].clone();
+    let token = shopper.cookies["__Host-bazaar_csrf"].clone();
     let missing = shopper.post_raw("/cart/items", &fields).await;
     let wrong = shopper
         .post_raw(
@@ -442,7 +446,7 @@ async fn forms_without_the_csrf_token_are_refused() {
             &[fields[0], fields[1], ("csrf", &"x".repeat(43))],
         )
         .await;
-    shopper.cookies.remove("bazaar_csrf");
+    shopper.cookies.remove("__Host-bazaar_csrf");
     let cookieless = shopper
         .post_raw("/cart/items", &[fields[0], fields[1], ("csrf", &token)])
         .await;
@@ -507,7 +511,7 @@ async fn sign_in_and_sign_up_show_what_went_wrong() {
         "{}",
         ok.html
     );
-    assert!(shopper.cookies.contains_key("bazaar_session"));
+    assert!(shopper.cookies.contains_key("__Host-bazaar_session"));
 
     let mut newcomer = Shopper::new(&app);
     newcomer.get("/account/signup").await;

@@ -850,6 +850,19 @@ mod tests {
                 .verify_credential(&credential, "payments")
                 .is_some()
         );
+        // Half a pair (orders' private key deleted to rotate it) is replaced whole, and
+        // every directory gets the new public key.
+        std::fs::remove_file(root.path().join("pairs").join("orders.key")).unwrap();
+        let rotated = provision_service_keys(root.path(), &services).unwrap();
+        let orders = ServiceKeys::from_dir(&rotated[1], "orders").unwrap();
+        let payments = ServiceKeys::from_dir(&rotated[2], "payments").unwrap();
+        assert!(
+            payments
+                .verify_credential(&credential, "payments")
+                .is_none()
+        );
+        let fresh = orders.credential("payments").unwrap();
+        assert!(payments.verify_credential(&fresh, "payments").is_some());
     }
 
     #[test]

@@ -429,11 +429,27 @@ pub fn provision_service_keys(
     };
     let pairs = root.join("pairs");
     chassis_core::private_fs::create_dir(root).map_err(|e| io_err(root, e))?;
-    let missing: Vec<&str> = services
-        .iter()
-        .copied()
-        .filter(|s| !pairs.join(format!("{s}.key")).exists())
-        .collect();
+    // A pair is whole or regenerated: a lone half (a crash between the two writes, or
+    // one file deleted to rotate the pair) would otherwise stop every start.
+    let mut missing: Vec<&str> = Vec::new();
+    for service in services {
+        let files = [
+            pairs.join(format!("{service}.key")),
+            pairs.join(format!("{service}.pub")),
+        ];
+        if files.iter().all(|f| f.exists()) {
+            continue;
+        }
+        for file in &files {
+            match std::fs::remove_file(file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(file, e));
+                }
+                _ => {}
+            }
+        }
+        missing.push(service);
+    }
     generate_service_keys(&pairs, &missing)?;
     let copy = |from: &Path, to: &Path| -> Result<(), TokenError> {
         let contents = std::fs::read_to_string(from).map_err(|e| io_err(from, e))?;
