@@ -420,6 +420,42 @@ impl Cluster {
 
     /// The payments ledger per order: (capture entries, captured cents, refunded
     /// cents).
+    /// Every order of `tokens`' buyers, waited to a terminal state (those whose answer
+    /// was lost included), at least `accepted` of them, and the payments ledger: no
+    /// order is charged twice, a confirmed one is charged its total and any other one
+    /// nothing (net).
+    async fn settled_orders(
+        &self,
+        api: &Api,
+        tokens: &[String],
+        accepted: usize,
+    ) -> (Vec<Value>, BTreeMap<String, (i64, i64, i64)>) {
+        let mut orders = Vec::new();
+        for token in tokens {
+            for order in api.my_orders_one_page(token).await {
+                orders.push(api.wait_until_terminal(token, &id_of(&order)).await);
+            }
+        }
+        assert!(
+            orders.len() >= accepted,
+            "{} orders listed, {accepted} accepted",
+            orders.len()
+        );
+        let ledger = self.ledger().await;
+        for order in &orders {
+            let id = id_of(order);
+            let (captures, captured, refunded) = ledger.get(&id).copied().unwrap_or((0, 0, 0));
+            assert!(captures <= 1, "order {id} captured {captures} times");
+            let expected = if order["status"] == "confirmed" {
+                order["total_cents"].as_i64().unwrap()
+            } else {
+                0
+            };
+            assert_eq!(captured - refunded, expected, "order {id}: {order}");
+        }
+        (orders, ledger)
+    }
+
     async fn ledger(&self) -> BTreeMap<String, (i64, i64, i64)> {
         let store = chassis::store::Store::open_postgres(&self.database.url, "payments", 1)
             .await
@@ -1105,33 +1141,9 @@ async fn split_kill_orders_mid_checkout() {
         stream.seen.lock().unwrap()
     );
 
-    // Every order that exists (those whose answer was lost included) finishes.
-    let mut orders = Vec::new();
-    for token in &tokens {
-        for order in api.my_orders_one_page(token).await {
-            orders.push(api.wait_until_terminal(token, &id_of(&order)).await);
-        }
-    }
-    assert!(
-        orders.len() >= stream.accepted.load(Ordering::SeqCst),
-        "{} orders listed, {} accepted",
-        orders.len(),
-        stream.accepted.load(Ordering::SeqCst)
-    );
-    // No order is charged twice; a confirmed one is charged its total, any other one
-    // nothing (net).
-    let ledger = cluster.ledger().await;
-    for order in &orders {
-        let id = id_of(order);
-        let (captures, captured, refunded) = ledger.get(&id).copied().unwrap_or((0, 0, 0));
-        assert!(captures <= 1, "order {id} captured {captures} times");
-        let expected = if order["status"] == "confirmed" {
-            order["total_cents"].as_i64().unwrap()
-        } else {
-            0
-        };
-        assert_eq!(captured - refunded, expected, "order {id}: {order}");
-    }
+    let (orders, ledger) = cluster
+        .settled_orders(&api, &tokens, stream.accepted.load(Ordering::SeqCst))
+        .await;
     assert!(
         ledger
             .keys()

@@ -195,30 +195,9 @@ async fn replicas_kill_one_of_each_module_in_turn_during_checkouts() {
     );
 
     // Every order that exists finishes; none is charged twice.
-    let mut orders = Vec::new();
-    for token in &tokens {
-        for order in api.my_orders_one_page(token).await {
-            orders.push(api.wait_until_terminal(token, &id_of(&order)).await);
-        }
-    }
-    assert!(
-        orders.len() >= stream.accepted.load(Ordering::SeqCst),
-        "{} orders listed, {} accepted",
-        orders.len(),
-        stream.accepted.load(Ordering::SeqCst)
-    );
-    let ledger = cluster.ledger().await;
-    for order in &orders {
-        let id = id_of(order);
-        let (captures, captured, refunded) = ledger.get(&id).copied().unwrap_or((0, 0, 0));
-        assert!(captures <= 1, "order {id} captured {captures} times");
-        let expected = if order["status"] == "confirmed" {
-            order["total_cents"].as_i64().unwrap()
-        } else {
-            0
-        };
-        assert_eq!(captured - refunded, expected, "order {id}: {order}");
-    }
+    let (orders, _) = cluster
+        .settled_orders(&api, &tokens, stream.accepted.load(Ordering::SeqCst))
+        .await;
     let confirmed: Vec<Value> = orders
         .iter()
         .filter(|o| o["status"] == "confirmed")
