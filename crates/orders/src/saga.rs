@@ -261,6 +261,10 @@ impl Saga {
 
     async fn drive_leased(&self, order_id: &str) -> Result<Option<Order>, AppendError> {
         let mut retries: u32 = 0;
+        // The state our own last append produced: the next step starts from it instead
+        // of reading the events back. Anything else that appended meanwhile (a cancel,
+        // another driver) makes our next append a conflict, which reloads.
+        let mut known: Option<Order> = None;
         loop {
             // Renewed before every step: a step (with its retries) is far shorter
             // than the lease.
@@ -268,8 +272,12 @@ impl Saga {
                 tracing::debug!(order_id, "another replica drives this saga");
                 return Ok(self.store.load(order_id).await?);
             }
-            let Some(order) = self.store.load(order_id).await? else {
-                return Ok(None);
+            let order = match known.take() {
+                Some(order) => order,
+                None => match self.store.load(order_id).await? {
+                    Some(order) => order,
+                    None => return Ok(None),
+                },
             };
             let Some(step) = next_step(&order) else {
                 return Ok(Some(order));
@@ -309,6 +317,7 @@ impl Saga {
                     }
                     self.outbox.wake();
                     record_metrics(&after, &events);
+                    known = Some(after);
                 }
                 Err(AppendError::Conflict) => continue,
                 Err(e) => return Err(e),
