@@ -62,6 +62,9 @@ pub struct Replicas {
     module: &'static str,
     /// As configured: resolved again and again when their host is a name.
     seeds: Vec<Base>,
+    /// Per seed, the base URLs its last successful resolution gave: what a failed
+    /// lookup of that seed keeps (and nothing of the other seeds').
+    resolved: Mutex<Vec<Vec<String>>>,
     current: RwLock<Arc<[Arc<Replica>]>>,
     next: AtomicUsize,
     ejection: Ejection,
@@ -207,9 +210,11 @@ impl Replicas {
             .iter()
             .map(|seed| Arc::new(Replica::new(seed.url())))
             .collect();
+        let resolved = seeds.iter().map(|seed| vec![seed.url()]).collect();
         Ok(Self {
             module,
             seeds,
+            resolved: Mutex::new(resolved),
             current: RwLock::new(current.into()),
             next: AtomicUsize::new(0),
             ejection,
@@ -342,32 +347,47 @@ impl Replicas {
     }
 
     async fn resolve(&self) {
-        let mut bases: Vec<String> = Vec::new();
+        let mut lookups = Vec::with_capacity(self.seeds.len());
         for seed in &self.seeds {
             if !seed.is_name() {
-                bases.push(seed.url());
+                lookups.push(Some(Vec::new()));
                 continue;
             }
             match tokio::net::lookup_host((seed.host.as_str(), seed.port)).await {
-                Ok(addresses) => {
-                    let mut ips: Vec<IpAddr> = addresses.map(|a| a.ip()).collect();
-                    ips.sort_unstable();
-                    ips.dedup();
-                    if ips.is_empty() {
-                        bases.push(seed.url());
-                    }
-                    bases.extend(ips.into_iter().map(|ip| seed.with_address(ip)));
-                }
+                Ok(addresses) => lookups.push(Some(addresses.map(|a| a.ip()).collect())),
                 Err(error) => {
-                    // Keep what there is; the name itself when there is nothing yet.
                     tracing::warn!(module = self.module, host = %seed.host, %error, "cannot resolve a replica name");
-                    let kept: Vec<String> =
-                        self.replicas().iter().map(|r| r.base.clone()).collect();
-                    bases.extend(kept);
+                    lookups.push(None);
                 }
             }
         }
-        bases.dedup();
+        self.apply_lookups(lookups);
+    }
+
+    /// Turns one round of lookups (per seed: its addresses, `None` when the lookup
+    /// failed) into the replica set. A failed lookup keeps what that seed resolved to
+    /// last time; a name that resolved to nothing stands for itself.
+    fn apply_lookups(&self, lookups: Vec<Option<Vec<IpAddr>>>) {
+        let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        for ((seed, lookup), last) in self.seeds.iter().zip(lookups).zip(resolved.iter_mut()) {
+            let Some(mut ips) = lookup else { continue };
+            ips.sort_unstable();
+            ips.dedup();
+            *last = if !seed.is_name() || ips.is_empty() {
+                vec![seed.url()]
+            } else {
+                ips.into_iter().map(|ip| seed.with_address(ip)).collect()
+            };
+        }
+        // Two seeds can reach one address: it is one replica, not two turns.
+        let mut seen = std::collections::HashSet::new();
+        let bases: Vec<String> = resolved
+            .iter()
+            .flatten()
+            .filter(|base| seen.insert(base.as_str()))
+            .cloned()
+            .collect();
+        drop(resolved);
         self.replace(bases);
     }
 }
@@ -524,5 +544,39 @@ mod tests {
         );
         assert!(bases.contains(&"http://10.0.0.9:1".to_owned()), "{bases:?}");
         assert!(!bases.iter().any(|b| b.contains("localhost")), "{bases:?}");
+    }
+
+    fn bases(replicas: &Replicas) -> Vec<String> {
+        replicas.replicas().iter().map(|r| r.base.clone()).collect()
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_only_that_names_last_addresses() {
+        let replicas = Replicas::parse("orders", "http://a:8080,http://b:8080").unwrap();
+        let ip = |last: u8| IpAddr::from([10, 0, 0, last]);
+        replicas.apply_lookups(vec![Some(vec![ip(1), ip(2)]), Some(vec![ip(3)])]);
+        let first = vec![
+            "http://10.0.0.1:8080".to_owned(),
+            "http://10.0.0.2:8080".to_owned(),
+            "http://10.0.0.3:8080".to_owned(),
+        ];
+        assert_eq!(bases(&replicas), first);
+        // `a` cannot be resolved: its two stay, once each; `b` moved.
+        replicas.apply_lookups(vec![None, Some(vec![ip(4)])]);
+        assert_eq!(
+            bases(&replicas),
+            [
+                "http://10.0.0.1:8080",
+                "http://10.0.0.2:8080",
+                "http://10.0.0.4:8080"
+            ]
+        );
+        // Again and again: nothing piles up.
+        replicas.apply_lookups(vec![None, None]);
+        replicas.apply_lookups(vec![None, Some(vec![ip(4)])]);
+        assert_eq!(bases(&replicas).len(), 3);
+        // Two names reaching one address make one replica.
+        replicas.apply_lookups(vec![Some(vec![ip(4)]), Some(vec![ip(4)])]);
+        assert_eq!(bases(&replicas), ["http://10.0.0.4:8080"]);
     }
 }
