@@ -39,16 +39,21 @@ pub(crate) const PREFIXES: &[&str] = &[
 /// The stylesheet's path. Compiled in, so a page and its stylesheet always match.
 pub(crate) const STYLESHEET: &str = "/assets/shop.css";
 
+/// The order page's script (follows a pending order live), compiled in likewise.
+pub(crate) const ORDER_SCRIPT: &str = "/assets/order.js";
+
 /// Where a shopper who must sign in is sent.
 const SIGN_IN: &str = "/account/signin";
 
 /// Products per page on the home page.
 const PAGE_SIZE: u32 = 12;
 
-/// No script, no frame, no foreign origin: the pages need only their own stylesheet
-/// and to post their forms back to the shop.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
-    form-action 'self'; frame-ancestors 'none'";
+/// No inline code, no frame, no foreign origin: the pages need only their own
+/// stylesheet and script, to fetch the order page again (the script) and to post their
+/// forms back to the shop.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+    connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
 
 /// What the pages call.
 #[derive(Clone)]
@@ -114,6 +119,7 @@ pub(crate) fn router(shop: Shop) -> Router {
         .route("/orders/{id}", get(order))
         .route("/orders/{id}/cancel", post(cancel))
         .route(STYLESHEET, get(stylesheet))
+        .route(ORDER_SCRIPT, get(order_script))
         .route("/assets/{*rest}", get(not_found))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(shop)
@@ -216,22 +222,100 @@ fn page(visit: &Visit, status: StatusCode, markup: Markup) -> Response {
     response
 }
 
-/// The signed-in shopper, or the sign-in page, which comes back to `back_to` after.
-fn shopper<'v>(visit: &'v Visit, back_to: &str) -> Result<&'v Principal, Redirect> {
-    visit.shopper.as_ref().ok_or_else(|| {
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("next", back_to)
-            .finish();
-        Redirect::to(&format!("{SIGN_IN}?{query}"))
-    })
+/// The sign-in page, which comes back to `back_to` (a path of this site) after.
+fn sign_in_first(back_to: &str) -> Response {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", local(back_to))
+        .finish();
+    Redirect::to(&format!("{SIGN_IN}?{query}")).into_response()
 }
 
-/// Refuses a post whose CSRF field does not match the visit's cookie.
-fn check_csrf(visit: &Visit, posted: &str) -> Result<(), ShopError> {
-    if visit.csrf_ok(posted) {
-        Ok(())
-    } else {
-        Err(ShopError::Forbidden)
+/// A signed-in shopper's page request; a visitor is sent to sign in and back here.
+struct SignedIn {
+    visit: Visit,
+    user: Principal,
+}
+
+impl FromRequestParts<Shop> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, shop: &Shop) -> Result<Self, Self::Rejection> {
+        let visit = Visit::from_headers(&parts.headers, &shop.tokens);
+        match visit.shopper.clone() {
+            Some(user) => Ok(SignedIn { visit, user }),
+            None => Err(sign_in_first(
+                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            )),
+        }
+    }
+}
+
+/// A form that carries the CSRF token (its hidden `csrf` field).
+trait Guarded {
+    fn csrf(&self) -> &str;
+}
+
+/// A posted form whose CSRF field matched the visit's cookie: checked before anything
+/// else is looked at, so a forged form learns nothing.
+struct Posted<T> {
+    visit: Visit,
+    form: T,
+}
+
+impl<T> FromRequest<Shop> for Posted<T>
+where
+    T: serde::de::DeserializeOwned + Guarded + Send,
+{
+    type Rejection = ShopError;
+
+    async fn from_request(request: Request, shop: &Shop) -> Result<Self, Self::Rejection> {
+        let visit = Visit::from_headers(request.headers(), &shop.tokens);
+        let ShopForm(form) = ShopForm::<T>::from_request(request, shop).await?;
+        if visit.csrf_ok(form.csrf()) {
+            Ok(Posted { visit, form })
+        } else {
+            Err(ShopError::Forbidden)
+        }
+    }
+}
+
+/// A signed-in shopper's posted form, its CSRF field checked first. A visitor is sent
+/// to sign in and then back to the page the form was on (its same-origin `Referer`).
+struct ShopperPost<T> {
+    visit: Visit,
+    user: Principal,
+    form: T,
+}
+
+impl<T> FromRequest<Shop> for ShopperPost<T>
+where
+    T: serde::de::DeserializeOwned + Guarded + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, shop: &Shop) -> Result<Self, Self::Rejection> {
+        let back_to = request
+            .headers()
+            .get(header::REFERER)
+            .and_then(|r| r.to_str().ok())
+            .map(referer_path)
+            .unwrap_or("/")
+            .to_owned();
+        let Posted { visit, form } = Posted::<T>::from_request(request, shop)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match visit.shopper.clone() {
+            Some(user) => Ok(ShopperPost { visit, user, form }),
+            None => Err(sign_in_first(&back_to)),
+        }
+    }
+}
+
+/// A `Referer`'s path and query (`local` then decides whether it is this site's).
+fn referer_path(referer: &str) -> &str {
+    match referer.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
+        None => referer,
     }
 }
 
@@ -288,6 +372,12 @@ pub(crate) struct Account {
     pub(crate) next: String,
 }
 
+impl Guarded for Account {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn sign_up_form(visit: Visit) -> Response {
     page(
         &visit,
@@ -335,11 +425,9 @@ fn signed_in(token: &str, expires_in: u64, next: &str) -> Response {
 #[tracing::instrument(skip_all)]
 async fn sign_up(
     State(shop): State<Shop>,
-    visit: Visit,
     ClientIp(client): ClientIp,
-    ShopForm(form): ShopForm<Account>,
+    Posted { visit, form }: Posted<Account>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
     let result = shop
         .identity
         .sign_up(
@@ -375,11 +463,9 @@ async fn sign_up(
 #[tracing::instrument(skip_all)]
 async fn sign_in(
     State(shop): State<Shop>,
-    visit: Visit,
     ClientIp(client): ClientIp,
-    ShopForm(form): ShopForm<Account>,
+    Posted { visit, form }: Posted<Account>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
     match shop
         .identity
         .sign_in(form.email.clone(), form.password.clone(), client)
@@ -407,13 +493,17 @@ struct Plain {
     csrf: String,
 }
 
+impl Guarded for Plain {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[tracing::instrument(skip_all)]
 async fn sign_out(
     State(shop): State<Shop>,
-    visit: Visit,
-    ShopForm(form): ShopForm<Plain>,
+    Posted { visit, .. }: Posted<Plain>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
     if let Some(shopper) = &visit.shopper {
         // Its refresh tokens are revoked; the cookie goes either way.
         if let Err(e) = shop
@@ -459,11 +549,10 @@ async fn cart_lines(shop: &Shop, user_id: &str) -> Result<Vec<CartLine>, ShopErr
 }
 
 #[tracing::instrument(skip_all)]
-async fn cart(State(shop): State<Shop>, visit: Visit) -> Result<Response, ShopError> {
-    let user = match shopper(&visit, "/cart") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
+async fn cart(
+    State(shop): State<Shop>,
+    SignedIn { visit, user }: SignedIn,
+) -> Result<Response, ShopError> {
     let lines = cart_lines(&shop, &user.user_id).await?;
     Ok(page(&visit, StatusCode::OK, pages::cart(&visit, &lines)))
 }
@@ -476,19 +565,19 @@ struct AddItem {
     quantity: u32,
 }
 
+impl Guarded for AddItem {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[tracing::instrument(skip_all)]
 async fn cart_add(
     State(shop): State<Shop>,
-    visit: Visit,
-    ShopForm(form): ShopForm<AddItem>,
+    ShopperPost { user, form, .. }: ShopperPost<AddItem>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, "/cart") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     shop.cart
-        .add_item(user.user_id.clone(), form.product_id, form.quantity)
+        .add_item(user.user_id, form.product_id, form.quantity)
         .await?;
     Ok(Redirect::to("/cart").into_response())
 }
@@ -500,20 +589,20 @@ struct SetQuantity {
     quantity: u32,
 }
 
+impl Guarded for SetQuantity {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[tracing::instrument(skip_all)]
 async fn cart_set(
     State(shop): State<Shop>,
-    visit: Visit,
     Path(product_id): Path<String>,
-    ShopForm(form): ShopForm<SetQuantity>,
+    ShopperPost { user, form, .. }: ShopperPost<SetQuantity>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, "/cart") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     shop.cart
-        .set_quantity(user.user_id.clone(), product_id, form.quantity)
+        .set_quantity(user.user_id, product_id, form.quantity)
         .await?;
     Ok(Redirect::to("/cart").into_response())
 }
@@ -521,17 +610,11 @@ async fn cart_set(
 #[tracing::instrument(skip_all)]
 async fn cart_remove(
     State(shop): State<Shop>,
-    visit: Visit,
     Path(product_id): Path<String>,
-    ShopForm(form): ShopForm<Plain>,
+    ShopperPost { user, .. }: ShopperPost<Plain>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, "/cart") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     shop.cart
-        .set_quantity(user.user_id.clone(), product_id, 0)
+        .set_quantity(user.user_id, product_id, 0)
         .await?;
     Ok(Redirect::to("/cart").into_response())
 }
@@ -551,6 +634,12 @@ pub(crate) struct Checkout {
     pub(crate) postal_code: String,
     pub(crate) country: String,
     pub(crate) payment_token: String,
+}
+
+impl Guarded for Checkout {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 impl Checkout {
@@ -581,15 +670,14 @@ async fn checkout_page(
 }
 
 #[tracing::instrument(skip_all)]
-async fn checkout_form(State(shop): State<Shop>, visit: Visit) -> Result<Response, ShopError> {
-    let user = match shopper(&visit, "/checkout") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
+async fn checkout_form(
+    State(shop): State<Shop>,
+    SignedIn { visit, user }: SignedIn,
+) -> Result<Response, ShopError> {
     checkout_page(
         &shop,
         &visit,
-        user,
+        &user,
         StatusCode::OK,
         &Checkout::fresh(),
         &Errors::default(),
@@ -600,14 +688,8 @@ async fn checkout_form(State(shop): State<Shop>, visit: Visit) -> Result<Respons
 #[tracing::instrument(skip_all)]
 async fn checkout(
     State(shop): State<Shop>,
-    visit: Visit,
-    ShopForm(form): ShopForm<Checkout>,
+    ShopperPost { visit, user, form }: ShopperPost<Checkout>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, "/checkout") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     let key = if form.key.is_empty() {
         chassis::id::new_id()
     } else {
@@ -641,7 +723,7 @@ async fn checkout(
             checkout_page(
                 &shop,
                 &visit,
-                user,
+                &user,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &form,
                 &Errors::from(errors),
@@ -660,17 +742,13 @@ struct Paging {
 #[tracing::instrument(skip_all)]
 async fn orders(
     State(shop): State<Shop>,
-    visit: Visit,
+    SignedIn { visit, user }: SignedIn,
     Query(paging): Query<Paging>,
 ) -> Result<Response, ShopError> {
-    let user = match shopper(&visit, "/orders") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     let listed = shop
         .orders
         .orders(
-            user.user_id.clone(),
+            user.user_id,
             paging.cursor.filter(|c| !c.is_empty()),
         )
         .await?;
@@ -680,13 +758,9 @@ async fn orders(
 #[tracing::instrument(skip_all)]
 async fn order(
     State(shop): State<Shop>,
-    visit: Visit,
     Path(id): Path<String>,
+    SignedIn { visit, user }: SignedIn,
 ) -> Result<Response, ShopError> {
-    let user = match shopper(&visit, &format!("/orders/{id}")) {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     let order = shop.orders.order(user.user_id.clone(), id.clone()).await?;
     let timeline = shop.orders.timeline(user.user_id.clone(), id).await?;
     let names = products(
@@ -704,16 +778,10 @@ async fn order(
 #[tracing::instrument(skip_all)]
 async fn cancel(
     State(shop): State<Shop>,
-    visit: Visit,
     Path(id): Path<String>,
-    ShopForm(form): ShopForm<Plain>,
+    ShopperPost { user, .. }: ShopperPost<Plain>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, &format!("/orders/{id}")) {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
-    let order = shop.orders.cancel(user.user_id.clone(), id).await?;
+    let order = shop.orders.cancel(user.user_id, id).await?;
     Ok(Redirect::to(&format!("/orders/{}", order.id)).into_response())
 }
 
@@ -721,16 +789,24 @@ async fn not_found() -> ShopError {
     ShopError::NotFound
 }
 
-/// The stylesheet, compiled in; cached for an hour (it changes only with a release).
-async fn stylesheet() -> Response {
+/// A compiled-in asset, cached for an hour (it changes only with a release).
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        include_str!("shop.css"),
+        body,
     )
         .into_response()
+}
+
+async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", include_str!("shop.css"))
+}
+
+async fn order_script() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("order.js"))
 }
 
 #[cfg(test)]
