@@ -1,5 +1,5 @@
-//! The shopper: what each operation sends to the public API, and the set-up it needs
-//! (registered users, known product ids).
+//! The shopper: what each operation sends to the public API (or, for the web mix, the
+//! storefront's pages), and the set-up it needs (registered users, known product ids).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

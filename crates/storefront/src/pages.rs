@@ -361,7 +361,7 @@ pub(crate) fn cart(visit: &Visit, lines: &[CartLine]) -> Markup {
                         @let qty_id = format!("qty-{id}");
                         tr {
                             td { a href={ "/products/" (id) } { (line.product.name) } }
-                            td { (money(line.product.price_cents, &line.product.currency)) }
+                            td data-label="Price" { (money(line.product.price_cents, &line.product.currency)) }
                             td {
                                 form class="inline" method="post" action={ "/cart/items/" (id) } {
                                     (csrf(visit))
@@ -370,7 +370,7 @@ pub(crate) fn cart(visit: &Visit, lines: &[CartLine]) -> Markup {
                                     button type="submit" { "Update" }
                                 }
                             }
-                            td { (money(line.product.price_cents.saturating_mul(i64::from(line.quantity)), &line.product.currency)) }
+                            td data-label="Subtotal" { (money(line.product.price_cents.saturating_mul(i64::from(line.quantity)), &line.product.currency)) }
                             td {
                                 form class="inline" method="post" action={ "/cart/items/" (id) "/remove" } {
                                     (csrf(visit))
@@ -476,6 +476,17 @@ fn status_text(order: &OrderSummary) -> String {
     }
 }
 
+/// An RFC 3339 UTC instant (`2026-12-07T09:21:37.057Z`) to the second, as people
+/// read it (`2026-12-07 09:21:37 UTC`); anything else as it is.
+fn when(instant: &str) -> String {
+    match (instant.get(..10), instant.get(10..11), instant.get(11..19)) {
+        (Some(date), Some("T"), Some(time)) if instant.ends_with('Z') => {
+            format!("{date} {time} UTC")
+        }
+        _ => instant.to_owned(),
+    }
+}
+
 /// An event's type as words: `OrderConfirmed` reads "Order confirmed".
 fn event_text(kind: &str) -> String {
     let mut text = String::with_capacity(kind.len() + 4);
@@ -520,19 +531,19 @@ pub(crate) fn order(
                                 Some(p) => a href={ "/products/" (p.id) } { (p.name) },
                                 None => span class="mono" { (item.product_id) },
                             } }
-                            td { (money(item.price_cents, &order.currency)) }
-                            td { (item.quantity) }
+                            td data-label="Price" { (money(item.price_cents, &order.currency)) }
+                            td data-label="Quantity" { (item.quantity) }
                         }
                     }
                 }
                 tfoot { tr { th scope="row" colspan="2" { "Total" } td class="total" { (money(order.total_cents, &order.currency)) } } }
             }
-            p { "Placed " time datetime=(order.created_at) { (order.created_at) } "." }
+            p { "Placed " time datetime=(order.created_at) { (when(&order.created_at)) } "." }
             section aria-labelledby="timeline" {
                 h2 id="timeline" { "What happened" }
                 ol class="timeline" {
                     @for entry in timeline {
-                        li data-kind=(entry.kind) { time datetime=(entry.occurred_at) { (entry.occurred_at) } " " span class="event" { (event_text(&entry.kind)) } }
+                        li data-kind=(entry.kind) { time datetime=(entry.occurred_at) { (when(&entry.occurred_at)) } " " span class="event" { (event_text(&entry.kind)) } }
                     }
                 }
             }
@@ -567,9 +578,9 @@ pub(crate) fn orders(visit: &Visit, page: &OrderPage) -> Markup {
                     @for order in &page.items {
                         tr {
                             td { a class="mono" href={ "/orders/" (order.id) } { (order.id) } }
-                            td { time datetime=(order.created_at) { (order.created_at) } }
-                            td { (order.status) }
-                            td { (money(order.total_cents, &order.currency)) }
+                            td data-label="Placed" { time datetime=(order.created_at) { (when(&order.created_at)) } }
+                            td data-label="Status" { (order.status) }
+                            td data-label="Total" { (money(order.total_cents, &order.currency)) }
                         }
                     }
                 }
@@ -633,6 +644,14 @@ mod tests {
         .into_string();
         assert!(!page.contains("<script>"));
         assert!(page.contains("cursor=a%26b"));
+    }
+
+    #[test]
+    fn instants_read_to_the_second() {
+        assert_eq!(when("2026-12-07T09:21:37.057333Z"), "2026-12-07 09:21:37 UTC");
+        assert_eq!(when("2026-12-07T09:21:37Z"), "2026-12-07 09:21:37 UTC");
+        assert_eq!(when("yesterday"), "yesterday");
+        assert_eq!(when("2026-12-07T09:21:37+02:00"), "2026-12-07T09:21:37+02:00");
     }
 
     #[test]

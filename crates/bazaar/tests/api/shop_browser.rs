@@ -11,8 +11,6 @@
 //! `target/ci/screenshots/` (CI's artifacts). Without chromium the test skips, and
 //! without axe it only checks the journeys, unless `BAZAAR_TEST_BROWSER=required`.
 
-use std::collections::BTreeSet;
-
 use base64::Engine;
 use serde_json::{Value, json};
 
@@ -46,17 +44,22 @@ fn axe_source() -> Option<String> {
     }
 }
 
-/// Runs axe on the page and keeps the serious and critical violations, each as
-/// `rule (impact): help [targets]`.
+/// Runs axe on the page: `serious` lists the serious and critical violations, each as
+/// `rule (impact): help [targets]`; `lesser` the other violations' rules; `passed` how
+/// many rules passed (none would mean axe checked nothing).
 const AXE_RUN: &str = "var done = arguments[arguments.length - 1];
-axe.run(document, {resultTypes: ['violations']}).then(function (result) {
-  done(result.violations
-    .filter(function (v) { return v.impact === 'serious' || v.impact === 'critical'; })
-    .map(function (v) {
+axe.run(document).then(function (result) {
+  var serious = function (v) { return v.impact === 'serious' || v.impact === 'critical'; };
+  done({
+    serious: result.violations.filter(serious).map(function (v) {
       return v.id + ' (' + v.impact + '): ' + v.help + ' ' +
         JSON.stringify(v.nodes.map(function (n) { return n.target.join(' '); }));
-    }));
-}, function (error) { done(['axe failed: ' + error]); });";
+    }),
+    lesser: result.violations.filter(function (v) { return !serious(v); })
+      .map(function (v) { return v.id + ' (' + v.impact + ')'; }),
+    passed: result.passes.length
+  });
+}, function (error) { done({serious: ['axe failed: ' + error], lesser: [], passed: 0}); });";
 
 /// A browser on the shop, checking each page it is on (once per page name): axe, and
 /// a screenshot at each of `WIDTHS`.
@@ -64,15 +67,20 @@ struct Shop<'a> {
     app: &'a TestApp,
     browser: Browser,
     axe: Option<&'a str>,
-    /// The page names checked so far (by every `Shop` of the test).
-    checked: &'a std::sync::Mutex<BTreeSet<String>>,
+    /// The page names checked so far (by every `Shop` of the test), and the lesser
+    /// (moderate, minor) violations axe reported on them.
+    checked: &'a Checked,
 }
+
+/// What the test's pages were checked for: each page name, with axe's lesser
+/// violations on it.
+type Checked = std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>;
 
 impl<'a> Shop<'a> {
     async fn open(
         app: &'a TestApp,
         axe: Option<&'a str>,
-        checked: &'a std::sync::Mutex<BTreeSet<String>>,
+        checked: &'a Checked,
     ) -> Self {
         let browser = Browser::start().await;
         // axe takes a few seconds on a busy machine; a script may take a minute.
@@ -117,26 +125,26 @@ impl<'a> Shop<'a> {
     /// Checks the page as `name`, the first time that name is seen: no serious or
     /// critical axe violation, and a full-page screenshot at each width.
     async fn check(&self, name: &str) {
-        if !self.checked.lock().unwrap().insert(name.to_owned()) {
+        if self.checked.lock().unwrap().contains_key(name) {
             return;
         }
-        if let Some(axe) = self.axe {
-            // Evaluated by the driver, not as a <script> element: the shop's CSP
-            // (script-src 'self') rightly refuses inline code.
-            let injected = self
-                .browser
-                .execute(&format!("{axe}\nreturn typeof window.axe;"))
-                .await
-                .unwrap();
-            assert_eq!(injected, "object", "axe-core is loaded on {name}");
-            let violations = self.browser.execute_async(AXE_RUN).await.unwrap();
-            assert_eq!(
-                violations,
-                json!([]),
-                "axe: serious or critical violations on {name} ({})",
-                self.browser.path().await
-            );
-        }
+        let lesser = match self.axe {
+            Some(axe) => {
+                let result = self.axe(axe).await;
+                assert_eq!(
+                    result["serious"],
+                    json!([]),
+                    "axe: serious or critical violations on {name} ({})",
+                    self.browser.path().await
+                );
+                result["lesser"]
+                    .as_array()
+                    .map(|all| all.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default()
+            }
+            None => vec!["(axe not run)".to_owned()],
+        };
+        self.checked.lock().unwrap().insert(name.to_owned(), lesser);
         let dir = ci_dir().join("screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         for width in WIDTHS {
@@ -147,6 +155,24 @@ impl<'a> Shop<'a> {
             let path = dir.join(format!("{name}-{width}{}.png", variant(self.app)));
             std::fs::write(&path, &png).unwrap();
         }
+    }
+
+    /// axe's findings on the page (see `AXE_RUN`).
+    async fn axe(&self, axe: &str) -> Value {
+        // Evaluated by the driver, not as a <script> element: the shop's CSP
+        // (script-src 'self') rightly refuses inline code.
+        let injected = self
+            .browser
+            .execute(&format!("{axe}\nreturn typeof window.axe;"))
+            .await
+            .unwrap();
+        assert_eq!(injected, "object", "axe-core is loaded");
+        let result = self.browser.execute_async(AXE_RUN).await.unwrap();
+        assert!(
+            result["passed"].as_u64().is_some_and(|n| n >= 10),
+            "axe checked the page: {result}"
+        );
+        result
     }
 
     /// A Chrome DevTools Protocol command, through chromedriver.
@@ -346,7 +372,7 @@ async fn a_shopper_buys_in_the_browser_and_follows_each_order_live() {
     let (a, b) = (&products[0], &products[1]);
     let field = |p: &Value, key: &str| p[key].as_str().unwrap().to_owned();
     let price = |p: &Value| p["price_cents"].as_i64().unwrap();
-    let checked = std::sync::Mutex::new(BTreeSet::new());
+    let checked = Checked::default();
 
     let shop = Shop::open(&app, axe.as_deref(), &checked).await;
     shop.goto("/").await;
@@ -458,6 +484,19 @@ async fn a_shopper_buys_in_the_browser_and_follows_each_order_live() {
         assert_eq!(stranger.heading().await, "Page not found", "{path}");
     }
     stranger.check("not-found").await;
+
+    // The check itself can fail: an image without a text alternative on this page
+    // is a critical violation to axe.
+    if let Some(axe) = axe.as_deref() {
+        stranger
+            .browser
+            .execute("var img = document.createElement('img'); img.src = '/assets/none.png'; document.querySelector('main').appendChild(img); return null;")
+            .await
+            .unwrap();
+        let result = stranger.axe(axe).await;
+        let found = result["serious"].to_string();
+        assert!(found.contains("image-alt (critical)"), "{result}");
+    }
 
     eprintln!(
         "shop journeys{}: pages checked{}: {:?}; screenshots in {}",
