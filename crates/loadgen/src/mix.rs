@@ -175,7 +175,13 @@ mod tests {
     #[test]
     fn every_mix_is_drawn_in_proportion_to_its_weights() {
         const DRAWS: u32 = 200_000;
-        for mix in [Mix::Shop, Mix::Browse, Mix::Product, Mix::Checkout, Mix::Web] {
+        for mix in [
+            Mix::Shop,
+            Mix::Browse,
+            Mix::Product,
+            Mix::Checkout,
+            Mix::Web,
+        ] {
             let sampler = Sampler::new(mix.weights());
             let mut rng = StdRng::seed_from_u64(7);
             let mut counts: HashMap<Operation, u32> = HashMap::new();

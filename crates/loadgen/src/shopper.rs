@@ -337,7 +337,11 @@ fn shop_cookies(token: &str, csrf: &str) -> String {
 
 /// The product page's add-to-cart form, as a browser posts it.
 fn add_form<'a>(product_id: &'a str, csrf: &'a str) -> [(&'static str, &'a str); 3] {
-    [("product_id", product_id), ("quantity", "1"), ("csrf", csrf)]
+    [
+        ("product_id", product_id),
+        ("quantity", "1"),
+        ("csrf", csrf),
+    ]
 }
 
 /// Sends one request and reads its whole body (so the connection is reused).

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use chassis::auth::{ClientIp, Principal, Tokens};
 use contracts::cart::{CartApi, CartError};
 use contracts::catalog::{CatalogApi, CatalogError, Product};
-use contracts::identity::{AccountError, IdentityApi};
+use contracts::identity::{AccountError, IdentityApi, SignedIn};
 use contracts::orders::{OrderError, OrdersApi, ShippingAddress};
 use maud::Markup;
 use serde::Deserialize;
@@ -121,8 +121,54 @@ pub(crate) fn router(shop: Shop) -> Router {
         .route(STYLESHEET, get(stylesheet))
         .route(ORDER_SCRIPT, get(order_script))
         .route("/assets/{*rest}", get(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            shop.clone(),
+            renew_session,
+        ))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(shop)
+}
+
+/// Renews an expired session before the page sees it: a request without a valid
+/// session cookie but with a refresh cookie trades the refresh token for a new pair,
+/// is handled as signed in, and its response sets both new cookies. A refresh token
+/// identity no longer accepts is forgotten (the shopper signs in again); identity
+/// unreachable leaves the cookies for the next request. A response that signs in or
+/// out itself keeps its own cookies. Refresh tokens are single use: two requests
+/// renewing at once (two tabs) end the session, as a stolen token would.
+async fn renew_session(
+    State(shop): State<Shop>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let expired = session::cookie(headers, session::SESSION_COOKIE)
+        .and_then(|token| shop.tokens.verify(token))
+        .is_none();
+    let refresh = session::cookie(headers, session::REFRESH_COOKIE)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned);
+    let (true, Some(refresh), false) = (
+        expired,
+        refresh,
+        request.uri().path().starts_with("/assets/"),
+    ) else {
+        return next.run(request).await;
+    };
+    let renewed = shop.identity.refresh(refresh).await;
+    if let Ok(signed) = &renewed {
+        session::use_session(request.headers_mut(), &signed.token);
+    }
+    let mut response = next.run(request).await;
+    if session::sets_session(response.headers()) {
+        return response;
+    }
+    match renewed {
+        Ok(signed) => session::start(response.headers_mut(), &signed),
+        Err(AccountError::InvalidCredentials) => session::end(response.headers_mut()),
+        Err(e) => tracing::warn!(error = %e, "renewing a session failed"),
+    }
+    response
 }
 
 /// The shop's failures, each a page in the shop's style.
@@ -231,18 +277,18 @@ fn sign_in_first(back_to: &str) -> Response {
 }
 
 /// A signed-in shopper's page request; a visitor is sent to sign in and back here.
-struct SignedIn {
+struct ShopperPage {
     visit: Visit,
     user: Principal,
 }
 
-impl FromRequestParts<Shop> for SignedIn {
+impl FromRequestParts<Shop> for ShopperPage {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, shop: &Shop) -> Result<Self, Self::Rejection> {
         let visit = Visit::from_headers(&parts.headers, &shop.tokens);
         match visit.shopper.clone() {
-            Some(user) => Ok(SignedIn { visit, user }),
+            Some(user) => Ok(ShopperPage { visit, user }),
             None => Err(sign_in_first(
                 parts.uri.path_and_query().map_or("/", |p| p.as_str()),
             )),
@@ -415,10 +461,10 @@ async fn sign_in_form(visit: Visit, Query(back): Query<Next>) -> Response {
     page(&visit, StatusCode::OK, pages::sign_in(&visit, &form, None))
 }
 
-/// Signed in: the session cookie, then `next` (a path of this site) or the home page.
-fn signed_in(token: &str, expires_in: u64, next: &str) -> Response {
+/// Signed in: the session cookies, then `next` (a path of this site) or the home page.
+fn signed_in(signed: &SignedIn, next: &str) -> Response {
     let mut response = Redirect::to(local(next)).into_response();
-    session::start(response.headers_mut(), token, expires_in);
+    session::start(response.headers_mut(), signed);
     response
 }
 
@@ -438,7 +484,7 @@ async fn sign_up(
         )
         .await;
     let errors = match result {
-        Ok(signed) => return Ok(signed_in(&signed.token, signed.expires_in, "/")),
+        Ok(signed) => return Ok(signed_in(&signed, "/")),
         Err(AccountError::Invalid(errors)) => Errors::from(errors),
         Err(AccountError::EmailTaken) => Errors::one(
             "email",
@@ -471,7 +517,7 @@ async fn sign_in(
         .sign_in(form.email.clone(), form.password.clone(), client)
         .await
     {
-        Ok(signed) => Ok(signed_in(&signed.token, signed.expires_in, &form.next)),
+        Ok(signed) => Ok(signed_in(&signed, &form.next)),
         Err(AccountError::InvalidCredentials | AccountError::Invalid(_)) => Ok(page(
             &visit,
             StatusCode::UNAUTHORIZED,
@@ -551,7 +597,7 @@ async fn cart_lines(shop: &Shop, user_id: &str) -> Result<Vec<CartLine>, ShopErr
 #[tracing::instrument(skip_all)]
 async fn cart(
     State(shop): State<Shop>,
-    SignedIn { visit, user }: SignedIn,
+    ShopperPage { visit, user }: ShopperPage,
 ) -> Result<Response, ShopError> {
     let lines = cart_lines(&shop, &user.user_id).await?;
     Ok(page(&visit, StatusCode::OK, pages::cart(&visit, &lines)))
@@ -613,9 +659,7 @@ async fn cart_remove(
     Path(product_id): Path<String>,
     ShopperPost { user, .. }: ShopperPost<Plain>,
 ) -> Result<Response, ShopError> {
-    shop.cart
-        .set_quantity(user.user_id, product_id, 0)
-        .await?;
+    shop.cart.set_quantity(user.user_id, product_id, 0).await?;
     Ok(Redirect::to("/cart").into_response())
 }
 
@@ -672,7 +716,7 @@ async fn checkout_page(
 #[tracing::instrument(skip_all)]
 async fn checkout_form(
     State(shop): State<Shop>,
-    SignedIn { visit, user }: SignedIn,
+    ShopperPage { visit, user }: ShopperPage,
 ) -> Result<Response, ShopError> {
     checkout_page(
         &shop,
@@ -742,15 +786,12 @@ struct Paging {
 #[tracing::instrument(skip_all)]
 async fn orders(
     State(shop): State<Shop>,
-    SignedIn { visit, user }: SignedIn,
+    ShopperPage { visit, user }: ShopperPage,
     Query(paging): Query<Paging>,
 ) -> Result<Response, ShopError> {
     let listed = shop
         .orders
-        .orders(
-            user.user_id,
-            paging.cursor.filter(|c| !c.is_empty()),
-        )
+        .orders(user.user_id, paging.cursor.filter(|c| !c.is_empty()))
         .await?;
     Ok(page(&visit, StatusCode::OK, pages::orders(&visit, &listed)))
 }
@@ -759,7 +800,7 @@ async fn orders(
 async fn order(
     State(shop): State<Shop>,
     Path(id): Path<String>,
-    SignedIn { visit, user }: SignedIn,
+    ShopperPage { visit, user }: ShopperPage,
 ) -> Result<Response, ShopError> {
     let order = shop.orders.order(user.user_id.clone(), id.clone()).await?;
     let timeline = shop.orders.timeline(user.user_id.clone(), id).await?;

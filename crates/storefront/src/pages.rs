@@ -648,10 +648,16 @@ mod tests {
 
     #[test]
     fn instants_read_to_the_second() {
-        assert_eq!(when("2026-12-07T09:21:37.057333Z"), "2026-12-07 09:21:37 UTC");
+        assert_eq!(
+            when("2026-12-07T09:21:37.057333Z"),
+            "2026-12-07 09:21:37 UTC"
+        );
         assert_eq!(when("2026-12-07T09:21:37Z"), "2026-12-07 09:21:37 UTC");
         assert_eq!(when("yesterday"), "yesterday");
-        assert_eq!(when("2026-12-07T09:21:37+02:00"), "2026-12-07T09:21:37+02:00");
+        assert_eq!(
+            when("2026-12-07T09:21:37+02:00"),
+            "2026-12-07T09:21:37+02:00"
+        );
     }
 
     #[test]

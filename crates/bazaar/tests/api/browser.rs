@@ -243,7 +243,12 @@ impl Browser {
     }
 
     /// Polls (bounded) until the visible text of `css` satisfies `check`; that text.
-    pub async fn wait_for_text(&self, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    pub async fn wait_for_text(
+        &self,
+        css: &str,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
         eventually_within(&format!("{what} in {css}"), BROWSER_PATIENCE, || async {
             let text = self.visible_text(css).await?;
             if check(&text) { Ok(text) } else { Err(text) }

@@ -10,8 +10,7 @@ use serde_json::json;
 
 use crate::browser::{Browser, browser_available, ci_dir, png_size, variant};
 use crate::helpers::{
-    Api, TestApp, assert_problem, eventually, order_body, spawn_app, spawn_app_with,
-    split_topology,
+    Api, TestApp, assert_problem, eventually, order_body, spawn_app, spawn_app_with, split_topology,
 };
 
 // ---- the page and the admin endpoints, without a browser -------------------------

@@ -77,11 +77,7 @@ struct Shop<'a> {
 type Checked = std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>;
 
 impl<'a> Shop<'a> {
-    async fn open(
-        app: &'a TestApp,
-        axe: Option<&'a str>,
-        checked: &'a Checked,
-    ) -> Self {
+    async fn open(app: &'a TestApp, axe: Option<&'a str>, checked: &'a Checked) -> Self {
         let browser = Browser::start().await;
         // axe takes a few seconds on a busy machine; a script may take a minute.
         browser
@@ -139,7 +135,11 @@ impl<'a> Shop<'a> {
                 );
                 result["lesser"]
                     .as_array()
-                    .map(|all| all.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .map(|all| {
+                        all.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default()
             }
             None => vec!["(axe not run)".to_owned()],
@@ -268,7 +268,8 @@ impl<'a> Shop<'a> {
         let heading = self.heading().await;
         assert!(heading.contains(name), "{heading}");
         self.check("search").await;
-        self.click(&format!("main a[href=\"/products/{id}\"]")).await;
+        self.click(&format!("main a[href=\"/products/{id}\"]"))
+            .await;
         self.wait_for_path("the product page", |p| p == format!("/products/{id}"))
             .await;
         assert_eq!(self.heading().await, name);
@@ -389,8 +390,11 @@ async fn a_shopper_buys_in_the_browser_and_follows_each_order_live() {
     assert_eq!(lines.len(), 2);
     let quantity = format!("#qty-{}", field(a, "id"));
     shop.browser.type_into(&quantity, "3").await;
-    shop.click(&format!("form[action=\"/cart/items/{}\"] button", field(a, "id")))
-        .await;
+    shop.click(&format!(
+        "form[action=\"/cart/items/{}\"] button",
+        field(a, "id")
+    ))
+    .await;
     let total = money(3 * price(a) + price(b));
     shop.browser
         .wait_for_text("tfoot .total", "the new total", |t| t == total)
@@ -449,7 +453,10 @@ async fn a_shopper_buys_in_the_browser_and_follows_each_order_live() {
     shop.check("order-pending").await;
     let text = shop.wait_for_status("failed").await;
     assert!(text.contains("could not be reached"), "{text}");
-    assert!(shop.marked().await, "the pending order was followed without a reload");
+    assert!(
+        shop.marked().await,
+        "the pending order was followed without a reload"
+    );
     assert_eq!(shop.browser.path().await, slow);
     shop.timeline_with("Order failed").await;
 

@@ -44,7 +44,10 @@ async fn the_home_page_lists_products_and_pages_through_them() {
     // Scripts only from the shop itself (order.js), nothing inline.
     assert!(csp.contains("script-src 'self'"), "{csp}");
     assert!(!csp.contains("unsafe"), "{csp}");
-    assert!(!html.contains("<script"), "the home page needs no script: {html}");
+    assert!(
+        !html.contains("<script"),
+        "the home page needs no script: {html}"
+    );
     assert!(
         html.starts_with("<!DOCTYPE html><html lang=\"en\">"),
         "{html}"
@@ -566,4 +569,59 @@ async fn a_bank_timeout_is_followed_from_pending_to_failed() {
     let (status, page) = shopper.settled(&path).await;
     assert_eq!(status, "failed", "{page}");
     assert!(page.contains("could not be reached"), "{page}");
+}
+
+/// A browser drops the session cookie when its token expires (its Max-Age); the
+/// refresh cookie renews the session on the next page instead of asking to sign in.
+/// A refresh token used twice ends the session, and signing out forgets both.
+#[tokio::test]
+async fn an_expired_session_is_renewed_from_the_refresh_cookie() {
+    let app = spawn_app().await;
+    let mut shopper = Shopper::new(&app);
+    shopper.sign_up("renewed@example.com").await;
+    let first_refresh = shopper.cookies["__Host-bazaar_refresh"].clone();
+    shopper.cookies.remove("__Host-bazaar_session").unwrap();
+
+    let cart = shopper.get("/cart").await;
+    assert_eq!(cart.status, 200, "{:?} {}", cart.location, cart.html);
+    assert!(cart.html.contains("Sign out"), "{}", cart.html);
+    // Both cookies set again, the refresh token a new one (the old one is spent).
+    assert!(shopper.cookies.contains_key("__Host-bazaar_session"));
+    assert_ne!(shopper.cookies["__Host-bazaar_refresh"], first_refresh);
+    // The renewed session is a whole one: forms post with it.
+    let product = app.first_product().await;
+    let added = shopper
+        .post(
+            "/cart/items",
+            &[
+                ("product_id", product["id"].as_str().unwrap()),
+                ("quantity", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(added.location.as_deref(), Some("/cart"), "{}", added.html);
+
+    // The old refresh token again (a copy of the cookie): refused and forgotten, and
+    // the session it belonged to is over.
+    let mut thief = Shopper::new(&app);
+    thief
+        .cookies
+        .insert("__Host-bazaar_refresh".to_owned(), first_refresh);
+    let refused = thief.get("/cart").await;
+    assert_eq!(refused.status, 303, "{}", refused.html);
+    assert!(!thief.cookies.contains_key("__Host-bazaar_refresh"));
+    assert!(!thief.cookies.contains_key("__Host-bazaar_session"));
+    shopper.cookies.remove("__Host-bazaar_session");
+    let ended = shopper.get("/cart").await;
+    assert_eq!(
+        (ended.status, ended.location.as_deref()),
+        (303, Some("/account/signin?next=%2Fcart"))
+    );
+
+    // Signing out forgets both cookies.
+    let mut again = Shopper::new(&app);
+    again.sign_up("renewed-again@example.com").await;
+    again.post("/account/signout", &[]).await;
+    assert!(!again.cookies.contains_key("__Host-bazaar_session"));
+    assert!(!again.cookies.contains_key("__Host-bazaar_refresh"));
 }
