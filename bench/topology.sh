@@ -5,10 +5,11 @@
 #   baseline                   the bare axum handler (crates/baseline): the HTTP stack's ceiling
 #   monolith (SQLite)          bazaar serve                      (the default)
 #   monolith (PostgreSQL)      bazaar serve + BAZAAR_DATABASE_URL (storage alone changes)
-#   split (PostgreSQL + NATS)  7 x bazaar serve --only <module> + the gateway
+#   split (PostgreSQL + NATS)  8 x bazaar serve --only <module> + the gateway
 #
 # each started fresh. Mixes: product (product views; the only one the baseline
-# serves), shop (the default shopper mix) and checkout; each as an open loop at fixed
+# serves), shop (the default shopper mix), checkout and web (the shop mix on the
+# storefront's HTML pages, checkout form instead of checkout); each as an open loop at fixed
 # arrival rates (the latency-vs-rate curve) and a closed loop of N users (throughput).
 # Per run: throughput, p50/p99, errors, confirmed orders, CPU per request of every
 # server process of the topology, of the PostgreSQL processes serving it and of
@@ -77,12 +78,13 @@ declare -A RATES=(
   [product]="1000 5000 15000"
   [shop]="200 1000 3000"
   [checkout]="50 200 500"
+  [web]="200 1000 3000"
 )
-declare -A USERS=([product]=32 [shop]=32 [checkout]=16)
+declare -A USERS=([product]=32 [shop]=32 [checkout]=16 [web]=32)
 if [ "$QUICK" = yes ]; then
-  RATES=([product]="2000" [shop]="300" [checkout]="50")
+  RATES=([product]="2000" [shop]="300" [checkout]="50" [web]="300")
 fi
-MIXES=(product shop checkout)
+MIXES=(product shop checkout web)
 USERS_POOL=32          # registered per run; at least the largest closed-loop user count
 REQUEST_TIMEOUT=5s     # per request; an overloaded open loop turns late answers into errors
 MAX_IN_FLIGHT=2000     # open loop: arrivals beyond are counted as dropped
@@ -480,11 +482,11 @@ if wants monolith-pg; then
     BAZAAR_DATABASE_URL="$DB_MONO_URL" -- --data-dir "$WORK/mono-pg"
 fi
 
-# 4. split (PostgreSQL + NATS): seven modules, then the gateway.
+# 4. split (PostgreSQL + NATS): eight modules (the storefront for the web mix), then the gateway.
 if wants split; then
   new_database split; DB_SPLIT=$NEW_DB; DB_SPLIT_URL=$(db_url "$DB_SPLIT")
   log "split: starting 8 processes (database $DB_SPLIT, NATS prefix $NATS_PREFIX)"
-  MODULES=(identity catalog cart payments orders notifications analytics)
+  MODULES=(identity catalog cart payments orders notifications analytics storefront)
   SECRET_JWT=$(python3 -c 'import secrets;print(secrets.token_urlsafe(36))')
   SECRET_SERVICE=$(python3 -c 'import secrets;print(secrets.token_urlsafe(36))')
   declare -A MODULE_PORT MODULE_PID

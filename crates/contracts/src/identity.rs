@@ -25,13 +25,17 @@ crate::event!(UserRegistered, "identity", "UserRegistered", v 1, |e| e.user_id);
 /// The events this module publishes (its descriptor's `publishes`).
 pub const EVENTS: &[&str] = &[<UserRegistered as chassis_core::events::DomainEvent>::TYPE];
 
-/// A signed-in session, as the storefront keeps it: the access token only (it is the
-/// shopper's cookie; the shop never refreshes, it signs in again).
+/// A signed-in session, as the storefront keeps it (in the shopper's cookies): the
+/// access token, and the refresh token that renews it once it has expired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedIn {
     pub token: String,
     /// Seconds until `token` expires.
     pub expires_in: u64,
+    /// Single use: [`IdentityApi::refresh`] trades it for a new pair.
+    pub refresh_token: String,
+    /// Seconds until `refresh_token` expires.
+    pub refresh_expires_in: u64,
     pub user: User,
 }
 
@@ -78,6 +82,10 @@ chassis_core::rpc! {
             password: String,
             client: Option<std::net::IpAddr>,
         ) -> Result<SignedIn, AccountError>;
+
+        /// Trades a live refresh token for a new pair (the API's refresh: a token used
+        /// twice revokes its session). `InvalidCredentials` when it is not live.
+        async fn refresh(&self, refresh_token: String) -> Result<SignedIn, AccountError>;
 
         /// Ends the session `session_id` of `user_id` (its token's `sid`). Idempotent.
         async fn sign_out(

@@ -439,11 +439,14 @@ impl IdentityService {
     }
 }
 
-impl From<Session> for SignedIn {
-    fn from(session: Session) -> Self {
+impl IdentityService {
+    /// A session as the storefront keeps it.
+    fn signed_in(&self, session: Session) -> SignedIn {
         SignedIn {
             token: session.token,
             expires_in: session.expires_in,
+            refresh_token: session.refresh_token,
+            refresh_expires_in: self.refresh_ttl.as_secs(),
             user: session.user,
         }
     }
@@ -473,10 +476,8 @@ impl IdentityApi for IdentityService {
         name: String,
         client: Option<IpAddr>,
     ) -> Result<SignedIn, AccountError> {
-        Ok(self
-            .register(&email, &password, &name, client)
-            .await?
-            .into())
+        let session = self.register(&email, &password, &name, client).await?;
+        Ok(self.signed_in(session))
     }
 
     async fn sign_in(
@@ -485,7 +486,16 @@ impl IdentityApi for IdentityService {
         password: String,
         client: Option<IpAddr>,
     ) -> Result<SignedIn, AccountError> {
-        Ok(self.login(&email, &password, client).await?.into())
+        let session = self.login(&email, &password, client).await?;
+        Ok(self.signed_in(session))
+    }
+
+    async fn refresh(&self, refresh_token: String) -> Result<SignedIn, AccountError> {
+        match IdentityService::refresh(self, &refresh_token).await {
+            Ok(session) => Ok(self.signed_in(session)),
+            Err(IdentityError::InvalidRefreshToken) => Err(AccountError::InvalidCredentials),
+            Err(other) => Err(other.into()),
+        }
     }
 
     async fn sign_out(

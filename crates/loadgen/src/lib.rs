@@ -1,7 +1,7 @@
 //! `bazaar loadgen`: drives a running bazaar with a realistic shopper mix and reports
 //! latency percentiles and outcomes per operation.
 //!
-//! - [`mix`]: the operations and their weights (shop, browse, product, checkout);
+//! - [`mix`]: the operations and their weights (shop, browse, product, checkout, web);
 //! - [`scheduler`]: open loop (`--rate`, latency from the intended send time) and
 //!   closed loop (`--users`);
 //! - [`shopper`]: the HTTP requests themselves, against the public API;
@@ -54,8 +54,9 @@ pub struct LoadgenArgs {
     #[arg(long)]
     allow_remote: bool,
     /// The workload: shop (listing 1, product 10, add to cart 2, view cart 3,
-    /// checkout 1), browse (listing 1, product 10), product (product views only) or
-    /// checkout (add to cart 1, checkout 1).
+    /// checkout 1), browse (listing 1, product 10), product (product views only),
+    /// checkout (add to cart 1, checkout 1) or web (the shop mix on the HTML pages:
+    /// home, product, add to cart, cart, checkout form).
     #[arg(long, value_enum, default_value = "shop")]
     mix: Mix,
     /// Open loop: arrivals per second, sent on schedule whatever the responses do.

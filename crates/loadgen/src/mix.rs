@@ -2,7 +2,8 @@
 //!
 //! The default `shop` mix follows the shopper of the widely used microservices-demo
 //! load generator: home/listing 1, product view 10, add to cart 2, view cart 3,
-//! checkout 1.
+//! checkout 1. The `web` mix is the same shopper on the storefront's HTML pages, the
+//! checkout being the checkout form (no order is placed).
 
 use rand::Rng;
 
@@ -19,15 +20,30 @@ pub(crate) enum Operation {
     ViewCart,
     /// `POST /api/v1/orders` (from the cart, with an `Idempotency-Key`)
     Checkout,
+    /// `GET /` (the shop's home page: a page of products)
+    WebHome,
+    /// `GET /products/{id}`
+    WebProduct,
+    /// `POST /cart/items` (a form with the CSRF token; answered 303 to the cart)
+    WebAddToCart,
+    /// `GET /cart`
+    WebCart,
+    /// `GET /checkout` (the form, with the cart priced)
+    WebCheckoutForm,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 5] = [
+    pub(crate) const ALL: [Operation; 10] = [
         Operation::Listing,
         Operation::ProductView,
         Operation::AddToCart,
         Operation::ViewCart,
         Operation::Checkout,
+        Operation::WebHome,
+        Operation::WebProduct,
+        Operation::WebAddToCart,
+        Operation::WebCart,
+        Operation::WebCheckoutForm,
     ];
 
     /// The name in the table and the JSON report.
@@ -38,6 +54,11 @@ impl Operation {
             Operation::AddToCart => "add_to_cart",
             Operation::ViewCart => "view_cart",
             Operation::Checkout => "checkout",
+            Operation::WebHome => "web_home",
+            Operation::WebProduct => "web_product",
+            Operation::WebAddToCart => "web_add_to_cart",
+            Operation::WebCart => "web_cart",
+            Operation::WebCheckoutForm => "web_checkout_form",
         }
     }
 }
@@ -53,6 +74,9 @@ pub(crate) enum Mix {
     Product,
     /// add to cart 1, checkout 1.
     Checkout,
+    /// The shop mix on the storefront's HTML pages: home 1, product 10, add to cart
+    /// 2, cart 3, checkout form 1.
+    Web,
 }
 
 impl Mix {
@@ -62,6 +86,7 @@ impl Mix {
             Mix::Browse => "browse",
             Mix::Product => "product",
             Mix::Checkout => "checkout",
+            Mix::Web => "web",
         }
     }
 
@@ -78,6 +103,13 @@ impl Mix {
             Mix::Browse => &[(Operation::Listing, 1), (Operation::ProductView, 10)],
             Mix::Product => &[(Operation::ProductView, 1)],
             Mix::Checkout => &[(Operation::AddToCart, 1), (Operation::Checkout, 1)],
+            Mix::Web => &[
+                (Operation::WebHome, 1),
+                (Operation::WebProduct, 10),
+                (Operation::WebAddToCart, 2),
+                (Operation::WebCart, 3),
+                (Operation::WebCheckoutForm, 1),
+            ],
         }
     }
 
@@ -86,7 +118,12 @@ impl Mix {
         self.weights().iter().any(|(op, _)| {
             matches!(
                 op,
-                Operation::AddToCart | Operation::ViewCart | Operation::Checkout
+                Operation::AddToCart
+                    | Operation::ViewCart
+                    | Operation::Checkout
+                    | Operation::WebAddToCart
+                    | Operation::WebCart
+                    | Operation::WebCheckoutForm
             )
         })
     }
@@ -138,7 +175,13 @@ mod tests {
     #[test]
     fn every_mix_is_drawn_in_proportion_to_its_weights() {
         const DRAWS: u32 = 200_000;
-        for mix in [Mix::Shop, Mix::Browse, Mix::Product, Mix::Checkout] {
+        for mix in [
+            Mix::Shop,
+            Mix::Browse,
+            Mix::Product,
+            Mix::Checkout,
+            Mix::Web,
+        ] {
             let sampler = Sampler::new(mix.weights());
             let mut rng = StdRng::seed_from_u64(7);
             let mut counts: HashMap<Operation, u32> = HashMap::new();
@@ -164,6 +207,7 @@ mod tests {
     fn only_the_read_mixes_run_without_users() {
         assert!(Mix::Shop.needs_users());
         assert!(Mix::Checkout.needs_users());
+        assert!(Mix::Web.needs_users());
         assert!(!Mix::Browse.needs_users());
         assert!(!Mix::Product.needs_users());
     }

@@ -1,5 +1,5 @@
-//! The shopper: what each operation sends to the public API, and the set-up it needs
-//! (registered users, known product ids).
+//! The shopper: what each operation sends to the public API (or, for the web mix, the
+//! storefront's pages), and the set-up it needs (registered users, known product ids).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +24,10 @@ const REGISTER_CONCURRENCY: usize = 4;
 
 struct User {
     token: String,
+    /// The shop's cookies for the web mix: the session (the token, as the storefront
+    /// keeps it) and a CSRF token of this run's making, repeated in every form.
+    cookies: String,
+    csrf: String,
     /// Whether the cart (as far as this run knows) has something to check out.
     cart_filled: AtomicBool,
 }
@@ -75,6 +79,9 @@ impl Shopper {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(usize::MAX)
             .tcp_nodelay(true)
+            // The shop's forms answer 303: the answer is what is measured, not the
+            // page it points to.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(LoadgenError::Client)?;
         let products = product_ids(&client, base).await?;
@@ -96,8 +103,12 @@ impl Shopper {
                 batch.spawn(async move { register(&client, &base, &email).await });
             }
             while let Some(token) = batch.join_next().await {
+                let token = token.map_err(LoadgenError::RegisterTask)??;
+                let csrf = csrf_token(&mut rand::thread_rng());
                 registered.push(User {
-                    token: token.map_err(LoadgenError::RegisterTask)??,
+                    cookies: shop_cookies(&token, &csrf),
+                    token,
+                    csrf,
                     cart_filled: AtomicBool::new(false),
                 });
             }
@@ -148,6 +159,11 @@ impl Shopper {
             Some(user) => request.bearer_auth(&user.token),
             None => request,
         };
+        let signed_in = |request: RequestBuilder| match user {
+            Some(user) => request.header(reqwest::header::COOKIE, &user.cookies),
+            None => request,
+        };
+        let page = |op: Operation, path: &str| send(op, signed_in(self.client.get(self.url(path))));
         let add = || {
             auth(self.client.post(self.url("/api/v1/cart/items")))
                 .json(&json!({"product_id": self.product(&plan), "quantity": 1}))
@@ -187,6 +203,21 @@ impl Shopper {
                     user.cart_filled.store(true, Ordering::Relaxed);
                 }
                 vec![step]
+            }
+            Operation::WebHome => vec![page(Operation::WebHome, "/").await.0],
+            Operation::WebProduct => {
+                let path = format!("/products/{}", self.product(&plan));
+                vec![page(Operation::WebProduct, &path).await.0]
+            }
+            Operation::WebCart => vec![page(Operation::WebCart, "/cart").await.0],
+            Operation::WebCheckoutForm => {
+                vec![page(Operation::WebCheckoutForm, "/checkout").await.0]
+            }
+            Operation::WebAddToCart => {
+                let csrf = user.map_or("", |u| u.csrf.as_str());
+                let request = signed_in(self.client.post(self.url("/cart/items")))
+                    .form(&add_form(self.product(&plan), csrf));
+                vec![send(Operation::WebAddToCart, request).await.0]
             }
             Operation::Checkout => {
                 let mut steps = Vec::with_capacity(2);
@@ -291,6 +322,26 @@ impl Shopper {
             .and_then(|order| OrderSeen::of_status(&order, user))
             .unwrap_or(OrderSeen::Pending { user, id })
     }
+}
+
+/// A CSRF token as the shop's cookie holds one (32 to 64 characters): 64 hex digits.
+fn csrf_token(rng: &mut impl Rng) -> String {
+    format!("{:032x}{:032x}", rng.r#gen::<u128>(), rng.r#gen::<u128>())
+}
+
+/// The `Cookie` header of a signed-in shopper of the storefront: the access token in
+/// the session cookie and the CSRF cookie its forms repeat (double submit).
+fn shop_cookies(token: &str, csrf: &str) -> String {
+    format!("__Host-bazaar_session={token}; __Host-bazaar_csrf={csrf}")
+}
+
+/// The product page's add-to-cart form, as a browser posts it.
+fn add_form<'a>(product_id: &'a str, csrf: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("product_id", product_id),
+        ("quantity", "1"),
+        ("csrf", csrf),
+    ]
 }
 
 /// Sends one request and reads its whole body (so the connection is reused).
@@ -461,4 +512,31 @@ async fn register(client: &Client, base: &str, email: &str) -> Result<String, Lo
         email: email.to_owned(),
         attempts: REGISTER_ATTEMPTS,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng as _;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    #[test]
+    fn web_shoppers_post_forms_as_the_shop_expects() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let csrf = csrf_token(&mut rng);
+        // The storefront accepts a CSRF cookie of 32 to 64 characters.
+        assert_eq!(csrf.len(), 64);
+        assert!(csrf.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(csrf, csrf_token(&mut rng));
+        let cookies = shop_cookies("a.b.c", &csrf);
+        assert_eq!(
+            cookies,
+            format!("__Host-bazaar_session=a.b.c; __Host-bazaar_csrf={csrf}")
+        );
+        // The form repeats the cookie's token, as the product page's form does.
+        let form = add_form("p1", &csrf);
+        assert!(form.contains(&("csrf", csrf.as_str())));
+        assert!(form.contains(&("product_id", "p1")));
+    }
 }

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use chassis::auth::{ClientIp, Principal, Tokens};
 use contracts::cart::{CartApi, CartError};
 use contracts::catalog::{CatalogApi, CatalogError, Product};
-use contracts::identity::{AccountError, IdentityApi};
+use contracts::identity::{AccountError, IdentityApi, SignedIn};
 use contracts::orders::{OrderError, OrdersApi, ShippingAddress};
 use maud::Markup;
 use serde::Deserialize;
@@ -39,16 +39,21 @@ pub(crate) const PREFIXES: &[&str] = &[
 /// The stylesheet's path. Compiled in, so a page and its stylesheet always match.
 pub(crate) const STYLESHEET: &str = "/assets/shop.css";
 
+/// The order page's script (follows a pending order live), compiled in likewise.
+pub(crate) const ORDER_SCRIPT: &str = "/assets/order.js";
+
 /// Where a shopper who must sign in is sent.
 const SIGN_IN: &str = "/account/signin";
 
 /// Products per page on the home page.
 const PAGE_SIZE: u32 = 12;
 
-/// No script, no frame, no foreign origin: the pages need only their own stylesheet
-/// and to post their forms back to the shop.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
-    form-action 'self'; frame-ancestors 'none'";
+/// No inline code, no frame, no foreign origin: the pages need only their own
+/// stylesheet and script, to fetch the order page again (the script) and to post their
+/// forms back to the shop.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+    connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
 
 /// What the pages call.
 #[derive(Clone)]
@@ -114,9 +119,56 @@ pub(crate) fn router(shop: Shop) -> Router {
         .route("/orders/{id}", get(order))
         .route("/orders/{id}/cancel", post(cancel))
         .route(STYLESHEET, get(stylesheet))
+        .route(ORDER_SCRIPT, get(order_script))
         .route("/assets/{*rest}", get(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            shop.clone(),
+            renew_session,
+        ))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(shop)
+}
+
+/// Renews an expired session before the page sees it: a request without a valid
+/// session cookie but with a refresh cookie trades the refresh token for a new pair,
+/// is handled as signed in, and its response sets both new cookies. A refresh token
+/// identity no longer accepts is forgotten (the shopper signs in again); identity
+/// unreachable leaves the cookies for the next request. A response that signs in or
+/// out itself keeps its own cookies. Refresh tokens are single use: two requests
+/// renewing at once (two tabs) end the session, as a stolen token would.
+async fn renew_session(
+    State(shop): State<Shop>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let expired = session::cookie(headers, session::SESSION_COOKIE)
+        .and_then(|token| shop.tokens.verify(token))
+        .is_none();
+    let refresh = session::cookie(headers, session::REFRESH_COOKIE)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned);
+    let (true, Some(refresh), false) = (
+        expired,
+        refresh,
+        request.uri().path().starts_with("/assets/"),
+    ) else {
+        return next.run(request).await;
+    };
+    let renewed = shop.identity.refresh(refresh).await;
+    if let Ok(signed) = &renewed {
+        session::use_session(request.headers_mut(), &signed.token);
+    }
+    let mut response = next.run(request).await;
+    if session::sets_session(response.headers()) {
+        return response;
+    }
+    match renewed {
+        Ok(signed) => session::start(response.headers_mut(), &signed),
+        Err(AccountError::InvalidCredentials) => session::end(response.headers_mut()),
+        Err(e) => tracing::warn!(error = %e, "renewing a session failed"),
+    }
+    response
 }
 
 /// The shop's failures, each a page in the shop's style.
@@ -216,22 +268,100 @@ fn page(visit: &Visit, status: StatusCode, markup: Markup) -> Response {
     response
 }
 
-/// The signed-in shopper, or the sign-in page, which comes back to `back_to` after.
-fn shopper<'v>(visit: &'v Visit, back_to: &str) -> Result<&'v Principal, Redirect> {
-    visit.shopper.as_ref().ok_or_else(|| {
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("next", back_to)
-            .finish();
-        Redirect::to(&format!("{SIGN_IN}?{query}"))
-    })
+/// The sign-in page, which comes back to `back_to` (a path of this site) after.
+fn sign_in_first(back_to: &str) -> Response {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", local(back_to))
+        .finish();
+    Redirect::to(&format!("{SIGN_IN}?{query}")).into_response()
 }
 
-/// Refuses a post whose CSRF field does not match the visit's cookie.
-fn check_csrf(visit: &Visit, posted: &str) -> Result<(), ShopError> {
-    if visit.csrf_ok(posted) {
-        Ok(())
-    } else {
-        Err(ShopError::Forbidden)
+/// A signed-in shopper's page request; a visitor is sent to sign in and back here.
+struct ShopperPage {
+    visit: Visit,
+    user: Principal,
+}
+
+impl FromRequestParts<Shop> for ShopperPage {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, shop: &Shop) -> Result<Self, Self::Rejection> {
+        let visit = Visit::from_headers(&parts.headers, &shop.tokens);
+        match visit.shopper.clone() {
+            Some(user) => Ok(ShopperPage { visit, user }),
+            None => Err(sign_in_first(
+                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            )),
+        }
+    }
+}
+
+/// A form that carries the CSRF token (its hidden `csrf` field).
+trait Guarded {
+    fn csrf(&self) -> &str;
+}
+
+/// A posted form whose CSRF field matched the visit's cookie: checked before anything
+/// else is looked at, so a forged form learns nothing.
+struct Posted<T> {
+    visit: Visit,
+    form: T,
+}
+
+impl<T> FromRequest<Shop> for Posted<T>
+where
+    T: serde::de::DeserializeOwned + Guarded + Send,
+{
+    type Rejection = ShopError;
+
+    async fn from_request(request: Request, shop: &Shop) -> Result<Self, Self::Rejection> {
+        let visit = Visit::from_headers(request.headers(), &shop.tokens);
+        let ShopForm(form) = ShopForm::<T>::from_request(request, shop).await?;
+        if visit.csrf_ok(form.csrf()) {
+            Ok(Posted { visit, form })
+        } else {
+            Err(ShopError::Forbidden)
+        }
+    }
+}
+
+/// A signed-in shopper's posted form, its CSRF field checked first. A visitor is sent
+/// to sign in and then back to the page the form was on (its same-origin `Referer`).
+struct ShopperPost<T> {
+    visit: Visit,
+    user: Principal,
+    form: T,
+}
+
+impl<T> FromRequest<Shop> for ShopperPost<T>
+where
+    T: serde::de::DeserializeOwned + Guarded + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, shop: &Shop) -> Result<Self, Self::Rejection> {
+        let back_to = request
+            .headers()
+            .get(header::REFERER)
+            .and_then(|r| r.to_str().ok())
+            .map(referer_path)
+            .unwrap_or("/")
+            .to_owned();
+        let Posted { visit, form } = Posted::<T>::from_request(request, shop)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match visit.shopper.clone() {
+            Some(user) => Ok(ShopperPost { visit, user, form }),
+            None => Err(sign_in_first(&back_to)),
+        }
+    }
+}
+
+/// A `Referer`'s path and query (`local` then decides whether it is this site's).
+fn referer_path(referer: &str) -> &str {
+    match referer.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
+        None => referer,
     }
 }
 
@@ -288,6 +418,12 @@ pub(crate) struct Account {
     pub(crate) next: String,
 }
 
+impl Guarded for Account {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn sign_up_form(visit: Visit) -> Response {
     page(
         &visit,
@@ -325,21 +461,19 @@ async fn sign_in_form(visit: Visit, Query(back): Query<Next>) -> Response {
     page(&visit, StatusCode::OK, pages::sign_in(&visit, &form, None))
 }
 
-/// Signed in: the session cookie, then `next` (a path of this site) or the home page.
-fn signed_in(token: &str, expires_in: u64, next: &str) -> Response {
+/// Signed in: the session cookies, then `next` (a path of this site) or the home page.
+fn signed_in(signed: &SignedIn, next: &str) -> Response {
     let mut response = Redirect::to(local(next)).into_response();
-    session::start(response.headers_mut(), token, expires_in);
+    session::start(response.headers_mut(), signed);
     response
 }
 
 #[tracing::instrument(skip_all)]
 async fn sign_up(
     State(shop): State<Shop>,
-    visit: Visit,
     ClientIp(client): ClientIp,
-    ShopForm(form): ShopForm<Account>,
+    Posted { visit, form }: Posted<Account>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
     let result = shop
         .identity
         .sign_up(
@@ -350,7 +484,7 @@ async fn sign_up(
         )
         .await;
     let errors = match result {
-        Ok(signed) => return Ok(signed_in(&signed.token, signed.expires_in, "/")),
+        Ok(signed) => return Ok(signed_in(&signed, "/")),
         Err(AccountError::Invalid(errors)) => Errors::from(errors),
         Err(AccountError::EmailTaken) => Errors::one(
             "email",
@@ -375,17 +509,15 @@ async fn sign_up(
 #[tracing::instrument(skip_all)]
 async fn sign_in(
     State(shop): State<Shop>,
-    visit: Visit,
     ClientIp(client): ClientIp,
-    ShopForm(form): ShopForm<Account>,
+    Posted { visit, form }: Posted<Account>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
     match shop
         .identity
         .sign_in(form.email.clone(), form.password.clone(), client)
         .await
     {
-        Ok(signed) => Ok(signed_in(&signed.token, signed.expires_in, &form.next)),
+        Ok(signed) => Ok(signed_in(&signed, &form.next)),
         Err(AccountError::InvalidCredentials | AccountError::Invalid(_)) => Ok(page(
             &visit,
             StatusCode::UNAUTHORIZED,
@@ -407,13 +539,17 @@ struct Plain {
     csrf: String,
 }
 
+impl Guarded for Plain {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[tracing::instrument(skip_all)]
 async fn sign_out(
     State(shop): State<Shop>,
-    visit: Visit,
-    ShopForm(form): ShopForm<Plain>,
+    Posted { visit, .. }: Posted<Plain>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
     if let Some(shopper) = &visit.shopper {
         // Its refresh tokens are revoked; the cookie goes either way.
         if let Err(e) = shop
@@ -459,11 +595,10 @@ async fn cart_lines(shop: &Shop, user_id: &str) -> Result<Vec<CartLine>, ShopErr
 }
 
 #[tracing::instrument(skip_all)]
-async fn cart(State(shop): State<Shop>, visit: Visit) -> Result<Response, ShopError> {
-    let user = match shopper(&visit, "/cart") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
+async fn cart(
+    State(shop): State<Shop>,
+    ShopperPage { visit, user }: ShopperPage,
+) -> Result<Response, ShopError> {
     let lines = cart_lines(&shop, &user.user_id).await?;
     Ok(page(&visit, StatusCode::OK, pages::cart(&visit, &lines)))
 }
@@ -476,19 +611,19 @@ struct AddItem {
     quantity: u32,
 }
 
+impl Guarded for AddItem {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[tracing::instrument(skip_all)]
 async fn cart_add(
     State(shop): State<Shop>,
-    visit: Visit,
-    ShopForm(form): ShopForm<AddItem>,
+    ShopperPost { user, form, .. }: ShopperPost<AddItem>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, "/cart") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     shop.cart
-        .add_item(user.user_id.clone(), form.product_id, form.quantity)
+        .add_item(user.user_id, form.product_id, form.quantity)
         .await?;
     Ok(Redirect::to("/cart").into_response())
 }
@@ -500,20 +635,20 @@ struct SetQuantity {
     quantity: u32,
 }
 
+impl Guarded for SetQuantity {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[tracing::instrument(skip_all)]
 async fn cart_set(
     State(shop): State<Shop>,
-    visit: Visit,
     Path(product_id): Path<String>,
-    ShopForm(form): ShopForm<SetQuantity>,
+    ShopperPost { user, form, .. }: ShopperPost<SetQuantity>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, "/cart") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     shop.cart
-        .set_quantity(user.user_id.clone(), product_id, form.quantity)
+        .set_quantity(user.user_id, product_id, form.quantity)
         .await?;
     Ok(Redirect::to("/cart").into_response())
 }
@@ -521,18 +656,10 @@ async fn cart_set(
 #[tracing::instrument(skip_all)]
 async fn cart_remove(
     State(shop): State<Shop>,
-    visit: Visit,
     Path(product_id): Path<String>,
-    ShopForm(form): ShopForm<Plain>,
+    ShopperPost { user, .. }: ShopperPost<Plain>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, "/cart") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
-    shop.cart
-        .set_quantity(user.user_id.clone(), product_id, 0)
-        .await?;
+    shop.cart.set_quantity(user.user_id, product_id, 0).await?;
     Ok(Redirect::to("/cart").into_response())
 }
 
@@ -551,6 +678,12 @@ pub(crate) struct Checkout {
     pub(crate) postal_code: String,
     pub(crate) country: String,
     pub(crate) payment_token: String,
+}
+
+impl Guarded for Checkout {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 impl Checkout {
@@ -581,15 +714,14 @@ async fn checkout_page(
 }
 
 #[tracing::instrument(skip_all)]
-async fn checkout_form(State(shop): State<Shop>, visit: Visit) -> Result<Response, ShopError> {
-    let user = match shopper(&visit, "/checkout") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
+async fn checkout_form(
+    State(shop): State<Shop>,
+    ShopperPage { visit, user }: ShopperPage,
+) -> Result<Response, ShopError> {
     checkout_page(
         &shop,
         &visit,
-        user,
+        &user,
         StatusCode::OK,
         &Checkout::fresh(),
         &Errors::default(),
@@ -600,14 +732,8 @@ async fn checkout_form(State(shop): State<Shop>, visit: Visit) -> Result<Respons
 #[tracing::instrument(skip_all)]
 async fn checkout(
     State(shop): State<Shop>,
-    visit: Visit,
-    ShopForm(form): ShopForm<Checkout>,
+    ShopperPost { visit, user, form }: ShopperPost<Checkout>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, "/checkout") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     let key = if form.key.is_empty() {
         chassis::id::new_id()
     } else {
@@ -641,7 +767,7 @@ async fn checkout(
             checkout_page(
                 &shop,
                 &visit,
-                user,
+                &user,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &form,
                 &Errors::from(errors),
@@ -660,19 +786,12 @@ struct Paging {
 #[tracing::instrument(skip_all)]
 async fn orders(
     State(shop): State<Shop>,
-    visit: Visit,
+    ShopperPage { visit, user }: ShopperPage,
     Query(paging): Query<Paging>,
 ) -> Result<Response, ShopError> {
-    let user = match shopper(&visit, "/orders") {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     let listed = shop
         .orders
-        .orders(
-            user.user_id.clone(),
-            paging.cursor.filter(|c| !c.is_empty()),
-        )
+        .orders(user.user_id, paging.cursor.filter(|c| !c.is_empty()))
         .await?;
     Ok(page(&visit, StatusCode::OK, pages::orders(&visit, &listed)))
 }
@@ -680,13 +799,9 @@ async fn orders(
 #[tracing::instrument(skip_all)]
 async fn order(
     State(shop): State<Shop>,
-    visit: Visit,
     Path(id): Path<String>,
+    ShopperPage { visit, user }: ShopperPage,
 ) -> Result<Response, ShopError> {
-    let user = match shopper(&visit, &format!("/orders/{id}")) {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
     let order = shop.orders.order(user.user_id.clone(), id.clone()).await?;
     let timeline = shop.orders.timeline(user.user_id.clone(), id).await?;
     let names = products(
@@ -704,16 +819,10 @@ async fn order(
 #[tracing::instrument(skip_all)]
 async fn cancel(
     State(shop): State<Shop>,
-    visit: Visit,
     Path(id): Path<String>,
-    ShopForm(form): ShopForm<Plain>,
+    ShopperPost { user, .. }: ShopperPost<Plain>,
 ) -> Result<Response, ShopError> {
-    check_csrf(&visit, &form.csrf)?;
-    let user = match shopper(&visit, &format!("/orders/{id}")) {
-        Ok(user) => user,
-        Err(sign_in) => return Ok(sign_in.into_response()),
-    };
-    let order = shop.orders.cancel(user.user_id.clone(), id).await?;
+    let order = shop.orders.cancel(user.user_id, id).await?;
     Ok(Redirect::to(&format!("/orders/{}", order.id)).into_response())
 }
 
@@ -721,16 +830,24 @@ async fn not_found() -> ShopError {
     ShopError::NotFound
 }
 
-/// The stylesheet, compiled in; cached for an hour (it changes only with a release).
-async fn stylesheet() -> Response {
+/// A compiled-in asset, cached for an hour (it changes only with a release).
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        include_str!("shop.css"),
+        body,
     )
         .into_response()
+}
+
+async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", include_str!("shop.css"))
+}
+
+async fn order_script() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("order.js"))
 }
 
 #[cfg(test)]

@@ -136,17 +136,18 @@ fn form(page: (&str, &[&str]), target: (&str, &[&str]), fields: &[(&str, bool)])
 }
 
 /// The stylesheet, the one answer that is not HTML.
-fn stylesheet() -> PathItem {
+/// A compiled-in asset (`what`, of `content_type`).
+fn asset(what: &str, content_type: &str) -> PathItem {
     PathItem::new(
         HttpMethod::Get,
         OperationBuilder::new()
             .tag("storefront")
-            .summary(Some("The shop's stylesheet, compiled in"))
+            .summary(Some(format!("The shop's {what}, compiled in")))
             .response(
                 "200",
                 ResponseBuilder::new()
-                    .description("The stylesheet")
-                    .content("text/css", ContentBuilder::new().build())
+                    .description(format!("The {what}"))
+                    .content(content_type, ContentBuilder::new().build())
                     .build(),
             )
             .build(),
@@ -238,7 +239,7 @@ pub(crate) fn document() -> OpenApi {
                 .path(
                     "/orders/{id}",
                     get(
-                        "An order, refreshing itself until it settles",
+                        "An order, following it live until it settles",
                         &["200", "303", "404", "503"],
                         id,
                     ),
@@ -252,7 +253,11 @@ pub(crate) fn document() -> OpenApi {
                         &[],
                     ),
                 )
-                .path(crate::http::STYLESHEET, stylesheet()),
+                .path(crate::http::STYLESHEET, asset("stylesheet", "text/css"))
+                .path(
+                    crate::http::ORDER_SCRIPT,
+                    asset("order page's script", "text/javascript"),
+                ),
         )
         .build()
 }

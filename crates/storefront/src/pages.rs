@@ -11,10 +11,10 @@ use contracts::catalog::{Product, ProductList};
 use contracts::orders::{OrderPage, OrderSummary, TimelineEntry};
 use maud::{DOCTYPE, Markup, html};
 
-use crate::http::{Account, Checkout, STYLESHEET};
+use crate::http::{Account, Checkout, ORDER_SCRIPT, STYLESHEET};
 use crate::session::Visit;
 
-/// How often the order page reloads itself while the order is not settled.
+/// How often the order page looks again while the order is not settled.
 const REFRESH_SECS: u32 = 2;
 
 /// A page's frame.
@@ -22,7 +22,8 @@ struct Frame<'a> {
     title: &'a str,
     visit: Option<&'a Visit>,
     q: Option<&'a str>,
-    /// Reload every `REFRESH_SECS` (an order still being processed).
+    /// Follow the order live (`order.js`; without JavaScript a reload every
+    /// `REFRESH_SECS`): an order still being processed.
     refresh: bool,
 }
 
@@ -52,10 +53,16 @@ fn layout(frame: &Frame<'_>, body: &Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 @if frame.refresh {
-                    meta http-equiv="refresh" content=(REFRESH_SECS);
+                    // With scripting on, a browser parses this as text: order.js follows
+                    // the order in place instead (a page that reloads itself loses the
+                    // reader's place and focus; axe's meta-refresh rule).
+                    noscript { meta http-equiv="refresh" content=(REFRESH_SECS); }
                 }
                 title { (frame.title) " · bazaar" }
                 link rel="stylesheet" href=(STYLESHEET);
+                @if frame.refresh {
+                    script src=(ORDER_SCRIPT) defer {}
+                }
             }
             body {
                 a class="skip" href="#main" { "Skip to content" }
@@ -354,7 +361,7 @@ pub(crate) fn cart(visit: &Visit, lines: &[CartLine]) -> Markup {
                         @let qty_id = format!("qty-{id}");
                         tr {
                             td { a href={ "/products/" (id) } { (line.product.name) } }
-                            td { (money(line.product.price_cents, &line.product.currency)) }
+                            td data-label="Price" { (money(line.product.price_cents, &line.product.currency)) }
                             td {
                                 form class="inline" method="post" action={ "/cart/items/" (id) } {
                                     (csrf(visit))
@@ -363,7 +370,7 @@ pub(crate) fn cart(visit: &Visit, lines: &[CartLine]) -> Markup {
                                     button type="submit" { "Update" }
                                 }
                             }
-                            td { (money(line.product.price_cents.saturating_mul(i64::from(line.quantity)), &line.product.currency)) }
+                            td data-label="Subtotal" { (money(line.product.price_cents.saturating_mul(i64::from(line.quantity)), &line.product.currency)) }
                             td {
                                 form class="inline" method="post" action={ "/cart/items/" (id) "/remove" } {
                                     (csrf(visit))
@@ -469,7 +476,32 @@ fn status_text(order: &OrderSummary) -> String {
     }
 }
 
-/// Not settled yet: the page reloads until it is.
+/// An RFC 3339 UTC instant (`2026-12-07T09:21:37.057Z`) to the second, as people
+/// read it (`2026-12-07 09:21:37 UTC`); anything else as it is.
+fn when(instant: &str) -> String {
+    match (instant.get(..10), instant.get(10..11), instant.get(11..19)) {
+        (Some(date), Some("T"), Some(time)) if instant.ends_with('Z') => {
+            format!("{date} {time} UTC")
+        }
+        _ => instant.to_owned(),
+    }
+}
+
+/// An event's type as words: `OrderConfirmed` reads "Order confirmed".
+fn event_text(kind: &str) -> String {
+    let mut text = String::with_capacity(kind.len() + 4);
+    for (i, c) in kind.chars().enumerate() {
+        if i > 0 && c.is_ascii_uppercase() {
+            text.push(' ');
+            text.push(c.to_ascii_lowercase());
+        } else {
+            text.push(c);
+        }
+    }
+    text
+}
+
+/// Not settled yet: the page follows the order until it is.
 fn settling(order: &OrderSummary) -> bool {
     matches!(order.status.as_str(), "pending" | "cancelling")
 }
@@ -482,40 +514,44 @@ pub(crate) fn order(
 ) -> Markup {
     let body = html! {
         h1 { "Order " span class="mono" { (order.id) } }
-        p class={ "status " (order.status) } role="status" data-status=(order.status) { (status_text(order)) }
-        @if settling(order) {
-            p class="hint" { "This page refreshes itself every " (REFRESH_SECS) " seconds until the order settles." }
-        }
-        table class="lines" {
-            caption class="visually-hidden" { "Items in this order" }
-            thead { tr { th scope="col" { "Product" } th scope="col" { "Price" } th scope="col" { "Quantity" } } }
-            tbody {
-                @for item in &order.items {
-                    tr {
-                        td { @match products.get(&item.product_id) {
-                            Some(p) => a href={ "/products/" (p.id) } { (p.name) },
-                            None => span class="mono" { (item.product_id) },
-                        } }
-                        td { (money(item.price_cents, &order.currency)) }
-                        td { (item.quantity) }
+        // order.js updates this element in place (a live region: the change is read out)
+        // and swaps #order-live, until data-status is settled.
+        p id="order-status" class={ "status " (order.status) } role="status" data-status=(order.status) { (status_text(order)) }
+        div id="order-live" data-settling=(if settling(order) { "true" } else { "false" }) {
+            @if settling(order) {
+                p class="hint" { "This page follows the order until it settles (without JavaScript it reloads every " (REFRESH_SECS) " seconds)." }
+            }
+            table class="lines" {
+                caption class="visually-hidden" { "Items in this order" }
+                thead { tr { th scope="col" { "Product" } th scope="col" { "Price" } th scope="col" { "Quantity" } } }
+                tbody {
+                    @for item in &order.items {
+                        tr {
+                            td { @match products.get(&item.product_id) {
+                                Some(p) => a href={ "/products/" (p.id) } { (p.name) },
+                                None => span class="mono" { (item.product_id) },
+                            } }
+                            td data-label="Price" { (money(item.price_cents, &order.currency)) }
+                            td data-label="Quantity" { (item.quantity) }
+                        }
+                    }
+                }
+                tfoot { tr { th scope="row" colspan="2" { "Total" } td class="total" { (money(order.total_cents, &order.currency)) } } }
+            }
+            p { "Placed " time datetime=(order.created_at) { (when(&order.created_at)) } "." }
+            section aria-labelledby="timeline" {
+                h2 id="timeline" { "What happened" }
+                ol class="timeline" {
+                    @for entry in timeline {
+                        li data-kind=(entry.kind) { time datetime=(entry.occurred_at) { (when(&entry.occurred_at)) } " " span class="event" { (event_text(&entry.kind)) } }
                     }
                 }
             }
-            tfoot { tr { th scope="row" colspan="2" { "Total" } td class="total" { (money(order.total_cents, &order.currency)) } } }
-        }
-        p { "Placed " time datetime=(order.created_at) { (order.created_at) } "." }
-        section aria-labelledby="timeline" {
-            h2 id="timeline" { "What happened" }
-            ol class="timeline" {
-                @for entry in timeline {
-                    li { time datetime=(entry.occurred_at) { (entry.occurred_at) } " " span class="event" { (entry.kind) } }
+            @if order.status == "confirmed" {
+                form method="post" action={ "/orders/" (order.id) "/cancel" } {
+                    (csrf(visit))
+                    button class="secondary" type="submit" { "Cancel this order" }
                 }
-            }
-        }
-        @if order.status == "confirmed" {
-            form method="post" action={ "/orders/" (order.id) "/cancel" } {
-                (csrf(visit))
-                button class="secondary" type="submit" { "Cancel this order" }
             }
         }
         p { a href="/orders" { "All your orders" } }
@@ -542,9 +578,9 @@ pub(crate) fn orders(visit: &Visit, page: &OrderPage) -> Markup {
                     @for order in &page.items {
                         tr {
                             td { a class="mono" href={ "/orders/" (order.id) } { (order.id) } }
-                            td { time datetime=(order.created_at) { (order.created_at) } }
-                            td { (order.status) }
-                            td { (money(order.total_cents, &order.currency)) }
+                            td data-label="Placed" { time datetime=(order.created_at) { (when(&order.created_at)) } }
+                            td data-label="Status" { (order.status) }
+                            td data-label="Total" { (money(order.total_cents, &order.currency)) }
                         }
                     }
                 }
@@ -608,6 +644,27 @@ mod tests {
         .into_string();
         assert!(!page.contains("<script>"));
         assert!(page.contains("cursor=a%26b"));
+    }
+
+    #[test]
+    fn instants_read_to_the_second() {
+        assert_eq!(
+            when("2026-12-07T09:21:37.057333Z"),
+            "2026-12-07 09:21:37 UTC"
+        );
+        assert_eq!(when("2026-12-07T09:21:37Z"), "2026-12-07 09:21:37 UTC");
+        assert_eq!(when("yesterday"), "yesterday");
+        assert_eq!(
+            when("2026-12-07T09:21:37+02:00"),
+            "2026-12-07T09:21:37+02:00"
+        );
+    }
+
+    #[test]
+    fn events_read_as_words() {
+        assert_eq!(event_text("OrderConfirmed"), "Order confirmed");
+        assert_eq!(event_text("StockReserved"), "Stock reserved");
+        assert_eq!(event_text(""), "");
     }
 
     #[test]

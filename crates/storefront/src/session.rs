@@ -3,7 +3,10 @@
 //!
 //! - `__Host-bazaar_session` holds the access token identity issued at sign-in (`Secure;
 //!   HttpOnly; SameSite=Lax`): scripts cannot read it, other sites' forms do not send
-//!   it on a POST. It expires with the token; the shop then asks to sign in again.
+//!   it on a POST. It expires with the token.
+//! - `__Host-bazaar_refresh` holds the refresh token issued with it (same attributes,
+//!   as long as that lives): once the access token has expired, the next request
+//!   trades it for a new pair (`http::renew_session`) instead of asking to sign in.
 //! - `__Host-bazaar_csrf` holds a random token that every state-changing form repeats in a
 //!   hidden field; a POST is refused unless both are present and equal. Double submit
 //!   rather than an HMAC of the session: it needs no secret shared between storefront
@@ -19,10 +22,12 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chassis::auth::{Principal, Role, Tokens};
+use contracts::identity::SignedIn;
 use subtle::ConstantTimeEq as _;
 
 pub(crate) const SESSION_COOKIE: &str = "__Host-bazaar_session";
 pub(crate) const CSRF_COOKIE: &str = "__Host-bazaar_csrf";
+pub(crate) const REFRESH_COOKIE: &str = "__Host-bazaar_refresh";
 
 /// The CSRF cookie lives for a day; a form older than that is posted again.
 const CSRF_MAX_AGE_SECS: u64 = 24 * 3600;
@@ -38,7 +43,7 @@ pub(crate) struct Visit {
 }
 
 /// The value of cookie `name` in `headers`.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -101,22 +106,64 @@ fn append(headers: &mut HeaderMap, cookie: &str) {
     }
 }
 
-/// Starts a session: the access token in its cookie, for as long as it is valid.
-pub(crate) fn start(headers: &mut HeaderMap, token: &str, expires_in: u64) {
-    append(
-        headers,
-        &format!(
-            "{SESSION_COOKIE}={token}; Path=/; Max-Age={expires_in}; Secure; HttpOnly; SameSite=Lax"
+/// Starts (or renews) a session: each token in its cookie, for as long as it is valid.
+pub(crate) fn start(headers: &mut HeaderMap, signed: &SignedIn) {
+    for (name, value, max_age) in [
+        (SESSION_COOKIE, &signed.token, signed.expires_in),
+        (
+            REFRESH_COOKIE,
+            &signed.refresh_token,
+            signed.refresh_expires_in,
         ),
-    );
+    ] {
+        append(
+            headers,
+            &format!("{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"),
+        );
+    }
 }
 
-/// Ends the session cookie.
+/// Ends the session's cookies.
 pub(crate) fn end(headers: &mut HeaderMap) {
-    append(
-        headers,
-        &format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"),
-    );
+    for name in [SESSION_COOKIE, REFRESH_COOKIE] {
+        append(
+            headers,
+            &format!("{name}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"),
+        );
+    }
+}
+
+/// Whether a response already sets the session cookie (signs in or out itself).
+pub(crate) fn sets_session(headers: &HeaderMap) -> bool {
+    let prefix = format!("{SESSION_COOKIE}=");
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(prefix.as_bytes()))
+}
+
+/// Puts `token` in the request's session cookie, the other cookies kept: the page
+/// then sees the renewed session as if the browser had sent it.
+pub(crate) fn use_session(headers: &mut HeaderMap, token: &str) {
+    let mut pairs: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            !pair.is_empty()
+                && pair
+                    .split_once('=')
+                    .is_none_or(|(name, _)| name != SESSION_COOKIE)
+        })
+        .map(str::to_owned)
+        .collect();
+    pairs.push(format!("{SESSION_COOKIE}={token}"));
+    headers.remove(header::COOKIE);
+    if let Ok(value) = HeaderValue::from_str(&pairs.join("; ")) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +187,25 @@ mod tests {
         assert!(!visit.csrf_ok(""));
         assert!(!visit.csrf_ok(&"b".repeat(43)));
         assert!(visit.shopper.is_none());
+    }
+
+    #[test]
+    fn a_renewed_session_replaces_only_the_session_cookie() {
+        let mut request = headers(&format!("a=1; {SESSION_COOKIE}=old; {REFRESH_COOKIE}=r"));
+        use_session(&mut request, "new");
+        assert_eq!(
+            request[header::COOKIE],
+            format!("a=1; {REFRESH_COOKIE}=r; {SESSION_COOKIE}=new").as_str()
+        );
+        let mut none = HeaderMap::new();
+        use_session(&mut none, "t");
+        assert_eq!(none[header::COOKIE], format!("{SESSION_COOKIE}=t").as_str());
+
+        let mut response = HeaderMap::new();
+        assert!(!sets_session(&response));
+        end(&mut response);
+        assert!(sets_session(&response));
+        assert_eq!(response.get_all(header::SET_COOKIE).iter().count(), 2);
     }
 
     #[test]

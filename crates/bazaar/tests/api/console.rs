@@ -1,25 +1,16 @@
 //! The ops console: its admin endpoints (`/api/v1/admin/services`,
 //! `/api/v1/admin/sagas`), the page's headers, and the page itself in headless Debian
-//! Chromium, driven over WebDriver (Debian's chromedriver, started here on a free
-//! port) with a few W3C WebDriver commands sent by reqwest.
-//!
-//! The browser test needs /usr/bin/chromium and /usr/bin/chromedriver (packages
-//! chromium and chromium-driver); without them it says so and passes, unless
-//! `BAZAAR_TEST_BROWSER=required` (CI), where it fails.
+//! Chromium (`crate::browser`: skipped without chromium, unless
+//! `BAZAAR_TEST_BROWSER=required`).
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine;
 use chassis::resilience::{Fault, PolicyOverrides};
-use serde_json::{Value, json};
-use tempfile::TempDir;
+use serde_json::json;
 
+use crate::browser::{Browser, browser_available, ci_dir, png_size, variant};
 use crate::helpers::{
-    Api, TestApp, assert_problem, eventually, eventually_within, free_port, order_body, spawn_app,
-    spawn_app_with, split_topology,
+    Api, TestApp, assert_problem, eventually, order_body, spawn_app, spawn_app_with, split_topology,
 };
 
 // ---- the page and the admin endpoints, without a browser -------------------------
@@ -204,288 +195,8 @@ async fn sagas_lists_an_order_waiting_on_a_hanging_payment_as_stuck() {
 
 // ---- the page in a browser -------------------------------------------------------
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-/// How long the browser may take to show something (a refresh is every 5 s).
-const BROWSER_PATIENCE: Duration = Duration::from_secs(45);
-/// W3C WebDriver's key for an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// The root span of a checkout, as the traces panel lists it.
 const CHECKOUT: &str = "POST /api/v1/orders";
-
-/// Whether the browser test can run here: `Err` with the reason when it cannot, which
-/// fails the test under `BAZAAR_TEST_BROWSER=required`.
-fn browser_available() -> Result<(), String> {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let reason = format!(
-        "{} missing (apt-get install chromium chromium-driver)",
-        missing.join(" and ")
-    );
-    assert!(
-        std::env::var("BAZAAR_TEST_BROWSER").as_deref() != Ok("required"),
-        "BAZAAR_TEST_BROWSER=required but {reason}"
-    );
-    Err(reason)
-}
-
-/// Where CI keeps its artifacts: `$CARGO_TARGET_DIR/ci` (default `target/ci`).
-fn ci_dir() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map_or_else(|| workspace.join("target"), |t| workspace.join(t));
-    target.join("ci")
-}
-
-/// chromedriver with one headless Chromium session. Both run in a process group of
-/// their own, killed on drop, so a failing test leaves no browser behind.
-struct Browser {
-    driver: Child,
-    http: reqwest::Client,
-    /// `http://127.0.0.1:<port>/session/<id>`
-    session: String,
-    profile: TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.driver.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-/// A WebDriver answer's `value`, or its error.
-async fn webdriver_value(response: reqwest::Response, what: &str) -> Result<Value, String> {
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("{what}: unreadable answer: {e}"))?;
-    if status.is_success() {
-        Ok(body["value"].clone())
-    } else {
-        Err(format!(
-            "{what}: {status} {} {}",
-            body["value"]["error"], body["value"]["message"]
-        ))
-    }
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let profile = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("chromedriver starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let mut browser = Self {
-            driver,
-            http,
-            session: String::new(),
-            profile,
-        };
-        eventually_within(
-            &format!("chromedriver to be ready on {base}"),
-            Duration::from_secs(30),
-            || async {
-                let status: Value = browser
-                    .http
-                    .get(format!("{base}/status"))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if status["value"]["ready"] == true {
-                    Ok(())
-                } else {
-                    Err(status.to_string())
-                }
-            },
-        )
-        .await;
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--window-size=1440,1800",
-            &format!("--user-data-dir={}", browser.profile.path().display()),
-        ];
-        let capabilities = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
-        }}});
-        let response = browser
-            .http
-            .post(format!("{base}/session"))
-            .json(&capabilities)
-            .send()
-            .await
-            .expect("chromedriver answers");
-        let value = webdriver_value(response, "new session").await.unwrap();
-        let id = value["sessionId"].as_str().expect("a session id");
-        browser.session = format!("{base}/session/{id}");
-        browser
-    }
-
-    async fn command(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
-        let mut request = self.http.request(method, format!("{}{path}", self.session));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| format!("{path}: {e}"))?;
-        webdriver_value(response, path).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
-        self.command(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> Result<Value, String> {
-        self.command(reqwest::Method::GET, path, None).await
-    }
-
-    async fn goto(&self, url: &str) {
-        self.post("/url", json!({"url": url})).await.unwrap();
-    }
-
-    async fn find_all(&self, css: &str) -> Result<Vec<String>, String> {
-        let found = self
-            .post("/elements", json!({"using": "css selector", "value": css}))
-            .await?;
-        Ok(found
-            .as_array()
-            .map(|all| {
-                all.iter()
-                    .filter_map(|e| e[ELEMENT].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    async fn find(&self, css: &str) -> Result<String, String> {
-        self.find_all(css)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("no element matches {css}"))
-    }
-
-    /// The element's rendered text: what a person sees, hidden parts left out.
-    async fn text(&self, element: &str) -> Result<String, String> {
-        let text = self.get(&format!("/element/{element}/text")).await?;
-        Ok(text.as_str().unwrap_or_default().to_owned())
-    }
-
-    async fn displayed(&self, element: &str) -> Result<bool, String> {
-        Ok(self.get(&format!("/element/{element}/displayed")).await? == true)
-    }
-
-    async fn click(&self, element: &str) -> Result<(), String> {
-        self.post(&format!("/element/{element}/click"), json!({}))
-            .await
-            .map(drop)
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let element = self.find(css).await.unwrap();
-        self.post(&format!("/element/{element}/clear"), json!({}))
-            .await
-            .unwrap();
-        self.post(&format!("/element/{element}/value"), json!({"text": text}))
-            .await
-            .unwrap();
-    }
-
-    /// Polls (bounded) until the visible text of `css` satisfies `check`; that text.
-    async fn wait_for_text(&self, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-        eventually_within(&format!("{what} in {css}"), BROWSER_PATIENCE, || async {
-            let text = self.visible_text(css).await?;
-            if check(&text) { Ok(text) } else { Err(text) }
-        })
-        .await
-    }
-
-    async fn visible_text(&self, css: &str) -> Result<String, String> {
-        let element = self.find(css).await?;
-        if !self.displayed(&element).await? {
-            return Err(format!("{css} is not displayed"));
-        }
-        self.text(&element).await
-    }
-
-    /// Clicks the first `css` element whose text contains `needle`, retrying (bounded)
-    /// while the page re-renders it.
-    async fn click_containing(&self, css: &str, needle: &str) {
-        eventually_within(
-            &format!("a click on {css} containing {needle:?}"),
-            BROWSER_PATIENCE,
-            || async {
-                for element in self.find_all(css).await? {
-                    if self.text(&element).await?.contains(needle) {
-                        return self.click(&element).await;
-                    }
-                }
-                Err(format!("no {css} contains {needle:?}"))
-            },
-        )
-        .await;
-    }
-
-    async fn screenshot(&self) -> Vec<u8> {
-        let encoded = self.get("/screenshot").await.unwrap();
-        base64::engine::general_purpose::STANDARD
-            .decode(encoded.as_str().unwrap_or_default())
-            .expect("a base64 screenshot")
-    }
-
-    async fn quit(&self) {
-        let _ = self.command(reqwest::Method::DELETE, "", None).await;
-    }
-}
-
-/// A PNG's width and height, from its IHDR chunk.
-fn png_size(png: &[u8]) -> Option<(u32, u32)> {
-    if png.len() < 24 || &png[..8] != b"\x89PNG\r\n\x1a\n" || &png[12..16] != b"IHDR" {
-        return None;
-    }
-    let be = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
-    Some((be(16), be(20)))
-}
 
 /// One checkout per payment token, each waited for until terminal.
 async fn checkouts(api: &Api, customer: &str, tokens: &[&str]) {
@@ -618,19 +329,9 @@ async fn the_console_shows_the_service_map_and_a_checkout_trace_in_a_browser() {
         .wait_for_text("#bus", "the bus panel", |t| !t.is_empty())
         .await;
 
-    browser
-        .post(
-            "/execute/sync",
-            json!({"script": "window.scrollTo(0, 0)", "args": []}),
-        )
-        .await
-        .unwrap();
+    browser.execute("window.scrollTo(0, 0)").await.unwrap();
     let png = browser.screenshot().await;
-    let variant = match (split_topology(), app.data_dir.database_url().is_some()) {
-        (true, _) => "-split",
-        (false, true) => "-postgres",
-        (false, false) => "",
-    };
+    let variant = variant(&app);
     let dir = ci_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("console{variant}.png"));

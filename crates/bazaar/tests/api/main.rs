@@ -2,6 +2,7 @@
 //! built by `Application::build` on a free port with a fresh data dir.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod browser;
 mod helpers;
 
 mod cart;
@@ -19,6 +20,7 @@ mod process;
 mod registry;
 mod resilience;
 mod sessions;
+mod shop_browser;
 mod split;
 mod storefront;
 mod traces;

@@ -41,7 +41,13 @@ async fn the_home_page_lists_products_and_pages_through_them() {
         .to_str()
         .unwrap();
     assert!(csp.contains("default-src 'none'"), "{csp}");
-    assert!(!csp.contains("script-src"), "no script is allowed: {csp}");
+    // Scripts only from the shop itself (order.js), nothing inline.
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert!(
+        !html.contains("<script"),
+        "the home page needs no script: {html}"
+    );
     assert!(
         html.starts_with("<!DOCTYPE html><html lang=\"en\">"),
         "{html}"
@@ -118,7 +124,7 @@ async fn a_product_page_shows_price_and_stock_and_unknown_ones_are_404_pages() {
 }
 
 #[tokio::test]
-async fn the_stylesheet_is_compiled_in_and_cached() {
+async fn the_assets_are_compiled_in_and_cached() {
     let app = spawn_app().await;
     let (status, headers, css) = page(&app, "/assets/shop.css").await;
     assert_eq!(status, 200);
@@ -133,6 +139,13 @@ async fn the_stylesheet_is_compiled_in_and_cached() {
             .contains("max-age="),
     );
     assert!(css.contains(".products"));
+    let (status, headers, js) = page(&app, "/assets/order.js").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers[reqwest::header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(js.contains("order-status"));
 }
 
 /// A browser without JavaScript: it keeps the cookies the shop sets (by hand, so the
@@ -281,9 +294,12 @@ impl<'a> Shopper<'a> {
                 assert!(!page.html.contains("http-equiv=\"refresh\""));
                 return (status, page.html);
             }
+            // Followed live by order.js; without JavaScript, reloaded.
             assert!(
-                page.html.contains("http-equiv=\"refresh\""),
-                "pending pages refresh"
+                page.html.contains("<noscript><meta http-equiv=\"refresh\"")
+                    && page.html.contains("src=\"/assets/order.js\""),
+                "pending pages follow the order: {}",
+                page.html
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -386,10 +402,10 @@ async fn a_shopper_signs_up_fills_a_cart_and_buys_it() {
     assert!(page.contains(&money(total)), "{page}");
     // The timeline, oldest first.
     let placed = page
-        .find(">OrderPlaced<")
+        .find("data-kind=\"OrderPlaced\"")
         .expect("OrderPlaced in the timeline");
     let confirmed = page
-        .find(">OrderConfirmed<")
+        .find("data-kind=\"OrderConfirmed\"")
         .expect("OrderConfirmed in the timeline");
     assert!(placed < confirmed, "{page}");
     let cart = shopper.get("/cart").await;
@@ -553,4 +569,59 @@ async fn a_bank_timeout_is_followed_from_pending_to_failed() {
     let (status, page) = shopper.settled(&path).await;
     assert_eq!(status, "failed", "{page}");
     assert!(page.contains("could not be reached"), "{page}");
+}
+
+/// A browser drops the session cookie when its token expires (its Max-Age); the
+/// refresh cookie renews the session on the next page instead of asking to sign in.
+/// A refresh token used twice ends the session, and signing out forgets both.
+#[tokio::test]
+async fn an_expired_session_is_renewed_from_the_refresh_cookie() {
+    let app = spawn_app().await;
+    let mut shopper = Shopper::new(&app);
+    shopper.sign_up("renewed@example.com").await;
+    let first_refresh = shopper.cookies["__Host-bazaar_refresh"].clone();
+    shopper.cookies.remove("__Host-bazaar_session").unwrap();
+
+    let cart = shopper.get("/cart").await;
+    assert_eq!(cart.status, 200, "{:?} {}", cart.location, cart.html);
+    assert!(cart.html.contains("Sign out"), "{}", cart.html);
+    // Both cookies set again, the refresh token a new one (the old one is spent).
+    assert!(shopper.cookies.contains_key("__Host-bazaar_session"));
+    assert_ne!(shopper.cookies["__Host-bazaar_refresh"], first_refresh);
+    // The renewed session is a whole one: forms post with it.
+    let product = app.first_product().await;
+    let added = shopper
+        .post(
+            "/cart/items",
+            &[
+                ("product_id", product["id"].as_str().unwrap()),
+                ("quantity", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(added.location.as_deref(), Some("/cart"), "{}", added.html);
+
+    // The old refresh token again (a copy of the cookie): refused and forgotten, and
+    // the session it belonged to is over.
+    let mut thief = Shopper::new(&app);
+    thief
+        .cookies
+        .insert("__Host-bazaar_refresh".to_owned(), first_refresh);
+    let refused = thief.get("/cart").await;
+    assert_eq!(refused.status, 303, "{}", refused.html);
+    assert!(!thief.cookies.contains_key("__Host-bazaar_refresh"));
+    assert!(!thief.cookies.contains_key("__Host-bazaar_session"));
+    shopper.cookies.remove("__Host-bazaar_session");
+    let ended = shopper.get("/cart").await;
+    assert_eq!(
+        (ended.status, ended.location.as_deref()),
+        (303, Some("/account/signin?next=%2Fcart"))
+    );
+
+    // Signing out forgets both cookies.
+    let mut again = Shopper::new(&app);
+    again.sign_up("renewed-again@example.com").await;
+    again.post("/account/signout", &[]).await;
+    assert!(!again.cookies.contains_key("__Host-bazaar_session"));
+    assert!(!again.cookies.contains_key("__Host-bazaar_refresh"));
 }
