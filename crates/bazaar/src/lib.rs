@@ -612,6 +612,12 @@ impl Application {
         &self.modules
     }
 
+    /// The whole router, every layer included: what the listener serves (in-process
+    /// benchmarks call it without a socket: `examples/hotpaths.rs`).
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
     /// Cancel this to stop the server gracefully (signals do the same).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()

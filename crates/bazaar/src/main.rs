@@ -11,6 +11,14 @@ use bazaar::config::{Config, LogFormat, Overrides};
 use bazaar::{Application, Modules};
 use clap::{Args, Parser, Subcommand};
 
+// The allocator is a build choice (bench/memory.sh measures each; docs/benchmarks.md).
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// bazaar: an e-commerce backend that runs as one process or as microservices.
 ///
 /// Configuration comes from defaults, then a TOML file (--config), then BAZAAR_*
