@@ -492,6 +492,20 @@ async fn poison_messages_are_dead_lettered_and_acked() {
     let good = Envelope::wrap(&deposit(7)).unwrap();
     bus.publish(&good).await.unwrap();
 
+    // The effects first: on a cluster the durable's counts can trail the stream's
+    // last writes, so "nothing pending" alone may be read before they arrive.
+    until(
+        "the good one applied, the poison dead-lettered",
+        Duration::from_secs(30),
+        || async {
+            applied(&f.consumer_store).await.0 >= 1
+                && !chassis_messaging::dead_letters::dead_letters(f.consumer_store.pool())
+                    .await
+                    .unwrap()
+                    .is_empty()
+        },
+    )
+    .await;
     wait_all_acked(&js, &f.consumer).await;
     stop(&shutdown, vec![consuming]).await;
 

@@ -344,12 +344,7 @@ async fn provision(
     let password_clause = password
         .map(|p| format!(" PASSWORD '{}'", p.replace('\'', "''")))
         .unwrap_or_default();
-    let exists = |conn: &mut sqlx::AnyConnection| {
-        let query = sqlx::query_as::<_, (i32,)>("SELECT 1 FROM pg_roles WHERE rolname = $1")
-            .bind(role.to_owned());
-        async move { Ok::<_, sqlx::Error>(query.fetch_optional(conn).await?.is_some()) }
-    };
-    if exists(&mut *conn).await? {
+    if role_exists(conn, role).await? {
         if password.is_some() {
             conn.execute(format!("ALTER ROLE \"{role}\" LOGIN{password_clause}").as_str())
                 .await?;
@@ -362,7 +357,7 @@ async fn provision(
             Ok(_) => {}
             // Another process created it just now (roles are per server: so do other
             // databases' deployments with the same module names).
-            Err(e) if is_duplicate(&e) && exists(&mut *conn).await? => {}
+            Err(e) if is_duplicate(&e) && role_exists(conn, role).await? => {}
             Err(e) => return Err(e),
         }
     }
@@ -414,6 +409,14 @@ async fn provision(
             .await?;
     }
     Ok(())
+}
+
+async fn role_exists(conn: &mut sqlx::AnyConnection, role: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(conn)
+        .await?;
+    Ok(found.is_some())
 }
 
 /// A unique violation, or PostgreSQL's "already exists" (`42710`, `42P06`): a

@@ -31,7 +31,9 @@ pub fn delete_streams(url: &str, prefix: &str) {
     let (url, ours) = (url.to_owned(), format!("{prefix}_").to_ascii_uppercase());
     let deleted = crate::on_own_runtime(move || async move {
         let work = async {
-            let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
+            let client = async_nats::connect(servers(&url))
+                .await
+                .map_err(|e| e.to_string())?;
             let js = async_nats::jetstream::new(client);
             let names: Vec<_> = js.stream_names().collect().await;
             for name in names.into_iter().flatten().filter(|n| n.starts_with(&ours)) {
@@ -46,6 +48,16 @@ pub fn delete_streams(url: &str, prefix: &str) {
     if let Err(e) = deleted {
         eprintln!("could not delete the JetStream streams of prefix {prefix}: {e}");
     }
+}
+
+/// The servers of a comma-separated NATS URL list, as async-nats takes them (a single
+/// string is parsed as one URL).
+pub fn servers(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `BAZAAR_TEST_NATS_URL`, or `None` after saying that `test` is skipped.
@@ -79,15 +91,16 @@ struct Process {
     command: Vec<OsString>,
     port: u16,
     log: PathBuf,
-    /// Shared across test binaries' lifetimes: run under a watchdog that kills the
-    /// server when this test process exits (its stdin, a pipe from us, closes).
-    reaped: bool,
+    /// Shared for the test binary's lifetime (never dropped): run under a watchdog
+    /// that kills the server when this test process exits (its stdin, a pipe from us,
+    /// closes), and then deletes this directory (the node's store).
+    reaped: Option<PathBuf>,
     child: Option<Child>,
 }
 
-/// Kills the server `$@` runs when stdin reaches end of file: the test process holding
-/// the pipe's other end exited, however it ended.
-const WATCHDOG: &str = r#""$@" </dev/null & server=$!; cat >/dev/null; kill -9 "$server""#;
+/// Kills the server `$@` runs when stdin reaches end of file (the test process holding
+/// the pipe's other end exited, however it ended), then deletes `$STORE`.
+const WATCHDOG: &str = r#""$@" </dev/null & server=$!; cat >/dev/null; kill -9 "$server"; wait "$server"; rm -rf "$STORE""#;
 
 impl Process {
     fn address(&self) -> String {
@@ -102,10 +115,10 @@ impl Process {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut command = if self.reaped {
+        let mut command = if let Some(store) = &self.reaped {
             let mut sh = Command::new("sh");
             sh.args(["-c", WATCHDOG, "sh"]).args(&self.command);
-            sh.stdin(Stdio::piped());
+            sh.env("STORE", store).stdin(Stdio::piped());
             sh
         } else {
             let mut direct = Command::new(&self.command[0]);
@@ -181,7 +194,7 @@ impl NatsServer {
                 command: command.into(),
                 port,
                 log: dir.path().join("nats-server.log"),
-                reaped: false,
+                reaped: None,
                 child: None,
             },
             _dir: dir,
@@ -313,7 +326,7 @@ impl NatsCluster {
                     command: vec![binary.into(), "-c".into(), config.into_os_string()],
                     port: client[i],
                     log: dir.path().join(format!("n{i}.log")),
-                    reaped,
+                    reaped: reaped.then_some(store),
                     child: None,
                 }
             })
@@ -382,7 +395,9 @@ impl NatsCluster {
                 let url = url.clone();
                 async move {
                     let probe = async {
-                        let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
+                        let client = async_nats::connect(servers(&url))
+                            .await
+                            .map_err(|e| e.to_string())?;
                         let js = async_nats::jetstream::new(client);
                         let name = format!("TESTKIT_PROBE_{}", crate::unique());
                         js.create_stream(async_nats::jetstream::stream::Config {

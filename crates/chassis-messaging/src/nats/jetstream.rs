@@ -82,7 +82,13 @@ impl JetStream {
                     other => tracing::warn!(event = %other, "NATS connection event"),
                 }
             })
-            .connect(url)
+            // async-nats parses a string as one URL: a cluster's list goes in as a list.
+            .connect(
+                url.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<_>>(),
+            )
             .await
             .map_err(|e| NatsError::Connect {
                 url: url.to_owned(),
