@@ -108,11 +108,14 @@ fn unique_prefix() -> String {
 }
 
 fn settings(prefix: String, nats: &SharedNats) -> NatsSettings {
+    // Creating an R3 stream on a busy machine (three servers fsyncing every write) can
+    // take seconds; a single server answers at once.
+    let timeout = Duration::from_secs(if nats.replicas > 1 { 10 } else { 2 });
     NatsSettings {
         prefix,
         replicas: usize::from(nats.replicas),
-        publish_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(2),
+        publish_timeout: timeout,
+        request_timeout: timeout,
         reconnect_max_delay: Duration::from_millis(200),
         consumer: ConsumerSettings {
             heartbeat: Duration::from_secs(1),

@@ -194,6 +194,11 @@ impl Store {
             .map(percent_decoded)
             .filter(|p| !p.is_empty());
         let mut conn = sqlx::AnyConnection::connect(admin_url).await?;
+        // One at a time per database: replicas migrating at once would otherwise
+        // update the same catalog rows together ("tuple concurrently updated").
+        // Session-level: released with the connection, whatever happens.
+        conn.execute("SELECT pg_advisory_lock(hashtext('bazaar: provision module roles'))")
+            .await?;
         let provisioned = provision(&mut conn, role, password.as_deref(), schema).await;
         let _ = conn.close().await;
         provisioned

@@ -352,7 +352,7 @@ fn deployment(process: &Process<'_>) -> String {
         labels = labels(name, 8),
         spread = selector(name, 14),
     );
-    let env = env(process, false);
+    let server_env = env(process, false);
     if process.migrates {
         // The server's, plus the administrator's URL to provision the module's role.
         let migrate_env = env(process, true);
@@ -384,7 +384,7 @@ fn deployment(process: &Process<'_>) -> String {
             - name: http
               containerPort: {PORT}
               protocol: TCP
-{env}{CONTAINER_SECURITY}{RESOURCES}          startupProbe:
+{server_env}{CONTAINER_SECURITY}{RESOURCES}          startupProbe:
             httpGet:
               path: /health/live
               port: http
