@@ -552,14 +552,18 @@ mod tests {
         let (url_a, url_b) = (role_a.url(&db.url, "p@ss'a"), role_b.url(&db.url, "b"));
         for _ in 0..2 {
             // Idempotent: the migration step runs at every deployment.
-            Store::provision_postgres_role(&db.url, &url_a, "a").await.unwrap();
+            Store::provision_postgres_role(&db.url, &url_a, "a")
+                .await
+                .unwrap();
         }
         let a = Store::open_postgres_in(&url_a, "a", "a", 1).await.unwrap();
         a.migrate_platform().await.unwrap();
         let b_before = Store::open_postgres_in(&db.url, "b", "b", 1).await.unwrap();
         b_before.migrate_platform().await.unwrap();
         b_before.close().await;
-        Store::provision_postgres_role(&db.url, &url_b, "b").await.unwrap();
+        Store::provision_postgres_role(&db.url, &url_b, "b")
+            .await
+            .unwrap();
         let b = Store::open_postgres_in(&url_b, "b", "b", 1).await.unwrap();
         b.migrate_platform().await.unwrap();
 

@@ -485,8 +485,7 @@ mod tests {
     #[tokio::test]
     async fn a_cluster_of_its_own_keeps_r3_streams_through_a_node_loss() {
         let Some(mut cluster) =
-            NatsCluster::started("a_cluster_of_its_own_keeps_r3_streams_through_a_node_loss")
-                .await
+            NatsCluster::started("a_cluster_of_its_own_keeps_r3_streams_through_a_node_loss").await
         else {
             return;
         };

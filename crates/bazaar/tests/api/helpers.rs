@@ -103,9 +103,8 @@ pub fn skipped_for_replicas(test: &str, what: &str) -> bool {
 /// streams) when `BAZAAR_TEST_NATS_SERVER` names a nats-server, as in CI; else the
 /// server `BAZAAR_TEST_NATS_URL` names (plain local runs against 127.0.0.1:4222).
 pub fn split_nats() -> testkit::nats::SharedNats {
-    testkit::nats::shared("the split topology").expect(
-        "BAZAAR_TEST_TOPOLOGY=split needs BAZAAR_TEST_NATS_SERVER or BAZAAR_TEST_NATS_URL",
-    )
+    testkit::nats::shared("the split topology")
+        .expect("BAZAAR_TEST_TOPOLOGY=split needs BAZAAR_TEST_NATS_SERVER or BAZAAR_TEST_NATS_URL")
 }
 
 // ---- The backend: SQLite (default) or PostgreSQL ----
@@ -333,9 +332,7 @@ pub fn test_secret() -> String {
 /// (each with its own listener, pool and NATS connection, sharing the data dir and
 /// database), then the gateway; returns the gateway's URL, a token stopping them all and
 /// the NATS URL and JetStream prefix of its streams.
-async fn spawn_split(
-    mut config: Config,
-) -> (String, chassis::CancellationToken, (String, String)) {
+async fn spawn_split(mut config: Config) -> (String, chassis::CancellationToken, (String, String)) {
     let nats = split_nats();
     let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
     config.nats_url = Some(nats.url.clone());
@@ -360,7 +357,10 @@ async fn spawn_split(
             if module != "gateway" {
                 // A role per module (ADR 0008): each connects as its own, which owns
                 // its schema only; the database's owner provisions it.
-                let url = config.database_url.clone().expect("the split runs on PostgreSQL");
+                let url = config
+                    .database_url
+                    .clone()
+                    .expect("the split runs on PostgreSQL");
                 own.database_url = Some(testkit::postgres::as_role(
                     &url,
                     &testkit::postgres::module_role(module),

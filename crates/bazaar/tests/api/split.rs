@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use sqlx::Connection as _;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::Client;
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 use tempfile::TempDir;
 use testkit::nats::{CLUSTER_NODES, NatsCluster, SharedNats};
 
@@ -332,7 +332,12 @@ impl Cluster {
         for (name, want_ready) in expected {
             let url = self.module_url(name, "/health/ready");
             eventually(&format!("{name} ready: {want_ready}"), || async {
-                let response = self.direct.get(&url).send().await.map_err(|e| e.to_string())?;
+                let response = self
+                    .direct
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let status = response.status().as_u16();
                 let body: Value = response.json().await.map_err(|e| e.to_string())?;
                 let nats_failing = body["checks"]["nats"].as_str().is_some_and(|c| c != "ok");
@@ -1466,16 +1471,23 @@ async fn split_internal_calls_are_least_privilege() {
         )
     };
     sqlx::any::install_default_drivers();
-    let mut catalog = sqlx::AnyConnection::connect(&as_module("catalog")).await.unwrap();
+    let mut catalog = sqlx::AnyConnection::connect(&as_module("catalog"))
+        .await
+        .unwrap();
     for sql in [
         "SELECT COUNT(*) FROM orders.outbox",
         "DELETE FROM orders.outbox",
         "CREATE TABLE orders.planted (id TEXT)",
     ] {
         let err = sqlx::query(sql).execute(&mut catalog).await.unwrap_err();
-        assert!(err.to_string().contains("permission denied"), "{sql}: {err}");
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{sql}: {err}"
+        );
     }
-    let mut orders = sqlx::AnyConnection::connect(&as_module("orders")).await.unwrap();
+    let mut orders = sqlx::AnyConnection::connect(&as_module("orders"))
+        .await
+        .unwrap();
     sqlx::query("SELECT COUNT(*) FROM orders.outbox")
         .execute(&mut orders)
         .await
