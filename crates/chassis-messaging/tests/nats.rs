@@ -1,11 +1,12 @@
 //! The JetStream bus against a real NATS server: outbox → relay → `NatsBus` →
 //! JetStream → durable consumer with inbox.
 //!
-//! Needs `BAZAAR_TEST_NATS_URL` (CI: `nats://127.0.0.1:4222`, a server with JetStream);
-//! without it every test here says it was skipped and passes. Each test uses its own
-//! subject/stream prefix and deletes its streams. The restart test starts its own
-//! `nats-server` (`BAZAAR_TEST_NATS_SERVER`, default `/usr/sbin/nats-server`; skipped
-//! when it is not installed).
+//! Runs on the test binary's 3-node JetStream cluster (R3 streams, `sync_interval:
+//! always`) when `BAZAAR_TEST_NATS_SERVER` names a nats-server 2.10+ (as in CI), else
+//! on the single server `BAZAAR_TEST_NATS_URL` names; with neither every test here says
+//! it was skipped and passes (fails in CI). Each test uses its own subject/stream
+//! prefix and deletes its streams. The restart test starts a cluster of its own and
+//! loses one node, then all three (it needs `BAZAAR_TEST_NATS_SERVER`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -27,7 +28,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use testkit::delivery::TestStore;
-use testkit::nats::NatsServer;
+use testkit::nats::{CLUSTER_NODES, NatsCluster, SharedNats};
 use testkit::until;
 use tokio_util::sync::CancellationToken;
 
@@ -90,7 +91,7 @@ impl Handler for Ledger {
     }
 }
 
-fn nats_url(test: &str) -> Option<String> {
+fn nats(test: &str) -> Option<SharedNats> {
     // BAZAAR_TEST_LOG=chassis_messaging=debug shows every message settled, every reconnect.
     if let Ok(filter) = std::env::var("BAZAAR_TEST_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -98,7 +99,7 @@ fn nats_url(test: &str) -> Option<String> {
             .with_test_writer()
             .try_init();
     }
-    testkit::nats::url(test)
+    testkit::nats::shared(test)
 }
 
 /// A prefix no other test run uses.
@@ -106,11 +107,15 @@ fn unique_prefix() -> String {
     format!("bazaartest_{}", testkit::unique())
 }
 
-fn settings(prefix: String) -> NatsSettings {
+fn settings(prefix: String, nats: &SharedNats) -> NatsSettings {
+    // Creating an R3 stream on a busy machine (three servers fsyncing every write) can
+    // take seconds; a single server answers at once.
+    let timeout = Duration::from_secs(if nats.replicas > 1 { 10 } else { 2 });
     NatsSettings {
         prefix,
-        publish_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(2),
+        replicas: usize::from(nats.replicas),
+        publish_timeout: timeout,
+        request_timeout: timeout,
         reconnect_max_delay: Duration::from_millis(200),
         consumer: ConsumerSettings {
             heartbeat: Duration::from_secs(1),
@@ -265,12 +270,12 @@ struct Running {
 }
 
 async fn running(test: &str) -> Option<Running> {
-    let url = nats_url(test)?;
-    let js = JetStream::connect(&url, "chassis-test", settings(unique_prefix()))
+    let nats = nats(test)?;
+    let js = JetStream::connect(&nats.url, "chassis-test", settings(unique_prefix(), &nats))
         .await
         .unwrap();
     let cleanup = DeleteStreams {
-        url,
+        url: nats.url,
         settings: js.settings().clone(),
     };
     let f = fixture(both(), Duration::ZERO).await;
@@ -385,17 +390,17 @@ async fn outbox_to_jetstream_applies_every_event_once() {
 
 #[tokio::test]
 async fn redelivered_and_republished_events_apply_once() {
-    let Some(url) = nats_url("redelivered_and_republished_events_apply_once") else {
+    let Some(nats) = nats("redelivered_and_republished_events_apply_once") else {
         return;
     };
-    let mut config = settings(unique_prefix());
+    let mut config = settings(unique_prefix(), &nats);
     config.consumer.ack_wait = Duration::from_secs(1);
     config.consumer.backoff = Vec::new();
-    let js = JetStream::connect(&url, "chassis-test", config)
+    let js = JetStream::connect(&nats.url, "chassis-test", config)
         .await
         .unwrap();
     let _cleanup = DeleteStreams {
-        url: url.clone(),
+        url: nats.url.clone(),
         settings: js.settings().clone(),
     };
     // One topic: a durable with a single `filter_subject`.
@@ -490,6 +495,20 @@ async fn poison_messages_are_dead_lettered_and_acked() {
     let good = Envelope::wrap(&deposit(7)).unwrap();
     bus.publish(&good).await.unwrap();
 
+    // The effects first: on a cluster the durable's counts can trail the stream's
+    // last writes, so "nothing pending" alone may be read before they arrive.
+    until(
+        "the good one applied, the poison dead-lettered",
+        Duration::from_secs(30),
+        || async {
+            applied(&f.consumer_store).await.0 >= 1
+                && !chassis_messaging::dead_letters::dead_letters(f.consumer_store.pool())
+                    .await
+                    .unwrap()
+                    .is_empty()
+        },
+    )
+    .await;
     wait_all_acked(&js, &f.consumer).await;
     stop(&shutdown, vec![consuming]).await;
 
@@ -571,23 +590,24 @@ async fn a_deleted_durable_is_recreated_and_replays_without_second_effects() {
 #[tokio::test]
 async fn nats_restart_loses_nothing_and_applies_nothing_twice() {
     const EVENTS: i64 = 300;
-    if nats_url("nats_restart_loses_nothing_and_applies_nothing_twice").is_none() {
-        return;
-    }
-    let Some(mut server) =
-        NatsServer::started("nats_restart_loses_nothing_and_applies_nothing_twice").await
+    let Some(mut cluster) =
+        NatsCluster::started("nats_restart_loses_nothing_and_applies_nothing_twice").await
     else {
         return;
     };
+    let nats = SharedNats {
+        url: cluster.url(),
+        replicas: u8::try_from(CLUSTER_NODES).unwrap(),
+    };
 
-    let mut config = settings(unique_prefix());
+    let mut config = settings(unique_prefix(), &nats);
     config.publish_timeout = Duration::from_secs(1);
     config.request_timeout = Duration::from_secs(1);
     // Messages handed to a pull request the dead server forgot come back after this.
     config.consumer.ack_wait = Duration::from_secs(2);
     config.consumer.backoff = Vec::new();
     config.consumer.max_in_flight = 8;
-    let js = JetStream::connect(&server.url(), "chassis-restart-test", config)
+    let js = JetStream::connect(&nats.url, "chassis-restart-test", config)
         .await
         .unwrap();
     // A consumer slower than the producer: when the server dies there are messages in
@@ -623,17 +643,17 @@ async fn nats_restart_loses_nothing_and_applies_nothing_twice() {
         async move { applied(&store).await.0 >= n }
     };
 
-    // Killed while the consumer is busy (messages pulled, not yet acknowledged), down
-    // briefly.
+    // One node killed while the consumer is busy (messages pulled, not yet
+    // acknowledged), down briefly: the R3 streams keep a quorum of two.
     until("a fifth of the effects", Duration::from_secs(60), || {
         effects_at_least(EVENTS / 5)
     })
     .await;
-    server.kill();
+    cluster.kill_node(0);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    server.start().await;
+    cluster.start_node(0).await;
 
-    // Killed again once consuming resumed and while the producer is still going, down
+    // The whole cluster killed once consuming resumed and while the producer is still going, down
     // long enough for publishes to time out and the relay to back off.
     until("effects after the restart", Duration::from_secs(60), || {
         effects_at_least(EVENTS / 5 + 20)
@@ -649,13 +669,13 @@ async fn nats_restart_loses_nothing_and_applies_nothing_twice() {
     )
     .await;
     let produced_at_kill = produced.load(Ordering::SeqCst);
-    server.kill();
+    cluster.kill();
     let mut max_backlog = 0;
     for _ in 0..15 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         max_backlog = max_backlog.max(f.outbox.backlog().await.unwrap().unsent);
     }
-    server.start().await;
+    cluster.start().await;
 
     tokio::time::timeout(Duration::from_secs(60), producing)
         .await
@@ -690,5 +710,5 @@ async fn nats_restart_loses_nothing_and_applies_nothing_twice() {
             .unwrap()
             .is_empty()
     );
-    drop(server);
+    drop(cluster);
 }

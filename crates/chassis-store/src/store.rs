@@ -163,6 +163,47 @@ impl Store {
         Ok(Self { module, pool })
     }
 
+    /// A role per module (ADR 0008): as the administrator at `admin_url`, makes the
+    /// login role of `module_url` (its user and password) the owner of `schema`, so that
+    /// the module, connecting with `module_url`, can use its own schema and nothing
+    /// else. The role is created if missing (`LOGIN`, the URL's password) or given the
+    /// URL's password; the schema is created owned by it, or handed to it with its
+    /// tables (a deployment moving from one shared role); `PUBLIC` gets no rights on
+    /// it. Idempotent, and safe for several processes at once.
+    pub async fn provision_postgres_role(
+        admin_url: &str,
+        module_url: &str,
+        schema: &str,
+    ) -> Result<(), sqlx::Error> {
+        install_drivers();
+        let config = |what: String| sqlx::Error::Configuration(what.into());
+        if !is_plain_identifier(schema) {
+            return Err(config(format!("`{schema}` is not a valid schema name")));
+        }
+        let parsed = url::Url::parse(module_url)
+            .map_err(|e| config(format!("the module's database URL: {e}")))?;
+        let role = parsed.username();
+        if !is_plain_identifier(role) {
+            return Err(config(format!(
+                "the module's database user must be a plain lower-case name (a-z, 0-9, _), \
+                 not `{role}`"
+            )));
+        }
+        let password = parsed
+            .password()
+            .map(percent_decoded)
+            .filter(|p| !p.is_empty());
+        let mut conn = sqlx::AnyConnection::connect(admin_url).await?;
+        // One at a time per database: replicas migrating at once would otherwise
+        // update the same catalog rows together ("tuple concurrently updated").
+        // Session-level: released with the connection, whatever happens.
+        conn.execute("SELECT pg_advisory_lock(hashtext('bazaar: provision module roles'))")
+            .await?;
+        let provisioned = provision(&mut conn, role, password.as_deref(), schema).await;
+        let _ = conn.close().await;
+        provisioned
+    }
+
     /// Whether the PostgreSQL database at `url` has a schema named `schema` (`bazaar
     /// audit` refuses to audit a deployment that was never created).
     pub async fn postgres_schema_exists(url: &str, schema: &str) -> Result<bool, sqlx::Error> {
@@ -275,6 +316,122 @@ async fn create_schema(options: &AnyConnectOptions, schema: &str) -> Result<(), 
     result
 }
 
+/// A URL's percent-encoded user info, decoded (`%40` is `@`); a malformed escape is
+/// kept as it is.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(byte) = escaped {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`Store::provision_postgres_role`] on the administrator's connection.
+async fn provision(
+    conn: &mut sqlx::AnyConnection,
+    role: &str,
+    password: Option<&str>,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
+    // DDL takes no bound parameters: the password goes in as a quoted literal.
+    let password_clause = password
+        .map(|p| format!(" PASSWORD '{}'", p.replace('\'', "''")))
+        .unwrap_or_default();
+    if role_exists(conn, role).await? {
+        if password.is_some() {
+            conn.execute(format!("ALTER ROLE \"{role}\" LOGIN{password_clause}").as_str())
+                .await?;
+        }
+    } else {
+        let created = conn
+            .execute(format!("CREATE ROLE \"{role}\" LOGIN{password_clause}").as_str())
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another process created it just now (roles are per server: so do other
+            // databases' deployments with the same module names).
+            Err(e) if is_duplicate(&e) && role_exists(conn, role).await? => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let owner: Option<(String,)> = sqlx::query_as(
+        "SELECT CAST(pg_get_userbyid(nspowner) AS TEXT) FROM pg_namespace WHERE nspname = $1",
+    )
+    .bind(schema)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match owner {
+        Some((owner,)) if owner == role => {}
+        Some(_) => {
+            conn.execute(format!("ALTER SCHEMA \"{schema}\" OWNER TO \"{role}\"").as_str())
+                .await?;
+            let tables: Vec<(String,)> = sqlx::query_as(
+                "SELECT CAST(tablename AS TEXT) FROM pg_tables \
+                 WHERE schemaname = $1 AND tableowner <> $2",
+            )
+            .bind(schema)
+            .bind(role)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (table,) in tables {
+                conn.execute(
+                    format!("ALTER TABLE \"{schema}\".\"{table}\" OWNER TO \"{role}\"").as_str(),
+                )
+                .await?;
+            }
+        }
+        None => {
+            let created = conn
+                .execute(
+                    format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\" AUTHORIZATION \"{role}\"")
+                        .as_str(),
+                )
+                .await;
+            match created {
+                Ok(_) => {}
+                Err(e) if is_duplicate(&e) && schema_exists(conn, schema).await? => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    conn.execute(format!("REVOKE ALL ON SCHEMA \"{schema}\" FROM PUBLIC").as_str())
+        .await?;
+    // PostgreSQL before 15 lets every role create tables in `public`.
+    if schema_exists(conn, "public").await? {
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            .await?;
+    }
+    Ok(())
+}
+
+async fn role_exists(conn: &mut sqlx::AnyConnection, role: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// A unique violation, or PostgreSQL's "already exists" (`42710`, `42P06`): a
+/// concurrent creation of the same role or schema.
+fn is_duplicate(error: &sqlx::Error) -> bool {
+    is_unique_violation(error)
+        || matches!(error, sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("42710" | "42P06")))
+}
+
 /// True when the error is a unique-constraint violation (on either backend).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
@@ -370,5 +527,89 @@ mod tests {
         ));
         first.close().await;
         second.close().await;
+    }
+
+    /// A role per module: each module's pool connects as its own role, which owns its
+    /// schema and its tables and has no rights on the other module's.
+    #[tokio::test]
+    async fn postgres_role_per_module_cannot_touch_another_modules_tables() {
+        const TEST: &str = "postgres_role_per_module_cannot_touch_another_modules_tables";
+        let Some(server) = testkit::postgres::url(TEST) else {
+            return;
+        };
+        install_drivers();
+        // Roles first: dropped after the database that holds their objects.
+        let (role_a, role_b) = (
+            testkit::postgres::TestRole::new(&server, "a"),
+            testkit::postgres::TestRole::new(&server, "b"),
+        );
+        let db = testkit::postgres::TestDatabase::create(&server).await;
+        // A schema of the shared-role era, with a table: handed over with its tables.
+        sqlx::query("CREATE SCHEMA b")
+            .execute(&mut sqlx::AnyConnection::connect(&db.url).await.unwrap())
+            .await
+            .unwrap();
+        let (url_a, url_b) = (role_a.url(&db.url, "p@ss'a"), role_b.url(&db.url, "b"));
+        for _ in 0..2 {
+            // Idempotent: the migration step runs at every deployment.
+            Store::provision_postgres_role(&db.url, &url_a, "a")
+                .await
+                .unwrap();
+        }
+        let a = Store::open_postgres_in(&url_a, "a", "a", 1).await.unwrap();
+        a.migrate_platform().await.unwrap();
+        let b_before = Store::open_postgres_in(&db.url, "b", "b", 1).await.unwrap();
+        b_before.migrate_platform().await.unwrap();
+        b_before.close().await;
+        Store::provision_postgres_role(&db.url, &url_b, "b")
+            .await
+            .unwrap();
+        let b = Store::open_postgres_in(&url_b, "b", "b", 1).await.unwrap();
+        b.migrate_platform().await.unwrap();
+
+        let owners = |schema: &'static str| {
+            let url = db.url.clone();
+            async move {
+                let owners: Vec<(String,)> = sqlx::query_as(
+                    "SELECT DISTINCT CAST(tableowner AS TEXT) FROM pg_tables WHERE schemaname = $1",
+                )
+                .bind(schema)
+                .fetch_all(&mut sqlx::AnyConnection::connect(&url).await.unwrap())
+                .await
+                .unwrap();
+                owners
+            }
+        };
+        assert_eq!(owners("a").await, vec![(role_a.name.clone(),)]);
+        assert_eq!(owners("b").await, vec![(role_b.name.clone(),)]);
+
+        sqlx::query("INSERT INTO outbox (id, topic, envelope, created_at) VALUES ($1, $2, $3, $4)")
+            .bind("e1")
+            .bind("t")
+            .bind("{}")
+            .bind(1_i64)
+            .execute(a.pool())
+            .await
+            .unwrap();
+        for sql in [
+            "SELECT id FROM a.outbox",
+            "DELETE FROM a.outbox",
+            "INSERT INTO a.outbox (id, topic, envelope, created_at) VALUES ('x', 't', '{}', 1)",
+            "CREATE TABLE a.planted (id TEXT)",
+            "CREATE TABLE public.planted (id TEXT)",
+        ] {
+            let err = sqlx::query(sql).execute(b.pool()).await.unwrap_err();
+            assert!(
+                err.to_string().contains("permission denied"),
+                "b ran {sql}: {err}"
+            );
+        }
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+            .fetch_one(a.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+        a.close().await;
+        b.close().await;
     }
 }

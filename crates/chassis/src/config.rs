@@ -69,6 +69,13 @@ pub struct Config {
     /// PostgreSQL for every module's store (`postgres://user@host:5432/db`), each
     /// module in a schema named after it. Unset: SQLite files under `data_dir`.
     pub database_url: Option<String>,
+    /// A role per module on PostgreSQL (ADR 0008): an administrator's URL (a role that
+    /// may create roles and schemas). When set, before a module's store opens, the
+    /// user of `database_url` (with its password) is made a login role owning the
+    /// module's schema and nothing else; the module then connects as that role. Give
+    /// it to the migration step only (`bazaar migrate`); the servers need just their
+    /// own `database_url`. Unset: no roles are touched.
+    pub database_admin_url: Option<String>,
     /// Connections per module pool on PostgreSQL (a process opens one pool per module).
     pub db_max_connections: u32,
     /// Connections per module pool on SQLite. SQLite has one writer per file and sqlx
@@ -165,6 +172,7 @@ impl Default for Config {
             request_timeout_ms: 10_000,
             shutdown_timeout_secs: 30,
             database_url: None,
+            database_admin_url: None,
             db_max_connections: 8,
             sqlite_max_connections: 2,
             sqlite_synchronous: SqliteSync::Normal,
@@ -210,6 +218,7 @@ pub const KEYS: &[&str] = &[
     "request_timeout_ms",
     "shutdown_timeout_secs",
     "database_url",
+    "database_admin_url",
     "db_max_connections",
     "sqlite_max_connections",
     "sqlite_synchronous",
@@ -407,14 +416,22 @@ impl Config {
                 ));
             }
         }
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                // The value itself may carry a password: not echoed.
-                return Err(invalid(
-                    "database_url",
-                    "must start with postgres:// or postgresql://",
-                ));
+        for (key, url) in [
+            ("database_url", &self.database_url),
+            ("database_admin_url", &self.database_admin_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    // The value itself may carry a password: not echoed.
+                    return Err(invalid(key, "must start with postgres:// or postgresql://"));
+                }
             }
+        }
+        if self.database_admin_url.is_some() && self.database_url.is_none() {
+            return Err(invalid(
+                "database_admin_url",
+                "needs database_url (the module's own role)",
+            ));
         }
         if self.sqlite_max_connections == 0 {
             return Err(invalid("sqlite_max_connections", "must be at least 1"));

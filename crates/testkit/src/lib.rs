@@ -4,8 +4,9 @@
 //!   deadline and a message; [`answers_ok`] (a readiness check); [`wait_exit`] for a
 //!   child process.
 //! - [`free_port`], [`free_port_run`], [`closed_addr`]: loopback ports.
-//! - [`nats`]: `BAZAAR_TEST_NATS_URL`, or a throwaway `nats-server -js` of the test's
-//!   own ([`nats::NatsServer`]).
+//! - [`nats`]: `BAZAAR_TEST_NATS_URL`, a throwaway `nats-server -js` of the test's
+//!   own ([`nats::NatsServer`]), or a 3-node JetStream cluster ([`nats::NatsCluster`]:
+//!   R3 streams, `sync_interval: always`), the test's own or shared by a test binary.
 //! - [`postgres`]: `BAZAAR_TEST_DATABASE_URL`, a fresh database
 //!   ([`postgres::TestDatabase`]) or schema ([`postgres::TestSchema`]) per test,
 //!   dropped with it.
@@ -15,7 +16,8 @@
 //!   suites.
 //!
 //! A test that needs a server the environment does not name says so ([`skip`]) and
-//! passes. Everything here panics on failure: it is test code.
+//! passes, except in CI (`CI=true`), where a test that cannot run fails. Everything
+//! here panics on failure: it is test code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[cfg(feature = "delivery")]
@@ -29,8 +31,14 @@ mod wait;
 pub use net::{closed_addr, free_port, free_port_run};
 pub use wait::{PATIENCE, answers_ok, eventually, eventually_within, until, wait_exit};
 
-/// Says that `test` is skipped and why (shown with `--nocapture`, and in CI logs).
+/// Says that `test` is skipped and why (shown with `--nocapture`); in CI (`CI=true`)
+/// it fails instead: there every server a test needs is provided, so a test that
+/// cannot run is a broken CI, not a pass.
 pub fn skip(test: &str, why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} cannot run in CI: {why}"
+    );
     eprintln!("skipping {test}: {why}");
 }
 

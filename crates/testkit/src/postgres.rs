@@ -30,6 +30,23 @@ pub fn with_database(url: &str, database: &str) -> String {
     url.to_string()
 }
 
+/// `url` with its user replaced by `role` (and its password by `password`).
+pub fn as_role(url: &str, role: &str, password: Option<&str>) -> String {
+    let mut url = reqwest::Url::parse(url).expect("a database URL");
+    url.set_username(role).unwrap();
+    url.set_password(password).unwrap();
+    url.to_string()
+}
+
+/// The role a test deployment's `module` connects as (a role per module, ADR 0008):
+/// one name per module for every test, created by the first deployment that needs it
+/// and left on the server (roles belong to the server, the schemas they own to each
+/// test's database, dropped with it). Under the test server's trust authentication it
+/// needs no password.
+pub fn module_role(module: &str) -> String {
+    format!("bztest_{module}")
+}
+
 async fn connect(url: &str) -> sqlx::PgConnection {
     sqlx::PgConnection::connect(url)
         .await
@@ -121,6 +138,39 @@ impl Drop for TestDatabase {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         if let Err(e) = execute_blocking(&self.admin_url, sql) {
             eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// A PostgreSQL role name no other test uses (`bzt_<random>_<suffix>`), for a module of
+/// a test deployment; dropped (best effort) on drop. Not created here. Roles belong to
+/// the server, not a database: declare it before the [`TestDatabase`] its objects
+/// live in, so the database is dropped first.
+pub struct TestRole {
+    admin_url: String,
+    pub name: String,
+}
+
+impl TestRole {
+    /// `suffix`: lower-case letters, digits and `_`.
+    pub fn new(admin_url: &str, suffix: &str) -> Self {
+        Self {
+            admin_url: admin_url.to_owned(),
+            name: format!("bzt_{}_{suffix}", crate::unique()),
+        }
+    }
+
+    /// `url` connecting as this role (with `password`).
+    pub fn url(&self, url: &str, password: &str) -> String {
+        as_role(url, &self.name, Some(password))
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        let sql = format!("DROP ROLE IF EXISTS \"{}\"", self.name);
+        if let Err(e) = execute_blocking(&self.admin_url, sql) {
+            eprintln!("could not drop test role {}: {e}", self.name);
         }
     }
 }

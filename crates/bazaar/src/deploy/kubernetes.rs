@@ -204,6 +204,11 @@ struct Process<'a> {
     jwt_secret: bool,
     /// Runs `bazaar migrate` before it starts (a process with stores).
     migrates: bool,
+    /// Connects to PostgreSQL as a role of its own (a module of the split, ADR 0008):
+    /// its URL is the Secret's key `database-url-<name>`; its migration step alone also
+    /// gets the administrator's `database-url`, to create that role and hand it the
+    /// module's schema.
+    own_role: bool,
     replicas: u32,
 }
 
@@ -219,7 +224,8 @@ fn secret_env(out: &mut String, var: &str, secret: &str, key: &str) {
     );
 }
 
-fn env(process: &Process<'_>) -> String {
+/// The environment of the server container, or with `migrate` of its migration step.
+fn env(process: &Process<'_>, migrate: bool) -> String {
     let mut out = String::from(
         "          envFrom:
             - configMapRef:
@@ -239,7 +245,18 @@ fn env(process: &Process<'_>) -> String {
             "            - name: {var}\n              value: {url}\n"
         );
     }
-    if process.database {
+    if process.database && process.own_role {
+        let own = format!("database-url-{}", process.name);
+        secret_env(&mut out, "BAZAAR_DATABASE_URL", POSTGRES_SECRET, &own);
+        if migrate {
+            secret_env(
+                &mut out,
+                "BAZAAR_DATABASE_ADMIN_URL",
+                POSTGRES_SECRET,
+                "database-url",
+            );
+        }
+    } else if process.database {
         secret_env(
             &mut out,
             "BAZAAR_DATABASE_URL",
@@ -335,8 +352,10 @@ fn deployment(process: &Process<'_>) -> String {
         labels = labels(name, 8),
         spread = selector(name, 14),
     );
-    let env = env(process);
+    let server_env = env(process, false);
     if process.migrates {
+        // The server's, plus the administrator's URL to provision the module's role.
+        let migrate_env = env(process, true);
         let _ = write!(
             out,
             "      initContainers:
@@ -346,7 +365,7 @@ fn deployment(process: &Process<'_>) -> String {
           image: {IMAGE}
           imagePullPolicy: Always
           args: [\"migrate\"]
-{env}{CONTAINER_SECURITY}{RESOURCES}          volumeMounts:
+{migrate_env}{CONTAINER_SECURITY}{RESOURCES}          volumeMounts:
             - name: data
               mountPath: {DATA_DIR}
             - name: tmp
@@ -365,7 +384,7 @@ fn deployment(process: &Process<'_>) -> String {
             - name: http
               containerPort: {PORT}
               protocol: TCP
-{env}{CONTAINER_SECURITY}{RESOURCES}          startupProbe:
+{server_env}{CONTAINER_SECURITY}{RESOURCES}          startupProbe:
             httpGet:
               path: /health/live
               port: http
@@ -543,6 +562,7 @@ fn split_component(component: &Component) -> String {
         service_secret: true,
         jwt_secret: holds_jwt_secret(name),
         migrates: !gateway,
+        own_role: !gateway,
         replicas: MIN_REPLICAS,
     };
     let mut out = header("#", "kubernetes.rs");
@@ -578,6 +598,7 @@ fn monolith() -> String {
         service_secret: false,
         jwt_secret: true,
         migrates: true,
+        own_role: false,
         replicas: 1,
     };
     let mut out = header("#", "kubernetes.rs");

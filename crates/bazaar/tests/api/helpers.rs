@@ -7,7 +7,8 @@
 //! dropped with its [`DataDir`]. The same tests run on both.
 //!
 //! The topology: with `BAZAAR_TEST_TOPOLOGY=split` (PostgreSQL implied, plus
-//! `BAZAAR_TEST_NATS_URL`), `spawn_app` starts every module as its own `Application`
+//! `BAZAAR_TEST_NATS_SERVER` for a 3-node JetStream cluster with R3 streams, or
+//! `BAZAAR_TEST_NATS_URL` for a single server), `spawn_app` starts every module as its own `Application`
 //! (`only = <module>`: its own listener, store pool, NATS connection and HTTP clients
 //! for its peers) and the gateway in front of them, and the tests talk to the gateway.
 //! The same scenarios thereby run against both topologies and cannot drift apart.
@@ -48,8 +49,9 @@ pub struct TestApp {
     pub api: Api,
     pub data_dir: DataDir,
     shutdown: chassis::CancellationToken,
-    /// Split topology: the JetStream prefix of this app's streams, deleted on drop.
-    nats_prefix: Option<String>,
+    /// Split topology: the NATS URL and the JetStream prefix of this app's streams,
+    /// deleted on drop.
+    nats_streams: Option<(String, String)>,
     /// The user-token secret, when configured (the split topology shares one).
     jwt_secret: Option<String>,
 }
@@ -97,9 +99,12 @@ pub fn skipped_for_replicas(test: &str, what: &str) -> bool {
     skip
 }
 
-/// The NATS server of split-topology tests.
-pub fn nats_url() -> Option<String> {
-    testkit::env(testkit::nats::URL_VAR)
+/// The NATS of split-topology tests: the test binary's 3-node JetStream cluster (R3
+/// streams) when `BAZAAR_TEST_NATS_SERVER` names a nats-server, as in CI; else the
+/// server `BAZAAR_TEST_NATS_URL` names (plain local runs against 127.0.0.1:4222).
+pub fn split_nats() -> testkit::nats::SharedNats {
+    testkit::nats::shared("the split topology")
+        .expect("BAZAAR_TEST_TOPOLOGY=split needs BAZAAR_TEST_NATS_SERVER or BAZAAR_TEST_NATS_URL")
 }
 
 // ---- The backend: SQLite (default) or PostgreSQL ----
@@ -194,7 +199,7 @@ impl std::ops::Deref for TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        if let (Some(prefix), Some(url)) = (self.nats_prefix.take(), nats_url()) {
+        if let Some((url, prefix)) = self.nats_streams.take() {
             delete_streams(&url, &prefix);
         }
     }
@@ -257,9 +262,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         config.jwt_secret.get_or_insert_with(test_secret);
     }
     let jwt_secret = config.jwt_secret.clone();
-    let (address, shutdown, nats_prefix) = if split_topology() {
-        let (address, shutdown, prefix) = spawn_split(config).await;
-        (address, shutdown, Some(prefix))
+    let (address, shutdown, nats_streams) = if split_topology() {
+        let (address, shutdown, streams) = spawn_split(config).await;
+        (address, shutdown, Some(streams))
     } else {
         let app = Application::build(config).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
@@ -268,7 +273,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         (address, shutdown, None)
     };
     TestApp {
-        nats_prefix,
+        nats_streams,
         jwt_secret,
         api: Api {
             address,
@@ -326,11 +331,12 @@ pub fn test_secret() -> String {
 /// Starts `config` as the split topology in this process: one `Application` per module
 /// (each with its own listener, pool and NATS connection, sharing the data dir and
 /// database), then the gateway; returns the gateway's URL, a token stopping them all and
-/// the JetStream prefix.
-async fn spawn_split(mut config: Config) -> (String, chassis::CancellationToken, String) {
-    let nats = nats_url().expect("BAZAAR_TEST_TOPOLOGY=split needs BAZAAR_TEST_NATS_URL");
+/// the NATS URL and JetStream prefix of its streams.
+async fn spawn_split(mut config: Config) -> (String, chassis::CancellationToken, (String, String)) {
+    let nats = split_nats();
     let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    config.nats_url = Some(nats);
+    config.nats_url = Some(nats.url.clone());
+    config.nats_stream_replicas = nats.replicas;
     config.nats_prefix.clone_from(&prefix);
     config.service_secret = Some(test_secret());
     if replicas() > 1 && !config.modules.contains_key("catalog_cache_ttl_ms") {
@@ -348,6 +354,20 @@ async fn spawn_split(mut config: Config) -> (String, chassis::CancellationToken,
         for _ in 0..count {
             let mut own = config.clone();
             own.only = Some(module.to_owned());
+            if module != "gateway" {
+                // A role per module (ADR 0008): each connects as its own, which owns
+                // its schema only; the database's owner provisions it.
+                let url = config
+                    .database_url
+                    .clone()
+                    .expect("the split runs on PostgreSQL");
+                own.database_url = Some(testkit::postgres::as_role(
+                    &url,
+                    &testkit::postgres::module_role(module),
+                    None,
+                ));
+                own.database_admin_url = Some(url);
+            }
             let app = Application::build(own)
                 .await
                 .unwrap_or_else(|e| panic!("{module} builds: {e:?}"));
@@ -366,7 +386,7 @@ async fn spawn_split(mut config: Config) -> (String, chassis::CancellationToken,
             config.peers.insert(module.to_owned(), urls.join(","));
         }
     }
-    (gateway, shutdown, prefix)
+    (gateway, shutdown, (nats.url, prefix))
 }
 
 impl TestApp {

@@ -5,8 +5,10 @@
 //! and restarts any one of them on the port its peers know, and prints every
 //! process's output when a test fails.
 //!
-//! Every test needs `BAZAAR_TEST_DATABASE_URL` and `BAZAAR_TEST_NATS_URL`; without
-//! them it says it is skipped and passes.
+//! Every test needs `BAZAAR_TEST_DATABASE_URL`, and `BAZAAR_TEST_NATS_SERVER` (a
+//! nats-server 2.10+: the tests share a 3-node JetStream cluster of it, streams R3) or
+//! `BAZAAR_TEST_NATS_URL` (a single server, streams R1); without them it says it is
+//! skipped and passes (fails in CI).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -19,8 +21,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::Client;
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 use tempfile::TempDir;
-use testkit::nats::NatsServer;
+use testkit::nats::{CLUSTER_NODES, NatsCluster, SharedNats};
 
 use crate::helpers::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Api, EXIT, PATIENCE, Proc, SPLIT_START_ORDER, STARTUP,
@@ -28,18 +31,20 @@ use crate::helpers::{
     eventually, eventually_within, free_port, id_of, order_body, test_secret,
 };
 
-/// What every split test needs: a PostgreSQL server to create its database in and a
-/// NATS server with JetStream.
+/// What every split test needs: a PostgreSQL server to create its database in and
+/// NATS JetStream (the test binary's 3-node cluster with R3 streams when
+/// `BAZAAR_TEST_NATS_SERVER` names a nats-server, as in CI; else the single server
+/// `BAZAAR_TEST_NATS_URL` names).
 struct Backends {
     database: String,
-    nats: String,
+    nats: SharedNats,
 }
 
 /// The backends, or `None` (and a message) when the environment does not name them.
 fn backends(test: &str) -> Option<Backends> {
     Some(Backends {
         database: testkit::postgres::url(test)?,
-        nats: testkit::nats::url(test)?,
+        nats: testkit::nats::shared(test)?,
     })
 }
 
@@ -105,32 +110,32 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a deployment against `backends`' PostgreSQL and the NATS at `nats_url`;
-    /// `extra` adds settings to single modules: `(module, variable, value)`.
-    async fn start(backends: &Backends, nats_url: &str, extra: &[(&str, &str, &str)]) -> Self {
-        Self::launch(backends, nats_url, extra, false, 1).await
+    /// Starts a deployment against `backends`' PostgreSQL and `nats`; `extra` adds
+    /// settings to single modules: `(module, variable, value)`.
+    async fn start(backends: &Backends, nats: &SharedNats, extra: &[(&str, &str, &str)]) -> Self {
+        Self::launch(backends, nats, extra, false, 1).await
     }
 
     /// The same with every process, the gateway included, serving HTTPS with a
     /// certificate from a CA made for the test, and trusting only that CA.
-    async fn start_over_tls(backends: &Backends, nats_url: &str) -> Self {
-        Self::launch(backends, nats_url, &[], true, 1).await
+    async fn start_over_tls(backends: &Backends, nats: &SharedNats) -> Self {
+        Self::launch(backends, nats, &[], true, 1).await
     }
 
     /// [`Cluster::start`] with `replicas` processes of every module (one gateway),
     /// each module's peers given the list of them.
     async fn start_replicated(
         backends: &Backends,
-        nats_url: &str,
+        nats: &SharedNats,
         extra: &[(&str, &str, &str)],
         replicas: usize,
     ) -> Self {
-        Self::launch(backends, nats_url, extra, false, replicas).await
+        Self::launch(backends, nats, extra, false, replicas).await
     }
 
     async fn launch(
         backends: &Backends,
-        nats_url: &str,
+        nats: &SharedNats,
         extra: &[(&str, &str, &str)],
         tls: bool,
         replicas: usize,
@@ -188,6 +193,18 @@ impl Cluster {
                         "BAZAAR_SERVICE_KEYS_DIR".to_owned(),
                         keys.join(name).display().to_string(),
                     )])
+                    // A role per module (ADR 0008), provisioned by the process itself
+                    // with the administrator's URL the shared environment carries.
+                    .chain((name != "gateway").then(|| {
+                        (
+                            "BAZAAR_DATABASE_URL".to_owned(),
+                            testkit::postgres::as_role(
+                                &database.url,
+                                &testkit::postgres::module_role(name),
+                                None,
+                            ),
+                        )
+                    }))
                     .chain(
                         tls.then(|| {
                             [("CERT", "crt"), ("KEY", "key")].map(|(var, ext)| {
@@ -213,9 +230,11 @@ impl Cluster {
         }
         let mut env: Vec<(String, String)> = [
             ("BAZAAR_DATABASE_URL", database.url.clone()),
+            ("BAZAAR_DATABASE_ADMIN_URL", database.url.clone()),
             ("BAZAAR_DB_MAX_CONNECTIONS", "2".to_owned()),
-            ("BAZAAR_NATS_URL", nats_url.to_owned()),
+            ("BAZAAR_NATS_URL", nats.url.clone()),
             ("BAZAAR_NATS_PREFIX", nats_prefix.clone()),
+            ("BAZAAR_NATS_STREAM_REPLICAS", nats.replicas.to_string()),
             (
                 "BAZAAR_METRICS_TOKEN",
                 crate::helpers::METRICS_TOKEN.to_owned(),
@@ -259,7 +278,7 @@ impl Cluster {
                 address: format!("{scheme}://127.0.0.1:{gateway}"),
                 client: direct.clone(),
             },
-            nats_url: nats_url.to_owned(),
+            nats_url: nats.url.clone(),
             nats_prefix,
             keys,
             scheme,
@@ -303,6 +322,34 @@ impl Cluster {
     }
 
     /// `path` on the module's own listener (not through the gateway).
+    /// Waits (bounded) until each of `ready` answers `/health/ready` with 200 and each
+    /// of `unready` with 503 naming its failing `nats` check.
+    async fn assert_readiness(&self, ready: &[&str], unready: &[&str]) {
+        let expected = ready
+            .iter()
+            .map(|name| (*name, true))
+            .chain(unready.iter().map(|name| (*name, false)));
+        for (name, want_ready) in expected {
+            let url = self.module_url(name, "/health/ready");
+            eventually(&format!("{name} ready: {want_ready}"), || async {
+                let response = self
+                    .direct
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.map_err(|e| e.to_string())?;
+                let nats_failing = body["checks"]["nats"].as_str().is_some_and(|c| c != "ok");
+                match (want_ready, status) {
+                    (true, 200) | (false, 503) if want_ready != nats_failing => Ok(()),
+                    _ => Err(format!("{status}: {body}")),
+                }
+            })
+            .await;
+        }
+    }
+
     fn module_url(&self, name: &str, path: &str) -> String {
         format!("{}://127.0.0.1:{}{path}", self.scheme, self.port(name))
     }
@@ -1176,11 +1223,16 @@ async fn split_nats_restart_loses_nothing() {
     let Some(backends) = backends(TEST) else {
         return;
     };
-    let Some(mut nats) = NatsServer::started(TEST).await else {
+    // A JetStream cluster of the test's own, R3 streams: one node lost, then all three.
+    let Some(mut nats) = NatsCluster::started(TEST).await else {
         return;
     };
-    // Declared after the server: dropped (its streams deleted) while it still runs.
-    let cluster = Cluster::start(&backends, &nats.url(), &[]).await;
+    let shared = SharedNats {
+        url: nats.url(),
+        replicas: u8::try_from(CLUSTER_NODES).unwrap(),
+    };
+    // Declared after the NATS cluster: dropped (its streams deleted) while it still runs.
+    let cluster = Cluster::start(&backends, &shared, &[]).await;
     let api = cluster.api.clone();
     let admin = api.admin_token().await;
     let product = id_of(&api.products_exactly(1).await[0]);
@@ -1222,6 +1274,16 @@ async fn split_nats_restart_loses_nothing() {
     };
 
     eventually("4 checkouts before the outage", placed_at_least(4)).await;
+    // One node of three down: the streams keep a quorum, checkouts go on.
+    nats.kill_node(0);
+    let at_node_kill = placed.lock().unwrap().len();
+    eventually(
+        "4 checkouts with a NATS node down",
+        placed_at_least((at_node_kill + 4).min(BUYERS)),
+    )
+    .await;
+    nats.start_node(0).await;
+    cluster.assert_readiness(&SPLIT_START_ORDER, &[]).await;
     nats.kill();
     let at_kill = placed.lock().unwrap().len();
     // Orders keep confirming over HTTP while the events wait in the outboxes.
@@ -1230,14 +1292,20 @@ async fn split_nats_restart_loses_nothing() {
         placed_at_least((at_kill + 4).min(BUYERS)),
     )
     .await;
+    // Every module is unready without its NATS connection; the gateway, which needs
+    // none, stays ready (no cascade from the modules behind it).
+    let modules: Vec<&str> = SPLIT_START_ORDER[..SPLIT_START_ORDER.len() - 1].to_vec();
+    cluster.assert_readiness(&["gateway"], &modules).await;
     nats.start().await;
+    cluster.assert_readiness(&SPLIT_START_ORDER, &[]).await;
     for worker in workers {
         worker.await.unwrap();
     }
     let placed: Vec<(String, Value)> = placed.lock().unwrap().clone();
     assert_eq!(placed.len(), BUYERS);
     eprintln!(
-        "NATS killed after {at_kill} checkouts, restarted after {during}, {} in all",
+        "a NATS node killed after {at_node_kill} checkouts, the whole cluster after \
+         {at_kill}, restarted after {during}, {} in all",
         placed.len()
     );
 
@@ -1392,6 +1460,39 @@ async fn split_internal_calls_are_least_privilege() {
         return;
     };
     let cluster = Cluster::start(&backends, &backends.nats, &[]).await;
+
+    // In the database too: each module is a role of its own (ADR 0008), owning its
+    // schema; catalog's role can neither read nor write orders' tables, orders' can.
+    let as_module = |module: &str| {
+        testkit::postgres::as_role(
+            &cluster.database.url,
+            &testkit::postgres::module_role(module),
+            None,
+        )
+    };
+    sqlx::any::install_default_drivers();
+    let mut catalog = sqlx::AnyConnection::connect(&as_module("catalog"))
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT COUNT(*) FROM orders.outbox",
+        "DELETE FROM orders.outbox",
+        "CREATE TABLE orders.planted (id TEXT)",
+    ] {
+        let err = sqlx::query(sql).execute(&mut catalog).await.unwrap_err();
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{sql}: {err}"
+        );
+    }
+    let mut orders = sqlx::AnyConnection::connect(&as_module("orders"))
+        .await
+        .unwrap();
+    sqlx::query("SELECT COUNT(*) FROM orders.outbox")
+        .execute(&mut orders)
+        .await
+        .unwrap();
+
     let client = crate::helpers::client();
     let payments = cluster.module_url("payments", PAYMENTS);
     let args = json!({"payment_id": "no-such-payment"});

@@ -34,6 +34,25 @@ impl std::fmt::Debug for JetStream {
     }
 }
 
+/// Readiness in the split: a module's process serves from its store and publishes and
+/// consumes through its NATS connection, so it is ready only while that connection is
+/// up (to any node of the cluster; the client moves to another by itself). Whether the
+/// module's peers are up is not asked: one peer's outage must not make every caller
+/// unready in turn.
+#[async_trait::async_trait]
+impl chassis_core::health::Check for JetStream {
+    fn name(&self) -> String {
+        "nats".to_owned()
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(format!("NATS connection {state}")),
+        }
+    }
+}
+
 impl JetStream {
     /// Connects to `url` (comma-separated for a cluster). The client reconnects by
     /// itself, forever, waiting at most `settings.reconnect_max_delay` between tries.
@@ -63,7 +82,13 @@ impl JetStream {
                     other => tracing::warn!(event = %other, "NATS connection event"),
                 }
             })
-            .connect(url)
+            // async-nats parses a string as one URL: a cluster's list goes in as a list.
+            .connect(
+                url.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<_>>(),
+            )
             .await
             .map_err(|e| NatsError::Connect {
                 url: url.to_owned(),

@@ -12,6 +12,11 @@ use super::headers;
 use super::jetstream::JetStream;
 use crate::bus::{Bus, BusError};
 
+/// How often, and how long times the attempt number, a publish to a stream this call
+/// just ensured waits for the cluster to route its subjects (about 1.5 s in all).
+const NEW_STREAM_WAITS: u32 = 5;
+const NEW_STREAM_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Publishes envelopes to JetStream; see the module docs.
 pub struct NatsBus {
     js: JetStream,
@@ -60,20 +65,41 @@ impl Bus for NatsBus {
             self.ensured().insert(envelope.source.clone());
         }
         let payload = serde_json::to_vec(envelope).map_err(|e| failed("encode", e.to_string()))?;
-        let mut message = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(&envelope.id);
-        if let Some(traceparent) = envelope.trace_context.as_deref() {
-            message = message.header(headers::TRACEPARENT, traceparent);
-        }
-        let acked = match self
-            .js
-            .context()
-            .send_publish(self.js.subject(&topic), message)
-            .await
-        {
-            Ok(pending) => pending.await,
-            Err(e) => Err(e),
+        let message = || {
+            let message = PublishMessage::build()
+                .payload(payload.clone().into())
+                .message_id(&envelope.id);
+            match envelope.trace_context.as_deref() {
+                Some(traceparent) => message.header(headers::TRACEPARENT, traceparent),
+                None => message,
+            }
+        };
+        let mut waited = 0;
+        let acked = loop {
+            let acked = match self
+                .js
+                .context()
+                .send_publish(self.js.subject(&topic), message())
+                .await
+            {
+                Ok(pending) => pending.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                // A stream just created on a cluster: the node this client publishes
+                // through may not know its subjects yet ("no responders", reported as
+                // no stream). A few short waits, not a failed relay pass; the message
+                // id makes a repeat harmless.
+                Err(e)
+                    if e.kind() == PublishErrorKind::StreamNotFound
+                        && !known
+                        && waited < NEW_STREAM_WAITS =>
+                {
+                    waited += 1;
+                    tokio::time::sleep(NEW_STREAM_WAIT * waited).await;
+                }
+                acked => break acked,
+            }
         };
         match acked {
             Ok(ack) => {

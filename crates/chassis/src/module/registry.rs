@@ -209,6 +209,12 @@ impl Registry {
 /// `database_url`'s PostgreSQL database; migrated.
 async fn open_store(config: &Config, module: &Descriptor) -> Result<Store, BuildError> {
     let name = module.name;
+    if let (Some(admin), Some(url)) = (&config.database_admin_url, &config.database_url) {
+        // A role per module: `url`'s user owns this module's schema, and only it.
+        Store::provision_postgres_role(admin, url, name)
+            .await
+            .map_err(|e| BuildError::module(format!("cannot give {name} its role"), e))?;
+    }
     let opened = match &config.database_url {
         Some(url) => Store::open_postgres(url, name, config.db_max_connections).await,
         None => {
