@@ -15,9 +15,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::browser::{BROWSER_PATIENCE, Browser, browser_available, ci_dir, png_size, variant};
-use crate::helpers::{
-    TestApp, eventually_within, postgres_url, spawn_app_with, split_topology,
-};
+use crate::helpers::{TestApp, eventually_within, postgres_url, spawn_app_with, split_topology};
 
 /// Where `.ci/run` puts axe-core's browser bundle.
 const AXE_ENV: &str = "BAZAAR_TEST_AXE";
@@ -499,6 +497,10 @@ async fn a_shopper_buys_in_the_browser_and_follows_each_order_live() {
         assert_eq!(stranger.heading().await, "Page not found", "{path}");
     }
     stranger.check("not-found").await;
+    // A path no module owns: the edge's own 404, as a page too.
+    stranger.goto("/no/such/page").await;
+    assert_eq!(stranger.heading().await, "Page not found");
+    stranger.check("edge-not-found").await;
 
     // The check itself can fail: an image without a text alternative on this page
     // is a critical violation to axe.

@@ -625,3 +625,66 @@ async fn an_expired_session_is_renewed_from_the_refresh_cookie() {
     assert!(!again.cookies.contains_key("__Host-bazaar_session"));
     assert!(!again.cookies.contains_key("__Host-bazaar_refresh"));
 }
+
+/// What the edge answers itself (a path no module owns, the sign-in rate limit) is a
+/// page for a browser, and still a problem for API clients.
+#[tokio::test]
+async fn the_edges_own_errors_are_pages_for_a_browser() {
+    let app = spawn_app_with(|c| {
+        c.auth_rate_limit_per_second = 1;
+        c.auth_rate_limit_burst = 2;
+    })
+    .await;
+    const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let kind = |r: &reqwest::Response| {
+        r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let page = app
+        .client
+        .get(app.url("/no/such/page"))
+        .header(reqwest::header::ACCEPT, BROWSER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
+    assert!(kind(&page).starts_with("text/html"), "{}", kind(&page));
+    assert!(
+        page.headers()[reqwest::header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Page not found") && html.contains("/assets/shop.css"));
+    let problem = app.get("/no/such/page", None).await;
+    assert_eq!(problem.status(), 404);
+    assert_eq!(kind(&problem), "application/problem+json");
+
+    // Sign-in forms beyond the limit: the edge's 429, as a page saying how long.
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = app
+            .client
+            .post(app.url("/account/signin"))
+            .header(reqwest::header::ACCEPT, BROWSER)
+            .form(&[("email", "a@example.com"), ("password", "password123")])
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("the sign-in limit answers 429");
+    assert!(kind(&limited).starts_with("text/html"));
+    assert!(limited.headers().contains_key(reqwest::header::RETRY_AFTER));
+    let html = limited.text().await.unwrap();
+    assert!(
+        html.contains("Slow down") && html.contains("seconds"),
+        "{html}"
+    );
+}
