@@ -626,6 +626,9 @@ async fn an_expired_session_is_renewed_from_the_refresh_cookie() {
     assert!(!again.cookies.contains_key("__Host-bazaar_refresh"));
 }
 
+/// What a browser asks for when it loads a page.
+const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
 /// What the edge answers itself (a path no module owns, the sign-in rate limit) is a
 /// page for a browser, and still a problem for API clients.
 #[tokio::test]
@@ -635,7 +638,6 @@ async fn the_edges_own_errors_are_pages_for_a_browser() {
         c.auth_rate_limit_burst = 2;
     })
     .await;
-    const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
     let kind = |r: &reqwest::Response| {
         r.headers()[reqwest::header::CONTENT_TYPE]
             .to_str()
