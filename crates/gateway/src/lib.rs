@@ -5,6 +5,7 @@
 //! The gateway knows no module: the composition root (the `bazaar` binary) hands it
 //! the modules' routers and OpenAPI documents.
 
+mod browser_errors;
 mod client;
 mod console;
 mod docs;
@@ -135,7 +136,11 @@ pub fn router(
         .merge(chassis::http::ops_router(readiness, scrape))
         .merge(docs::router(docs))
         .merge(console::page_router());
-    // CORS outermost: it must see preflight OPTIONS before routing would answer them
-    // 405, and it must add its headers to every response, problems included.
-    with_common_layers(router, &settings.http).layer(cors(&settings.cors_origins))
+    // The edge's problems as pages for a browser (outside the common layers, so the
+    // fallback's 404 and the budget's 503 are covered). CORS outermost: it must see
+    // preflight OPTIONS before routing would answer them 405, and it must add its
+    // headers to every response, problems included.
+    with_common_layers(router, &settings.http)
+        .layer(axum::middleware::from_fn(browser_errors::as_pages))
+        .layer(cors(&settings.cors_origins))
 }

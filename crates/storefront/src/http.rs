@@ -344,8 +344,7 @@ where
             .headers()
             .get(header::REFERER)
             .and_then(|r| r.to_str().ok())
-            .map(referer_path)
-            .unwrap_or("/")
+            .map_or("/", referer_path)
             .to_owned();
         let Posted { visit, form } = Posted::<T>::from_request(request, shop)
             .await

@@ -441,7 +441,7 @@ pub(crate) fn checkout(
                         @let id = format!("card-{token}");
                         div class="choice" {
                             input type="radio" id=(id) name="payment_token" value=(token) checked[form.payment_token == *token];
-                            label for=(id) { strong { (label) } " — " (explained) }
+                            label for=(id) { strong { (label) } " (" code { (token) } ") — " (explained) }
                         }
                     }
                     @if let Some(error) = card_error {
