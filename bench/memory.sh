@@ -19,11 +19,23 @@
 # and the answers' status counts (a 503 is a login shed because no hashing slot came
 # free within `password_hash_wait_ms`).
 #
-#   bench/memory.sh [--no-build] [variant ...]     (default: glibc glibc-tuned jemalloc mimalloc)
+#   bench/memory.sh [--no-build] [--debug] [variant ...]   (default: glibc glibc-tuned jemalloc mimalloc)
+#
+# --debug measures the dev profile (quicker to build; dependencies, argon2 among them,
+# are optimised in it too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ARGS="$*"
 BUILD=yes
-if [ "${1:-}" = "--no-build" ]; then BUILD=no; shift; fi
+PROFILE=release
+while [ $# -gt 0 ]; do
+  case $1 in
+    --no-build) BUILD=no ;;
+    --debug) PROFILE=debug ;;
+    *) break ;;
+  esac
+  shift
+done
 VARIANTS=("$@")
 [ ${#VARIANTS[@]} -gt 0 ] || VARIANTS=(glibc glibc-tuned jemalloc mimalloc)
 for tool in python3 curl; do
@@ -35,10 +47,14 @@ mkdir -p "$OUT"
 # One binary per allocator feature, copied aside (each build overwrites
 # target/release/bazaar).
 binary() { # feature ("" for the system allocator)
-  local name=${1:-system}
+  local name=${1:-system}-$PROFILE
   if [ "$BUILD" = yes ]; then
-    cargo build --release -q -p bazaar ${1:+--features "$1"} >&2
-    cp target/release/bazaar "$OUT/bazaar-$name"
+    if [ "$PROFILE" = release ]; then
+      cargo build --release -q -p bazaar ${1:+--features "$1"} >&2
+    else
+      cargo build -q -p bazaar ${1:+--features "$1"} >&2
+    fi
+    cp "target/$PROFILE/bazaar" "$OUT/bazaar-$name"
   fi
   echo "$OUT/bazaar-$name"
 }
@@ -90,7 +106,7 @@ for v in "${VARIANTS[@]}"; do
   esac
 done
 
-echo "Command: bench/memory.sh $* ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)); $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "Command: bench/memory.sh $ARGS ($PROFILE profile; $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)); $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| allocator | idle peak, MB | 70 registrations: peak / after, MB | 300 wrong logins (64 at once): peak / after, MB | answers |"
 echo "|---|---|---|---|---|"
