@@ -314,11 +314,12 @@ impl NatsCluster {
                     format!(
                         "server_name: n{i}\n\
                          listen: 127.0.0.1:{client}\n\
-                         jetstream {{ store_dir: {store:?}, sync_interval: always }}\n\
+                         jetstream {{ store_dir: \"{store}\", sync_interval: always }}\n\
                          cluster {{ name: bazaartest, listen: 127.0.0.1:{route}, \
                          routes: [{routes}] }}\n",
                         client = client[i],
                         route = route[i],
+                        store = store.display(),
                     ),
                 )
                 .unwrap();
