@@ -185,7 +185,9 @@ impl Recorder {
 
     /// Flushes the trace.
     pub(crate) fn finish_trace(&self) -> Result<(), LoadgenError> {
-        self.trace.as_ref().map_or(Ok(()), crate::trace::Trace::finish)
+        self.trace
+            .as_ref()
+            .map_or(Ok(()), crate::trace::Trace::finish)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -101,7 +101,12 @@ mod tests {
             order: None,
         };
         trace.write(
-            &step(Operation::Checkout, StatusClass::S2xx, Some(202), Some("ord_1")),
+            &step(
+                Operation::Checkout,
+                StatusClass::S2xx,
+                Some(202),
+                Some("ord_1"),
+            ),
             Duration::from_millis(12),
         );
         trace.write(

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chassis::Problem;
-use axum::body::Bytes;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use super::upstream::{Proxy, peer};
@@ -46,9 +46,9 @@ async fn forward_inner(proxy: &Proxy, request: Request) -> Result<Response, Prob
         {
             // HTTP/1.1 without either header has no body; HTTP/2 may still have one.
             None if parts.version < axum::http::Version::HTTP_2 => Some(0),
-            None => None,
             Some(Some(length)) if length <= RESEND_BODY_LIMIT => Some(length),
-            Some(_) => None,
+            // A large, unparsable or (HTTP/2) undeclared length streams through.
+            None | Some(_) => None,
         }
     };
     // The edge's body limit, also for chunked bodies nothing else reads here.
