@@ -776,7 +776,13 @@ class Chaos:
                 t += 0.5
             return None
 
-        rows = []
+        def row_of(ev):
+            # The gateway is the one process without a second replica (nothing balances
+            # in front of it here): its kills are a row of their own.
+            if ev["kind"] == "kill_process":
+                return "kill_process (gateway)" if ev["target"] == GATEWAY else "kill_process (a module replica)"
+            return ev["kind"]
+
         per_kind = {}
         for ev in self.events:
             ws = window(ev["start"], ev["heal"])
@@ -784,7 +790,7 @@ class Chaos:
             ev["failed"] = sum(failed(l) for l in ws)
             ev["p99_ms"] = p99(ws)
             ev["recover_s"] = recovery(ev)
-            per_kind.setdefault(ev["kind"], []).append(ev)
+            per_kind.setdefault(row_of(ev), []).append(ev)
         out = []
         out.append(f"Chaos run: seed {self.args.seed}, {self.schedule_end - self.load_start:.0f}s of load "
                    f"(shop {self.args.shop_rate}/s + checkout {self.args.checkout_rate}/s, open loop), "
@@ -794,7 +800,7 @@ class Chaos:
         out.append("| fault | injected | held (s, mean) | requests during | error rate during (5xx + transport) "
                    "| p99 during | time to recover (mean / max) | targets |")
         out.append("|---|---|---|---|---|---|---|---|")
-        for kind in KINDS:
+        for kind in ["kill_process (a module replica)", "kill_process (gateway)"] + KINDS[1:]:
             evs = per_kind.get(kind, [])
             if not evs:
                 out.append(f"| {kind} | 0 | | | | | | |")
@@ -833,6 +839,8 @@ class Chaos:
                    "and none failed, and no earlier than every process being ready again.")
         with open(os.path.join(self.work, "events.json"), "w") as f:
             json.dump(self.events, f, indent=1)
+        with open(os.path.join(self.work, "invariants.json"), "w") as f:
+            json.dump(result, f, indent=1)
         return "\n".join(out) + "\n"
 
 
