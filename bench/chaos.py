@@ -538,6 +538,9 @@ class Chaos:
                                 token=self.admin(), timeout=10)
             if status is not None and 200 <= status < 300:
                 return
+            if status == 401:
+                # The admin's access token outlives no long run: sign in again.
+                self.admin_token = None
             log(f"{method} fault: {status} {text[:200]!r}; retrying")
             time.sleep(1)
         raise RuntimeError(f"cannot {method} the payments.charge fault")
