@@ -344,6 +344,9 @@ class Cluster:
             "BAZAAR_ADMIN_EMAIL": ADMIN_EMAIL,
             "BAZAAR_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "BAZAAR_SEED_PRODUCTS": "200",
+            # loadgen signs its users in once and does not refresh: tokens that outlive
+            # the longest run keep its carts and checkouts from turning into 401s.
+            "BAZAAR_TOKEN_TTL_SECS": "7200",
         }
 
     def env(self, s):
