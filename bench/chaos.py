@@ -472,56 +472,36 @@ class Chaos:
         return round(self.rng.uniform(lo, hi), 1)
 
     # --- the faults -------------------------------------------------------------------
-    def inject(self, kind, target):
+    def fault_plan(self, kind, target):
+        """(hold range in s, what it hits, how to break it, how to heal it) of a fault."""
         c, n, pg, net = self.cluster, self.nats, self.pg, self.net
-        ev = {"kind": kind, "target": target, "start": time.time()}
         if kind == "kill_process":
-            candidates = [s for s in c.services if s.module == target]
-            s = self.rng.choice(candidates)
-            ev["target"] = s.label
-            hold = self.hold(2, 6)
-            c.kill(s)
-            time.sleep(hold)
-            ev["heal"] = time.time()
-            c.start(s)
-        elif kind == "nats_one":
+            s = self.rng.choice([s for s in c.services if s.module == target])
+            return (2, 6), s.label, lambda: c.kill(s), lambda: c.start(s)
+        if kind == "nats_one":
             node = self.rng.choice(n.nodes)
-            ev["target"] = node["name"]
-            hold = self.hold(4, 10)
-            n.kill(node)
-            time.sleep(hold)
-            ev["heal"] = time.time()
-            n.start(node)
-        elif kind == "nats_all":
-            hold = self.hold(3, 8)
-            for node in n.nodes:
-                n.kill(node)
-            time.sleep(hold)
-            ev["heal"] = time.time()
-            for node in n.nodes:
-                n.start(node)
-        elif kind == "pg_restart":
-            hold = self.hold(3, 8)
-            pg.stop_immediate()
-            time.sleep(hold)
-            ev["heal"] = time.time()
-            pg.start()
-        elif kind in ("net_slow", "net_loss", "net_partition"):
-            ev["target"] = f"{NET_A}<->{NET_B}"
-            hold = self.hold(8, 15)
-            {"net_slow": net.slow, "net_loss": net.loss, "net_partition": net.partition}[kind]()
-            time.sleep(hold)
-            ev["heal"] = time.time()
-            net.heal()
-        elif kind in ("payments_slow", "payments_fail"):
-            body = {"latency_ms": 2500} if kind == "payments_slow" else {"error_rate": 1.0}
-            ev["target"] = "payments.charge " + json.dumps(body)
-            hold = self.hold(8, 15)
-            self.fault("PUT", body)
-            time.sleep(hold)
-            ev["heal"] = time.time()
-            self.fault("DELETE", None)
-        ev["hold"] = hold
+            return (4, 10), node["name"], lambda: n.kill(node), lambda: n.start(node)
+        if kind == "nats_all":
+            return ((3, 8), None, lambda: [n.kill(x) for x in n.nodes],
+                    lambda: [n.start(x) for x in n.nodes])
+        if kind == "pg_restart":
+            return (3, 8), None, pg.stop_immediate, pg.start
+        if kind in ("net_slow", "net_loss", "net_partition"):
+            brk = {"net_slow": net.slow, "net_loss": net.loss, "net_partition": net.partition}[kind]
+            return (8, 15), f"{NET_A}<->{NET_B}", brk, net.heal
+        body = {"latency_ms": 2500} if kind == "payments_slow" else {"error_rate": 1.0}
+        return ((8, 15), "payments.charge " + json.dumps(body), lambda: self.fault("PUT", body),
+                lambda: self.fault("DELETE", None))
+
+    def inject(self, kind, target):
+        ev = {"kind": kind, "target": target, "start": time.time()}
+        (lo, hi), label, brk, heal = self.fault_plan(kind, target)
+        ev["target"] = label
+        ev["hold"] = self.hold(lo, hi)
+        brk()
+        time.sleep(ev["hold"])
+        ev["heal"] = time.time()
+        heal()
         self.events.append(ev)
         return ev
 
