@@ -21,6 +21,7 @@ mod mix;
 mod recorder;
 mod scheduler;
 mod shopper;
+mod trace;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::IpAddr;
@@ -75,6 +76,11 @@ pub struct LoadgenArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Also write every answer (warmup included) to this file, one JSON line each:
+    /// `at_ms` (when it ended, Unix ms), `op`, `status` (absent on a transport
+    /// error), `latency_us`, and a checkout's `order` id when the answer carried one.
+    #[arg(long, value_name = "PATH")]
+    trace: Option<PathBuf>,
     /// How many users to register up front (unique emails per run); requests are
     /// spread over them.
     #[arg(long, default_value_t = 20, value_name = "N")]
@@ -200,7 +206,12 @@ pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
 
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + args.warmup;
-    let recorder = Arc::new(Recorder::new(measure_from)?);
+    let trace = args
+        .trace
+        .as_deref()
+        .map(crate::trace::Trace::create)
+        .transpose()?;
+    let recorder = Arc::new(Recorder::new(measure_from)?.with_trace(trace));
     // CPU is sampled at both ends of the measured window, on its own task.
     let cpu_window = {
         let watches = args.cpu_pid.clone();
@@ -272,6 +283,7 @@ pub async fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
     // A run cut short by --max-requests waits here for the window's end: the CPU
     // numbers always cover the whole window.
     let cpu_samples = cpu_window.await.ok();
+    recorder.finish_trace()?;
     let pending = recorder.take_pending_orders();
     if !pending.is_empty() {
         eprintln!(

@@ -138,6 +138,8 @@ pub(crate) struct Recorder {
     inner: Mutex<Inner>,
     /// Requests intended before this instant are warmup: counted apart, not reported.
     measure_from: Instant,
+    /// `--trace`: every answer, warmup included.
+    trace: Option<crate::trace::Trace>,
 }
 
 /// A moment's totals, for the progress line.
@@ -164,7 +166,28 @@ impl Recorder {
                 orders: Orders::default(),
             }),
             measure_from,
+            trace: None,
         })
+    }
+
+    /// Also writes every answer to `trace`.
+    pub(crate) fn with_trace(mut self, trace: Option<crate::trace::Trace>) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// One answer, to the trace if there is one.
+    pub(crate) fn trace(&self, step: &crate::scheduler::Step, latency: Duration) {
+        if let Some(trace) = &self.trace {
+            trace.write(step, latency);
+        }
+    }
+
+    /// Flushes the trace.
+    pub(crate) fn finish_trace(&self) -> Result<(), LoadgenError> {
+        self.trace
+            .as_ref()
+            .map_or(Ok(()), crate::trace::Trace::finish)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

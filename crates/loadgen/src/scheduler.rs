@@ -24,6 +24,10 @@ use crate::recorder::{OrderSeen, Recorder};
 pub(crate) struct Step {
     pub(crate) op: Operation,
     pub(crate) class: StatusClass,
+    /// The HTTP status (`None`: a transport error).
+    pub(crate) status: Option<u16>,
+    /// A checkout's order id, when its answer carried one (for `--trace`).
+    pub(crate) order_id: Option<String>,
     pub(crate) finished: Instant,
     /// A checkout's order, as its answer described it.
     pub(crate) order: Option<OrderSeen>,
@@ -34,12 +38,9 @@ pub(crate) struct Step {
 fn record_steps(recorder: &Recorder, intended: Instant, steps: &[Step]) {
     let mut from = intended;
     for step in steps {
-        recorder.record(
-            step.op,
-            step.class,
-            intended,
-            step.finished.saturating_duration_since(from),
-        );
+        let latency = step.finished.saturating_duration_since(from);
+        recorder.record(step.op, step.class, intended, latency);
+        recorder.trace(step, latency);
         if let Some(order) = &step.order {
             recorder.order(intended, order.clone());
         }
@@ -191,6 +192,8 @@ mod tests {
                 vec![Step {
                     op: Operation::ProductView,
                     class: StatusClass::S2xx,
+                    status: Some(200),
+                    order_id: None,
                     finished: Instant::now(),
                     order: None,
                 }]
@@ -265,12 +268,16 @@ mod tests {
                 Step {
                     op: Operation::AddToCart,
                     class: StatusClass::S2xx,
+                    status: Some(200),
+                    order_id: None,
                     finished: first,
                     order: None,
                 },
                 Step {
                     op: Operation::Checkout,
                     class: StatusClass::S2xx,
+                    status: Some(200),
+                    order_id: None,
                     finished: Instant::now(),
                     order: None,
                 },
@@ -292,6 +299,8 @@ mod tests {
             vec![Step {
                 op: Operation::ViewCart,
                 class: StatusClass::S2xx,
+                status: Some(200),
+                order_id: None,
                 finished: Instant::now(),
                 order: None,
             }]
@@ -313,6 +322,8 @@ mod tests {
             vec![Step {
                 op: Operation::Listing,
                 class: StatusClass::S2xx,
+                status: Some(200),
+                order_id: None,
                 finished: Instant::now(),
                 order: None,
             }]

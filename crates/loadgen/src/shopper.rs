@@ -254,6 +254,7 @@ impl Shopper {
                     send_reading(Operation::Checkout, request, true).await;
                 if let (Some(status), Some(body)) = (status, body) {
                     step.order = OrderSeen::of_answer(status, &body, plan.user.unwrap_or(0));
+                    step.order_id = order_id(status, &body);
                 }
                 steps.push(step);
                 steps
@@ -374,12 +375,22 @@ async fn send_reading(
         Step {
             op,
             class,
+            status,
+            order_id: None,
             finished: Instant::now(),
             order: None,
         },
         status,
         body,
     )
+}
+
+/// The id of the order a 2xx checkout answer describes.
+fn order_id(status: u16, body: &[u8]) -> Option<String> {
+    if !(200..=299).contains(&status) {
+        return None;
+    }
+    serde_json::from_slice::<OrderBody>(body).ok().map(|o| o.id)
 }
 
 /// The fields of an order that say how it ended.
