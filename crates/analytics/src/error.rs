@@ -11,7 +11,7 @@ pub enum AnalyticsError {
 impl From<AnalyticsError> for Problem {
     fn from(error: AnalyticsError) -> Self {
         match error {
-            AnalyticsError::Store(_) => Problem::internal(&error),
+            AnalyticsError::Store(_) => chassis::store::problem(&error),
         }
     }
 }

@@ -45,7 +45,7 @@ impl From<CartError> for Problem {
                 tracing::warn!(error = %error, "catalog unavailable");
                 Problem::unavailable("the catalog is unavailable; try again shortly")
             }
-            CartError::Store(_) => Problem::internal(&error),
+            CartError::Store(_) => chassis::store::problem(&error),
         }
     }
 }

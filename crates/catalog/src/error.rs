@@ -34,7 +34,7 @@ impl From<CatalogFailure> for Problem {
             }
             CatalogFailure::NotFound(_) => Problem::not_found(error.to_string()),
             CatalogFailure::DuplicateSku(_) => Problem::conflict(error.to_string()),
-            CatalogFailure::Store(_) => Problem::internal(&error),
+            CatalogFailure::Store(_) => chassis::store::problem(&error),
         }
     }
 }

@@ -23,7 +23,7 @@ pub enum InsertError {
 /// The store or its outbox failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreFailure {
-    #[error(transparent)]
+    #[error("catalog store failed")]
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
     Outbox(#[from] OutboxError),

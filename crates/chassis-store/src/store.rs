@@ -437,10 +437,59 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// True when `error`, or an error in its cause chain, says the database could not be
+/// reached rather than that it refused the statement: the pool timed out or is closed,
+/// the connection failed (I/O, TLS, a crashed SQLite worker), or PostgreSQL dropped
+/// it, is shutting down or starting up (SQLSTATE class 08, 57P01 to 57P03). Such a
+/// failure passes once the database is back; any other does not.
+pub fn is_unreachable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            let unreachable = match error {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+                }),
+                _ => false,
+            };
+            if unreachable {
+                return true;
+            }
+        }
+        next = error.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use testkit::postgres::TestSchema;
+
+    #[derive(Debug, thiserror::Error)]
+    enum ModuleError {
+        #[error("store failed")]
+        Store(#[from] sqlx::Error),
+    }
+
+    #[test]
+    fn an_unreachable_database_is_told_from_a_refused_statement() {
+        let wrapped = |e: sqlx::Error| ModuleError::Store(e);
+        assert!(is_unreachable(&wrapped(sqlx::Error::PoolTimedOut)));
+        assert!(is_unreachable(&sqlx::Error::PoolClosed));
+        assert!(is_unreachable(&wrapped(sqlx::Error::Io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+        ))));
+        assert!(!is_unreachable(&wrapped(sqlx::Error::RowNotFound)));
+        assert!(!is_unreachable(&wrapped(sqlx::Error::Protocol(
+            "bad".into()
+        ))));
+    }
 
     #[tokio::test]
     async fn sqlite_accepts_dollar_placeholders_and_wal() {

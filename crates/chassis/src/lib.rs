@@ -83,6 +83,40 @@ pub mod resilience {
 pub mod store {
     pub use chassis_store::page::{PageOrder, keyset_page};
     pub use chassis_store::store::*;
+
+    use crate::Problem;
+
+    /// How long a client is told to wait while the database cannot be reached.
+    const UNREACHABLE_RETRY_AFTER_SECS: u64 = 1;
+
+    /// A module's store failure as its answer: while the database cannot be reached
+    /// ([`is_unreachable`]), 503 with `Retry-After`, which clients and load balancers
+    /// retry and which passes once it is back; any other failure is a bug, an opaque
+    /// 500 with its cause chain logged.
+    pub fn problem(error: &(dyn std::error::Error + 'static)) -> Problem {
+        if is_unreachable(error) {
+            tracing::warn!(error = %crate::error::chain(error), "store unreachable");
+            Problem::unavailable("the store is unavailable; try again shortly")
+                .with_retry_after(UNREACHABLE_RETRY_AFTER_SECS)
+        } else {
+            Problem::internal(error)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use axum::http::StatusCode;
+
+        #[test]
+        fn an_unreachable_store_is_503_with_retry_after_and_anything_else_500() {
+            let down = super::problem(&sqlx::Error::PoolTimedOut);
+            assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let response = axum::response::IntoResponse::into_response(down);
+            assert_eq!(response.headers()["retry-after"], "1");
+            let bug = super::problem(&sqlx::Error::RowNotFound);
+            assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
 }
 
 /// Logs and traces.

@@ -60,10 +60,8 @@ impl From<IdentityError> for Problem {
             IdentityError::Busy { retry_after_secs } => {
                 Problem::unavailable(error.to_string()).with_retry_after(retry_after_secs)
             }
-            IdentityError::Store(_)
-            | IdentityError::Hashing(_)
-            | IdentityError::Token(_)
-            | IdentityError::Outbox(_) => Problem::internal(&error),
+            IdentityError::Store(_) | IdentityError::Outbox(_) => chassis::store::problem(&error),
+            IdentityError::Hashing(_) | IdentityError::Token(_) => Problem::internal(&error),
         }
     }
 }

@@ -19,7 +19,7 @@ impl From<NotificationsError> for Problem {
             NotificationsError::BadCursor => {
                 Problem::bad_request("`cursor` is not a cursor this API returned")
             }
-            NotificationsError::Store(_) => Problem::internal(&error),
+            NotificationsError::Store(_) => chassis::store::problem(&error),
         }
     }
 }

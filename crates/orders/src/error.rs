@@ -41,7 +41,7 @@ impl From<OrdersError> for Problem {
                 tracing::warn!(error = %error, "dependency unavailable");
                 Problem::unavailable("a service the order needs is unavailable; try again shortly")
             }
-            OrdersError::Store(_) | OrdersError::Append(_) => Problem::internal(&error),
+            OrdersError::Store(_) | OrdersError::Append(_) => chassis::store::problem(&error),
         }
     }
 }

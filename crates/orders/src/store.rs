@@ -50,7 +50,7 @@ pub enum AppendError {
     /// The idempotency key already placed this other order.
     #[error("the key already placed order {0}")]
     KeyTaken(String),
-    #[error(transparent)]
+    #[error("order store failed")]
     Store(#[from] sqlx::Error),
     #[error(transparent)]
     Outbox(#[from] OutboxError),
