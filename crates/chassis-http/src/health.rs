@@ -1,8 +1,10 @@
 //! Liveness and readiness.
 //!
-//! Live means the process answers. Ready means every registered check passes: the
-//! module stores are migrated and reachable, and (later) required peers are up. A load
-//! balancer routes only to ready instances.
+//! Live means the process answers. Ready means start-up has finished and every
+//! registered check passes: what the process itself serves from (its module stores;
+//! in the split, its NATS connection). Peers are deliberately not checked: one
+//! module's outage must not make its callers unready in turn. A load balancer routes
+//! only to ready instances.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
