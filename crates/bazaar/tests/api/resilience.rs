@@ -88,6 +88,20 @@ async fn wait_for_breaker_recovered(app: &TestApp, admin: &str, name: &str) {
     .await;
 }
 
+/// Polls (bounded) until no `name` breaker is open: each one's cool-down is over, so
+/// the next call goes through (as the probe of a half-open breaker).
+async fn wait_for_cool_down(app: &TestApp, admin: &str, name: &str) {
+    eventually(&format!("the {name} breaker to leave open"), || async {
+        let seen = breakers(app, admin, name).await;
+        if seen.iter().all(|s| s != "open") {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+}
+
 /// Polls the `name` breaker every 20 ms until it is seen `open`, for at most `limit`;
 /// whether it was.
 async fn saw_breaker_open(app: &TestApp, admin: &str, name: &str, limit: Duration) -> bool {
@@ -258,15 +272,7 @@ async fn payments_hanging_opens_the_breaker_and_recovers() {
     // Payments recovers: once the cool-down is over the next charge probes, succeeds
     // and closes the breaker.
     clear_fault(&app, &admin, CHARGE).await;
-    eventually("the payments breaker to leave open", || async {
-        let seen = breakers(&app, &admin, "payments").await;
-        if seen.iter().all(|s| s != "open") {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
-    .await;
+    wait_for_cool_down(&app, &admin, "payments").await;
     let (_, third, elapsed) =
         place_timed(&app, &token, &order_body(&[(&product, 3)], "tok_visa")).await;
     assert!(elapsed < budget, "POST /orders took {elapsed:?}: {third}");
@@ -329,7 +335,10 @@ async fn a_provider_timeout_fails_the_order_and_trips_the_breaker() {
     assert_eq!(app.stock(&product).await, stock);
 
     // The breaker closes again on its own (a probe succeeds), and a good card goes
-    // through.
+    // through. Placed once the cool-down is over: while the breaker is open an order
+    // fails fast by design (its three charge attempts take far less than the 1 s
+    // cool-down), and in the split the replica that opened it may drive this order.
+    wait_for_cool_down(&app, &admin, "payments").await;
     let (_, good, _) = place_timed(&app, &token, &order_body(&[(&product, 1)], "tok_visa")).await;
     let good = app.wait_until_terminal(&token, &id_of(&good)).await;
     assert_eq!(good["status"], "confirmed", "{good}");
