@@ -50,7 +50,7 @@ ir() {
   local out="$WORK/cg.$RANDOM" n
   n=$(count_for "$2")
   valgrind --tool=callgrind --callgrind-out-file="$out" \
-    --zero-before='*hotpaths*measure_begin*' --dump-after='*hotpaths*measure_end*' \
+    --zero-before='hotpaths::measure_begin' --dump-after='hotpaths::measure_end' \
     "$1" "$2" "$n" >"$WORK/log" 2>&1 || { cat "$WORK/log" >&2; return 1; }
   # The dump taken at measure_end is the one numbered .1.
   awk -v n="$n" '/^(summary|totals):/ { printf "%.0f", $2 / n; exit }' "$out.1"

@@ -25,16 +25,17 @@ use bazaar::config::Config;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-/// Where callgrind starts counting (`--zero-before=*measure_begin*`).
+/// Where callgrind starts counting (`--zero-before=*measure_begin*`). The two markers
+/// must differ in code, or the linker folds them into one symbol.
 #[inline(never)]
-fn measure_begin() {
-    std::hint::black_box(());
+fn measure_begin(count: usize) -> usize {
+    std::hint::black_box(count).wrapping_add(1)
 }
 
 /// Where callgrind writes the counts (`--dump-after=*measure_end*`).
 #[inline(never)]
-fn measure_end() {
-    std::hint::black_box(());
+fn measure_end(count: usize) -> usize {
+    std::hint::black_box(count).wrapping_mul(3)
 }
 
 async fn call(
@@ -216,11 +217,11 @@ fn main() -> anyhow::Result<()> {
             for i in 0..10 {
                 shop.run(&scenario, i).await?;
             }
-            measure_begin();
+            std::hint::black_box(measure_begin(count));
             for i in 0..count {
                 shop.run(&scenario, i).await?;
             }
-            measure_end();
+            std::hint::black_box(measure_end(count));
             eprintln!("{scenario}: {count} done");
             app.shutdown_token().cancel();
             Ok(())
