@@ -266,6 +266,30 @@ mod tests {
         assert_eq!(pool.lock().unwrap()[0].len(), Params::DEFAULT.block_count());
     }
 
+    /// Occupies the hasher's only slot with work that runs until the sender is used
+    /// (or dropped); returns once the work has started.
+    async fn hold_the_only_slot(
+        hasher: &Hasher,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), IdentityError>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, is_running) = tokio::sync::oneshot::channel();
+        let hasher = hasher.clone();
+        let holder = tokio::spawn(async move {
+            hasher
+                .run(move |_| {
+                    let _ = started.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+        });
+        is_running.await.unwrap();
+        (release, holder)
+    }
+
     #[tokio::test]
     async fn queued_work_is_answered_once_a_slot_frees_within_the_wait() {
         let hasher = Hasher::new(&Settings {
@@ -274,21 +298,7 @@ mod tests {
             hash_wait: Duration::from_secs(600),
             ..Settings::default()
         });
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, is_running) = tokio::sync::oneshot::channel();
-        let holder = {
-            let hasher = hasher.clone();
-            tokio::spawn(async move {
-                hasher
-                    .run(move |_| {
-                        let _ = started.send(());
-                        let _ = held.recv();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        is_running.await.unwrap();
+        let (release, holder) = hold_the_only_slot(&hasher).await;
         let hash = hash_into(b"password123", &mut Memory::take(&Arc::default())).unwrap();
         let queued = {
             let hasher = hasher.clone();
@@ -312,22 +322,7 @@ mod tests {
             hash_wait: Duration::from_millis(20),
             ..Settings::default()
         });
-        // Occupy the only slot until the test lets go.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, is_running) = tokio::sync::oneshot::channel();
-        let busy = {
-            let hasher = hasher.clone();
-            tokio::spawn(async move {
-                hasher
-                    .run(move |_| {
-                        let _ = started.send(());
-                        let _ = held.recv();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        is_running.await.unwrap();
+        let (release, busy) = hold_the_only_slot(&hasher).await;
         let shed = hasher
             .verify("password123".to_owned(), "not-a-hash".to_owned())
             .await;
