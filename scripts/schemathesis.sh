@@ -157,7 +157,14 @@ else
     server_command=("$bin" serve --http-addr "127.0.0.1:$port" --data-dir "$work/data")
 fi
 
-log "starting ${server_command[*]}"
+# The database URL may carry a password: it is not printed.
+shown=("${server_command[@]}")
+for i in "${!shown[@]}"; do
+    if [[ ${shown[$i]} == postgres://* || ${shown[$i]} == postgresql://* ]]; then
+        shown[$i]='<database url>'
+    fi
+done
+log "starting ${shown[*]}"
 # The fuzzer is one client sending thousands of requests, wrong passwords among
 # them: the rate limits and the login throttle are lifted (they would answer 429s the
 # run is not about), and the admin's access token outlives the run.

@@ -36,9 +36,12 @@ chassis_core::rpc! {
     trait CounterApi as "counter" {
         client CounterClient;
         handlers counter_handlers;
+        once [reset];
 
         async fn add(&self, by: i64, note: String) -> Result<i64, CounterError>;
         async fn total(&self) -> Result<i64, CounterError>;
+        /// Not idempotent as far as the guard knows: tried once.
+        async fn reset(&self) -> Result<(), CounterError>;
     }
 }
 
@@ -59,6 +62,11 @@ impl CounterApi for Counter {
 
     async fn total(&self) -> Result<i64, CounterError> {
         Ok(*self.0.lock().unwrap())
+    }
+
+    async fn reset(&self) -> Result<(), CounterError> {
+        *self.0.lock().unwrap() = 0;
+        Ok(())
     }
 }
 
@@ -142,11 +150,13 @@ async fn handlers_refuse_malformed_arguments() {
     }
 }
 
-/// Counts calls and attempts; retries a transient failure once.
+/// Counts calls and attempts; retries a transient failure once, except in
+/// `call_once`, which it counts apart.
 #[derive(Debug, Default)]
 struct Counting {
     calls: AtomicU32,
     attempts: AtomicU32,
+    once: AtomicU32,
 }
 
 impl Guard for Counting {
@@ -173,6 +183,22 @@ impl Guard for Counting {
                 other => other,
             }
         }
+    }
+
+    fn call_once<T, E, F, Fut>(
+        &self,
+        method: &'static str,
+        mut attempt: F,
+    ) -> impl Future<Output = Result<T, E>> + Send
+    where
+        T: Send,
+        E: RemoteError,
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        assert_eq!(method, "reset", "only the methods named `once`");
+        self.once.fetch_add(1, Ordering::SeqCst);
+        async move { attempt().await }
     }
 }
 
@@ -205,4 +231,9 @@ async fn guarded_calls_go_through_the_guard() {
         4,
         "a transient failure is"
     );
+
+    // A method named in `once [...]` goes through the guard's call_once.
+    assert!(down.reset().await.is_err());
+    assert_eq!(guard.once.load(Ordering::SeqCst), 1);
+    assert_eq!(guard.attempts.load(Ordering::SeqCst), 4);
 }

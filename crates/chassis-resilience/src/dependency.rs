@@ -120,6 +120,31 @@ impl Dependency {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.call_with(method, attempt, true).await
+    }
+
+    /// As [`Dependency::call`] but never retried (a method that is not idempotent):
+    /// breaker, bulkhead, timeout and faults still apply.
+    pub async fn call_once<T, E, F, Fut>(&self, method: &'static str, attempt: F) -> Result<T, E>
+    where
+        E: RemoteError,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_with(method, attempt, false).await
+    }
+
+    async fn call_with<T, E, F, Fut>(
+        &self,
+        method: &'static str,
+        attempt: F,
+        retries: bool,
+    ) -> Result<T, E>
+    where
+        E: RemoteError,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         use tracing::Instrument as _;
         // The span carries the budget left when the call started.
         let span = tracing::info_span!(
@@ -133,14 +158,22 @@ impl Dependency {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         );
         let started = Instant::now();
-        let result = self.call_inner(method, attempt).instrument(span).await;
+        let result = self
+            .call_inner(method, attempt, retries)
+            .instrument(span)
+            .await;
         // Whole calls (retries included), the caller's view in either topology.
         metrics::histogram!("dependency_call_duration_seconds", "dependency" => self.name, "method" => method)
             .record(started.elapsed().as_secs_f64());
         result
     }
 
-    async fn call_inner<T, E, F, Fut>(&self, method: &'static str, mut attempt: F) -> Result<T, E>
+    async fn call_inner<T, E, F, Fut>(
+        &self,
+        method: &'static str,
+        mut attempt: F,
+        retries: bool,
+    ) -> Result<T, E>
     where
         E: RemoteError,
         F: FnMut() -> Fut,
@@ -202,7 +235,7 @@ impl Dependency {
                 Duration::from_millis(policy.retry_cap_ms),
             );
             let time_left = chassis_http::deadline::remaining().is_none_or(|left| left > backoff);
-            if tries >= policy.retry_attempts || !time_left {
+            if !retries || tries >= policy.retry_attempts || !time_left {
                 self.count(method, "unavailable");
                 return result;
             }
@@ -250,6 +283,20 @@ impl Guard for Dependency {
         Fut: Future<Output = Result<T, E>> + Send,
     {
         Dependency::call(self, method, attempt)
+    }
+
+    fn call_once<T, E, F, Fut>(
+        &self,
+        method: &'static str,
+        attempt: F,
+    ) -> impl Future<Output = Result<T, E>> + Send
+    where
+        T: Send,
+        E: RemoteError,
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        Dependency::call_once(self, method, attempt)
     }
 }
 
@@ -321,6 +368,21 @@ mod tests {
             })
             .await;
         assert_eq!(answer, Err(TestError::Answer));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_once_is_not_retried_even_when_transient() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dep = dependency(quick());
+        let calls = AtomicU32::new(0);
+        let failed: Result<(), _> = dep
+            .call_once("m", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(TestError::Unavailable("down".into()))
+            })
+            .await;
+        assert!(matches!(failed, Err(TestError::Unavailable(_))));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 

@@ -345,9 +345,11 @@ async fn provision(
     password: Option<&str>,
     schema: &str,
 ) -> Result<(), sqlx::Error> {
-    // DDL takes no bound parameters: the password goes in as a quoted literal.
+    // DDL takes no bound parameters, so the password goes into the statement, where a
+    // failing statement would put it in the server's log: it goes as its SCRAM
+    // verifier (PostgreSQL stores one as it is), never in clear.
     let password_clause = password
-        .map(|p| format!(" PASSWORD '{}'", p.replace('\'', "''")))
+        .map(|p| format!(" PASSWORD '{}'", scram_sha_256_verifier(p, rand::random())))
         .unwrap_or_default();
     if role_exists(conn, role).await? {
         if password.is_some() {
@@ -386,6 +388,9 @@ async fn provision(
             .fetch_all(&mut *conn)
             .await?;
             for (table,) in tables {
+                // Table names come from the catalog, not from a checked setting: quoted
+                // with their own double quotes doubled.
+                let table = table.replace('"', "\"\"");
                 conn.execute(
                     format!("ALTER TABLE \"{schema}\".\"{table}\" OWNER TO \"{role}\"").as_str(),
                 )
@@ -414,6 +419,44 @@ async fn provision(
             .await?;
     }
     Ok(())
+}
+
+/// PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677, 4096
+/// iterations as PostgreSQL's default): `SCRAM-SHA-256$4096:salt$StoredKey:ServerKey`.
+/// The password is used as its UTF-8 bytes (PostgreSQL's SASLprep leaves ASCII as it is).
+fn scram_sha_256_verifier(password: &str, salt: [u8; 16]) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    const ITERATIONS: u32 = 4096;
+    let mac = |key: &[u8], data: &[&[u8]]| -> [u8; 32] {
+        // HMAC takes a key of any length.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        for part in data {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    };
+    // PBKDF2-HMAC-SHA-256 with one output block (32 bytes, the digest's size).
+    let mut u = mac(password.as_bytes(), &[&salt, &1_u32.to_be_bytes()]);
+    let mut salted = u;
+    for _ in 1..ITERATIONS {
+        u = mac(password.as_bytes(), &[&u]);
+        for (s, x) in salted.iter_mut().zip(u) {
+            *s ^= x;
+        }
+    }
+    let client_key = mac(&salted, &[b"Client Key"]);
+    let stored_key = Sha256::digest(client_key);
+    let server_key = mac(&salted, &[b"Server Key"]);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key),
+        b64.encode(server_key)
+    )
 }
 
 async fn role_exists(conn: &mut sqlx::AnyConnection, role: &str) -> Result<bool, sqlx::Error> {
@@ -475,6 +518,16 @@ mod tests {
     enum ModuleError {
         #[error("store failed")]
         Store(#[from] sqlx::Error),
+    }
+
+    #[test]
+    fn a_scram_verifier_is_postgresqls_stored_form() {
+        // Expected from Python's hashlib/hmac with the same salt (RFC 7677's steps).
+        let salt: [u8; 16] = std::array::from_fn(|i| u8::try_from(i).unwrap());
+        assert_eq!(
+            scram_sha_256_verifier("pencil", salt),
+            "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$zHCdol2044/ZyWzPLi7oxApCkamKw9Z+E4U/QApd/5Y=:dd5peBOitVnLNFu7VmwP+HiDaaw4OUCv396eVCWhYiE="
+        );
     }
 
     #[test]

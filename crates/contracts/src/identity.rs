@@ -64,6 +64,10 @@ chassis_core::rpc! {
     pub trait IdentityApi as "identity" {
         client IdentityClient;
         handlers identity_handlers;
+        // A retry after a lost answer would create the account twice (the second
+        // try refused as taken), or present a used refresh token, which revokes the
+        // session as stolen.
+        once [sign_up, refresh];
 
         /// Creates a customer account and signs it in. `client` is the shopper's
         /// address, for the sign-in throttle.

@@ -1,8 +1,10 @@
-//! The edge's own errors, for a browser: a page in the shop's style instead of a JSON
+//! Errors at the edge, for a browser: a page in the shop's style instead of a JSON
 //! problem. A path no module owns (404), the rate limit (429) and an unreachable
-//! upstream (5xx) are answered by the edge, not by the storefront; a shopper who meets
-//! one in the browser gets a page that says what happened and links back to the shop.
-//! API clients (any `/api/` path, or not asking for HTML first) keep the problem.
+//! upstream (5xx) are answered by the edge, not by the storefront, and a module's own
+//! problem on a path outside `/api/` (the ops routes, say) is no page either; a shopper
+//! who meets one in the browser gets a page that says what happened and links back to
+//! the shop. API clients (any `/api/` path, or not asking for HTML first) keep the
+//! problem, marked `Vary: Accept`.
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -18,15 +20,13 @@ const CSP: &str = "default-src 'none'; style-src 'self'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
 /// Whether the request is a browser's navigation: HTML first in `Accept` (a
-/// browser's page loads and form posts; its scripts' fetches ask for `*/*`), not an
-/// API path.
-fn wants_a_page(request: &Request) -> bool {
-    !request.uri().path().starts_with("/api/")
-        && request
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.trim_start().starts_with("text/html"))
+/// browser's page loads and form posts; its scripts' fetches ask for `*/*`).
+fn asks_for_html(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.trim_start().starts_with("text/html"))
 }
 
 /// The edge's problem, as a page: the status's title and what to do.
@@ -58,12 +58,14 @@ fn page(status: StatusCode, retry_after: Option<&str>) -> String {
     )
 }
 
-/// Replaces the edge's 404, 429 and 5xx problems with a page, for browsers.
+/// Replaces 404, 429 and 5xx problems (the edge's own, and a module's on a path
+/// outside `/api/`) with a page, for browsers.
 pub(crate) async fn as_pages(request: Request, next: Next) -> Response {
-    if !wants_a_page(&request) {
+    if request.uri().path().starts_with("/api/") {
         return next.run(request).await;
     }
-    let response = next.run(request).await;
+    let wants_a_page = asks_for_html(&request);
+    let mut response = next.run(request).await;
     let status = response.status();
     let is_problem = response
         .headers()
@@ -74,6 +76,13 @@ pub(crate) async fn as_pages(request: Request, next: Next) -> Response {
             || status == StatusCode::TOO_MANY_REQUESTS
             || status.is_server_error())
     {
+        return response;
+    }
+    // From here the answer depends on `Accept`: a shared cache must keep both.
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept"));
+    if !wants_a_page {
         return response;
     }
     // Only digits go into the page (the header is the edge's own, but still).
@@ -139,12 +148,30 @@ mod tests {
         (status, kind, String::from_utf8(body.to_vec()).unwrap())
     }
 
+    async fn vary_of(path: &str, accept: &str) -> String {
+        let response = app()
+            .oneshot(
+                Request::builder()
+                    .uri(path)
+                    .header(header::ACCEPT, accept)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        response.headers()[header::VARY]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
     const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
     #[tokio::test]
     async fn browsers_get_pages_and_api_clients_problems() {
         let (status, kind, body) = get_with("/nothing/here", BROWSER).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(vary_of("/nothing/here", "application/json").await, "accept");
         assert!(kind.starts_with("text/html"), "{kind}");
         assert!(body.contains("<h1>Page not found</h1>"), "{body}");
 

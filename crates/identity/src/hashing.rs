@@ -33,6 +33,10 @@ pub(crate) struct Hasher {
     memory: Arc<Mutex<Vec<Vec<Block>>>>,
 }
 
+/// The most memory a stored hash may ask for: 64 MiB, over three times the 19 MiB we
+/// hash with.
+const MAX_VERIFY_M_COST_KIB: u32 = 64 * 1024;
+
 /// A slot's argon2 memory while it hashes; back to the pool when done.
 struct Memory {
     blocks: Vec<Block>,
@@ -106,6 +110,16 @@ fn hash_into(password: &[u8], memory: &mut Memory) -> Result<String, IdentityErr
 /// mismatch.
 fn verify_into(password: &[u8], hash: &str, memory: &mut Memory) -> Result<bool, IdentityError> {
     let parsed = PasswordHash::new(hash).map_err(|e| IdentityError::Hashing(e.to_string()))?;
+    // A slot's buffer only grows: a stored hash (imported, or corrupt) asking for more
+    // than this would keep that much per slot for good.
+    if let Ok(params) = Params::try_from(&parsed) {
+        if params.m_cost() > MAX_VERIFY_M_COST_KIB {
+            return Err(IdentityError::Hashing(format!(
+                "a stored hash asks for {} KiB of memory, over the {MAX_VERIFY_M_COST_KIB} KiB allowed",
+                params.m_cost()
+            )));
+        }
+    }
     let mut matches = || -> Option<bool> {
         let expected = parsed.hash?;
         let algorithm = Algorithm::try_from(parsed.algorithm).ok()?;
@@ -260,6 +274,10 @@ mod tests {
         assert!(verify_into(b"password123", &small, &mut memory).unwrap());
         assert!(!verify_into(b"password12", &small, &mut memory).unwrap());
         assert!(verify_into(b"password123", "not-a-hash", &mut memory).is_err());
+        // A hash asking for more memory than allowed is refused, not computed.
+        let greedy = small.replace("m=64,", &format!("m={},", MAX_VERIFY_M_COST_KIB + 1));
+        assert_ne!(greedy, small);
+        assert!(verify_into(b"password123", &greedy, &mut memory).is_err());
         // One buffer, back in the pool when done.
         drop(memory);
         assert_eq!(pool.lock().unwrap().len(), 1);

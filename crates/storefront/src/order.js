@@ -11,14 +11,17 @@
   if (!status || !live || !window.fetch || !window.DOMParser) {
     return;
   }
+  // Set when a look finds something other than this order's page: no more looks.
+  var stopped = false;
   function settling() {
-    return live.getAttribute("data-settling") === "true";
+    return !stopped && live.getAttribute("data-settling") === "true";
   }
   function apply(html) {
     var page = new DOMParser().parseFromString(html, "text/html");
     var nextStatus = page.getElementById("order-status");
     var nextLive = page.getElementById("order-live");
     if (!nextStatus || !nextLive) {
+      stopped = true;
       return;
     }
     status.className = nextStatus.className;
@@ -32,6 +35,13 @@
       .then(function (response) {
         if (!response.ok) {
           throw new Error("HTTP " + response.status);
+        }
+        if (response.redirected) {
+          // Sent elsewhere (the session ended: to sign in): stop, and let the
+          // shopper see why by loading that page.
+          stopped = true;
+          window.location.assign(response.url);
+          throw new Error("redirected");
         }
         return response.text();
       })

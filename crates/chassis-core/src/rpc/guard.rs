@@ -19,6 +19,24 @@ pub trait Guard: Send + Sync + 'static {
         E: RemoteError,
         F: FnMut() -> Fut + Send,
         Fut: Future<Output = Result<T, E>> + Send;
+
+    /// As [`Guard::call`], but `attempt` is tried at most once: for a method that is
+    /// not idempotent (a retry after a lost answer would act twice, or, for a
+    /// single-use token, be taken for a theft). The default suits a guard that never
+    /// retries; one that does must override it.
+    fn call_once<T, E, F, Fut>(
+        &self,
+        method: &'static str,
+        attempt: F,
+    ) -> impl Future<Output = Result<T, E>> + Send
+    where
+        T: Send,
+        E: RemoteError,
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        self.call(method, attempt)
+    }
 }
 
 /// A contract implementation (the module's service, or its client) behind a

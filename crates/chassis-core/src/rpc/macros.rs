@@ -16,6 +16,10 @@
 ///     }
 /// }
 /// ```
+///
+/// Every method is retried by the guard on a transient failure, so it must be
+/// idempotent; a line `once [method, …];` after `handlers` names those that are not,
+/// which the guard tries at most once ([`Guard::call_once`](crate::rpc::Guard::call_once)).
 #[macro_export]
 macro_rules! rpc {
     (
@@ -23,6 +27,7 @@ macro_rules! rpc {
         $vis:vis trait $Trait:ident as $service:literal {
             client $Client:ident;
             handlers $handlers:ident;
+            $( once [ $( $once:ident ),* $(,)? ]; )?
             $(
                 $(#[$method_meta:meta])*
                 async fn $method:ident(&self $(, $arg:ident : $ty:ty)* $(,)?) -> Result<$ok:ty, $err:ty>;
@@ -46,6 +51,9 @@ macro_rules! rpc {
             pub fn new(transport: impl $crate::rpc::Transport + 'static) -> Self {
                 Self(::std::sync::Arc::new(transport))
             }
+
+            /// The methods that are not idempotent: a guard tries them once.
+            pub const NOT_RETRIED: &'static [&'static str] = &[$( $( stringify!($once) ),* )?];
         }
 
         impl $crate::rpc::Contract for dyn $Trait {
@@ -96,12 +104,15 @@ macro_rules! rpc {
             $(
                 async fn $method(&self $(, $arg: $ty)*) -> Result<$ok, $err> {
                     let inner = self.inner();
-                    self.guard()
-                        .call(stringify!($method), || {
-                            $( let $arg = ::std::clone::Clone::clone(&$arg); )*
-                            async move { inner.$method($( $arg ),*).await }
-                        })
-                        .await
+                    let attempt = || {
+                        $( let $arg = ::std::clone::Clone::clone(&$arg); )*
+                        async move { inner.$method($( $arg ),*).await }
+                    };
+                    if $Client::NOT_RETRIED.contains(&stringify!($method)) {
+                        self.guard().call_once(stringify!($method), attempt).await
+                    } else {
+                        self.guard().call(stringify!($method), attempt).await
+                    }
                 }
             )*
         }
