@@ -486,27 +486,34 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 /// it, is shutting down or starting up (SQLSTATE class 08, 57P01 to 57P03). Such a
 /// failure passes once the database is back; any other does not.
 pub fn is_unreachable(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
-            let unreachable = match error {
-                sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::WorkerCrashed => true,
-                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                    code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
-                }),
-                _ => false,
-            };
-            if unreachable {
-                return true;
-            }
-        }
-        next = error.source();
-    }
-    false
+    sql_errors(error).any(|error| match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    })
+}
+
+/// True when `error` (or its cause chain) is a failure to get a connection at all
+/// (the pool timed out or is closed): no statement ran, so nothing was written and the
+/// request can be sent again as it is. A connection lost mid-way leaves the outcome
+/// unknown instead.
+pub fn is_never_started(error: &(dyn std::error::Error + 'static)) -> bool {
+    sql_errors(error)
+        .any(|error| matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
+}
+
+/// The `sqlx` errors in `error`'s cause chain, outermost first.
+fn sql_errors<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a sqlx::Error> {
+    std::iter::successors(Some(error), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<sqlx::Error>())
 }
 
 #[cfg(test)]
@@ -541,6 +548,11 @@ mod tests {
         assert!(!is_unreachable(&wrapped(sqlx::Error::RowNotFound)));
         assert!(!is_unreachable(&wrapped(sqlx::Error::Protocol(
             "bad".into()
+        ))));
+        // Only a connection never had tells that nothing was written.
+        assert!(is_never_started(&wrapped(sqlx::Error::PoolTimedOut)));
+        assert!(!is_never_started(&wrapped(sqlx::Error::Io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset)
         ))));
     }
 

@@ -90,16 +90,23 @@ pub mod store {
     const UNREACHABLE_RETRY_AFTER_SECS: u64 = 1;
 
     /// A module's store failure as its answer: while the database cannot be reached
-    /// ([`is_unreachable`]), 503 with `Retry-After`, which clients and load balancers
-    /// retry and which passes once it is back; any other failure is a bug, an opaque
+    /// ([`is_unreachable`]), 503, which passes once it is back; with `Retry-After` only
+    /// when no statement ran ([`is_never_started`]), so the request can be sent again
+    /// as it is (a connection lost mid-way may have written: a write is retried with
+    /// its idempotency key, or after a look). Any other failure is a bug, an opaque
     /// 500 with its cause chain logged.
     pub fn problem(error: &(dyn std::error::Error + 'static)) -> Problem {
-        if is_unreachable(error) {
-            tracing::warn!(error = %crate::error::chain(error), "store unreachable");
+        if !is_unreachable(error) {
+            return Problem::internal(error);
+        }
+        tracing::warn!(error = %crate::error::chain(error), "store unreachable");
+        if is_never_started(error) {
             Problem::unavailable("the store is unavailable; try again shortly")
                 .with_retry_after(UNREACHABLE_RETRY_AFTER_SECS)
         } else {
-            Problem::internal(error)
+            Problem::unavailable(
+                "the store's connection failed mid-way; whether it was done is unknown",
+            )
         }
     }
 
@@ -113,6 +120,12 @@ pub mod store {
             assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
             let response = axum::response::IntoResponse::into_response(down);
             assert_eq!(response.headers()["retry-after"], "1");
+            let cut = super::problem(&sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            )));
+            assert_eq!(cut.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let response = axum::response::IntoResponse::into_response(cut);
+            assert!(response.headers().get("retry-after").is_none());
             let bug = super::problem(&sqlx::Error::RowNotFound);
             assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
