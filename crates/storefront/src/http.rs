@@ -301,8 +301,9 @@ trait Guarded {
     fn csrf(&self) -> &str;
 }
 
-/// A posted form whose CSRF field matched the visit's cookie: checked before anything
-/// else is looked at, so a forged form learns nothing.
+/// A posted form whose CSRF field matched the visit's cookie: checked right after the
+/// form is parsed and before any of it is acted on, so a forged form does nothing (a
+/// malformed one, forged or not, is refused as malformed first).
 struct Posted<T> {
     visit: Visit,
     form: T,
@@ -325,7 +326,7 @@ where
     }
 }
 
-/// A signed-in shopper's posted form, its CSRF field checked first. A visitor is sent
+/// A signed-in shopper's posted form, its CSRF field checked before anything is done. A visitor is sent
 /// to sign in and then back to the page the form was on (its same-origin `Referer`).
 struct ShopperPost<T> {
     visit: Visit,
