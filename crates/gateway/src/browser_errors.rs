@@ -126,8 +126,8 @@ mod tests {
             .layer(axum::middleware::from_fn(as_pages))
     }
 
-    async fn get_with(path: &str, accept: &str) -> (StatusCode, String, String) {
-        let response = app()
+    async fn send(path: &str, accept: &str) -> Response {
+        app()
             .oneshot(
                 Request::builder()
                     .uri(path)
@@ -136,7 +136,11 @@ mod tests {
                     .unwrap(),
             )
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn get_with(path: &str, accept: &str) -> (StatusCode, String, String) {
+        let response = send(path, accept).await;
         let status = response.status();
         let kind = response.headers()[header::CONTENT_TYPE]
             .to_str()
@@ -149,16 +153,7 @@ mod tests {
     }
 
     async fn vary_of(path: &str, accept: &str) -> String {
-        let response = app()
-            .oneshot(
-                Request::builder()
-                    .uri(path)
-                    .header(header::ACCEPT, accept)
-                    .body(axum::body::Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let response = send(path, accept).await;
         response.headers()[header::VARY]
             .to_str()
             .unwrap()
