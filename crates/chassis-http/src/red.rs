@@ -10,57 +10,70 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chassis_telemetry::metrics::enabled;
-/// The service label this process's HTTP metrics carry.
-#[derive(Clone, Debug)]
-pub struct ServiceName(pub &'static str);
-
 /// The route label decided after routing ([`label_route`]): the split gateway forwards
 /// by prefix, so the route axum matched there is a catch-all; the public route template
-/// it stands for is the useful label. [`track`] puts an empty slot in the request and
+/// it stands for is the useful label. [`Red`] puts an empty slot in the request and
 /// reads it after the response, so the label survives a response made outside the
 /// router (a 504 from the request budget).
 #[derive(Clone, Debug, Default)]
 struct RouteSlot(Arc<OnceLock<Arc<str>>>);
 
-/// RED metrics: `http_requests_total` and `http_request_duration_seconds`, labelled
-/// by service, method, route template (never the raw path: unbounded cardinality) and
-/// status.
-pub async fn track(State(service): State<ServiceName>, mut req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let slot = RouteSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let response = next.run(req).await;
-    let route = match (slot.0.get(), matched) {
-        (Some(label), _) => label.as_ref().to_owned(),
-        // A catch-all never names a series: refused before routing (413), it is
-        // not one of the public routes.
-        (None, Some(path)) if path.as_str().contains("{*") => "unmatched".to_owned(),
-        (None, Some(path)) => path.as_str().to_owned(),
-        (None, None) => "unmatched".to_owned(),
-    };
-    // The request span (this hop's server span) is named after the route, as
-    // OpenTelemetry's HTTP conventions ask, and marked failed on a 5xx.
-    let span = tracing::Span::current();
-    span.record("otel.name", format_args!("{method} {route}"));
-    span.record("http.response.status_code", response.status().as_u16());
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "error");
+/// RED metrics of one request: `http_requests_total` and
+/// `http_request_duration_seconds`, labelled by service, method, route template (never
+/// the raw path: unbounded cardinality) and status. [`Red::start`] before the request
+/// goes in, [`Red::finish`] with its response; the server's common layer calls both.
+#[derive(Debug)]
+pub(crate) struct Red {
+    start: Instant,
+    method: axum::http::Method,
+    matched: Option<MatchedPath>,
+    slot: RouteSlot,
+}
+
+impl Red {
+    pub(crate) fn start(req: &mut Request) -> Self {
+        let slot = RouteSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        Self {
+            start: Instant::now(),
+            method: req.method().clone(),
+            matched: req.extensions().get::<MatchedPath>().cloned(),
+            slot,
+        }
     }
-    if !enabled() {
-        return response;
+
+    /// Records the response, and names the request span (this hop's server span)
+    /// after the route, as OpenTelemetry's HTTP conventions ask, marking it failed on
+    /// a 5xx.
+    pub(crate) fn finish(self, service: &'static str, response: &Response, span: &tracing::Span) {
+        let route: &str = match (self.slot.0.get(), &self.matched) {
+            (Some(label), _) => label,
+            // A catch-all never names a series: refused before routing (413), it is
+            // not one of the public routes.
+            (None, Some(path)) if path.as_str().contains("{*") => "unmatched",
+            (None, Some(path)) => path.as_str(),
+            (None, None) => "unmatched",
+        };
+        let status = response.status();
+        let method = self.method.as_str();
+        span.record("otel.name", format_args!("{method} {route}"));
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+        if !enabled() {
+            return;
+        }
+        let labels = [
+            ("service", service.to_owned()),
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.as_str().to_owned()),
+        ];
+        metrics::counter!("http_requests_total", &labels).increment(1);
+        metrics::histogram!("http_request_duration_seconds", &labels)
+            .record(self.start.elapsed().as_secs_f64());
     }
-    let labels = [
-        ("service", service.0.to_owned()),
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(start.elapsed().as_secs_f64());
-    response
 }
 
 /// Public route templates (`/api/v1/products/{id}`), to name what a catch-all route

@@ -1,29 +1,27 @@
 //! The HTTP server every bazaar process runs: its layers, its ops routes and its
 //! graceful shutdown.
 
-use std::future::IntoFuture;
+use std::convert::Infallible;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
-use tracing::{Level, Span};
+use tracing::{Instrument as _, Span};
 
 use crate::health::{self, Readiness};
 use crate::problem::Problem;
-use crate::red::{self, ServiceName};
+use crate::red;
 
 /// The public contract's body limit: 1 MiB, 413 beyond.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
@@ -41,21 +39,11 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
 }
 
-#[derive(Clone, Copy, Default)]
-struct UuidRequestId;
-
-impl MakeRequestId for UuidRequestId {
-    fn make_request_id<B>(&mut self, _req: &axum::http::Request<B>) -> Option<RequestId> {
-        chassis_core::id::new_id().parse().ok().map(RequestId::new)
-    }
-}
-
 /// The server span of a request: a child of the caller's span when a `traceparent`
 /// came with it (another service, the gateway or an instrumented client). Its name
-/// becomes `METHOD route` once routing matched a route ([`red::track`]).
-fn request_span(service: &'static str, req: &axum::http::Request<Body>) -> Span {
+/// becomes `METHOD route` once the response is known ([`red::Red::finish`]).
+fn request_span(service: &'static str, req: &Request, request_id: &str) -> Span {
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let request_id = header(&REQUEST_ID).unwrap_or_default();
     // Probes and scrapes are not traced (a debug span: logs only): every few seconds
     // each, they would crowd real requests out of the trace buffer and a backend.
     let path = req.uri().path();
@@ -64,19 +52,19 @@ fn request_span(service: &'static str, req: &axum::http::Request<Body>) -> Span 
             "request",
             method = %req.method(),
             path,
-            request_id = %request_id,
+            request_id,
         );
     }
     let span = tracing::info_span!(
         "request",
-        otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
+        otel.name = %format_args!("{} {}", req.method(), path),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
         service,
         method = %req.method(),
-        path = %req.uri().path(),
-        request_id = %request_id,
+        path,
+        request_id,
     );
     if let Some(traceparent) = header(&TRACEPARENT) {
         chassis_telemetry::set_parent(&span, traceparent, header(&TRACESTATE));
@@ -84,80 +72,155 @@ fn request_span(service: &'static str, req: &axum::http::Request<Body>) -> Span 
     span
 }
 
-/// Wraps `router` in the layers every bazaar server has. Order matters and reads
-/// top-down: outer layers see the request first and the response last.
+/// Wraps `router` in the layers every bazaar server has. The per-request work is one
+/// layer ([`Common`]); what it does, in order, is documented there.
 pub fn with_common_layers(router: Router, settings: &HttpSettings) -> Router {
-    let layers = ServiceBuilder::new()
-        // 1. Request id first, so the span and every response carry it (accepted from
-        //    the client or generated, and echoed back).
-        .layer(SetRequestIdLayer::new(REQUEST_ID, UuidRequestId))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        // 2. The request span: every log line of the request is inside it.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with({
-                    let service = settings.service;
-                    move |req: &axum::http::Request<Body>| request_span(service, req)
-                })
-                .on_request(())
-                .on_response(
-                    tower_http::trace::DefaultOnResponse::new()
-                        .level(Level::DEBUG)
-                        .latency_unit(tower_http::LatencyUnit::Micros),
-                ),
-        )
-        // 3. RED metrics outside the budget, so timed-out and rejected requests count.
-        .layer(middleware::from_fn_with_state(
-            ServiceName(settings.service),
-            red::track,
-        ))
-        // 4. The request budget: work past it is dropped, not left running.
-        .layer(middleware::from_fn_with_state(
-            settings.request_timeout,
-            enforce_timeout,
-        ))
-        // 5. Body limit: by Content-Length up front, and while streaming for chunked
-        //    bodies (the JSON extractor turns that into a 413 problem).
-        .layer(middleware::from_fn(enforce_content_length))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(layers)
-}
-
-async fn enforce_timeout(State(budget): State<Duration>, req: Request, next: Next) -> Response {
-    // A caller's own deadline (another service, or the gateway) can only shorten ours.
-    let budget = crate::deadline::from_headers(req.headers()).map_or(budget, |b| b.min(budget));
-    let deadline = tokio::time::Instant::now() + budget;
-    let work = crate::deadline::scope(deadline, next.run(req));
-    if let Ok(response) = tokio::time::timeout_at(deadline, work).await {
-        response
-    } else {
-        tracing::warn!(
-            budget_ms = budget.as_millis(),
-            "request exceeded its budget"
-        );
-        Problem::new(
-            axum::http::StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            "Request timed out",
+        .layer(
+            ServiceBuilder::new()
+                .layer(Common {
+                    service: settings.service,
+                    budget: settings.request_timeout,
+                })
+                // Streaming bodies past the limit: the JSON extractor turns the limit
+                // into a 413 problem.
+                .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)),
         )
-        .with_detail("the request did not finish within its time budget")
-        .into_response()
+}
+
+/// The common layers of every bazaar server, folded into one so a request pays for
+/// one boxed future rather than a boxed future and a cloned service per step. What it
+/// does to a request, outermost first (outer steps see the request first and the
+/// response last):
+///
+/// 1. **Request id**: the client's `x-request-id`, or a generated one; echoed on the
+///    response (problems included), and in the span so every log line carries it.
+/// 2. **The request span**: every log line of the request is inside it; a traced
+///    request's server span ([`request_span`]), named after the route once known.
+/// 3. **RED metrics** ([`red::Red`]), outside the budget, so timed-out and refused
+///    requests count.
+/// 4. **The request budget**: the configured timeout, shortened by a caller's
+///    deadline header; work past it is dropped (504), not left running.
+/// 5. **Body limit** by `Content-Length` up front (413); chunked bodies are limited
+///    while streaming by [`DefaultBodyLimit`], applied inside this layer.
+#[derive(Debug, Clone, Copy)]
+struct Common {
+    service: &'static str,
+    budget: Duration,
+}
+
+impl<S> tower::Layer<S> for Common {
+    type Service = CommonService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CommonService {
+            inner,
+            common: *self,
+        }
     }
 }
 
-async fn enforce_content_length(req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > BODY_LIMIT_BYTES as u64) {
-        return Problem::payload_too_large(BODY_LIMIT_BYTES).into_response();
+#[derive(Debug, Clone)]
+struct CommonService<S> {
+    inner: S,
+    common: Common,
+}
+
+impl<S> tower::Service<Request> for CommonService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    next.run(req).await
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let Common { service, budget } = self.common;
+        // 1. Request id.
+        let request_id = if let Some(given) = req.headers().get(REQUEST_ID) {
+            given.clone()
+        } else {
+            let id = new_request_id();
+            req.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        };
+        // 2. The span (entered while the inner service is called and polled).
+        let span = request_span(service, &req, request_id.to_str().unwrap_or_default());
+        let started = std::time::Instant::now();
+        // 3. RED.
+        let red = red::Red::start(&mut req);
+        // 4. The budget: a caller's own deadline can only shorten ours.
+        let budget = crate::deadline::from_headers(req.headers()).map_or(budget, |b| b.min(budget));
+        let deadline = tokio::time::Instant::now() + budget;
+        // 5. Content-Length.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let work = if declared.is_some_and(|len| len > BODY_LIMIT_BYTES as u64) {
+            None
+        } else {
+            Some(span.in_scope(|| self.inner.call(req)))
+        };
+        let in_span = span.clone();
+        let answer = async move {
+            let mut response = match work {
+                None => Problem::payload_too_large(BODY_LIMIT_BYTES).into_response(),
+                Some(work) => {
+                    let work = crate::deadline::scope(deadline, work);
+                    match tokio::time::timeout_at(deadline, work).await {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => timed_out(budget),
+                    }
+                }
+            };
+            red.finish(service, &response, &span);
+            let status = response.status();
+            let latency = format_args!("{} μs", started.elapsed().as_micros());
+            tracing::debug!(%latency, status = status.as_u16(), "finished processing request");
+            if status.is_server_error() {
+                tracing::error!(
+                    classification = %format_args!("Status code: {status}"),
+                    %latency,
+                    "response failed"
+                );
+            }
+            if !response.headers().contains_key(REQUEST_ID) {
+                response.headers_mut().insert(REQUEST_ID, request_id);
+            }
+            Ok(response)
+        };
+        Box::pin(answer.instrument(in_span))
+    }
+}
+
+/// A request id for a request that came without one.
+fn new_request_id() -> HeaderValue {
+    HeaderValue::try_from(chassis_core::id::new_id())
+        .unwrap_or_else(|_| HeaderValue::from_static("unidentified"))
+}
+
+fn timed_out(budget: Duration) -> Response {
+    tracing::warn!(
+        budget_ms = budget.as_millis(),
+        "request exceeded its budget"
+    );
+    Problem::new(
+        axum::http::StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        "Request timed out",
+    )
+    .with_detail("the request did not finish within its time budget")
+    .into_response()
 }
 
 async fn not_found() -> Problem {
