@@ -326,8 +326,9 @@ where
     }
 }
 
-/// A signed-in shopper's posted form, its CSRF field checked before anything is done. A visitor is sent
-/// to sign in and then back to the page the form was on (its same-origin `Referer`).
+/// A signed-in shopper's posted form, its CSRF field checked before anything is done.
+/// A visitor is sent to sign in and then back to the page the form was on (its
+/// same-origin `Referer`).
 struct ShopperPost<T> {
     visit: Visit,
     user: Principal,

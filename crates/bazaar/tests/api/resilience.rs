@@ -59,15 +59,30 @@ async fn breakers(app: &TestApp, admin: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Polls (bounded) until the `name` breaker is in `state`.
-async fn wait_for_breaker(app: &TestApp, admin: &str, name: &str, state: &str) {
-    eventually(&format!("the {name} breaker to be {state}"), || async {
+/// Polls (bounded) until the states of the `name` breakers satisfy `holds`; `what`
+/// names the wait in its failure.
+async fn wait_for_breakers(
+    app: &TestApp,
+    admin: &str,
+    name: &str,
+    what: &str,
+    holds: impl Fn(&[String]) -> bool,
+) {
+    eventually(&format!("the {name} breaker to {what}"), || async {
         let seen = breakers(app, admin, name).await;
-        if !seen.is_empty() && seen.iter().all(|s| s == state) {
+        if holds(&seen) {
             Ok(())
         } else {
             Err(format!("{seen:?}"))
         }
+    })
+    .await;
+}
+
+/// Polls (bounded) until the `name` breaker is in `state`.
+async fn wait_for_breaker(app: &TestApp, admin: &str, name: &str, state: &str) {
+    wait_for_breakers(app, admin, name, &format!("be {state}"), |seen| {
+        !seen.is_empty() && seen.iter().all(|s| s == state)
     })
     .await;
 }
@@ -77,13 +92,8 @@ async fn wait_for_breaker(app: &TestApp, admin: &str, name: &str, state: &str) {
 /// no call since its cool-down stays half-open until its next call (its probe), so
 /// "closed" is asked of those that have been called, not of every one.
 async fn wait_for_breaker_recovered(app: &TestApp, admin: &str, name: &str) {
-    eventually(&format!("the {name} breaker to close again"), || async {
-        let seen = breakers(app, admin, name).await;
-        if seen.iter().any(|s| s == "closed") && seen.iter().all(|s| s != "open") {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
+    wait_for_breakers(app, admin, name, "close again", |seen| {
+        seen.iter().any(|s| s == "closed") && seen.iter().all(|s| s != "open")
     })
     .await;
 }
@@ -91,13 +101,8 @@ async fn wait_for_breaker_recovered(app: &TestApp, admin: &str, name: &str) {
 /// Polls (bounded) until no `name` breaker is open: each one's cool-down is over, so
 /// the next call goes through (as the probe of a half-open breaker).
 async fn wait_for_cool_down(app: &TestApp, admin: &str, name: &str) {
-    eventually(&format!("the {name} breaker to leave open"), || async {
-        let seen = breakers(app, admin, name).await;
-        if seen.iter().all(|s| s != "open") {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
+    wait_for_breakers(app, admin, name, "leave open", |seen| {
+        seen.iter().all(|s| s != "open")
     })
     .await;
 }
