@@ -65,21 +65,19 @@ impl Bus for NatsBus {
             self.ensured().insert(envelope.source.clone());
         }
         let payload = serde_json::to_vec(envelope).map_err(|e| failed("encode", e.to_string()))?;
-        let message = || {
-            let message = PublishMessage::build()
-                .payload(payload.clone().into())
-                .message_id(&envelope.id);
-            match envelope.trace_context.as_deref() {
-                Some(traceparent) => message.header(headers::TRACEPARENT, traceparent),
-                None => message,
-            }
-        };
+        let mut message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(&envelope.id);
+        if let Some(traceparent) = envelope.trace_context.as_deref() {
+            message = message.header(headers::TRACEPARENT, traceparent);
+        }
         let mut waited = 0;
         let acked = loop {
             let acked = match self
                 .js
                 .context()
-                .send_publish(self.js.subject(&topic), message())
+                // A clone shares the payload's bytes: a retry costs no copy.
+                .send_publish(self.js.subject(&topic), message.clone())
                 .await
             {
                 Ok(pending) => pending.await,
