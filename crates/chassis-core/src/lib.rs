@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod id;
+pub mod list;
 pub mod money;
 pub mod page;
 pub mod private_fs;

@@ -393,9 +393,7 @@ impl Replicas {
 }
 
 /// The URLs of a comma-separated list, trimmed, empty items left out.
-pub fn split(urls: &str) -> impl Iterator<Item = &str> {
-    urls.split(',').map(str::trim).filter(|u| !u.is_empty())
-}
+pub use chassis_core::list::comma_separated as split;
 
 #[cfg(test)]
 mod tests {

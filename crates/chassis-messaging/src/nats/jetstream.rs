@@ -83,12 +83,7 @@ impl JetStream {
                 }
             })
             // async-nats parses a string as one URL: a cluster's list goes in as a list.
-            .connect(
-                url.split(',')
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                    .collect::<Vec<_>>(),
-            )
+            .connect(chassis_core::list::comma_separated(url).collect::<Vec<_>>())
             .await
             .map_err(|e| NatsError::Connect {
                 url: url.to_owned(),
