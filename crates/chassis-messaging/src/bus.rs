@@ -15,12 +15,41 @@ pub enum BusError {
     Unavailable(String),
 }
 
+/// What publishing a batch achieved: how many of its leading envelopes were durably
+/// accepted, and the refusal that stopped the rest (`None` when all were).
+#[derive(Debug)]
+pub struct Published {
+    pub accepted: usize,
+    pub failure: Option<BusError>,
+}
+
 /// Where relays publish.
 #[async_trait::async_trait]
 pub trait Bus: Send + Sync {
     /// Returns once the event is durably accepted: for the in-process bus, once every
     /// interested consumer has applied it (or dead-lettered it).
     async fn publish(&self, envelope: &Envelope) -> Result<(), BusError>;
+
+    /// Publishes `envelopes` in order. `accepted` counts the leading ones durably
+    /// accepted; an envelope after the first refused one may have been accepted too
+    /// (a bus that sends a batch before it waits for the acknowledgements), so whoever
+    /// republishes from the refused one on must be able to absorb repeats (the event id
+    /// is the dedup key throughout). By default one publish after another, stopping at
+    /// the first refusal.
+    async fn publish_batch(&self, envelopes: &[Envelope]) -> Published {
+        for (accepted, envelope) in envelopes.iter().enumerate() {
+            if let Err(e) = self.publish(envelope).await {
+                return Published {
+                    accepted,
+                    failure: Some(e),
+                };
+            }
+        }
+        Published {
+            accepted: envelopes.len(),
+            failure: None,
+        }
+    }
 }
 
 /// The monolith's bus: a publish is handed to every interested consumer in this

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chassis_core::events::{Envelope, topic_of};
-use chassis_messaging::bus::{Bus, InProcBus};
+use chassis_messaging::bus::{Bus, InProcBus, Published};
 use chassis_messaging::consumer::{Consumer, Delivery, Handler, HandlerError};
 use chassis_messaging::outbox::{Outbox, enqueue};
+use chassis_messaging::relay::RelayError;
 use chassis_store::store::Store;
 use sqlx::AnyConnection;
 use testkit::delivery::TestStore;
@@ -234,4 +235,89 @@ async fn two_relays_on_one_postgres_outbox_publish_each_event_once_in_order() {
     let published = bus.published.lock().unwrap().clone();
     assert_eq!(published, written, "each once, in order");
     assert_eq!(first.backlog().await.unwrap().unsent, 0);
+}
+
+/// Takes a whole batch, as JetStream does once a batch is sent, but refuses the one
+/// event named in `refuse` (once): the events after it are taken all the same.
+#[derive(Default)]
+struct RefusesOne {
+    refuse: std::sync::Mutex<Option<String>>,
+    taken: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Bus for RefusesOne {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), chassis_messaging::bus::BusError> {
+        let mut refuse = self.refuse.lock().unwrap();
+        if refuse.as_deref() == Some(envelope.id.as_str()) {
+            *refuse = None;
+            return Err(chassis_messaging::bus::BusError::Unavailable(
+                "no ack".into(),
+            ));
+        }
+        self.taken.lock().unwrap().push(envelope.id.clone());
+        Ok(())
+    }
+
+    async fn publish_batch(&self, envelopes: &[Envelope]) -> Published {
+        let (mut accepted, mut failure) = (0, None);
+        for envelope in envelopes {
+            match self.publish(envelope).await {
+                Ok(()) if failure.is_none() => accepted += 1,
+                Ok(()) => {}
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        Published { accepted, failure }
+    }
+}
+
+/// An acknowledgement that fails midway through a batch: only the rows before it are
+/// stamped sent, so nothing after it is lost, and the next pass publishes the rest in
+/// order again (the repeats of what had been taken are for the dedup to absorb).
+#[tokio::test]
+async fn a_batch_refused_midway_stamps_only_what_precedes_the_refusal() {
+    let producer = store("producer").await;
+    let mut written = Vec::new();
+    for amount in 1..=10 {
+        written.push(commit(&producer, &deposit(amount)).await.id);
+    }
+    let bus = RefusesOne::default();
+    *bus.refuse.lock().unwrap() = Some(written[3].clone());
+    let outbox = Outbox::new("producer", producer.pool().clone());
+
+    let refused = outbox.relay_once(&bus).await;
+    assert!(
+        matches!(refused, Err(RelayError::Bus(_))),
+        "the refusal ends the pass: {refused:?}"
+    );
+    let unsent: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id")
+            .fetch_all(producer.pool())
+            .await
+            .unwrap();
+    let unsent: Vec<String> = unsent.into_iter().map(|(id,)| id).collect();
+    assert_eq!(
+        unsent,
+        written[3..],
+        "stamped: exactly the rows before the refused one"
+    );
+    let mut taken: Vec<String> = written.clone();
+    taken.remove(3);
+    assert_eq!(
+        *bus.taken.lock().unwrap(),
+        taken,
+        "the rest of the batch was sent"
+    );
+
+    assert_eq!(outbox.relay_once(&bus).await.unwrap(), 7);
+    assert_eq!(outbox.backlog().await.unwrap().unsent, 0);
+    taken.extend_from_slice(&written[3..]);
+    assert_eq!(
+        *bus.taken.lock().unwrap(),
+        taken,
+        "from the refused one on, in order"
+    );
 }

@@ -286,6 +286,16 @@ async fn running(test: &str) -> Option<Running> {
         Arc::clone(&f.consumer),
         shutdown.clone(),
     );
+    // The consumer creates the stream. On a busy cluster a publisher's stream lookup
+    // made while that creation is under way can go unanswered until its timeout (the
+    // relay would retry; a test relaying once would fail), so let it finish first.
+    until("the stream exists", Duration::from_secs(60), || async {
+        js.context()
+            .get_stream(js.stream_name("bank"))
+            .await
+            .is_ok()
+    })
+    .await;
     Some(Running {
         js,
         f,
@@ -386,6 +396,109 @@ async fn outbox_to_jetstream_applies_every_event_once() {
 
     stop(&shutdown, vec![consuming]).await;
     assert_eq!(applied(&f.consumer_store).await.0, 41);
+}
+
+/// The message ids of the stream's messages, by sequence.
+async fn stream_ids(js: &JetStream, source: &str) -> Vec<String> {
+    let stream = js
+        .context()
+        .get_stream(js.stream_name(source))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for seq in 1..=stream_messages(js, source).await {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID);
+        ids.push(id.unwrap().as_str().to_owned());
+    }
+    ids
+}
+
+/// Sets the stream's largest accepted message (-1: no limit).
+async fn limit_message_size(js: &JetStream, source: &str, bytes: i32) {
+    let mut stream = js
+        .context()
+        .get_stream(js.stream_name(source))
+        .await
+        .unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.max_message_size = bytes;
+    js.context().update_stream(config).await.unwrap();
+}
+
+/// A batch is sent whole before its acknowledgements are awaited; when one in the
+/// middle is refused (here: too large for the stream), only the rows before it are
+/// stamped sent. The next pass publishes from the refused one on again: JetStream
+/// drops the repeats of those it had stored (same message id), and every event is
+/// applied once.
+#[tokio::test]
+async fn an_ack_refused_midway_through_a_batch_loses_nothing() {
+    let Some(Running {
+        js,
+        f,
+        bus,
+        shutdown,
+        consuming,
+        _cleanup,
+    }) = running("an_ack_refused_midway_through_a_batch_loses_nothing").await
+    else {
+        return;
+    };
+    // The stream exists before the batch, so the batch goes out whole.
+    let mut written = vec![commit(&f.producer, &deposit(1)).await.id];
+    assert_eq!(f.outbox.relay_once(&bus).await.unwrap(), 1);
+    limit_message_size(&js, "bank", 2048).await;
+    for amount in 2..=4 {
+        written.push(commit(&f.producer, &deposit(amount)).await.id);
+    }
+    let too_large = Deposited {
+        account: "a".repeat(4096),
+        amount: 100,
+    };
+    written.push(commit(&f.producer, &too_large).await.id);
+    for amount in 5..=7 {
+        written.push(commit(&f.producer, &deposit(amount)).await.id);
+    }
+
+    assert!(
+        f.outbox.relay_once(&bus).await.is_err(),
+        "the refused publish fails the pass"
+    );
+    let unsent: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id")
+            .fetch_all(f.producer.pool())
+            .await
+            .unwrap();
+    let unsent: Vec<String> = unsent.into_iter().map(|(id,)| id).collect();
+    assert_eq!(
+        unsent,
+        written[4..],
+        "stamped: the rows before the refused one"
+    );
+    // The three after it were sent with the batch and stored, in order.
+    let mut stored: Vec<String> = written.clone();
+    stored.remove(4);
+    assert_eq!(stream_ids(&js, "bank").await, stored);
+
+    limit_message_size(&js, "bank", -1).await;
+    assert_eq!(f.outbox.relay_once(&bus).await.unwrap(), 4);
+    assert_eq!(f.outbox.backlog().await.unwrap().unsent, 0);
+    stored.push(written[4].clone());
+    assert_eq!(
+        stream_ids(&js, "bank").await,
+        stored,
+        "the repeats dropped by message id"
+    );
+    until("8 effects", Duration::from_secs(30), || async {
+        applied(&f.consumer_store).await.0 >= 8
+    })
+    .await;
+    wait_all_acked(&js, &f.consumer).await;
+    stop(&shutdown, vec![consuming]).await;
+    assert_eq!(
+        applied(&f.consumer_store).await,
+        (8, 8, (1..=7).sum::<i64>() + 100)
+    );
 }
 
 #[tokio::test]

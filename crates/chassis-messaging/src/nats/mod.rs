@@ -5,7 +5,9 @@
 //!   (`bazaar.orders.OrderConfirmed`) with `Nats-Msg-Id` = the envelope id (JetStream
 //!   drops a second copy within the stream's duplicate window) and the W3C
 //!   `traceparent`. [`Bus::publish`](crate::bus::Bus::publish) returns only once JetStream acknowledged the
-//!   message, so the relay keeps an outbox row unsent until it is stored.
+//!   message, so the relay keeps an outbox row unsent until it is stored;
+//!   [`Bus::publish_batch`](crate::bus::Bus::publish_batch) sends a whole batch, then
+//!   awaits the acknowledgements together.
 //! - **Streams**: one per publishing module, `<PREFIX>_<SOURCE>` on `<prefix>.<source>.>`,
 //!   file storage, created (or brought up to date) idempotently by
 //!   [`JetStream::ensure_stream`].

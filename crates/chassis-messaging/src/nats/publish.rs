@@ -4,13 +4,16 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use async_nats::jetstream::context::PublishErrorKind;
+use std::future::IntoFuture;
+
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
 use chassis_core::events::Envelope;
 
 use super::headers;
 use super::jetstream::JetStream;
-use crate::bus::{Bus, BusError};
+use crate::bus::{Bus, BusError, Published};
 
 /// How often, and how long times the attempt number, a publish to a stream this call
 /// just ensured waits for the cluster to route its subjects (about 1.5 s in all).
@@ -46,40 +49,135 @@ impl NatsBus {
     }
 }
 
-#[async_trait::async_trait]
-impl Bus for NatsBus {
-    async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
+impl NatsBus {
+    /// Counts and logs a failed publish; the error for the relay.
+    fn failed(envelope: &Envelope, kind: &'static str, message: String) -> BusError {
         let topic = envelope.topic();
-        let failed = |kind: &'static str, message: String| {
-            metrics::counter!("nats_publish_errors_total", "topic" => topic.clone(), "kind" => kind)
-                .increment(1);
-            tracing::warn!(topic = %topic, event_id = %envelope.id, error = %message, "JetStream publish failed");
-            BusError::Unavailable(message)
-        };
-        let known = self.ensured().contains(&envelope.source);
-        if !known {
-            self.js
-                .ensure_stream(&envelope.source)
-                .await
-                .map_err(|e| failed("stream", e.to_string()))?;
-            self.ensured().insert(envelope.source.clone());
-        }
-        let payload = serde_json::to_vec(envelope).map_err(|e| failed("encode", e.to_string()))?;
+        tracing::warn!(topic = %topic, event_id = %envelope.id, error = %message, "JetStream publish failed");
+        metrics::counter!("nats_publish_errors_total", "topic" => topic, "kind" => kind)
+            .increment(1);
+        BusError::Unavailable(message)
+    }
+
+    /// The message for `envelope`: its JSON, `Nats-Msg-Id` = its id, its trace context.
+    fn message(envelope: &Envelope) -> Result<PublishMessage, BusError> {
+        let payload = serde_json::to_vec(envelope)
+            .map_err(|e| Self::failed(envelope, "encode", e.to_string()))?;
         let mut message = PublishMessage::build()
             .payload(payload.into())
             .message_id(&envelope.id);
         if let Some(traceparent) = envelope.trace_context.as_deref() {
             message = message.header(headers::TRACEPARENT, traceparent);
         }
+        Ok(message)
+    }
+
+    /// Sends `message` without waiting for its acknowledgement.
+    async fn send(
+        &self,
+        envelope: &Envelope,
+        message: PublishMessage,
+    ) -> Result<PublishAckFuture, PublishError> {
+        self.js
+            .context()
+            .send_publish(self.js.subject(&envelope.topic()), message)
+            .await
+    }
+
+    /// What JetStream answered for `envelope`, counted.
+    fn settle(
+        &self,
+        envelope: &Envelope,
+        acked: Result<PublishAck, PublishError>,
+    ) -> Result<(), BusError> {
+        match acked {
+            Ok(ack) => {
+                let topic = envelope.topic();
+                if ack.duplicate {
+                    // Published before, the ack was lost: JetStream kept one copy.
+                    metrics::counter!("nats_publish_duplicates_total", "topic" => topic.clone())
+                        .increment(1);
+                    tracing::debug!(event_id = %envelope.id, "JetStream dropped a duplicate publish");
+                }
+                metrics::counter!("bus_published_total", "topic" => topic).increment(1);
+                Ok(())
+            }
+            Err(e) => Err(self.refused(envelope, &e)),
+        }
+    }
+
+    /// JetStream refused `envelope` (or never answered), counted.
+    fn refused(&self, envelope: &Envelope, e: &PublishError) -> BusError {
+        if e.kind() == PublishErrorKind::StreamNotFound {
+            // Deleted under us: create it again on the next try.
+            self.ensured().remove(&envelope.source);
+        }
+        let kind = match e.kind() {
+            PublishErrorKind::TimedOut => "timeout",
+            PublishErrorKind::StreamNotFound => "no_stream",
+            _ => "other",
+        };
+        Self::failed(envelope, kind, e.to_string())
+    }
+
+    /// Publishes `envelopes`, whose streams are known to exist, the way
+    /// [`Bus::publish_batch`] says: all sent on the one connection (so JetStream
+    /// receives them in order), then their acknowledgements awaited together.
+    async fn publish_pipelined(&self, envelopes: &[Envelope]) -> Published {
+        let mut pending = Vec::with_capacity(envelopes.len());
+        let mut unsent = None;
+        for envelope in envelopes {
+            let sent = match Self::message(envelope) {
+                Ok(message) => self
+                    .send(envelope, message)
+                    .await
+                    .map_err(|e| self.refused(envelope, &e)),
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(ack) => pending.push(ack.into_future()),
+                Err(e) => {
+                    unsent = Some(e);
+                    break;
+                }
+            }
+        }
+        let answers = futures::future::join_all(pending).await;
+        let mut accepted = 0;
+        let mut refused = None;
+        // Every answer is settled (counted, logged), also those after a refusal.
+        for (envelope, answer) in envelopes.iter().zip(answers) {
+            match self.settle(envelope, answer) {
+                Ok(()) if refused.is_none() => accepted += 1,
+                Ok(()) => {}
+                Err(e) => {
+                    refused.get_or_insert(e);
+                }
+            }
+        }
+        Published {
+            accepted,
+            failure: refused.or(unsent),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
+        let known = self.ensured().contains(&envelope.source);
+        if !known {
+            self.js
+                .ensure_stream(&envelope.source)
+                .await
+                .map_err(|e| Self::failed(envelope, "stream", e.to_string()))?;
+            self.ensured().insert(envelope.source.clone());
+        }
+        let message = Self::message(envelope)?;
         let mut waited = 0;
         let acked = loop {
-            let acked = match self
-                .js
-                .context()
-                // A clone shares the payload's bytes: a retry costs no copy.
-                .send_publish(self.js.subject(&topic), message.clone())
-                .await
-            {
+            // A clone shares the payload's bytes: a retry costs no copy.
+            let acked = match self.send(envelope, message.clone()).await {
                 Ok(pending) => pending.await,
                 Err(e) => Err(e),
             };
@@ -99,29 +197,46 @@ impl Bus for NatsBus {
                 acked => break acked,
             }
         };
-        match acked {
-            Ok(ack) => {
-                metrics::counter!("bus_published_total", "topic" => topic.clone()).increment(1);
-                if ack.duplicate {
-                    // Published before, the ack was lost: JetStream kept one copy.
-                    metrics::counter!("nats_publish_duplicates_total", "topic" => topic.clone())
-                        .increment(1);
-                    tracing::debug!(event_id = %envelope.id, "JetStream dropped a duplicate publish");
+        self.settle(envelope, acked)
+    }
+
+    async fn publish_batch(&self, envelopes: &[Envelope]) -> Published {
+        let mut accepted = 0;
+        while accepted < envelopes.len() {
+            let rest = &envelopes[accepted..];
+            let known = {
+                let ensured = self.ensured();
+                rest.iter()
+                    .take_while(|e| ensured.contains(&e.source))
+                    .count()
+            };
+            // The first event of a source whose stream is not known yet goes alone:
+            // `publish` ensures the stream and waits out a new stream's routing.
+            let step = if known == 0 {
+                match self.publish(&rest[0]).await {
+                    Ok(()) => Published {
+                        accepted: 1,
+                        failure: None,
+                    },
+                    Err(e) => Published {
+                        accepted: 0,
+                        failure: Some(e),
+                    },
                 }
-                Ok(())
-            }
-            Err(e) => {
-                if e.kind() == PublishErrorKind::StreamNotFound {
-                    // Deleted under us: create it again on the next try.
-                    self.ensured().remove(&envelope.source);
-                }
-                let kind = match e.kind() {
-                    PublishErrorKind::TimedOut => "timeout",
-                    PublishErrorKind::StreamNotFound => "no_stream",
-                    _ => "other",
+            } else {
+                self.publish_pipelined(&rest[..known]).await
+            };
+            accepted += step.accepted;
+            if step.failure.is_some() {
+                return Published {
+                    accepted,
+                    failure: step.failure,
                 };
-                Err(failed(kind, e.to_string()))
             }
+        }
+        Published {
+            accepted,
+            failure: None,
         }
     }
 }
