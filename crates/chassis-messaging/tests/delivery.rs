@@ -16,7 +16,7 @@ use chassis_store::store::Store;
 use sqlx::AnyConnection;
 use testkit::delivery::TestStore;
 
-use common::{Deposited, commit, deposit};
+use common::{Deposited, commit, deposit, unsent_ids};
 
 /// Adds each deposit to a balance table; fails the first `fail_first` attempts.
 struct Ledger {
@@ -293,12 +293,7 @@ async fn a_batch_refused_midway_stamps_only_what_precedes_the_refusal() {
         matches!(refused, Err(RelayError::Bus(_))),
         "the refusal ends the pass: {refused:?}"
     );
-    let unsent: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id")
-            .fetch_all(producer.pool())
-            .await
-            .unwrap();
-    let unsent: Vec<String> = unsent.into_iter().map(|(id,)| id).collect();
+    let unsent = unsent_ids(&producer).await;
     assert_eq!(
         unsent,
         written[3..],

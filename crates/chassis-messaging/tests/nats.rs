@@ -32,7 +32,7 @@ use testkit::nats::{CLUSTER_NODES, NatsCluster, SharedNats};
 use testkit::until;
 use tokio_util::sync::CancellationToken;
 
-use common::{Deposited, commit, deposit};
+use common::{Deposited, commit, deposit, unsent_ids};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Withdrawn {
@@ -464,12 +464,7 @@ async fn an_ack_refused_midway_through_a_batch_loses_nothing() {
         f.outbox.relay_once(&bus).await.is_err(),
         "the refused publish fails the pass"
     );
-    let unsent: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id")
-            .fetch_all(f.producer.pool())
-            .await
-            .unwrap();
-    let unsent: Vec<String> = unsent.into_iter().map(|(id,)| id).collect();
+    let unsent = unsent_ids(&f.producer).await;
     assert_eq!(
         unsent,
         written[4..],

@@ -36,3 +36,13 @@ pub(crate) async fn commit<E: DomainEvent>(producer: &Store, event: &E) -> Envel
     tx.commit().await.unwrap();
     envelope
 }
+
+/// The ids of the producer's unsent outbox rows, in id (creation) order.
+pub(crate) async fn unsent_ids(producer: &Store) -> Vec<String> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id")
+            .fetch_all(producer.pool())
+            .await
+            .unwrap();
+    rows.into_iter().map(|(id,)| id).collect()
+}
