@@ -2,7 +2,7 @@
 //! them sent only once the bus accepted them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chassis_core::events::Envelope;
 use sqlx::AnyConnection;
@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusError};
 use crate::outbox::Outbox;
+
+/// Unsent rows one relay pass reads, publishes and stamps at a time.
+const BATCH: u16 = 100;
 
 impl Outbox {
     /// Publishes unsent rows in order until none are left or the bus refuses one.
@@ -51,7 +54,10 @@ impl Outbox {
             if let Some(e) = failure {
                 return Err(e.into());
             }
-            if count == 0 {
+            // A batch short of full took every row unsent when it was read; rows
+            // committed since rang the bell (`wake`), which starts the next pass. So
+            // no read just to find the outbox empty.
+            if count < usize::from(BATCH) {
                 return Ok(sent);
             }
         }
@@ -64,38 +70,44 @@ impl Outbox {
         conn: &mut AnyConnection,
         bus: &dyn Bus,
     ) -> Result<(usize, Option<BusError>), sqlx::Error> {
-        const BATCH: i64 = 100;
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
         )
-        .bind(BATCH)
+        .bind(i64::from(BATCH))
         .fetch_all(&mut *conn)
         .await?;
-        // Published rows are stamped sent together, one UPDATE per batch rather
-        // than one commit per event. A crash mid-batch re-publishes the batch:
-        // consumers' inboxes (and JetStream's dedup window) absorb the repeats.
-        let mut published = Vec::with_capacity(rows.len());
-        let mut failure = None;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut envelopes = Vec::with_capacity(rows.len());
+        // Written by this code from a valid envelope; an unreadable row can never be
+        // sent, so it is stamped with the batch and must not block the ones behind it.
+        let mut unreadable = Vec::new();
         for (id, text) in rows {
             match serde_json::from_str::<Envelope>(&text) {
                 Ok(envelope) => {
-                    if let Err(e) = bus.publish(&envelope).await {
-                        failure = Some(e);
-                        break;
-                    }
+                    ids.push(id);
+                    envelopes.push(envelope);
                 }
-                // Written by this code from a valid envelope; an unreadable row can
-                // never be sent, so it must not block the ones behind it.
                 Err(e) => {
                     tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row");
+                    unreadable.push(id);
                 }
             }
-            published.push(id);
         }
-        Self::mark_sent(conn, &published).await?;
+        // The whole batch goes to the bus at once; what it accepted (a prefix, in
+        // order) is stamped sent together, one UPDATE per batch rather than one
+        // commit per event. A crash mid-batch re-publishes the batch: consumers'
+        // inboxes (and JetStream's dedup window) absorb the repeats.
+        let (accepted, failure) = if envelopes.is_empty() {
+            (0, None)
+        } else {
+            bus.publish_batch(&envelopes).await
+        };
+        ids.truncate(accepted);
+        ids.append(&mut unreadable);
+        Self::mark_sent(conn, &ids).await?;
         metrics::counter!("outbox_relayed_total", "module" => self.module)
-            .increment(published.len() as u64);
-        Ok((published.len(), failure))
+            .increment(ids.len() as u64);
+        Ok((ids.len(), failure))
     }
 
     /// Runs the relay until `shutdown`: on every wake-up and at least every `poll`.
@@ -108,6 +120,7 @@ impl Outbox {
         let outbox = self.clone();
         tokio::spawn(async move {
             let mut failures: u32 = 0;
+            let mut sampled: Option<Instant> = None;
             loop {
                 match outbox.relay_once(bus.as_ref()).await {
                     Ok(_) => failures = 0,
@@ -116,13 +129,18 @@ impl Outbox {
                         tracing::warn!(module = outbox.module, error = %e, "relay failed; will retry");
                     }
                 }
-                if let Ok(backlog) = outbox.backlog().await {
-                    #[allow(clippy::cast_precision_loss)]
-                    {
-                        metrics::gauge!("outbox_backlog", "module" => outbox.module)
-                            .set(backlog.unsent as f64);
-                        metrics::gauge!("outbox_oldest_unsent_age_seconds", "module" => outbox.module)
-                            .set(backlog.oldest_age_micros as f64 / 1e6);
+                // The gauges at most once per `poll`, not after every pass: under load
+                // a pass follows nearly every commit.
+                if sampled.is_none_or(|at| at.elapsed() >= poll) {
+                    sampled = Some(Instant::now());
+                    if let Ok(backlog) = outbox.backlog().await {
+                        #[allow(clippy::cast_precision_loss)]
+                        {
+                            metrics::gauge!("outbox_backlog", "module" => outbox.module)
+                                .set(backlog.unsent as f64);
+                            metrics::gauge!("outbox_oldest_unsent_age_seconds", "module" => outbox.module)
+                                .set(backlog.oldest_age_micros as f64 / 1e6);
+                        }
                     }
                 }
                 // Back off while the bus is failing; otherwise wait for work.
