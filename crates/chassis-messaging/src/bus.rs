@@ -15,6 +15,14 @@ pub enum BusError {
     Unavailable(String),
 }
 
+/// What publishing a batch achieved: how many of its leading envelopes were durably
+/// accepted, and the refusal that stopped the rest (`None` when all were).
+#[derive(Debug)]
+pub struct Published {
+    pub accepted: usize,
+    pub failure: Option<BusError>,
+}
+
 /// Where relays publish.
 #[async_trait::async_trait]
 pub trait Bus: Send + Sync {
@@ -22,18 +30,25 @@ pub trait Bus: Send + Sync {
     /// interested consumer has applied it (or dead-lettered it).
     async fn publish(&self, envelope: &Envelope) -> Result<(), BusError>;
 
-    /// Publishes `envelopes` in order, with [`publish`](Self::publish)'s guarantee for
-    /// each: how many of them, from the first, were accepted, and the refusal that
-    /// stopped it early. The relay hands over its batch of unsent rows at once, so a
-    /// bus that can accept several together (one consumer transaction for many
-    /// events, one round of acknowledgements) does; by default one by one.
-    async fn publish_batch(&self, envelopes: &[Envelope]) -> (usize, Option<BusError>) {
+    /// Publishes `envelopes` in order. `accepted` counts the leading ones durably
+    /// accepted; an envelope after the first refused one may have been accepted too
+    /// (a bus that sends a batch before it waits for the acknowledgements), so whoever
+    /// republishes from the refused one on must be able to absorb repeats (the event id
+    /// is the dedup key throughout). By default one publish after another, stopping at
+    /// the first refusal.
+    async fn publish_batch(&self, envelopes: &[Envelope]) -> Published {
         for (accepted, envelope) in envelopes.iter().enumerate() {
             if let Err(e) = self.publish(envelope).await {
-                return (accepted, Some(e));
+                return Published {
+                    accepted,
+                    failure: Some(e),
+                };
             }
         }
-        (envelopes.len(), None)
+        Published {
+            accepted: envelopes.len(),
+            failure: None,
+        }
     }
 }
 
@@ -63,9 +78,13 @@ impl InProcBus {
 #[async_trait::async_trait]
 impl Bus for InProcBus {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
-        match self.publish_batch(std::slice::from_ref(envelope)).await {
-            (_, Some(e)) => Err(e),
-            (_, None) => Ok(()),
+        match self
+            .publish_batch(std::slice::from_ref(envelope))
+            .await
+            .failure
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -73,7 +92,7 @@ impl Bus for InProcBus {
     /// [`Consumer::deliver_batch`]), the consumers side by side; all or none are
     /// accepted (a consumer's store failing fails the batch, and the relay publishes
     /// it again: what the other consumers applied, their inboxes absorb).
-    async fn publish_batch(&self, envelopes: &[Envelope]) -> (usize, Option<BusError>) {
+    async fn publish_batch(&self, envelopes: &[Envelope]) -> Published {
         let topics: Vec<String> = envelopes.iter().map(Envelope::topic).collect();
         // Clone the consumers out so no lock is held across an await.
         let consumers: Vec<Arc<Consumer>> = match self.consumers.read() {
@@ -97,7 +116,12 @@ impl Bus for InProcBus {
         for ((consumer, wanted), result) in targets.iter().zip(results) {
             let deliveries = match result {
                 Ok(deliveries) => deliveries,
-                Err(e) => return (0, Some(BusError::Consumer(e.to_string()))),
+                Err(e) => {
+                    return Published {
+                        accepted: 0,
+                        failure: Some(BusError::Consumer(e.to_string())),
+                    };
+                }
             };
             for (&i, delivery) in wanted.iter().zip(deliveries) {
                 // Already in its inbox: the relay published this event before (a
@@ -110,6 +134,9 @@ impl Bus for InProcBus {
         for topic in topics {
             metrics::counter!("bus_published_total", "topic" => topic).increment(1);
         }
-        (envelopes.len(), None)
+        Published {
+            accepted: envelopes.len(),
+            failure: None,
+        }
     }
 }

@@ -8,11 +8,18 @@ use chassis_core::events::Envelope;
 use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusError};
+use crate::bus::{Bus, BusError, Published};
 use crate::outbox::Outbox;
 
-/// Unsent rows one relay pass reads, publishes and stamps at a time.
-const BATCH: u16 = 100;
+/// Outbox rows read per batch: one read, one publish of them all, one UPDATE.
+const BATCH: usize = 100;
+
+/// One batch's outcome.
+struct Batch {
+    read: usize,
+    stamped: usize,
+    failure: Option<BusError>,
+}
 
 impl Outbox {
     /// Publishes unsent rows in order until none are left or the bus refuses one.
@@ -34,7 +41,7 @@ impl Outbox {
             .starts_with("postgres");
         let mut sent = 0;
         loop {
-            let (count, failure) = if postgres {
+            let batch = if postgres {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "SELECT pg_advisory_xact_lock(hashtext('bazaar outbox ' || current_schema()))",
@@ -50,64 +57,71 @@ impl Outbox {
                 let mut conn = self.pool.acquire().await?;
                 self.relay_batch(&mut conn, bus).await?
             };
-            sent += count;
-            if let Some(e) = failure {
+            sent += batch.stamped;
+            if let Some(e) = batch.failure {
                 return Err(e.into());
             }
-            // A batch short of full took every row unsent when it was read; rows
-            // committed since rang the bell (`wake`), which starts the next pass. So
-            // no read just to find the outbox empty.
-            if count < usize::from(BATCH) {
+            // A short batch was all there was: rows committed since then rang the
+            // wake-up bell, so the relay loop comes back for them without a read
+            // here that would find nothing.
+            if batch.read < BATCH {
                 return Ok(sent);
             }
         }
     }
 
-    /// Publishes one batch of unsent rows in order and stamps those published; how
-    /// many, and the bus's refusal that ended it early.
+    /// Publishes one batch of unsent rows in order and stamps those published: how
+    /// many it read and stamped, and the bus's refusal that ended it early.
     async fn relay_batch(
         &self,
         conn: &mut AnyConnection,
         bus: &dyn Bus,
-    ) -> Result<(usize, Option<BusError>), sqlx::Error> {
+    ) -> Result<Batch, sqlx::Error> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
         )
-        .bind(i64::from(BATCH))
+        .bind(i64::try_from(BATCH).unwrap_or(i64::MAX))
         .fetch_all(&mut *conn)
         .await?;
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut envelopes = Vec::with_capacity(rows.len());
-        // Written by this code from a valid envelope; an unreadable row can never be
-        // sent, so it is stamped with the batch and must not block the ones behind it.
-        let mut unreadable = Vec::new();
+        let read = rows.len();
+        let mut ids = Vec::with_capacity(read);
+        let mut envelopes = Vec::with_capacity(read);
+        // Where each envelope's row is in `ids`.
+        let mut row_of = Vec::with_capacity(read);
         for (id, text) in rows {
             match serde_json::from_str::<Envelope>(&text) {
                 Ok(envelope) => {
-                    ids.push(id);
+                    row_of.push(ids.len());
                     envelopes.push(envelope);
                 }
+                // Written by this code from a valid envelope; an unreadable row can
+                // never be sent, so it must not block the ones behind it.
                 Err(e) => {
                     tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row");
-                    unreadable.push(id);
                 }
             }
+            ids.push(id);
         }
-        // The whole batch goes to the bus at once; what it accepted (a prefix, in
-        // order) is stamped sent together, one UPDATE per batch rather than one
-        // commit per event. A crash mid-batch re-publishes the batch: consumers'
-        // inboxes (and JetStream's dedup window) absorb the repeats.
-        let (accepted, failure) = if envelopes.is_empty() {
-            (0, None)
-        } else {
-            bus.publish_batch(&envelopes).await
+        // The whole batch goes to the bus at once (JetStream: sent, then the
+        // acknowledgements awaited together). Only the rows before the first refused
+        // one are stamped, so a row is never stamped while an earlier one is unsent;
+        // the rest are published again on the next pass, where JetStream's
+        // duplicate window (by `Nats-Msg-Id`) and the consumers' inboxes absorb any
+        // that had been accepted. Stamped together, one UPDATE per batch rather than
+        // one commit per event; a crash before it re-publishes the batch likewise.
+        let Published { accepted, failure } = bus.publish_batch(&envelopes).await;
+        let stamped = match failure {
+            Some(_) => row_of.get(accepted).copied().unwrap_or(ids.len()),
+            None => ids.len(),
         };
-        ids.truncate(accepted);
-        ids.append(&mut unreadable);
-        Self::mark_sent(conn, &ids).await?;
+        Self::mark_sent(conn, &ids[..stamped]).await?;
         metrics::counter!("outbox_relayed_total", "module" => self.module)
-            .increment(ids.len() as u64);
-        Ok((ids.len(), failure))
+            .increment(stamped as u64);
+        Ok(Batch {
+            read,
+            stamped,
+            failure,
+        })
     }
 
     /// Runs the relay until `shutdown`: on every wake-up and at least every `poll`.

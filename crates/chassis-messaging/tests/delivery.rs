@@ -107,15 +107,15 @@ fn wrap(amount: i64) -> Envelope {
 async fn a_batch_applies_each_event_once_and_dead_letters_only_its_poison() {
     let (_producer, consumer_store, bus, consumer) = setup(0).await;
     let fresh: Vec<Envelope> = [10, 20, 30].into_iter().map(wrap).collect();
-    let (accepted, refused) = bus.publish_batch(&fresh).await;
-    assert_eq!((accepted, refused.is_none()), (3, true));
+    let published = bus.publish_batch(&fresh).await;
+    assert_eq!((published.accepted, published.failure.is_none()), (3, true));
     assert_eq!(balance(&consumer_store).await, 60);
 
     let mut poison = wrap(100);
     poison.payload = serde_json::json!({"amount": "lots"});
     let batch = vec![fresh[1].clone(), wrap(1_000), poison.clone(), wrap(10_000)];
-    let (accepted, refused) = bus.publish_batch(&batch).await;
-    assert_eq!((accepted, refused.is_none()), (4, true));
+    let published = bus.publish_batch(&batch).await;
+    assert_eq!((published.accepted, published.failure.is_none()), (4, true));
     assert_eq!(balance(&consumer_store).await, 11_060);
     let letters = chassis_messaging::dead_letters::dead_letters(consumer_store.pool())
         .await
@@ -130,8 +130,8 @@ async fn a_batch_applies_each_event_once_and_dead_letters_only_its_poison() {
     assert_eq!(consumer.redeliveries(), 1);
 
     // The same batch again (a relay that crashed before stamping it): no effect.
-    let (accepted, refused) = bus.publish_batch(&batch).await;
-    assert_eq!((accepted, refused.is_none()), (4, true));
+    let published = bus.publish_batch(&batch).await;
+    assert_eq!((published.accepted, published.failure.is_none()), (4, true));
     assert_eq!(balance(&consumer_store).await, 11_060);
     assert_eq!(consumer.redeliveries(), 5);
 }
