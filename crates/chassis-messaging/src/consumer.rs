@@ -187,6 +187,13 @@ impl Consumer {
         envelope: &Envelope,
         last_chance: bool,
     ) -> Result<Delivery, sqlx::Error> {
+        self.deliver_inner(envelope, last_chance)
+            .instrument(self.span(envelope))
+            .await
+    }
+
+    /// The span one event's handling runs in.
+    fn span(&self, envelope: &Envelope) -> tracing::Span {
         let span = tracing::info_span!(
             "event",
             otel.name = %format_args!("{} {}", self.name, envelope.kind),
@@ -205,9 +212,68 @@ impl Consumer {
                 chassis_telemetry::set_parent(&span, traceparent, None);
             }
         }
-        self.deliver_inner(envelope, last_chance)
-            .instrument(span)
-            .await
+        span
+    }
+
+    /// Applies several events, in order, in one transaction (one commit for the lot,
+    /// each still recorded in the inbox with its effect). If any handler fails, none
+    /// of them is applied and each is delivered on its own instead, with
+    /// [`deliver`](Self::deliver)'s retries and dead letters.
+    pub async fn deliver_batch(
+        &self,
+        envelopes: &[&Envelope],
+    ) -> Result<Vec<Delivery>, sqlx::Error> {
+        if let [envelope] = envelopes {
+            return Ok(vec![self.deliver(envelope).await?]);
+        }
+        let _busy = envelopes
+            .iter()
+            .map(|_| InFlight::start(&self.in_flight))
+            .collect::<Vec<_>>();
+        match self.try_batch(envelopes).await {
+            Ok(deliveries) => {
+                for (envelope, delivery) in envelopes.iter().zip(&deliveries) {
+                    self.count(&envelope.topic(), *delivery);
+                }
+                Ok(deliveries)
+            }
+            Err(e) => {
+                tracing::debug!(consumer = self.name, error = %e, "a batch failed; delivering its events one by one");
+                let mut deliveries = Vec::with_capacity(envelopes.len());
+                for envelope in envelopes {
+                    deliveries.push(self.deliver_traced(envelope, true).await?);
+                }
+                Ok(deliveries)
+            }
+        }
+    }
+
+    async fn try_batch(&self, envelopes: &[&Envelope]) -> Result<Vec<Delivery>, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let mut deliveries = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let started = Instant::now();
+            let delivery = self
+                .apply(&mut tx, envelope)
+                .instrument(self.span(envelope))
+                .await?;
+            metrics::histogram!("consumer_handler_duration_seconds", "consumer" => self.name, "topic" => envelope.topic())
+                .record(started.elapsed().as_secs_f64());
+            deliveries.push(delivery);
+        }
+        tx.commit().await?;
+        Ok(deliveries)
+    }
+
+    fn count(&self, topic: &str, delivery: Delivery) {
+        let label = if delivery == Delivery::Applied {
+            "applied"
+        } else {
+            "duplicate"
+        };
+        metrics::counter!("consumer_events_total", "consumer" => self.name, "topic" => topic.to_owned(), "outcome" => label)
+            .increment(1);
+        tracing::debug!(outcome = label, "event handled");
     }
 
     async fn deliver_inner(
@@ -227,14 +293,7 @@ impl Consumer {
                 .record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(delivery) => {
-                    let label = if delivery == Delivery::Applied {
-                        "applied"
-                    } else {
-                        "duplicate"
-                    };
-                    metrics::counter!("consumer_events_total", "consumer" => self.name, "topic" => topic.clone(), "outcome" => label)
-                        .increment(1);
-                    tracing::debug!(outcome = label, attempts, "event handled");
+                    self.count(&topic, delivery);
                     return Ok(delivery);
                 }
                 Err(HandlerError::Permanent(e)) => {
@@ -270,6 +329,22 @@ impl Consumer {
 
     async fn try_once(&self, envelope: &Envelope) -> Result<Delivery, HandlerError> {
         let mut tx = self.pool.begin().await?;
+        let delivery = self.apply(&mut tx, envelope).await?;
+        if delivery == Delivery::Duplicate {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(delivery)
+    }
+
+    /// The inbox record and, unless it was there already, the handler's effect, in
+    /// the caller's transaction.
+    async fn apply(
+        &self,
+        tx: &mut AnyConnection,
+        envelope: &Envelope,
+    ) -> Result<Delivery, HandlerError> {
         let inserted = sqlx::query(
             "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
              ON CONFLICT (consumer, event_id) DO NOTHING",
@@ -281,11 +356,9 @@ impl Consumer {
         .await?
         .rows_affected();
         if inserted == 0 {
-            tx.rollback().await?;
             return Ok(Delivery::Duplicate);
         }
-        self.handler.handle(&mut tx, envelope).await?;
-        tx.commit().await?;
+        self.handler.handle(tx, envelope).await?;
         Ok(Delivery::Applied)
     }
 

@@ -2,14 +2,24 @@
 //! them sent only once the bus accepted them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chassis_core::events::Envelope;
 use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusError};
+use crate::bus::{Bus, BusError, Published};
 use crate::outbox::Outbox;
+
+/// Outbox rows read per batch: one read, one publish of them all, one UPDATE.
+const BATCH: usize = 100;
+
+/// One batch's outcome.
+struct Batch {
+    read: usize,
+    stamped: usize,
+    failure: Option<BusError>,
+}
 
 impl Outbox {
     /// Publishes unsent rows in order until none are left or the bus refuses one.
@@ -31,7 +41,7 @@ impl Outbox {
             .starts_with("postgres");
         let mut sent = 0;
         loop {
-            let (count, failure) = if postgres {
+            let batch = if postgres {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "SELECT pg_advisory_xact_lock(hashtext('bazaar outbox ' || current_schema()))",
@@ -47,42 +57,42 @@ impl Outbox {
                 let mut conn = self.pool.acquire().await?;
                 self.relay_batch(&mut conn, bus).await?
             };
-            sent += count;
-            if let Some(e) = failure {
+            sent += batch.stamped;
+            if let Some(e) = batch.failure {
                 return Err(e.into());
             }
-            if count == 0 {
+            // A short batch was all there was: rows committed since then rang the
+            // wake-up bell, so the relay loop comes back for them without a read
+            // here that would find nothing.
+            if batch.read < BATCH {
                 return Ok(sent);
             }
         }
     }
 
-    /// Publishes one batch of unsent rows in order and stamps those published; how
-    /// many, and the bus's refusal that ended it early.
+    /// Publishes one batch of unsent rows in order and stamps those published: how
+    /// many it read and stamped, and the bus's refusal that ended it early.
     async fn relay_batch(
         &self,
         conn: &mut AnyConnection,
         bus: &dyn Bus,
-    ) -> Result<(usize, Option<BusError>), sqlx::Error> {
-        const BATCH: i64 = 100;
+    ) -> Result<Batch, sqlx::Error> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
         )
-        .bind(BATCH)
+        .bind(i64::try_from(BATCH).unwrap_or(i64::MAX))
         .fetch_all(&mut *conn)
         .await?;
-        // Published rows are stamped sent together, one UPDATE per batch rather
-        // than one commit per event. A crash mid-batch re-publishes the batch:
-        // consumers' inboxes (and JetStream's dedup window) absorb the repeats.
-        let mut published = Vec::with_capacity(rows.len());
-        let mut failure = None;
+        let read = rows.len();
+        let mut ids = Vec::with_capacity(read);
+        let mut envelopes = Vec::with_capacity(read);
+        // Where each envelope's row is in `ids`.
+        let mut row_of = Vec::with_capacity(read);
         for (id, text) in rows {
             match serde_json::from_str::<Envelope>(&text) {
                 Ok(envelope) => {
-                    if let Err(e) = bus.publish(&envelope).await {
-                        failure = Some(e);
-                        break;
-                    }
+                    row_of.push(ids.len());
+                    envelopes.push(envelope);
                 }
                 // Written by this code from a valid envelope; an unreadable row can
                 // never be sent, so it must not block the ones behind it.
@@ -90,12 +100,28 @@ impl Outbox {
                     tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row");
                 }
             }
-            published.push(id);
+            ids.push(id);
         }
-        Self::mark_sent(conn, &published).await?;
+        // The whole batch goes to the bus at once (JetStream: sent, then the
+        // acknowledgements awaited together). Only the rows before the first refused
+        // one are stamped, so a row is never stamped while an earlier one is unsent;
+        // the rest are published again on the next pass, where JetStream's
+        // duplicate window (by `Nats-Msg-Id`) and the consumers' inboxes absorb any
+        // that had been accepted. Stamped together, one UPDATE per batch rather than
+        // one commit per event; a crash before it re-publishes the batch likewise.
+        let Published { accepted, failure } = bus.publish_batch(&envelopes).await;
+        let stamped = match failure {
+            Some(_) => row_of.get(accepted).copied().unwrap_or(ids.len()),
+            None => ids.len(),
+        };
+        Self::mark_sent(conn, &ids[..stamped]).await?;
         metrics::counter!("outbox_relayed_total", "module" => self.module)
-            .increment(published.len() as u64);
-        Ok((published.len(), failure))
+            .increment(stamped as u64);
+        Ok(Batch {
+            read,
+            stamped,
+            failure,
+        })
     }
 
     /// Runs the relay until `shutdown`: on every wake-up and at least every `poll`.
@@ -108,6 +134,7 @@ impl Outbox {
         let outbox = self.clone();
         tokio::spawn(async move {
             let mut failures: u32 = 0;
+            let mut sampled: Option<Instant> = None;
             loop {
                 match outbox.relay_once(bus.as_ref()).await {
                     Ok(_) => failures = 0,
@@ -116,13 +143,18 @@ impl Outbox {
                         tracing::warn!(module = outbox.module, error = %e, "relay failed; will retry");
                     }
                 }
-                if let Ok(backlog) = outbox.backlog().await {
-                    #[allow(clippy::cast_precision_loss)]
-                    {
-                        metrics::gauge!("outbox_backlog", "module" => outbox.module)
-                            .set(backlog.unsent as f64);
-                        metrics::gauge!("outbox_oldest_unsent_age_seconds", "module" => outbox.module)
-                            .set(backlog.oldest_age_micros as f64 / 1e6);
+                // The gauges at most once per `poll`, not after every pass: under load
+                // a pass follows nearly every commit.
+                if sampled.is_none_or(|at| at.elapsed() >= poll) {
+                    sampled = Some(Instant::now());
+                    if let Ok(backlog) = outbox.backlog().await {
+                        #[allow(clippy::cast_precision_loss)]
+                        {
+                            metrics::gauge!("outbox_backlog", "module" => outbox.module)
+                                .set(backlog.unsent as f64);
+                            metrics::gauge!("outbox_oldest_unsent_age_seconds", "module" => outbox.module)
+                                .set(backlog.oldest_age_micros as f64 / 1e6);
+                        }
                     }
                 }
                 // Back off while the bus is failing; otherwise wait for work.

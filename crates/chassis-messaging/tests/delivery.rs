@@ -92,6 +92,50 @@ async fn relayed_events_apply_once_even_when_redelivered() {
     assert_eq!(balance(&consumer_store).await, 12);
 }
 
+fn wrap(amount: i64) -> Envelope {
+    Envelope::wrap(&Deposited {
+        account: "a".into(),
+        amount,
+    })
+    .unwrap()
+}
+
+/// The relay hands the bus its whole batch; the in-process bus has each consumer apply
+/// its share in one transaction. Each event still takes effect once: one seen before
+/// is a duplicate, one that cannot be applied is dead-lettered alone, the others apply.
+#[tokio::test]
+async fn a_batch_applies_each_event_once_and_dead_letters_only_its_poison() {
+    let (_producer, consumer_store, bus, consumer) = setup(0).await;
+    let fresh: Vec<Envelope> = [10, 20, 30].into_iter().map(wrap).collect();
+    let published = bus.publish_batch(&fresh).await;
+    assert_eq!((published.accepted, published.failure.is_none()), (3, true));
+    assert_eq!(balance(&consumer_store).await, 60);
+
+    let mut poison = wrap(100);
+    poison.payload = serde_json::json!({"amount": "lots"});
+    let batch = vec![fresh[1].clone(), wrap(1_000), poison.clone(), wrap(10_000)];
+    let published = bus.publish_batch(&batch).await;
+    assert_eq!((published.accepted, published.failure.is_none()), (4, true));
+    assert_eq!(balance(&consumer_store).await, 11_060);
+    let letters = chassis_messaging::dead_letters::dead_letters(consumer_store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        letters
+            .iter()
+            .map(|l| l.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![poison.id.as_str()]
+    );
+    assert_eq!(consumer.redeliveries(), 1);
+
+    // The same batch again (a relay that crashed before stamping it): no effect.
+    let published = bus.publish_batch(&batch).await;
+    assert_eq!((published.accepted, published.failure.is_none()), (4, true));
+    assert_eq!(balance(&consumer_store).await, 11_060);
+    assert_eq!(consumer.redeliveries(), 5);
+}
+
 #[tokio::test]
 async fn rolled_back_changes_publish_nothing() {
     let (producer, _consumer_store, _bus, _consumer) = setup(0).await;

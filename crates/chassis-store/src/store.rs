@@ -98,6 +98,11 @@ impl Store {
             .max_connections(max_connections)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings a connection before handing it out: for SQLite one more
+            // round trip to the connection's thread per use, and it only tells that the
+            // thread is alive, which sqlx checks again when the connection comes back
+            // (it pings on release whatever this says). A file cannot hang up.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 let pragmas = pragmas.clone();
                 Box::pin(async move {

@@ -27,6 +27,19 @@ fn lines(lines: &[Line]) -> Vec<OrderLine> {
         .collect()
 }
 
+/// Whether `events` include one that other modules hear about (see [`published`]).
+pub fn publishes(events: &[Event]) -> bool {
+    events.iter().any(|event| {
+        matches!(
+            event,
+            Event::OrderPlaced { .. }
+                | Event::OrderConfirmed
+                | Event::OrderFailed { .. }
+                | Event::OrderCancelled { .. }
+        )
+    })
+}
+
 /// The contract events for `events`, just applied to give `after`. The saga's own
 /// steps (reserved, charged, ...) stay inside the module.
 pub fn published(after: &Order, events: &[Event]) -> Vec<Published> {
