@@ -50,6 +50,14 @@ impl From<OutboxError> for HandlerError {
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync {
     async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError>;
+
+    /// Whether several events may be applied in one transaction
+    /// ([`Consumer::deliver_batch`]). A handler that does slow work outside the
+    /// database (sending mail) says no: in a batch, its transaction, and with it the
+    /// database's write lock, would stay open across every event's work.
+    fn batchable(&self) -> bool {
+        true
+    }
 }
 
 /// Retries before an event is dead-lettered.
@@ -216,53 +224,80 @@ impl Consumer {
     }
 
     /// Applies several events, in order, in one transaction (one commit for the lot,
-    /// each still recorded in the inbox with its effect). If any handler fails, none
-    /// of them is applied and each is delivered on its own instead, with
-    /// [`deliver`](Self::deliver)'s retries and dead letters.
+    /// each still recorded in the inbox with its effect), each under a savepoint. When
+    /// a handler fails, the events before it commit and it and the ones after it are
+    /// delivered on their own, with [`deliver`](Self::deliver)'s retries and dead
+    /// letters: no event is handled again once its effect has committed. Unless the
+    /// handler is not [`batchable`](Handler::batchable): then each event is delivered
+    /// on its own.
     pub async fn deliver_batch(
         &self,
         envelopes: &[&Envelope],
     ) -> Result<Vec<Delivery>, sqlx::Error> {
-        if let [envelope] = envelopes {
-            return Ok(vec![self.deliver(envelope).await?]);
+        if envelopes.len() == 1 || !self.handler.batchable() {
+            let mut deliveries = Vec::with_capacity(envelopes.len());
+            for envelope in envelopes {
+                deliveries.push(self.deliver(envelope).await?);
+            }
+            return Ok(deliveries);
         }
         let _busy = envelopes
             .iter()
             .map(|_| InFlight::start(&self.in_flight))
             .collect::<Vec<_>>();
-        match self.try_batch(envelopes).await {
-            Ok(deliveries) => {
-                for (envelope, delivery) in envelopes.iter().zip(&deliveries) {
+        let (mut deliveries, rest) = match self.try_batch(envelopes).await {
+            Ok((committed, failed_at)) => {
+                for (envelope, delivery) in envelopes.iter().zip(&committed) {
                     self.count(&envelope.topic(), *delivery);
                 }
-                Ok(deliveries)
+                (committed, failed_at)
             }
             Err(e) => {
-                tracing::debug!(consumer = self.name, error = %e, "a batch failed; delivering its events one by one");
-                let mut deliveries = Vec::with_capacity(envelopes.len());
-                for envelope in envelopes {
-                    deliveries.push(self.deliver_traced(envelope, true).await?);
-                }
-                Ok(deliveries)
+                tracing::debug!(consumer = self.name, error = %e, "a batch failed to commit; delivering its events one by one");
+                (Vec::with_capacity(envelopes.len()), Some(0))
             }
+        };
+        for envelope in rest.map_or(&[][..], |from| &envelopes[from..]) {
+            deliveries.push(self.deliver_traced(envelope, true).await?);
         }
+        Ok(deliveries)
     }
 
-    async fn try_batch(&self, envelopes: &[&Envelope]) -> Result<Vec<Delivery>, HandlerError> {
+    /// The batch in one transaction, each event under a savepoint: the deliveries
+    /// committed and, if a handler failed, the index of its event (rolled back to its
+    /// savepoint; the events before it committed).
+    async fn try_batch(
+        &self,
+        envelopes: &[&Envelope],
+    ) -> Result<(Vec<Delivery>, Option<usize>), HandlerError> {
+        use sqlx::Connection as _;
         let mut tx = self.pool.begin().await?;
         let mut deliveries = Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
+        let mut failed_at = None;
+        for (index, envelope) in envelopes.iter().enumerate() {
             let started = Instant::now();
-            let delivery = self
-                .apply(&mut tx, envelope)
+            let mut savepoint = (*tx).begin().await?;
+            let outcome = self
+                .apply(&mut savepoint, envelope)
                 .instrument(self.span(envelope))
-                .await?;
+                .await;
             metrics::histogram!("consumer_handler_duration_seconds", "consumer" => self.name, "topic" => envelope.topic())
                 .record(started.elapsed().as_secs_f64());
-            deliveries.push(delivery);
+            match outcome {
+                Ok(delivery) => {
+                    savepoint.commit().await?;
+                    deliveries.push(delivery);
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    tracing::debug!(consumer = self.name, error = %e, "an event of a batch failed; the rest go one by one");
+                    failed_at = Some(index);
+                    break;
+                }
+            }
         }
         tx.commit().await?;
-        Ok(deliveries)
+        Ok((deliveries, failed_at))
     }
 
     fn count(&self, topic: &str, delivery: Delivery) {

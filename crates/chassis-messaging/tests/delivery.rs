@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chassis_core::events::{Envelope, topic_of};
 use chassis_messaging::bus::{Bus, InProcBus};
@@ -18,15 +18,19 @@ use testkit::delivery::TestStore;
 use common::{Deposited, commit, deposit};
 
 /// Adds each deposit to a balance table; fails the first `fail_first` attempts.
+/// Every call with a readable deposit is noted in `seen`, as a handler with an effect
+/// outside the database (a mail sent) would leave a trace of each call.
 struct Ledger {
     fail_first: u32,
     calls: AtomicU32,
+    seen: Arc<Mutex<Vec<i64>>>,
 }
 
 #[async_trait::async_trait]
 impl Handler for Ledger {
     async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
         let deposit: Deposited = event.decode()?;
+        self.seen.lock().unwrap().push(deposit.amount);
         if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail_first {
             return Err(HandlerError::Transient("flaky".into()));
         }
@@ -53,6 +57,16 @@ async fn balance(store: &Store) -> i64 {
 }
 
 async fn setup(fail_first: u32) -> (TestStore, TestStore, Arc<InProcBus>, Arc<Consumer>) {
+    let (producer, consumer_store, bus, consumer, _seen) = setup_seen(fail_first).await;
+    (producer, consumer_store, bus, consumer)
+}
+
+type Seen = Arc<Mutex<Vec<i64>>>;
+
+async fn setup_seen(
+    fail_first: u32,
+) -> (TestStore, TestStore, Arc<InProcBus>, Arc<Consumer>, Seen) {
+    let seen = Seen::default();
     let producer = store("producer").await;
     let consumer_store = store("consumer").await;
     sqlx::query("CREATE TABLE balance (total BIGINT NOT NULL)")
@@ -69,11 +83,12 @@ async fn setup(fail_first: u32) -> (TestStore, TestStore, Arc<InProcBus>, Arc<Co
         Arc::new(Ledger {
             fail_first,
             calls: AtomicU32::new(0),
+            seen: Arc::clone(&seen),
         }),
     ));
     let bus = Arc::new(InProcBus::new());
     bus.subscribe(Arc::clone(&consumer));
-    (producer, consumer_store, bus, consumer)
+    (producer, consumer_store, bus, consumer, seen)
 }
 
 #[tokio::test]
@@ -105,7 +120,7 @@ fn wrap(amount: i64) -> Envelope {
 /// is a duplicate, one that cannot be applied is dead-lettered alone, the others apply.
 #[tokio::test]
 async fn a_batch_applies_each_event_once_and_dead_letters_only_its_poison() {
-    let (_producer, consumer_store, bus, consumer) = setup(0).await;
+    let (_producer, consumer_store, bus, consumer, seen) = setup_seen(0).await;
     let fresh: Vec<Envelope> = [10, 20, 30].into_iter().map(wrap).collect();
     let published = bus.publish_batch(&fresh).await;
     assert_eq!((published.accepted, published.failure.is_none()), (3, true));
@@ -117,6 +132,9 @@ async fn a_batch_applies_each_event_once_and_dead_letters_only_its_poison() {
     let published = bus.publish_batch(&batch).await;
     assert_eq!((published.accepted, published.failure.is_none()), (4, true));
     assert_eq!(balance(&consumer_store).await, 11_060);
+    // The event before the poison committed with the batch and was not handled again
+    // when the rest went one by one; the duplicate was never handled.
+    assert_eq!(*seen.lock().unwrap(), [10, 20, 30, 1_000, 10_000]);
     let letters = chassis_messaging::dead_letters::dead_letters(consumer_store.pool())
         .await
         .unwrap();

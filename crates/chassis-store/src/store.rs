@@ -523,9 +523,12 @@ pub fn is_contended(error: &(dyn std::error::Error + 'static)) -> bool {
     sql_errors(error).any(|error| match error {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             matches!(code.as_ref(), "40001" | "40P01" | "55P03")
-                // SQLite reports its result code as a number: the primary code is the
-                // low byte (5 = BUSY, 6 = LOCKED; 517 is BUSY_SNAPSHOT, 262 LOCKED_SHAREDCACHE).
-                || code.parse::<u32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+                // SQLite reports its (extended) result code as a number of at most
+                // four digits, PostgreSQL a five-character SQLSTATE (some all digits,
+                // such as 22021): the primary code is the low byte (5 = BUSY,
+                // 6 = LOCKED; 517 is BUSY_SNAPSHOT, 262 LOCKED_SHAREDCACHE).
+                || (code.len() < 5
+                    && code.parse::<u32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6)))
         }),
         _ => false,
     })

@@ -270,9 +270,7 @@ impl IdentityService {
                 .verify(current.to_owned(), user.password_hash.clone())
                 .await?;
         if !ok {
-            self.throttle
-                .failed(Some(&user.email), client, chassis::time::now_micros())
-                .await?;
+            self.note_failure(Some(&user.email), client).await;
             return Err(IdentityError::WrongPassword);
         }
         let hash = self.hasher.hash(new).await?;
@@ -348,10 +346,29 @@ impl IdentityService {
         let user = self.create(email, password, name, Role::Customer).await?;
         tracing::info!(user_id = %user.id, "user registered");
         // Whoever created the account is a known client of it.
-        self.throttle
-            .succeeded(&user.email, client, chassis::time::now_micros())
-            .await?;
+        self.note_success(&user.email, client).await;
         self.session(&user).await
+    }
+
+    /// Records a successful sign-in (or registration) with the throttle. Best effort:
+    /// the account is already created or the password checked, so a store failure here
+    /// must not turn that into an error (the client would retry a registration that
+    /// was done); it is logged, and the account's old failures stay until forgotten.
+    async fn note_success(&self, account: &str, client: Option<IpAddr>) {
+        let now = chassis::time::now_micros();
+        if let Err(e) = self.throttle.succeeded(account, client, now).await {
+            tracing::warn!(error = %e, "recording a successful sign-in with the login throttle failed");
+        }
+    }
+
+    /// Records a failed password check with the throttle. Best effort: the answer is
+    /// still the wrong-password one; a store failure is logged (the guess is then not
+    /// counted, as it would not be while the store is down anyway).
+    async fn note_failure(&self, account: Option<&str>, client: Option<IpAddr>) {
+        let now = chassis::time::now_micros();
+        if let Err(e) = self.throttle.failed(account, client, now).await {
+            tracing::warn!(error = %e, "recording a failed sign-in with the login throttle failed");
+        }
     }
 
     /// `Throttled` when a sign-in to `account` from `client` must wait (see
@@ -397,15 +414,11 @@ impl IdentityService {
         let ok = !too_long && self.hasher.verify(password.to_owned(), hash).await?;
         match found {
             Some(user) if ok => {
-                self.throttle
-                    .succeeded(&user.email, client, chassis::time::now_micros())
-                    .await?;
+                self.note_success(&user.email, client).await;
                 self.session(&user).await
             }
             _ => {
-                self.throttle
-                    .failed(account, client, chassis::time::now_micros())
-                    .await?;
+                self.note_failure(account, client).await;
                 tracing::info!(?client, "failed sign-in");
                 Err(IdentityError::InvalidCredentials)
             }

@@ -159,8 +159,10 @@ impl LoginThrottle {
             .await?;
             if let Some(backoff) = self.policy.backoff(failures) {
                 sqlx::query(
+                    // Never shortens a block a concurrent failure set further out.
                     "UPDATE login_failures SET blocked_until = $1 \
-                     WHERE scope = $2 AND subject = $3",
+                     WHERE scope = $2 AND subject = $3 \
+                     AND (blocked_until IS NULL OR blocked_until < $1)",
                 )
                 .bind(now.saturating_add(micros(backoff)))
                 .bind(scope)
