@@ -222,6 +222,8 @@ module \"service\" {{
     ];
     if !gateway {
         environment.push(("BAZAAR_NATS_URL", "local.environment.nats_url".to_owned()));
+        // The NATS this expects is a 3-node cluster: every stream on all three.
+        environment.push(("BAZAAR_NATS_STREAM_REPLICAS", quoted("3")));
     }
     let peers: Vec<(String, String)> = component
         .calls

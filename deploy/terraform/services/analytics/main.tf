@@ -43,10 +43,11 @@ module "service" {
   }
 
   environment = {
-    BAZAAR_HTTP_ADDR  = "0.0.0.0:8080"
-    BAZAAR_DATA_DIR   = "/data"
-    BAZAAR_LOG_FORMAT = "json"
-    BAZAAR_NATS_URL   = local.environment.nats_url
+    BAZAAR_HTTP_ADDR            = "0.0.0.0:8080"
+    BAZAAR_DATA_DIR             = "/data"
+    BAZAAR_LOG_FORMAT           = "json"
+    BAZAAR_NATS_URL             = local.environment.nats_url
+    BAZAAR_NATS_STREAM_REPLICAS = "3"
   }
 
   secrets = {

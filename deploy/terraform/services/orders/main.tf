@@ -44,13 +44,14 @@ module "service" {
   }
 
   environment = {
-    BAZAAR_HTTP_ADDR     = "0.0.0.0:8080"
-    BAZAAR_DATA_DIR      = "/data"
-    BAZAAR_LOG_FORMAT    = "json"
-    BAZAAR_NATS_URL      = local.environment.nats_url
-    BAZAAR_PEER_CATALOG  = "http://catalog.${local.environment.service_discovery_namespace_name}:8080"
-    BAZAAR_PEER_CART     = "http://cart.${local.environment.service_discovery_namespace_name}:8080"
-    BAZAAR_PEER_PAYMENTS = "http://payments.${local.environment.service_discovery_namespace_name}:8080"
+    BAZAAR_HTTP_ADDR            = "0.0.0.0:8080"
+    BAZAAR_DATA_DIR             = "/data"
+    BAZAAR_LOG_FORMAT           = "json"
+    BAZAAR_NATS_URL             = local.environment.nats_url
+    BAZAAR_NATS_STREAM_REPLICAS = "3"
+    BAZAAR_PEER_CATALOG         = "http://catalog.${local.environment.service_discovery_namespace_name}:8080"
+    BAZAAR_PEER_CART            = "http://cart.${local.environment.service_discovery_namespace_name}:8080"
+    BAZAAR_PEER_PAYMENTS        = "http://payments.${local.environment.service_discovery_namespace_name}:8080"
   }
 
   secrets = {
