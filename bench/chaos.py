@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """The chaos harness (bench/chaos.sh runs it): the split under load, faults on a seeded
 schedule, then the invariants. Python 3 standard library only; needs root (network
-namespaces, iptables, tc; PostgreSQL's initdb runs as the `postgres` user).
+namespaces, iptables, tc; PostgreSQL's initdb runs as the `postgres` user) and
+openssl (the Ed25519 service keys).
 
 What it builds, all private to the run and removed at the end:
   - PostgreSQL (initdb on a free port, fsync on);
   - a 3-node NATS JetStream cluster (file storage, sync_interval: always), the
     streams R3 (BAZAAR_NATS_STREAM_REPLICAS=3);
   - the split: two replicas of each of the eight modules and the gateway, each a
-    `bazaar serve --only <module>` process this harness starts, kills and restarts.
+    `bazaar serve --only <module>` process this harness starts, kills and restarts,
+    set up as a deployment is (ADR 0008, docs/operations.md): each module connects
+    as its own PostgreSQL role `bazaar_<module>` (password authentication), made
+    first by its migration step (`bazaar migrate` with the superuser's URL as
+    BAZAAR_DATABASE_ADMIN_URL, which no server gets); each process signs its
+    service-to-service calls with its own Ed25519 key (BAZAAR_SERVICE_KEYS_DIR:
+    its private key and every public key), no shared service secret.
     The orders replicas run in one network namespace, the payments replicas in
     another, both on a bridge with the host: the network faults sit between them.
 
@@ -125,9 +132,13 @@ class Postgres:
             shutil.chown(self.sock, "postgres")
         sh(*self.as_pg, f"{PG_BIN}/initdb", "-D", self.dir, "-U", "postgres", "--auth=trust",
            "-E", "UTF8", "--no-instructions")
-        # The bazaar processes connect over the bridge (the namespaced ones must).
+        # The bazaar processes connect over the bridge (the namespaced ones must): the
+        # modules as their own roles, with their passwords; the migration steps and
+        # `bazaar audit` as the superuser.
+        subnet = f"{self.host.rsplit('.', 1)[0]}.0/24"
         with open(os.path.join(self.dir, "pg_hba.conf"), "a") as f:
-            f.write(f"host all all {self.host.rsplit('.', 1)[0]}.0/24 trust\n")
+            f.write(f"host all postgres {subnet} trust\n"
+                    f"host all all {subnet} scram-sha-256\n")
         self.start()
         self.psql("postgres", "CREATE DATABASE bazaar")
 
@@ -153,8 +164,9 @@ class Postgres:
                "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql)
         return [line.split("\t") for line in r.stdout.splitlines() if line]
 
-    def url(self):
-        return f"postgres://postgres@{self.host}:{self.port}/bazaar"
+    def url(self, role="postgres", password=None):
+        user = f"{role}:{password}" if password else role
+        return f"postgres://{user}@{self.host}:{self.port}/bazaar"
 
 
 class Nats:
@@ -329,13 +341,14 @@ class Cluster:
         self.gateway = Service(GATEWAY, GATEWAY, "127.0.0.1", free_port(), None)
         self.services.append(self.gateway)
         secret = lambda: base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+        # A role per module, each with a password of its own (ADR 0008).
+        self.database_urls = {m: pg.url(f"bazaar_{m}", secret()) for m in MODULES}
+        self.keys = self.service_keys()
         self.common = {
-            "BAZAAR_DATABASE_URL": pg.url(),
             "BAZAAR_NATS_URL": nats.url(),
             "BAZAAR_NATS_PREFIX": "chaos",
             "BAZAAR_NATS_STREAM_REPLICAS": "3",
             "BAZAAR_JWT_SECRET": secret(),
-            "BAZAAR_SERVICE_SECRET": secret(),
             "BAZAAR_METRICS_TOKEN": secret(),
             "BAZAAR_FAULT_ADMIN": "true",
             "BAZAAR_RATE_LIMIT_PER_SECOND": "0",
@@ -355,11 +368,52 @@ class Cluster:
         env.update(self.common)
         env["BAZAAR_HTTP_ADDR"] = f"{s.ip}:{s.port}"
         env["BAZAAR_DATA_DIR"] = os.path.join(self.work, "data", s.label)
+        env["BAZAAR_SERVICE_KEYS_DIR"] = os.path.join(self.keys, s.module)
+        if s.module in self.database_urls:
+            env["BAZAAR_DATABASE_URL"] = self.database_urls[s.module]
         for m in MODULES:
             if m != s.module:
                 env[f"BAZAAR_PEER_{m.upper()}"] = ",".join(
                     x.url() for x in self.services if x.module == m)
         return env
+
+    def service_keys(self):
+        """An Ed25519 key pair per service, laid out as a deployment mounts them (what
+        `chassis::auth::provision_service_keys` writes): `<root>/<service>/` holds its
+        own private key (PKCS#8 PEM) and every service's public key (SPKI PEM)."""
+        root = os.path.join(self.work, "service-keys")
+        pairs = os.path.join(root, "pairs")
+        os.makedirs(pairs, mode=0o700, exist_ok=True)
+        names = MODULES + [GATEWAY]
+        for n in names:
+            key, pub = (os.path.join(pairs, f"{n}.{ext}") for ext in ("key", "pub"))
+            sh("openssl", "genpkey", "-algorithm", "ed25519", "-out", key, quiet=True)
+            sh("openssl", "pkey", "-in", key, "-pubout", "-out", pub, quiet=True)
+        for n in names:
+            own = os.path.join(root, n)
+            os.makedirs(own, mode=0o700, exist_ok=True)
+            files = [f"{n}.key"] + [f"{m}.pub" for m in names]
+            for f in files:
+                shutil.copyfile(os.path.join(pairs, f), os.path.join(own, f))
+                os.chmod(os.path.join(own, f), 0o600)
+        return root
+
+    def migrate(self):
+        """Each module's migration step, before any server starts: as the superuser
+        (BAZAAR_DATABASE_ADMIN_URL) it makes the module's role the owner of its schema,
+        then migrates the schema as that role. The servers get only their role's URL."""
+        for m in MODULES:
+            s = next(x for x in self.services if x.module == m)
+            os.makedirs(os.path.join(self.work, "data", s.label), exist_ok=True)
+            env = self.env(s)
+            env["BAZAAR_ONLY"] = m
+            env["BAZAAR_DATABASE_ADMIN_URL"] = self.pg.url()
+            with open(os.path.join(self.work, "logs", f"migrate-{m}.log"), "a") as out:
+                r = subprocess.run([self.args.bin, "migrate"], env=env, stdout=out, stderr=out,
+                                   stdin=subprocess.DEVNULL)
+            if r.returncode != 0:
+                raise RuntimeError(f"the migration of {m} failed; see logs/migrate-{m}.log")
+        log("migrated: every module's role and schema")
 
     def start(self, s):
         os.makedirs(os.path.join(self.work, "data", s.label), exist_ok=True)
@@ -392,8 +446,8 @@ class Cluster:
         return pending
 
     def boot(self):
-        # First replicas in module order (each migrates its schema), then the second
-        # ones, then the gateway.
+        self.migrate()
+        # First replicas in module order, then the second ones, then the gateway.
         for batch in ([s for s in self.services if s.label.endswith("-1")],
                       [s for s in self.services if s.label.endswith("-2")], [self.gateway]):
             for s in batch:
@@ -854,7 +908,7 @@ def main():
     if os.geteuid() != 0:
         print("chaos: needs root (network namespaces, iptables, tc)", file=sys.stderr)
         return 2
-    for tool in ("ip", "tc", "iptables", "psql", f"{PG_BIN}/initdb"):
+    for tool in ("ip", "tc", "iptables", "psql", "openssl", f"{PG_BIN}/initdb"):
         if not shutil.which(tool):
             print(f"chaos: {tool} is missing", file=sys.stderr)
             return 2

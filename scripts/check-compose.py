@@ -1,6 +1,8 @@
 """What the Compose schema cannot say about deploy/compose/compose.yaml: every
 depends_on names a service that runs in each profile of the service that waits for it
-and has a healthcheck (condition: service_healthy), and the waits never loop.
+and has a healthcheck (condition: service_healthy) or is a one-shot step that is not
+restarted (condition: service_completed_successfully: restart "no"), and the waits
+never loop.
 
 Usage: python3 scripts/check-compose.py deploy/compose/compose.yaml
 """
@@ -25,6 +27,10 @@ def main(path):
                 failures.append(f"{name} waits for {need}, which does not run in {sorted(missing)}")
             if how.get("condition") == "service_healthy" and "healthcheck" not in other:
                 failures.append(f"{name} waits for {need} to be healthy; it has no healthcheck")
+            # A one-shot step (a migration) that Compose restarted would never have
+            # "completed", and its waiters would never start.
+            if how.get("condition") == "service_completed_successfully" and other.get("restart") != "no":
+                failures.append(f"{name} waits for {need} to complete; it is not restart: \"no\"")
 
     done, visiting = set(), set()
 
@@ -46,7 +52,8 @@ def main(path):
         print(f"{path}: {failure}", file=sys.stderr)
     if failures:
         return 1
-    print(f"{path}: {len(services)} services, every depends_on in profile, healthy-checked and acyclic")
+    print(f"{path}: {len(services)} services, every depends_on in profile, health-checked "
+          "or one-shot, and acyclic")
     return 0
 
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sqlx::Connection as _;
 use testkit::eventually_within;
 use testkit::postgres::TestDatabase;
 
@@ -195,6 +196,47 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
         private.sort();
         assert_eq!(private, [format!("{name}.key")], "{name}");
     }
+
+    // A role per module (ADR 0008): each module's schema is owned by its own role, and
+    // each module's connections are that role's, never the administrator's URL given.
+    let mut admin = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    for module in bazaar::registry().names() {
+        let role = format!("bazaar_{module}");
+        let (owner,): (String,) = sqlx::query_as(
+            "SELECT CAST(pg_get_userbyid(nspowner) AS TEXT) FROM pg_namespace WHERE nspname = $1",
+        )
+        .bind(module)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(owner, role, "{module}'s schema");
+        let (connections,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND usename = $1",
+        )
+        .bind(&role)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert!(connections > 0, "{module} connects as {role}");
+    }
+    let (user,): (String,) = sqlx::query_as("SELECT CAST(current_user AS TEXT)")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let (as_admin,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND usename = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&user)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        as_admin, 0,
+        "no process stays connected as the administrator"
+    );
+    admin.close().await.unwrap();
 
     let products: serde_json::Value = http
         .get(format!("{gateway}/api/v1/products"))

@@ -78,28 +78,65 @@ impl InProcBus {
 #[async_trait::async_trait]
 impl Bus for InProcBus {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
-        let topic = envelope.topic();
-        // Clone the interested consumers out so no lock is held across an await.
-        let targets: Vec<Arc<Consumer>> = {
-            let consumers = match self.consumers.read() {
-                Ok(c) => c,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            consumers
-                .iter()
-                .filter(|c| c.wants(&topic))
-                .cloned()
-                .collect()
+        match self
+            .publish_batch(std::slice::from_ref(envelope))
+            .await
+            .failure
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Each consumer applies the events it wants in one transaction (see
+    /// [`Consumer::deliver_batch`]), the consumers side by side; all or none are
+    /// accepted (a consumer's store failing fails the batch, and the relay publishes
+    /// it again: what the other consumers applied, their inboxes absorb).
+    async fn publish_batch(&self, envelopes: &[Envelope]) -> Published {
+        let topics: Vec<String> = envelopes.iter().map(Envelope::topic).collect();
+        // Clone the consumers out so no lock is held across an await.
+        let consumers: Vec<Arc<Consumer>> = match self.consumers.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let results = futures::future::join_all(targets.iter().map(|c| c.deliver(envelope))).await;
-        for (consumer, result) in targets.iter().zip(results) {
-            // Already in its inbox: the relay published this event before (a batch
-            // cut short, a crash before the row was marked sent).
-            if result.map_err(|e| BusError::Consumer(e.to_string()))? == Delivery::Duplicate {
-                consumer.count_redelivery(&topic);
+        let targets: Vec<(Arc<Consumer>, Vec<usize>)> = consumers
+            .into_iter()
+            .filter_map(|c| {
+                let wanted: Vec<usize> = (0..envelopes.len())
+                    .filter(|&i| c.wants(&topics[i]))
+                    .collect();
+                (!wanted.is_empty()).then_some((c, wanted))
+            })
+            .collect();
+        let results = futures::future::join_all(targets.iter().map(|(c, wanted)| {
+            let mine: Vec<&Envelope> = wanted.iter().map(|&i| &envelopes[i]).collect();
+            async move { c.deliver_batch(&mine).await }
+        }))
+        .await;
+        for ((consumer, wanted), result) in targets.iter().zip(results) {
+            let deliveries = match result {
+                Ok(deliveries) => deliveries,
+                Err(e) => {
+                    return Published {
+                        accepted: 0,
+                        failure: Some(BusError::Consumer(e.to_string())),
+                    };
+                }
+            };
+            for (&i, delivery) in wanted.iter().zip(deliveries) {
+                // Already in its inbox: the relay published this event before (a
+                // batch cut short, a crash before the row was marked sent).
+                if delivery == Delivery::Duplicate {
+                    consumer.count_redelivery(&topics[i]);
+                }
             }
         }
-        metrics::counter!("bus_published_total", "topic" => topic).increment(1);
-        Ok(())
+        for topic in topics {
+            metrics::counter!("bus_published_total", "topic" => topic).increment(1);
+        }
+        Published {
+            accepted: envelopes.len(),
+            failure: None,
+        }
     }
 }

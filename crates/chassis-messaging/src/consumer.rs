@@ -50,6 +50,14 @@ impl From<OutboxError> for HandlerError {
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync {
     async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError>;
+
+    /// Whether several events may be applied in one transaction
+    /// ([`Consumer::deliver_batch`]). A handler that does slow work outside the
+    /// database (sending mail) says no: in a batch, its transaction, and with it the
+    /// database's write lock, would stay open across every event's work.
+    fn batchable(&self) -> bool {
+        true
+    }
 }
 
 /// Retries before an event is dead-lettered.
@@ -187,6 +195,13 @@ impl Consumer {
         envelope: &Envelope,
         last_chance: bool,
     ) -> Result<Delivery, sqlx::Error> {
+        self.deliver_inner(envelope, last_chance)
+            .instrument(self.span(envelope))
+            .await
+    }
+
+    /// The span one event's handling runs in.
+    fn span(&self, envelope: &Envelope) -> tracing::Span {
         let span = tracing::info_span!(
             "event",
             otel.name = %format_args!("{} {}", self.name, envelope.kind),
@@ -205,9 +220,95 @@ impl Consumer {
                 chassis_telemetry::set_parent(&span, traceparent, None);
             }
         }
-        self.deliver_inner(envelope, last_chance)
-            .instrument(span)
-            .await
+        span
+    }
+
+    /// Applies several events, in order, in one transaction (one commit for the lot,
+    /// each still recorded in the inbox with its effect), each under a savepoint. When
+    /// a handler fails, the events before it commit and it and the ones after it are
+    /// delivered on their own, with [`deliver`](Self::deliver)'s retries and dead
+    /// letters: no event is handled again once its effect has committed. Unless the
+    /// handler is not [`batchable`](Handler::batchable): then each event is delivered
+    /// on its own.
+    pub async fn deliver_batch(
+        &self,
+        envelopes: &[&Envelope],
+    ) -> Result<Vec<Delivery>, sqlx::Error> {
+        if envelopes.len() == 1 || !self.handler.batchable() {
+            let mut deliveries = Vec::with_capacity(envelopes.len());
+            for envelope in envelopes {
+                deliveries.push(self.deliver(envelope).await?);
+            }
+            return Ok(deliveries);
+        }
+        let _busy = envelopes
+            .iter()
+            .map(|_| InFlight::start(&self.in_flight))
+            .collect::<Vec<_>>();
+        let (mut deliveries, rest) = match self.try_batch(envelopes).await {
+            Ok((committed, failed_at)) => {
+                for (envelope, delivery) in envelopes.iter().zip(&committed) {
+                    self.count(&envelope.topic(), *delivery);
+                }
+                (committed, failed_at)
+            }
+            Err(e) => {
+                tracing::debug!(consumer = self.name, error = %e, "a batch failed to commit; delivering its events one by one");
+                (Vec::with_capacity(envelopes.len()), Some(0))
+            }
+        };
+        for envelope in rest.map_or(&[][..], |from| &envelopes[from..]) {
+            deliveries.push(self.deliver_traced(envelope, true).await?);
+        }
+        Ok(deliveries)
+    }
+
+    /// The batch in one transaction, each event under a savepoint: the deliveries
+    /// committed and, if a handler failed, the index of its event (rolled back to its
+    /// savepoint; the events before it committed).
+    async fn try_batch(
+        &self,
+        envelopes: &[&Envelope],
+    ) -> Result<(Vec<Delivery>, Option<usize>), HandlerError> {
+        use sqlx::Connection as _;
+        let mut tx = self.pool.begin().await?;
+        let mut deliveries = Vec::with_capacity(envelopes.len());
+        let mut failed_at = None;
+        for (index, envelope) in envelopes.iter().enumerate() {
+            let started = Instant::now();
+            let mut savepoint = (*tx).begin().await?;
+            let outcome = self
+                .apply(&mut savepoint, envelope)
+                .instrument(self.span(envelope))
+                .await;
+            metrics::histogram!("consumer_handler_duration_seconds", "consumer" => self.name, "topic" => envelope.topic())
+                .record(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(delivery) => {
+                    savepoint.commit().await?;
+                    deliveries.push(delivery);
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    tracing::debug!(consumer = self.name, error = %e, "an event of a batch failed; the rest go one by one");
+                    failed_at = Some(index);
+                    break;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok((deliveries, failed_at))
+    }
+
+    fn count(&self, topic: &str, delivery: Delivery) {
+        let label = if delivery == Delivery::Applied {
+            "applied"
+        } else {
+            "duplicate"
+        };
+        metrics::counter!("consumer_events_total", "consumer" => self.name, "topic" => topic.to_owned(), "outcome" => label)
+            .increment(1);
+        tracing::debug!(outcome = label, "event handled");
     }
 
     async fn deliver_inner(
@@ -227,14 +328,7 @@ impl Consumer {
                 .record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(delivery) => {
-                    let label = if delivery == Delivery::Applied {
-                        "applied"
-                    } else {
-                        "duplicate"
-                    };
-                    metrics::counter!("consumer_events_total", "consumer" => self.name, "topic" => topic.clone(), "outcome" => label)
-                        .increment(1);
-                    tracing::debug!(outcome = label, attempts, "event handled");
+                    self.count(&topic, delivery);
                     return Ok(delivery);
                 }
                 Err(HandlerError::Permanent(e)) => {
@@ -270,6 +364,22 @@ impl Consumer {
 
     async fn try_once(&self, envelope: &Envelope) -> Result<Delivery, HandlerError> {
         let mut tx = self.pool.begin().await?;
+        let delivery = self.apply(&mut tx, envelope).await?;
+        if delivery == Delivery::Duplicate {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(delivery)
+    }
+
+    /// The inbox record and, unless it was there already, the handler's effect, in
+    /// the caller's transaction.
+    async fn apply(
+        &self,
+        tx: &mut AnyConnection,
+        envelope: &Envelope,
+    ) -> Result<Delivery, HandlerError> {
         let inserted = sqlx::query(
             "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
              ON CONFLICT (consumer, event_id) DO NOTHING",
@@ -281,11 +391,9 @@ impl Consumer {
         .await?
         .rows_affected();
         if inserted == 0 {
-            tx.rollback().await?;
             return Ok(Delivery::Duplicate);
         }
-        self.handler.handle(&mut tx, envelope).await?;
-        tx.commit().await?;
+        self.handler.handle(tx, envelope).await?;
         Ok(Delivery::Applied)
     }
 

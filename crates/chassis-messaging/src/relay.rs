@@ -2,7 +2,7 @@
 //! them sent only once the bus accepted them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chassis_core::events::Envelope;
 use sqlx::AnyConnection;
@@ -134,6 +134,7 @@ impl Outbox {
         let outbox = self.clone();
         tokio::spawn(async move {
             let mut failures: u32 = 0;
+            let mut sampled: Option<Instant> = None;
             loop {
                 match outbox.relay_once(bus.as_ref()).await {
                     Ok(_) => failures = 0,
@@ -142,13 +143,18 @@ impl Outbox {
                         tracing::warn!(module = outbox.module, error = %e, "relay failed; will retry");
                     }
                 }
-                if let Ok(backlog) = outbox.backlog().await {
-                    #[allow(clippy::cast_precision_loss)]
-                    {
-                        metrics::gauge!("outbox_backlog", "module" => outbox.module)
-                            .set(backlog.unsent as f64);
-                        metrics::gauge!("outbox_oldest_unsent_age_seconds", "module" => outbox.module)
-                            .set(backlog.oldest_age_micros as f64 / 1e6);
+                // The gauges at most once per `poll`, not after every pass: under load
+                // a pass follows nearly every commit.
+                if sampled.is_none_or(|at| at.elapsed() >= poll) {
+                    sampled = Some(Instant::now());
+                    if let Ok(backlog) = outbox.backlog().await {
+                        #[allow(clippy::cast_precision_loss)]
+                        {
+                            metrics::gauge!("outbox_backlog", "module" => outbox.module)
+                                .set(backlog.unsent as f64);
+                            metrics::gauge!("outbox_oldest_unsent_age_seconds", "module" => outbox.module)
+                                .set(backlog.oldest_age_micros as f64 / 1e6);
+                        }
                     }
                 }
                 // Back off while the bus is failing; otherwise wait for work.

@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chassis_core::events::{Envelope, topic_of};
 use chassis_messaging::bus::{Bus, InProcBus, Published};
@@ -19,15 +19,19 @@ use testkit::delivery::TestStore;
 use common::{Deposited, commit, deposit, unsent_ids};
 
 /// Adds each deposit to a balance table; fails the first `fail_first` attempts.
+/// Every call with a readable deposit is noted in `seen`, as a handler with an effect
+/// outside the database (a mail sent) would leave a trace of each call.
 struct Ledger {
     fail_first: u32,
     calls: AtomicU32,
+    seen: Arc<Mutex<Vec<i64>>>,
 }
 
 #[async_trait::async_trait]
 impl Handler for Ledger {
     async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
         let deposit: Deposited = event.decode()?;
+        self.seen.lock().unwrap().push(deposit.amount);
         if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail_first {
             return Err(HandlerError::Transient("flaky".into()));
         }
@@ -54,6 +58,16 @@ async fn balance(store: &Store) -> i64 {
 }
 
 async fn setup(fail_first: u32) -> (TestStore, TestStore, Arc<InProcBus>, Arc<Consumer>) {
+    let (producer, consumer_store, bus, consumer, _seen) = setup_seen(fail_first).await;
+    (producer, consumer_store, bus, consumer)
+}
+
+type Seen = Arc<Mutex<Vec<i64>>>;
+
+async fn setup_seen(
+    fail_first: u32,
+) -> (TestStore, TestStore, Arc<InProcBus>, Arc<Consumer>, Seen) {
+    let seen = Seen::default();
     let producer = store("producer").await;
     let consumer_store = store("consumer").await;
     sqlx::query("CREATE TABLE balance (total BIGINT NOT NULL)")
@@ -70,11 +84,12 @@ async fn setup(fail_first: u32) -> (TestStore, TestStore, Arc<InProcBus>, Arc<Co
         Arc::new(Ledger {
             fail_first,
             calls: AtomicU32::new(0),
+            seen: Arc::clone(&seen),
         }),
     ));
     let bus = Arc::new(InProcBus::new());
     bus.subscribe(Arc::clone(&consumer));
-    (producer, consumer_store, bus, consumer)
+    (producer, consumer_store, bus, consumer, seen)
 }
 
 #[tokio::test]
@@ -91,6 +106,53 @@ async fn relayed_events_apply_once_even_when_redelivered() {
     assert_eq!(consumer.deliver(&first).await.unwrap(), Delivery::Duplicate);
     bus.publish(&first).await.unwrap();
     assert_eq!(balance(&consumer_store).await, 12);
+}
+
+fn wrap(amount: i64) -> Envelope {
+    Envelope::wrap(&Deposited {
+        account: "a".into(),
+        amount,
+    })
+    .unwrap()
+}
+
+/// The relay hands the bus its whole batch; the in-process bus has each consumer apply
+/// its share in one transaction. Each event still takes effect once: one seen before
+/// is a duplicate, one that cannot be applied is dead-lettered alone, the others apply.
+#[tokio::test]
+async fn a_batch_applies_each_event_once_and_dead_letters_only_its_poison() {
+    let (_producer, consumer_store, bus, consumer, seen) = setup_seen(0).await;
+    let fresh: Vec<Envelope> = [10, 20, 30].into_iter().map(wrap).collect();
+    let published = bus.publish_batch(&fresh).await;
+    assert_eq!((published.accepted, published.failure.is_none()), (3, true));
+    assert_eq!(balance(&consumer_store).await, 60);
+
+    let mut poison = wrap(100);
+    poison.payload = serde_json::json!({"amount": "lots"});
+    let batch = vec![fresh[1].clone(), wrap(1_000), poison.clone(), wrap(10_000)];
+    let published = bus.publish_batch(&batch).await;
+    assert_eq!((published.accepted, published.failure.is_none()), (4, true));
+    assert_eq!(balance(&consumer_store).await, 11_060);
+    // The event before the poison committed with the batch and was not handled again
+    // when the rest went one by one; the duplicate was never handled.
+    assert_eq!(*seen.lock().unwrap(), [10, 20, 30, 1_000, 10_000]);
+    let letters = chassis_messaging::dead_letters::dead_letters(consumer_store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        letters
+            .iter()
+            .map(|l| l.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![poison.id.as_str()]
+    );
+    assert_eq!(consumer.redeliveries(), 1);
+
+    // The same batch again (a relay that crashed before stamping it): no effect.
+    let published = bus.publish_batch(&batch).await;
+    assert_eq!((published.accepted, published.failure.is_none()), (4, true));
+    assert_eq!(balance(&consumer_store).await, 11_060);
+    assert_eq!(consumer.redeliveries(), 5);
 }
 
 #[tokio::test]

@@ -98,6 +98,11 @@ impl Store {
             .max_connections(max_connections)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings a connection before handing it out: for SQLite one more
+            // round trip to the connection's thread per use, and it only tells that the
+            // thread is alive, which sqlx checks again when the connection comes back
+            // (it pings on release whatever this says). A file cannot hang up.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 let pragmas = pragmas.clone();
                 Box::pin(async move {
@@ -508,6 +513,27 @@ pub fn is_never_started(error: &(dyn std::error::Error + 'static)) -> bool {
         .any(|error| matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
 }
 
+/// True when `error` (or its cause chain) is the database refusing a transaction
+/// because another one holds what it needs: SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED`
+/// (extended codes included) once the busy timeout is spent, PostgreSQL's
+/// serialization failure, deadlock or lock-not-available (`40001`, `40P01`, `55P03`).
+/// The transaction was rolled back, so nothing was written and the request can be sent
+/// again as it is.
+pub fn is_contended(error: &(dyn std::error::Error + 'static)) -> bool {
+    sql_errors(error).any(|error| match error {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(code.as_ref(), "40001" | "40P01" | "55P03")
+                // SQLite reports its (extended) result code as a number of at most
+                // four digits, PostgreSQL a five-character SQLSTATE (some all digits,
+                // such as 22021): the primary code is the low byte (5 = BUSY,
+                // 6 = LOCKED; 517 is BUSY_SNAPSHOT, 262 LOCKED_SHAREDCACHE).
+                || (code.len() < 5
+                    && code.parse::<u32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6)))
+        }),
+        _ => false,
+    })
+}
+
 /// The `sqlx` errors in `error`'s cause chain, outermost first.
 fn sql_errors<'a>(
     error: &'a (dyn std::error::Error + 'static),
@@ -585,6 +611,30 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         store.ping().await.unwrap();
+    }
+
+    /// A writer that finds the database locked past its busy timeout gets SQLITE_BUSY,
+    /// which is contention (retry as it is), not a bug and not an outage.
+    #[tokio::test]
+    async fn sqlite_busy_is_contention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), "t", 2, SqliteSync::Normal)
+            .await
+            .unwrap();
+        let mut holder = store.pool().acquire().await.unwrap();
+        let mut waiter = store.pool().acquire().await.unwrap();
+        holder.execute("BEGIN IMMEDIATE").await.unwrap();
+        waiter.execute("PRAGMA busy_timeout = 0").await.unwrap();
+        let err = waiter.execute("BEGIN IMMEDIATE").await.unwrap_err();
+        assert!(
+            is_contended(&ModuleError::Store(err)),
+            "SQLITE_BUSY is contention"
+        );
+        holder.execute("ROLLBACK").await.unwrap();
+        assert!(!is_contended(&ModuleError::Store(sqlx::Error::RowNotFound)));
+        assert!(!is_contended(&ModuleError::Store(
+            sqlx::Error::PoolTimedOut
+        )));
     }
 
     /// Two modules on one PostgreSQL database: each in its own schema, created on

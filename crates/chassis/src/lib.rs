@@ -86,16 +86,24 @@ pub mod store {
 
     use crate::Problem;
 
-    /// How long a client is told to wait while the database cannot be reached.
+    /// How long a client is told to wait while the database cannot be reached or is
+    /// contended.
     const UNREACHABLE_RETRY_AFTER_SECS: u64 = 1;
 
-    /// A module's store failure as its answer: while the database cannot be reached
+    /// A module's store failure as its answer. A transaction the database refused for
+    /// contention ([`is_contended`]) was rolled back: 503 with `Retry-After`. While
+    /// the database cannot be reached
     /// ([`is_unreachable`]), 503, which passes once it is back; with `Retry-After` only
     /// when no statement ran ([`is_never_started`]), so the request can be sent again
     /// as it is (a connection lost mid-way may have written: a write is retried with
     /// its idempotency key, or after a look). Any other failure is a bug, an opaque
     /// 500 with its cause chain logged.
     pub fn problem(error: &(dyn std::error::Error + 'static)) -> Problem {
+        if is_contended(error) {
+            tracing::warn!(error = %crate::error::chain(error), "store contended");
+            return Problem::unavailable("the store is busy with other writes; try again shortly")
+                .with_retry_after(UNREACHABLE_RETRY_AFTER_SECS);
+        }
         if !is_unreachable(error) {
             return Problem::internal(error);
         }

@@ -90,4 +90,17 @@ pub enum DevError {
     NotStarted(String),
     #[error("every service has exited")]
     AllExited,
+    #[error("the database URL cannot carry a module's role: {0}")]
+    DatabaseUrl(String),
+    #[error("cannot run the migration of {module}")]
+    MigrateSpawn {
+        module: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the migration of {module} failed ({status}); its error is above")]
+    Migrate {
+        module: &'static str,
+        status: std::process::ExitStatus,
+    },
 }

@@ -5,8 +5,15 @@
 //! and NATS the configuration names; merges their output with a per-service prefix and
 //! stops them all on Ctrl-C or SIGTERM (gateway first, then the modules).
 //!
+//! A role per module on PostgreSQL (ADR 0008): the database URL given is the
+//! administrator's. First each module's migration step (`bazaar migrate`, alone with
+//! that URL) makes the module's role `bazaar_<module>`, with a password generated once
+//! into the data dir, the owner of its schema; then each module process connects as
+//! its role.
+//!
 //! - `plan`: the ports, and each child's environment and command line;
-//! - `secret`: the secrets every child shares, generated once into the data dir;
+//! - `secret`: the secrets every child shares, and each module's database password,
+//!   generated once into the data dir;
 //! - `child`: one child process, watched, signalled, killed when dropped;
 //! - `output`: the children's lines merged behind their names;
 //! - `supervise`: stages started in order, stopped in reverse. It knows nothing of
@@ -33,7 +40,10 @@ use chassis::config::{Config, Overrides};
 use crate::child::Spec;
 pub use crate::error::DevError;
 use crate::output::Output;
-use crate::plan::{Plan, Planned, Shared, child_command, child_env, reachable};
+use crate::plan::{
+    Plan, Planned, Shared, child_command, child_env, migrate_command, migrate_env,
+    module_database_url, reachable,
+};
 use crate::secret::load_or_create_secret;
 use crate::supervise::{Control, Settings, supervise};
 
@@ -81,7 +91,9 @@ pub struct DevArgs {
     /// and every peer is given the list of them); the gateway stays one.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     replicas: u16,
-    /// PostgreSQL for every module (each in its own schema) [env: BAZAAR_DATABASE_URL].
+    /// PostgreSQL, as a role that may create roles (a superuser): each module gets a
+    /// role and a schema of its own, made by its migration step with this URL; the
+    /// module processes connect as their roles [env: BAZAAR_DATABASE_URL].
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// NATS with JetStream, the bus between the processes [env: BAZAAR_NATS_URL].
@@ -118,6 +130,36 @@ fn stop_on_signals(control: &Control) -> Result<(), DevError> {
     Ok(())
 }
 
+/// Each module's migration step, one module at a time (its first replica's settings):
+/// makes the module's role and migrates its schema, before any module starts.
+async fn migrate(
+    exe: &std::path::Path,
+    global_args: &[OsString],
+    plan: &Plan,
+    shared: &Shared,
+    admin_url: &str,
+) -> Result<(), DevError> {
+    let mut done: Vec<&str> = Vec::new();
+    for who in &plan.modules {
+        if done.contains(&who.name) {
+            continue;
+        }
+        done.push(who.name);
+        let module = who.name;
+        let env = migrate_env(plan, who, shared, admin_url);
+        // Its logs would repeat the servers'; its error, on stderr, is what matters.
+        let status = migrate_command(exe, global_args, &env)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|source| DevError::MigrateSpawn { module, source })?;
+        if !status.success() {
+            return Err(DevError::Migrate { module, status });
+        }
+    }
+    Ok(())
+}
+
 /// `bazaar dev`: plans the ports, starts the modules and then the gateway as children
 /// of this binary, and runs until Ctrl-C or SIGTERM.
 pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
@@ -141,7 +183,12 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
         config.nats_url = args.nats_url;
     }
     config.validate()?;
-    let database_url = config.database_url.clone().ok_or(DevError::NoDatabase)?;
+    // The URL given administers: it makes each module's role. An explicit
+    // `database_admin_url` is that administrator instead.
+    let admin_url = match (&config.database_admin_url, &config.database_url) {
+        (Some(admin), _) | (None, Some(admin)) => admin.clone(),
+        (None, None) => return Err(DevError::NoDatabase),
+    };
     let nats_url = config.nats_url.clone().ok_or(DevError::NoNats)?;
     let plan = Plan::new(
         launch.gateway,
@@ -185,8 +232,20 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
         } else {
             None
         },
+        database_urls: {
+            let mut urls = std::collections::BTreeMap::new();
+            for module in plan.modules.iter().map(|m| m.name) {
+                if !urls.contains_key(module) {
+                    let password = load_or_create_secret(
+                        None,
+                        &data_dir.join("database-passwords").join(module),
+                    )?;
+                    urls.insert(module, module_database_url(&admin_url, module, &password)?);
+                }
+            }
+            urls
+        },
         data_dir,
-        database_url,
         nats_url,
         nats_prefix: config.nats_prefix.clone(),
     };
@@ -206,6 +265,7 @@ pub async fn run(launch: Launch, args: DevArgs) -> Result<(), DevError> {
         global_args.push("--log-format".into());
         global_args.push(format.into());
     }
+    migrate(&exe, &global_args, &plan, &shared, &admin_url).await?;
     let probe_tls = match &shared.tls {
         Some(pki) => Some(Arc::new(chassis::tls::client_config(Some(
             &pki.join("ca.pem"),

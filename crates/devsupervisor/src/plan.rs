@@ -1,6 +1,7 @@
 //! The plan: the port, environment and command line of every child (pure, apart from
 //! the check that its ports are free).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -139,7 +140,9 @@ impl Plan {
 pub(crate) struct Shared {
     /// Each child gets `<data_dir>/<its name>`.
     pub(crate) data_dir: PathBuf,
-    pub(crate) database_url: String,
+    /// Each module's own database URL, by module: its own role (ADR 0008), made by its
+    /// migration step. The gateway has none.
+    pub(crate) database_urls: BTreeMap<&'static str, String>,
     pub(crate) nats_url: String,
     pub(crate) nats_prefix: String,
     pub(crate) jwt_secret: String,
@@ -175,10 +178,6 @@ pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv
             "BAZAAR_DATA_DIR".into(),
             shared.data_dir.join(&who.label).into(),
         ),
-        (
-            "BAZAAR_DATABASE_URL".into(),
-            shared.database_url.clone().into(),
-        ),
         ("BAZAAR_NATS_URL".into(), shared.nats_url.clone().into()),
         (
             "BAZAAR_NATS_PREFIX".into(),
@@ -196,7 +195,17 @@ pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv
     ];
     // A shared service secret from the user's shell would be a second, weaker way to
     // sign as any service.
-    let mut remove = vec!["BAZAAR_ONLY".to_owned(), "BAZAAR_SERVICE_SECRET".to_owned()];
+    // The same for the administrator's database URL: only the migration step has it.
+    let mut remove = vec![
+        "BAZAAR_ONLY".to_owned(),
+        "BAZAAR_SERVICE_SECRET".to_owned(),
+        "BAZAAR_DATABASE_ADMIN_URL".to_owned(),
+    ];
+    match shared.database_urls.get(who.name) {
+        Some(url) => set.push(("BAZAAR_DATABASE_URL".into(), url.clone().into())),
+        // The gateway keeps no store.
+        None => remove.push("BAZAAR_DATABASE_URL".to_owned()),
+    }
     let scheme = if let Some(pki) = &shared.tls {
         set.push(("BAZAAR_TLS_CA_FILE".into(), pki.join("ca.pem").into()));
         if who.name != plan.gateway.name {
@@ -231,6 +240,62 @@ pub(crate) fn child_env(plan: &Plan, who: &Planned, shared: &Shared) -> ChildEnv
     ChildEnv { set, remove }
 }
 
+/// The PostgreSQL role a module connects as (ADR 0008).
+pub(crate) fn database_role(module: &str) -> String {
+    format!("bazaar_{module}")
+}
+
+/// `url` (the administrator's) with `module`'s role and `password` as its user: the
+/// URL the module connects with.
+pub(crate) fn module_database_url(
+    url: &str,
+    module: &str,
+    password: &str,
+) -> Result<String, DevError> {
+    let bad = |what: &str| DevError::DatabaseUrl(what.to_owned());
+    // The error never echoes the URL: it may carry a password.
+    let mut url = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    url.set_username(&database_role(module))
+        .map_err(|()| bad("it has no host"))?;
+    url.set_password(Some(password))
+        .map_err(|()| bad("it has no host"))?;
+    Ok(url.into())
+}
+
+/// The environment of the migration step of `who`'s module: `who`'s (a replica of
+/// it), with the module named (`migrate` has no `--only`) and the administrator's URL,
+/// which provisions the module's role before its store opens.
+pub(crate) fn migrate_env(
+    plan: &Plan,
+    who: &Planned,
+    shared: &Shared,
+    admin_url: &str,
+) -> ChildEnv {
+    let mut env = child_env(plan, who, shared);
+    env.remove
+        .retain(|var| var != "BAZAAR_ONLY" && var != "BAZAAR_DATABASE_ADMIN_URL");
+    env.set.push(("BAZAAR_ONLY".into(), who.name.into()));
+    env.set
+        .push(("BAZAAR_DATABASE_ADMIN_URL".into(), admin_url.into()));
+    env
+}
+
+/// `<exe> [global flags] <args>` with `env`, stdin closed.
+fn bazaar_command(exe: &Path, global_args: &[OsString], args: &[&str], env: &ChildEnv) -> Command {
+    let mut command = Command::new(exe);
+    command.args(global_args).args(args).stdin(Stdio::null());
+    for key in &env.remove {
+        command.env_remove(key);
+    }
+    command.envs(env.set.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+/// `<exe> [global flags] migrate` with `env` (from [`migrate_env`]).
+pub(crate) fn migrate_command(exe: &Path, global_args: &[OsString], env: &ChildEnv) -> Command {
+    bazaar_command(exe, global_args, &["migrate"], env)
+}
+
 /// `<exe> [global flags] serve --only <name>` with `env`, output piped, killed if
 /// dropped.
 pub(crate) fn child_command(
@@ -239,16 +304,7 @@ pub(crate) fn child_command(
     name: &str,
     env: &ChildEnv,
 ) -> Command {
-    let mut command = Command::new(exe);
-    command
-        .args(global_args)
-        .args(["serve", "--only", name])
-        .stdin(Stdio::null());
-    for key in &env.remove {
-        command.env_remove(key);
-    }
-    command.envs(env.set.iter().map(|(k, v)| (k, v)));
-    command
+    bazaar_command(exe, global_args, &["serve", "--only", name], env)
 }
 
 #[cfg(test)]
@@ -266,6 +322,8 @@ mod tests {
         "analytics",
     ];
 
+    const ADMIN_URL: &str = "postgres://pg:secret@db:5432/bazaar";
+
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
@@ -277,7 +335,10 @@ mod tests {
     fn shared() -> Shared {
         Shared {
             data_dir: PathBuf::from("/tmp/bz"),
-            database_url: "postgres://pg@db/bazaar".into(),
+            database_urls: MODULES
+                .iter()
+                .map(|&m| (m, module_database_url(ADMIN_URL, m, "pw").unwrap()))
+                .collect(),
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_prefix: "bazaar".into(),
             jwt_secret: "j".repeat(32),
@@ -375,7 +436,11 @@ mod tests {
         let vars = env_map(&env);
         assert_eq!(vars["BAZAAR_HTTP_ADDR"], "127.0.0.1:8082");
         assert_eq!(vars["BAZAAR_DATA_DIR"], "/tmp/bz/catalog");
-        assert_eq!(vars["BAZAAR_DATABASE_URL"], "postgres://pg@db/bazaar");
+        assert_eq!(
+            vars["BAZAAR_DATABASE_URL"],
+            "postgres://bazaar_catalog:pw@db:5432/bazaar"
+        );
+        assert!(env.remove.contains(&"BAZAAR_DATABASE_ADMIN_URL".to_owned()));
         assert_eq!(vars["BAZAAR_NATS_URL"], "nats://127.0.0.1:4222");
         assert_eq!(vars["BAZAAR_NATS_PREFIX"], "bazaar");
         assert_eq!(vars["BAZAAR_JWT_SECRET"], "j".repeat(32));
@@ -466,5 +531,67 @@ mod tests {
             std::ffi::OsStr::new("BAZAAR_HTTP_ADDR"),
             Some(std::ffi::OsStr::new("127.0.0.1:8084"))
         )));
+    }
+
+    #[test]
+    fn each_module_connects_as_its_own_role_and_only_its_migration_step_administers() {
+        let plan = Plan::new("gateway", &MODULES, 2, addr("127.0.0.1:8080"), None).unwrap();
+        let shared = shared();
+        for who in &plan.modules {
+            let vars = env_map(&child_env(&plan, who, &shared));
+            assert_eq!(
+                vars["BAZAAR_DATABASE_URL"],
+                format!("postgres://bazaar_{}:pw@db:5432/bazaar", who.name),
+                "{}",
+                who.label
+            );
+            assert!(!vars.contains_key("BAZAAR_DATABASE_ADMIN_URL"));
+            let migrate = migrate_env(&plan, who, &shared, ADMIN_URL);
+            let migrate_vars = env_map(&migrate);
+            assert_eq!(migrate_vars["BAZAAR_DATABASE_ADMIN_URL"], ADMIN_URL);
+            assert_eq!(
+                migrate_vars["BAZAAR_DATABASE_URL"],
+                vars["BAZAAR_DATABASE_URL"]
+            );
+            assert_eq!(migrate_vars["BAZAAR_ONLY"], who.name);
+            assert!(!migrate.remove.contains(&"BAZAAR_ONLY".to_owned()));
+            assert!(
+                !migrate
+                    .remove
+                    .contains(&"BAZAAR_DATABASE_ADMIN_URL".to_owned())
+            );
+        }
+        // The gateway keeps no store: no database URL at all, not even the user's.
+        let gateway = child_env(&plan, &plan.gateway, &shared);
+        assert!(!env_map(&gateway).contains_key("BAZAAR_DATABASE_URL"));
+        assert!(gateway.remove.contains(&"BAZAAR_DATABASE_URL".to_owned()));
+        assert!(
+            gateway
+                .remove
+                .contains(&"BAZAAR_DATABASE_ADMIN_URL".to_owned())
+        );
+        let command = migrate_command(
+            Path::new("/bin/bazaar"),
+            &["--config".into(), "b.toml".into()],
+            &migrate_env(&plan, &plan.modules[0], &shared, ADMIN_URL),
+        );
+        let args: Vec<_> = command.as_std().get_args().collect();
+        assert_eq!(args, ["--config", "b.toml", "migrate"]);
+    }
+
+    #[test]
+    fn a_module_url_is_the_given_one_with_the_modules_role_and_password() {
+        assert_eq!(
+            module_database_url("postgres://postgres@127.0.0.1:5432/test", "orders", "p-w_1")
+                .unwrap(),
+            "postgres://bazaar_orders:p-w_1@127.0.0.1:5432/test"
+        );
+        assert_eq!(
+            module_database_url("postgresql://a:b@db/x?sslmode=disable", "cart", "c").unwrap(),
+            "postgresql://bazaar_cart:c@db/x?sslmode=disable"
+        );
+        let err = module_database_url("postgres:nohost", "cart", "c").unwrap_err();
+        assert!(err.to_string().contains("no host"), "{err}");
+        assert!(module_database_url("not a url", "cart", "c").is_err());
     }
 }

@@ -111,6 +111,7 @@ fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
     let service = IdentityService::new(
         Arc::new(crate::store::SqlUsers::new(pool.clone())),
         Arc::new(crate::store::SqlSessions::new(pool.clone())),
+        pool.clone(),
         context.tokens().clone(),
         context.outbox(),
         &keys.service(),

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString};
@@ -17,7 +17,7 @@ use crate::error::IdentityError;
 use crate::hashing::Hasher;
 use crate::settings::Settings;
 use crate::store::{InsertError, RefreshRecord, Rotation, Sessions, UserRecord, Users};
-use crate::throttle::LoginThrottle;
+use crate::throttle::{LoginThrottle, Verdict};
 
 /// A signed-in session: the short-lived access token, the refresh token that renews
 /// it, and who it is for.
@@ -104,6 +104,7 @@ impl IdentityService {
     pub fn new(
         users: Arc<dyn Users>,
         sessions: Arc<dyn Sessions>,
+        throttle_store: sqlx::AnyPool,
         tokens: Tokens,
         outbox: chassis::outbox::Outbox,
         settings: &Settings,
@@ -113,7 +114,7 @@ impl IdentityService {
             tokens,
             outbox,
             hasher: Hasher::new(settings),
-            throttle: LoginThrottle::new(settings.throttle),
+            throttle: LoginThrottle::new(settings.throttle, throttle_store),
             sessions,
             refresh_ttl: settings.refresh_ttl,
         }
@@ -132,7 +133,9 @@ impl IdentityService {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        service.throttle.sweep(Instant::now());
+                        if let Err(e) = service.throttle.sweep(chassis::time::now_micros()).await {
+                            tracing::warn!(error = %e, "sweeping the login throttle failed");
+                        }
                         if round % PURGE_EVERY_ROUNDS == 0 {
                             let now = chassis::time::now_micros();
                             if let Err(e) = service.sessions.purge_expired(now).await {
@@ -260,17 +263,14 @@ impl IdentityService {
             .by_id(&principal.user_id)
             .await?
             .ok_or(IdentityError::UnknownUser)?;
-        self.throttle
-            .check(Some(&user.email), client, Instant::now())
-            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        self.throttle_check(Some(&user.email), client).await?;
         let ok = current.chars().count() <= crate::domain::PASSWORD_MAX
             && self
                 .hasher
                 .verify(current.to_owned(), user.password_hash.clone())
                 .await?;
         if !ok {
-            self.throttle
-                .failed(Some(&user.email), client, Instant::now());
+            self.note_failure(Some(&user.email), client).await;
             return Err(IdentityError::WrongPassword);
         }
         let hash = self.hasher.hash(new).await?;
@@ -346,8 +346,46 @@ impl IdentityService {
         let user = self.create(email, password, name, Role::Customer).await?;
         tracing::info!(user_id = %user.id, "user registered");
         // Whoever created the account is a known client of it.
-        self.throttle.succeeded(&user.email, client, Instant::now());
+        self.note_success(&user.email, client).await;
         self.session(&user).await
+    }
+
+    /// Records a successful sign-in (or registration) with the throttle. Best effort:
+    /// the account is already created or the password checked, so a store failure here
+    /// must not turn that into an error (the client would retry a registration that
+    /// was done); it is logged, and the account's old failures stay until forgotten.
+    async fn note_success(&self, account: &str, client: Option<IpAddr>) {
+        let now = chassis::time::now_micros();
+        if let Err(e) = self.throttle.succeeded(account, client, now).await {
+            tracing::warn!(error = %e, "recording a successful sign-in with the login throttle failed");
+        }
+    }
+
+    /// Records a failed password check with the throttle. Best effort: the answer is
+    /// still the wrong-password one; a store failure is logged (the guess is then not
+    /// counted, as it would not be while the store is down anyway).
+    async fn note_failure(&self, account: Option<&str>, client: Option<IpAddr>) {
+        let now = chassis::time::now_micros();
+        if let Err(e) = self.throttle.failed(account, client, now).await {
+            tracing::warn!(error = %e, "recording a failed sign-in with the login throttle failed");
+        }
+    }
+
+    /// `Throttled` when a sign-in to `account` from `client` must wait (see
+    /// `throttle`).
+    async fn throttle_check(
+        &self,
+        account: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<(), IdentityError> {
+        match self
+            .throttle
+            .check(account, client, chassis::time::now_micros())
+            .await?
+        {
+            Verdict::Go => Ok(()),
+            Verdict::Wait(retry_after_secs) => Err(IdentityError::Throttled { retry_after_secs }),
+        }
     }
 
     /// Signs in, under the failed-login throttle (see `throttle`): a throttled
@@ -363,9 +401,7 @@ impl IdentityService {
         // which half was wrong. It is still counted against the client.
         let email = Email::parse(email).ok();
         let account = email.as_ref().map(Email::as_str);
-        self.throttle
-            .check(account, client, Instant::now())
-            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        self.throttle_check(account, client).await?;
         // A password no account can have is refused before it costs a hash.
         let too_long = password.chars().count() > crate::domain::PASSWORD_MAX;
         let found = match &email {
@@ -378,11 +414,11 @@ impl IdentityService {
         let ok = !too_long && self.hasher.verify(password.to_owned(), hash).await?;
         match found {
             Some(user) if ok => {
-                self.throttle.succeeded(&user.email, client, Instant::now());
+                self.note_success(&user.email, client).await;
                 self.session(&user).await
             }
             _ => {
-                self.throttle.failed(account, client, Instant::now());
+                self.note_failure(account, client).await;
                 tracing::info!(?client, "failed sign-in");
                 Err(IdentityError::InvalidCredentials)
             }

@@ -199,4 +199,10 @@ impl Handler for NotificationEvents {
             )))
         }
     }
+
+    /// One transaction per event: a send (SMTP: up to its timeout) must not hold the
+    /// notifications database's write lock for a whole batch.
+    fn batchable(&self) -> bool {
+        false
+    }
 }

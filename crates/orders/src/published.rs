@@ -27,6 +27,23 @@ fn lines(lines: &[Line]) -> Vec<OrderLine> {
         .collect()
 }
 
+/// Whether other modules hear about `event`: the one list [`publishes`] and
+/// [`published`] both go by, so a wake-up of the relay is never missed.
+fn is_published(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::OrderPlaced { .. }
+            | Event::OrderConfirmed
+            | Event::OrderFailed { .. }
+            | Event::OrderCancelled { .. }
+    )
+}
+
+/// Whether `events` include one that other modules hear about (see [`published`]).
+pub fn publishes(events: &[Event]) -> bool {
+    events.iter().any(is_published)
+}
+
 /// The contract events for `events`, just applied to give `after`. The saga's own
 /// steps (reserved, charged, ...) stay inside the module.
 pub fn published(after: &Order, events: &[Event]) -> Vec<Published> {
@@ -35,6 +52,7 @@ pub fn published(after: &Order, events: &[Event]) -> Vec<Published> {
     };
     events
         .iter()
+        .filter(|event| is_published(event))
         .filter_map(|event| {
             Some(match event {
                 Event::OrderPlaced { .. } => Published::Placed(OrderPlaced {

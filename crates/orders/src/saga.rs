@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::domain::{Command, Event, Order, Step, decide, next_step, reason};
+use crate::published::publishes;
 use crate::store::{AppendError, SqlOrders};
 
 /// Test-only crash points (configuration, off by default; nothing a request can
@@ -185,6 +186,17 @@ impl Saga {
         self: &Arc<Self>,
         order_id: &str,
     ) -> Option<tokio::task::JoinHandle<Option<Order>>> {
+        self.spawn_from(order_id, None)
+    }
+
+    /// [`spawn`](Self::spawn), starting from `known`, the order as the caller's own
+    /// append just left it (the placement), instead of reading it back; a concurrent
+    /// append makes the saga's first append a conflict, which reloads.
+    pub fn spawn_from(
+        self: &Arc<Self>,
+        order_id: &str,
+        known: Option<Order>,
+    ) -> Option<tokio::task::JoinHandle<Option<Order>>> {
         if self.shutdown.is_cancelled() || !self.lock_running().insert(order_id.to_owned()) {
             return None;
         }
@@ -198,7 +210,7 @@ impl Saga {
                     () = saga.shutdown.cancelled() => None,
                 };
                 let result = match permit {
-                    Some(_permit) => saga.drive(&id).await,
+                    Some(_permit) => saga.drive(&id, known).await,
                     None => Ok(None),
                 };
                 saga.lock_running().remove(&id);
@@ -238,8 +250,12 @@ impl Saga {
 
     /// Runs the order's saga until nothing is left to do (or shutdown), holding its
     /// lease; `None` when another replica holds it (that one drives the order).
-    async fn drive(&self, order_id: &str) -> Result<Option<Order>, AppendError> {
-        let result = self.drive_leased(order_id).await;
+    async fn drive(
+        &self,
+        order_id: &str,
+        known: Option<Order>,
+    ) -> Result<Option<Order>, AppendError> {
+        let result = self.drive_leased(order_id, known).await;
         if let Some(holder) = &self.holder {
             if let Err(e) = self.store.release_saga(order_id, holder).await {
                 // It lapses on its own.
@@ -259,12 +275,17 @@ impl Saga {
         Ok(self.store.claim_saga(order_id, holder, now, until).await?)
     }
 
-    async fn drive_leased(&self, order_id: &str) -> Result<Option<Order>, AppendError> {
+    async fn drive_leased(
+        &self,
+        order_id: &str,
+        mut known: Option<Order>,
+    ) -> Result<Option<Order>, AppendError> {
         let mut retries: u32 = 0;
-        // The state our own last append produced: the next step starts from it instead
-        // of reading the events back. Anything else that appended meanwhile (a cancel,
-        // another driver) makes our next append a conflict, which reloads.
-        let mut known: Option<Order> = None;
+        // `known`: the state our own last append produced (or the placement's): the
+        // next step starts from it instead of reading the events back. Anything else
+        // that appended meanwhile (a cancel, another driver) makes our next append a
+        // conflict, which reloads.
+        let mut first = true;
         loop {
             // Renewed before every step: a step (with its retries) is far shorter
             // than the lease.
@@ -315,7 +336,13 @@ impl Saga {
                         );
                         std::process::abort();
                     }
-                    self.outbox.wake();
+                    // The relay only when there is something for it: the steps'
+                    // own records write no outbox rows. The first record also sends
+                    // the `OrderPlaced` the placement wrote.
+                    if first || publishes(&events) {
+                        self.outbox.wake();
+                    }
+                    first = false;
                     record_metrics(&after, &events);
                     known = Some(after);
                 }

@@ -271,16 +271,16 @@ impl OrdersService {
         )
         .map_err(|e| OrdersError::Invalid(vec![FieldError::new("items", e.to_string())]))?;
         let key_claim = key.map(|k| (user_id, k));
-        let order_id = match self.store.append(&order, &events, key_claim).await {
+        let (order_id, placed) = match self.store.append(&order, &events, key_claim).await {
             Ok(after) => {
                 tracing::info!(order_id = %after.id, "order placed");
                 metrics::counter!("orders_placed_total").increment(1);
-                after.id
+                (after.id.clone(), Some(after))
             }
-            Err(AppendError::KeyTaken(existing)) => existing,
+            Err(AppendError::KeyTaken(existing)) => (existing, None),
             Err(e) => return Err(e.into()),
         };
-        if let Some(handle) = self.saga.spawn(&order_id) {
+        if let Some(handle) = self.saga.spawn_from(&order_id, placed) {
             // Wait briefly for a terminal state; the saga goes on regardless.
             let _ = tokio::time::timeout(self.wait, handle).await;
         }

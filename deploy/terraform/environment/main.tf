@@ -16,8 +16,14 @@ data "aws_vpc" "this" {
 
 locals {
   port       = 8080
-  secrets    = ["database-url", "jwt-secret", "service-secret", "metrics-token"]
   account_id = data.aws_caller_identity.current.account_id
+  # One execution role per component and per module's migration task
+  # (`<module>-migrate`), each reading its own secrets only (components.tf).
+  execution_secrets = merge(
+    local.component_secrets,
+    { for name, secrets in local.migration_secrets : "${name}-migrate" => secrets },
+  )
+  secrets = distinct(flatten(values(local.execution_secrets)))
 }
 
 resource "aws_kms_key" "this" {
@@ -276,7 +282,9 @@ resource "aws_secretsmanager_secret" "this" {
 # --- roles ------------------------------------------------------------------------------
 
 resource "aws_iam_role" "execution" {
-  name = "bazaar-task-execution"
+  for_each = local.execution_secrets
+
+  name = "bazaar-${each.key}-execution"
 
   assume_role_policy = jsonencode({
     Version = "2012-10-17"
@@ -289,13 +297,19 @@ resource "aws_iam_role" "execution" {
 }
 
 resource "aws_iam_role_policy_attachment" "execution" {
-  role       = aws_iam_role.execution.name
+  for_each = aws_iam_role.execution
+
+  role       = each.value.name
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
+# Each execution role reads its own component's secrets and nothing else: a module's
+# database URL only its tasks, the administrator's only the migration tasks.
 resource "aws_iam_role_policy" "execution_secrets" {
-  name = "bazaar-secrets"
-  role = aws_iam_role.execution.id
+  for_each = local.execution_secrets
+
+  name = "bazaar-${each.key}-secrets"
+  role = aws_iam_role.execution[each.key].id
 
   policy = jsonencode({
     Version = "2012-10-17"
@@ -303,7 +317,7 @@ resource "aws_iam_role_policy" "execution_secrets" {
       {
         Effect   = "Allow"
         Action   = ["secretsmanager:GetSecretValue"]
-        Resource = [for secret in aws_secretsmanager_secret.this : secret.arn]
+        Resource = [for secret in each.value : aws_secretsmanager_secret.this[secret].arn]
       },
       {
         Effect   = "Allow"

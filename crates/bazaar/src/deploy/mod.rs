@@ -73,6 +73,12 @@ impl Component {
         self.name == GATEWAY
     }
 
+    /// The name of the secret (Kubernetes: the key) holding this module's own
+    /// database URL, as its role; the administrator's is `database-url`.
+    pub(crate) fn database_url_secret(&self) -> String {
+        format!("database-url-{}", self.name)
+    }
+
     /// `BAZAAR_PEER_<MODULE>` and the URL of each module it calls.
     pub(crate) fn peers(&self) -> Vec<(String, String)> {
         self.calls

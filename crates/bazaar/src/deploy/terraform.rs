@@ -177,7 +177,7 @@ module \"service\" {{
         ),
         (
             "execution_role_arn",
-            "local.environment.execution_role_arn".to_owned(),
+            format!("local.environment.execution_role_arns[{}]", quoted(name)),
         ),
         (
             "task_role_arn",
@@ -222,6 +222,8 @@ module \"service\" {{
     ];
     if !gateway {
         environment.push(("BAZAAR_NATS_URL", "local.environment.nats_url".to_owned()));
+        // The NATS this expects is a 3-node cluster: every stream on all three.
+        environment.push(("BAZAAR_NATS_STREAM_REPLICAS", quoted("3")));
     }
     let peers: Vec<(String, String)> = component
         .calls
@@ -240,32 +242,81 @@ module \"service\" {{
     out.push_str(&attributes(4, &environment));
     out.push_str("  }\n");
 
-    let mut secrets = Vec::new();
-    if !gateway {
-        secrets.push(("BAZAAR_DATABASE_URL", "database-url"));
-    }
-    if holds_jwt_secret(name) {
-        secrets.push(("BAZAAR_JWT_SECRET", "jwt-secret"));
-    }
-    secrets.push(("BAZAAR_SERVICE_SECRET", "service-secret"));
-    secrets.push(("BAZAAR_METRICS_TOKEN", "metrics-token"));
-    let secrets: Vec<(&str, String)> = secrets
-        .into_iter()
-        .map(|(var, key)| {
-            (
-                var,
-                format!("local.environment.secret_arns[{}]", quoted(key)),
-            )
-        })
-        .collect();
     out.push_str("\n  secrets = {\n");
-    out.push_str(&attributes(4, &secrets));
-    out.push_str("  }\n}\n");
+    out.push_str(&attributes(4, &secret_arns(&secrets(component))));
+    out.push_str("  }\n");
+    if !gateway {
+        let _ = write!(
+            out,
+            "
+  # The one-off migration task: the module's settings plus the administrator's URL.
+  migration_execution_role_arn = local.environment.execution_role_arns[{}]
+  migration_secrets = {{
+",
+            quoted(&format!("{name}-migrate"))
+        );
+        out.push_str(&attributes(4, &secret_arns(&migration_secrets(component))));
+        out.push_str("  }\n");
+    }
+    out.push_str("}\n");
     out
 }
 
+/// The administrator's database URL (a role that may create roles): the migration
+/// tasks' alone.
+const ADMIN_URL_SECRET: &str = "database-admin-url";
+
+/// The secrets a component's tasks read, as (variable, secret name): a module's own
+/// database URL (its own role, ADR 0008), never another's nor the administrator's.
+fn secrets(component: &Component) -> Vec<(&'static str, String)> {
+    let mut secrets = Vec::new();
+    if !component.is_gateway() {
+        secrets.push(("BAZAAR_DATABASE_URL", component.database_url_secret()));
+    }
+    if holds_jwt_secret(component.name) {
+        secrets.push(("BAZAAR_JWT_SECRET", "jwt-secret".to_owned()));
+    }
+    secrets.push(("BAZAAR_SERVICE_SECRET", "service-secret".to_owned()));
+    secrets.push(("BAZAAR_METRICS_TOKEN", "metrics-token".to_owned()));
+    secrets
+}
+
+/// A module's migration task's: its tasks' and the administrator's URL.
+fn migration_secrets(component: &Component) -> Vec<(&'static str, String)> {
+    let mut secrets = secrets(component);
+    secrets.push(("BAZAAR_DATABASE_ADMIN_URL", ADMIN_URL_SECRET.to_owned()));
+    secrets
+}
+
+fn secret_arns(secrets: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    secrets
+        .iter()
+        .map(|(var, key)| {
+            (
+                *var,
+                format!("local.environment.secret_arns[{}]", quoted(key)),
+            )
+        })
+        .collect()
+}
+
+/// `name = ["a", "b"]` lines: the secret names each component's role may read.
+fn secret_lists<'a>(
+    components: impl Iterator<Item = &'a Component>,
+    secrets: fn(&Component) -> Vec<(&'static str, String)>,
+) -> String {
+    let lists: Vec<(&str, String)> = components
+        .map(|c| {
+            let names: Vec<String> = secrets(c).iter().map(|(_, key)| quoted(key)).collect();
+            (c.name, format!("[{}]", names.join(", ")))
+        })
+        .collect();
+    attributes(4, &lists)
+}
+
 /// The environment's list of components: one security group each, so any root can
-/// name its callers' groups before those roots are applied.
+/// name its callers' groups before those roots are applied; and the secrets each
+/// component's execution role, and each module's migration task's, may read.
 fn environment_components(components: &[Component]) -> String {
     let names: Vec<String> = components.iter().map(|c| quoted(c.name)).collect();
     let mut out = header("#", "terraform.rs");
@@ -276,9 +327,60 @@ fn environment_components(components: &[Component]) -> String {
 # root of its own under services/.
 locals {{
   components = [{}]
+
+  # The Secrets Manager secrets (bazaar/<name>) each component's tasks read: its
+  # execution role may read these and no other. A module reads its own database URL
+  # (its own PostgreSQL role, ADR 0008).
+  component_secrets = {{
+{}  }}
+
+  # Each module's one-off migration task: the module's secrets plus the
+  # administrator's database URL, which nothing else may read.
+  migration_secrets = {{
+{}  }}
 }}
 ",
-        names.join(", ")
+        names.join(", "),
+        secret_lists(components.iter(), secrets),
+        secret_lists(
+            components.iter().filter(|c| !c.is_gateway()),
+            migration_secrets
+        ),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_modules_migration_task_reads_the_administrators_url() {
+        for component in components(&crate::registry()) {
+            let own = secrets(&component);
+            assert!(own.iter().all(|(_, key)| key != ADMIN_URL_SECRET));
+            let urls: Vec<&str> = own
+                .iter()
+                .filter(|(var, _)| *var == "BAZAAR_DATABASE_URL")
+                .map(|(_, key)| key.as_str())
+                .collect();
+            if component.is_gateway() {
+                assert!(urls.is_empty());
+                continue;
+            }
+            assert_eq!(urls, [format!("database-url-{}", component.name)]);
+            let migration = migration_secrets(&component);
+            assert!(
+                migration.iter().any(
+                    |(var, key)| *var == "BAZAAR_DATABASE_ADMIN_URL" && key == ADMIN_URL_SECRET
+                )
+            );
+            let root = service_root(&component);
+            assert!(root.contains(&format!("execution_role_arns[\"{}\"]", component.name)));
+            assert!(root.contains(&format!(
+                "execution_role_arns[\"{}-migrate\"]",
+                component.name
+            )));
+        }
+    }
 }

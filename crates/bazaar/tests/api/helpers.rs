@@ -85,20 +85,6 @@ pub fn replicas() -> usize {
     })
 }
 
-/// True (and says so) when `test` checks state each process keeps in memory (`what`),
-/// which several replicas each keep on their own (docs/operations.md#replicas): such
-/// a test is skipped with `BAZAAR_TEST_REPLICAS` above 1.
-pub fn skipped_for_replicas(test: &str, what: &str) -> bool {
-    let skip = split_topology() && replicas() > 1;
-    if skip {
-        eprintln!(
-            "{test}: skipped with {} replicas: {what} is per replica",
-            replicas()
-        );
-    }
-    skip
-}
-
 /// The NATS of split-topology tests: the test binary's 3-node JetStream cluster (R3
 /// streams) when `BAZAAR_TEST_NATS_SERVER` names a nats-server, as in CI; else the
 /// server `BAZAAR_TEST_NATS_URL` names (plain local runs against 127.0.0.1:4222).

@@ -673,12 +673,6 @@ async fn fail_until_backoff(
 
 #[tokio::test]
 async fn five_wrong_passwords_are_free_then_the_next_attempt_gets_429() {
-    if crate::helpers::skipped_for_replicas(
-        "five_wrong_passwords_are_free_then_the_next_attempt_gets_429",
-        "login throttling",
-    ) {
-        return;
-    }
     let app = spawn_app().await;
     app.register("victim@example.com").await;
     let attacker = client_from([127, 0, 0, 2]);
@@ -695,12 +689,6 @@ async fn five_wrong_passwords_are_free_then_the_next_attempt_gets_429() {
 
 #[tokio::test]
 async fn an_attacked_account_waits_for_strangers_but_not_for_its_owners_known_client() {
-    if crate::helpers::skipped_for_replicas(
-        "an_attacked_account_waits_for_strangers_but_not_for_its_owners_known_client",
-        "login throttling",
-    ) {
-        return;
-    }
     let app = crate::helpers::spawn_app_with(|c| {
         c.set("login_free_attempts", 1);
     })
@@ -738,9 +726,6 @@ async fn an_attacked_account_waits_for_strangers_but_not_for_its_owners_known_cl
 
 #[tokio::test]
 async fn the_login_backoff_is_capped() {
-    if crate::helpers::skipped_for_replicas("the_login_backoff_is_capped", "login throttling") {
-        return;
-    }
     let app = crate::helpers::spawn_app_with(|c| {
         c.set("login_free_attempts", 1);
         c.set("login_backoff_max_secs", 1);

@@ -34,7 +34,7 @@ module "service" {
   security_group_id                = local.environment.security_group_ids["cart"]
   service_discovery_namespace_id   = local.environment.service_discovery_namespace_id
   service_discovery_namespace_name = local.environment.service_discovery_namespace_name
-  execution_role_arn               = local.environment.execution_role_arn
+  execution_role_arn               = local.environment.execution_role_arns["cart"]
   task_role_arn                    = local.environment.task_role_arn
   kms_key_arn                      = local.environment.kms_key_arn
 
@@ -45,16 +45,26 @@ module "service" {
   }
 
   environment = {
-    BAZAAR_HTTP_ADDR    = "0.0.0.0:8080"
-    BAZAAR_DATA_DIR     = "/data"
-    BAZAAR_LOG_FORMAT   = "json"
-    BAZAAR_NATS_URL     = local.environment.nats_url
-    BAZAAR_PEER_CATALOG = "http://catalog.${local.environment.service_discovery_namespace_name}:8080"
+    BAZAAR_HTTP_ADDR            = "0.0.0.0:8080"
+    BAZAAR_DATA_DIR             = "/data"
+    BAZAAR_LOG_FORMAT           = "json"
+    BAZAAR_NATS_URL             = local.environment.nats_url
+    BAZAAR_NATS_STREAM_REPLICAS = "3"
+    BAZAAR_PEER_CATALOG         = "http://catalog.${local.environment.service_discovery_namespace_name}:8080"
   }
 
   secrets = {
-    BAZAAR_DATABASE_URL   = local.environment.secret_arns["database-url"]
+    BAZAAR_DATABASE_URL   = local.environment.secret_arns["database-url-cart"]
     BAZAAR_SERVICE_SECRET = local.environment.secret_arns["service-secret"]
     BAZAAR_METRICS_TOKEN  = local.environment.secret_arns["metrics-token"]
+  }
+
+  # The one-off migration task: the module's settings plus the administrator's URL.
+  migration_execution_role_arn = local.environment.execution_role_arns["cart-migrate"]
+  migration_secrets = {
+    BAZAAR_DATABASE_URL       = local.environment.secret_arns["database-url-cart"]
+    BAZAAR_SERVICE_SECRET     = local.environment.secret_arns["service-secret"]
+    BAZAAR_METRICS_TOKEN      = local.environment.secret_arns["metrics-token"]
+    BAZAAR_DATABASE_ADMIN_URL = local.environment.secret_arns["database-admin-url"]
   }
 }

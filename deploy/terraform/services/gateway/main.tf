@@ -34,7 +34,7 @@ module "service" {
   security_group_id                = local.environment.security_group_ids["gateway"]
   service_discovery_namespace_id   = local.environment.service_discovery_namespace_id
   service_discovery_namespace_name = local.environment.service_discovery_namespace_name
-  execution_role_arn               = local.environment.execution_role_arn
+  execution_role_arn               = local.environment.execution_role_arns["gateway"]
   task_role_arn                    = local.environment.task_role_arn
   kms_key_arn                      = local.environment.kms_key_arn
   target_group_arn                 = local.environment.gateway_target_group_arn

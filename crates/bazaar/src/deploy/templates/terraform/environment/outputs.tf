@@ -33,9 +33,9 @@ output "service_discovery_namespace_name" {
   value       = aws_service_discovery_private_dns_namespace.this.name
 }
 
-output "execution_role_arn" {
-  description = "The tasks' execution role."
-  value       = aws_iam_role.execution.arn
+output "execution_role_arns" {
+  description = "The execution role of each component's tasks, and of each module's migration task (<module>-migrate), by name."
+  value       = { for name, role in aws_iam_role.execution : name => role.arn }
 }
 
 output "task_role_arn" {
@@ -64,6 +64,6 @@ output "load_balancer_dns_name" {
 }
 
 output "database_address" {
-  description = "RDS PostgreSQL's address, for the database-url secret."
+  description = "RDS PostgreSQL's address, for the database URL secrets."
   value       = aws_db_instance.this.address
 }

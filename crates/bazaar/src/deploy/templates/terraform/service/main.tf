@@ -1,6 +1,8 @@
 # One bazaar component on ECS Fargate: its task definition, service, autoscaling on CPU,
 # log group, Cloud Map name, and the ingress rules of its security group (only from
-# its callers' security groups, on the HTTP port).
+# its callers' security groups, on the HTTP port). A module also gets a one-off
+# migration task definition (`bazaar migrate`), run before its service: it alone holds
+# the administrator's database URL (ADR 0008).
 
 locals {
   port = 8080
@@ -86,6 +88,56 @@ resource "aws_ecs_task_definition" "this" {
           awslogs-group         = aws_cloudwatch_log_group.this.name
           awslogs-region        = data.aws_region.current.name
           awslogs-stream-prefix = var.name
+        }
+      }
+    }
+  ])
+
+  volume {
+    name = "data"
+  }
+}
+
+# The module's migration step, run as a one-off task (deploy/terraform/README.md):
+# as the administrator (BAZAAR_DATABASE_ADMIN_URL) it creates or updates the module's
+# own PostgreSQL role and hands it the module's schema, then migrates it as that role.
+# Its execution role alone may read the administrator's secret; the service's tasks
+# never hold it.
+resource "aws_ecs_task_definition" "migrate" {
+  #checkov:skip=CKV_AWS_249:the roles are two roles of the environment root (aws_iam_role.execution and aws_iam_role.task), read from its state, which checkov cannot resolve
+  count = length(var.migration_secrets) > 0 ? 1 : 0
+
+  family                   = "bazaar-${var.name}-migrate"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = 256
+  memory                   = 512
+  execution_role_arn       = var.migration_execution_role_arn
+  task_role_arn            = var.task_role_arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = "X86_64"
+  }
+
+  container_definitions = jsonencode([
+    {
+      name                   = "migrate"
+      image                  = var.image
+      command                = ["migrate"]
+      essential              = true
+      readonlyRootFilesystem = true
+      user                   = "65532:65532"
+      environment            = [for key, value in merge(var.environment, { BAZAAR_ONLY = var.name }) : { name = key, value = value }]
+      secrets                = [for key, arn in var.migration_secrets : { name = key, valueFrom = arn }]
+      mountPoints            = [{ sourceVolume = "data", containerPath = "/data", readOnly = false }]
+      linuxParameters        = { capabilities = { drop = ["ALL"] } }
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = aws_cloudwatch_log_group.this.name
+          awslogs-region        = data.aws_region.current.name
+          awslogs-stream-prefix = "${var.name}-migrate"
         }
       }
     }

@@ -23,6 +23,18 @@ variable "secrets" {
   type        = map(string)
 }
 
+variable "migration_secrets" {
+  description = "A module's migration task (bazaar migrate): BAZAAR_* variable name to the ARN of its secret, the administrator's database URL among them. Empty (the gateway): no migration task."
+  type        = map(string)
+  default     = {}
+}
+
+variable "migration_execution_role_arn" {
+  description = "The migration task's execution role (the only one that may read the administrator's database URL); null without migration_secrets."
+  type        = string
+  default     = null
+}
+
 variable "cluster_arn" {
   description = "The ECS cluster (the environment root's output)."
   type        = string
@@ -54,7 +66,7 @@ variable "service_discovery_namespace_name" {
 }
 
 variable "execution_role_arn" {
-  description = "The task execution role (pulls the image, reads the secrets, writes the logs)."
+  description = "This component's task execution role (pulls the image, reads this component's secrets and no other's, writes the logs)."
   type        = string
 }
 
