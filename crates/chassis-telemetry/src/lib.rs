@@ -9,6 +9,7 @@
 mod logs;
 pub mod metrics;
 pub mod propagation;
+pub mod sampling;
 pub mod subscriber;
 pub mod traces;
 
