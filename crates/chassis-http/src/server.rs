@@ -188,10 +188,11 @@ where
             red.finish(service, &response, &span);
             let status = response.status();
             let elapsed = started.elapsed();
-            // Recorded last: it tells the sampler the request is over, and whether a
-            // request the head sampler passed over is kept anyway (ADR 0018).
-            let keep = chassis_telemetry::sampling::keep(status.as_u16(), elapsed);
-            span.record(chassis_telemetry::sampling::PRIORITY, i64::from(keep));
+            // A request the head sampler passed over is kept anyway when it failed or
+            // was slow (ADR 0018); the status `red` recorded tells the sampler it ended.
+            if chassis_telemetry::sampling::keep(status.as_u16(), elapsed) {
+                span.record(chassis_telemetry::sampling::PRIORITY, 1);
+            }
             let latency = format_args!("{} μs", elapsed.as_micros());
             tracing::debug!(%latency, status = status.as_u16(), "finished processing request");
             if status.is_server_error() {

@@ -6,7 +6,8 @@
 //! The tail costs nothing for a request the head sampler drops and that makes one span
 //! (a product read): `tracing-opentelemetry` holds a span as a builder until it closes
 //! (or until a child or a log line needs its context), so the sampler runs at the end,
-//! sees the [`PRIORITY`] the server layer recorded, and a dropped span is never built.
+//! sees the status (and the [`PRIORITY`] mark) the server layer recorded, and a
+//! dropped span is never built.
 //! A request whose span had to start earlier (it has child spans) is recorded without
 //! being sampled ([`SamplingDecision::RecordOnly`]); [`Tail`] holds those spans until
 //! their local root ends and passes them on, marked sampled, only if the root is kept.
@@ -26,10 +27,13 @@ use opentelemetry_sdk::trace::{
     Sampler, SamplingDecision, SamplingResult, ShouldSample, Span, SpanData, SpanProcessor,
 };
 
-/// The attribute a server span gets when its request ends: `1` when it must be kept
-/// whatever the head sampler said (a 5xx, or slower than [`slow_threshold`]), `0`
-/// otherwise. Its presence also tells the sampler the request is over.
+/// The attribute a server span gets when its request ends and must be kept whatever
+/// the head sampler said (a 5xx, or slower than [`slow_threshold`]): `1`.
 pub const PRIORITY: &str = "sampling.priority";
+
+/// The attribute the server layer records on a server span when the response is
+/// known: with it, the sampler knows the request is over.
+pub const STATUS_CODE: &str = "http.response.status_code";
 
 /// Requests at least this slow are kept, unless `BAZAAR_TRACES_KEEP_SLOWER_THAN_MS`
 /// says otherwise.
@@ -163,15 +167,17 @@ impl ShouldSample for Policy {
         if head.decision == SamplingDecision::RecordAndSample {
             return head;
         }
+        let ended =
+            *kind == SpanKind::Server && attributes.iter().any(|kv| kv.key.as_str() == STATUS_CODE);
         let decision = match priority(attributes) {
             // A request that ended and must be kept.
             Some(p) if p > 0 => SamplingDecision::RecordAndSample,
             // A request that ended normally: dropped without being built.
-            Some(_) => return head,
+            _ if ended => return head,
             // Still running (its context was needed early) or not a request: recorded,
             // and its local root's end decides ([`Tail`]); a child of a span that is
             // not even recorded follows it.
-            None => {
+            _ => {
                 let dropped_local_parent = parent.is_some_and(|cx| {
                     cx.has_active_span() && {
                         let span = cx.span();
@@ -325,30 +331,39 @@ mod tests {
         buffer.summaries(100)
     }
 
-    /// A server span as the server layer makes it: marked when the request ends.
-    fn request(priority: i64, traceparent: Option<&str>) {
-        let span = tracing::info_span!(
+    fn server_span() -> tracing::Span {
+        tracing::info_span!(
             "request",
             otel.kind = "server",
+            { STATUS_CODE } = tracing::field::Empty,
             { PRIORITY } = tracing::field::Empty,
-        );
+        )
+    }
+
+    /// How the server layer ends a request: its status, and the mark if it must be
+    /// kept.
+    fn end(span: &tracing::Span, priority: i64) {
+        span.record(STATUS_CODE, if priority > 0 { 500 } else { 200 });
+        if priority > 0 {
+            span.record(PRIORITY, priority);
+        }
+    }
+
+    fn request(priority: i64, traceparent: Option<&str>) {
+        let span = server_span();
         if let Some(traceparent) = traceparent {
             crate::set_parent(&span, traceparent, None);
         }
-        span.record(PRIORITY, priority);
+        end(&span, priority);
     }
 
     /// A request whose span starts before it ends (a child needs its context).
     fn request_with_child(priority: i64) {
-        let span = tracing::info_span!(
-            "request",
-            otel.kind = "server",
-            { PRIORITY } = tracing::field::Empty,
-        );
+        let span = server_span();
         span.in_scope(|| {
             let _child = tracing::info_span!("child").entered();
         });
-        span.record(PRIORITY, priority);
+        end(&span, priority);
     }
 
     #[test]
