@@ -61,7 +61,6 @@ fn request_span(service: &'static str, req: &Request, request_id: &str) -> Span 
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
-        { chassis_telemetry::sampling::PRIORITY } = tracing::field::Empty,
         service,
         method = %req.method(),
         path,
@@ -99,8 +98,7 @@ pub fn with_common_layers(router: Router, settings: &HttpSettings) -> Router {
 /// 1. **Request id**: the client's `x-request-id`, or a generated one; echoed on the
 ///    response (problems included), and in the span so every log line carries it.
 /// 2. **The request span**: every log line of the request is inside it; a traced
-///    request's server span ([`request_span`]), named after the route once known,
-///    and marked at the end for the sampler (kept when it failed or was slow).
+///    request's server span ([`request_span`]), named after the route once known.
 /// 3. **RED metrics** ([`red::Red`]), outside the budget, so timed-out and refused
 ///    requests count.
 /// 4. **The request budget**: the configured timeout, shortened by a caller's
@@ -187,13 +185,7 @@ where
             };
             red.finish(service, &response, &span);
             let status = response.status();
-            let elapsed = started.elapsed();
-            // A request the head sampler passed over is kept anyway when it failed or
-            // was slow (ADR 0018); the status `red` recorded tells the sampler it ended.
-            if chassis_telemetry::sampling::keep(status.as_u16(), elapsed) {
-                span.record(chassis_telemetry::sampling::PRIORITY, 1);
-            }
-            let latency = format_args!("{} μs", elapsed.as_micros());
+            let latency = format_args!("{} μs", started.elapsed().as_micros());
             tracing::debug!(%latency, status = status.as_u16(), "finished processing request");
             if status.is_server_error() {
                 tracing::error!(
@@ -388,81 +380,5 @@ pub async fn serve(
             tracing::warn!(drain_secs = drain.as_secs(), "in-flight requests did not finish in time; closing");
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use axum::body::Body;
-    use axum::http::StatusCode;
-    use chassis_telemetry::sampling::Policy;
-    use chassis_telemetry::traces::TraceBuffer;
-    use tower::ServiceExt as _;
-
-    use super::*;
-
-    /// The server layer marks each request for the sampler: with a ratio of 0, a
-    /// request that answers 5xx is kept and one that answers 200 is not, unless its
-    /// caller's `traceparent` says sampled.
-    #[tokio::test]
-    async fn with_a_ratio_of_zero_only_failed_and_parent_sampled_requests_are_kept() {
-        let buffer = Arc::new(TraceBuffer::new(64));
-        let policy = Policy::parse(
-            Some("parentbased_traceidratio"),
-            Some("0"),
-            Duration::from_secs(3600),
-        );
-        let (subscriber, _provider) =
-            chassis_telemetry::subscriber::capturing(policy, Arc::clone(&buffer));
-        let _traced = tracing::subscriber::set_default(subscriber);
-        let app = with_common_layers(
-            Router::new()
-                .route("/fine", get(|| async { "fine" }))
-                .route(
-                    "/broken",
-                    get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
-                ),
-            &HttpSettings {
-                service: "test",
-                request_timeout: Duration::from_secs(30),
-            },
-        );
-        let parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-        let requests = [
-            ("/fine", None),
-            ("/broken", None),
-            (
-                "/fine",
-                Some(format!("00-{parent_trace}-00f067aa0ba902b7-01")),
-            ),
-            (
-                "/fine",
-                Some(format!("00-{parent_trace}-00f067aa0ba902b8-00")),
-            ),
-        ];
-        for (path, traceparent) in requests {
-            let mut request = Request::builder().uri(path);
-            if let Some(traceparent) = traceparent {
-                request = request.header(TRACEPARENT, traceparent);
-            }
-            let request = request.body(Body::empty()).unwrap();
-            app.clone().oneshot(request).await.unwrap();
-        }
-        let mut traces = buffer.summaries(10);
-        traces.sort_by_key(|t| t.start_unix_us);
-        let kept: Vec<(&str, bool)> = traces.iter().map(|t| (t.name.as_str(), t.error)).collect();
-        assert_eq!(
-            kept,
-            [("GET /broken", true), ("GET /fine", false)],
-            "{traces:?}"
-        );
-        assert_eq!(traces[1].trace_id, parent_trace);
-        let spans = buffer.trace(&traces[0].trace_id);
-        assert_eq!(
-            spans[0].attributes[chassis_telemetry::sampling::PRIORITY],
-            serde_json::json!(1)
-        );
     }
 }

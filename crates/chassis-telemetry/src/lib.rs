@@ -9,7 +9,6 @@
 mod logs;
 pub mod metrics;
 pub mod propagation;
-pub mod sampling;
 pub mod subscriber;
 pub mod traces;
 

@@ -5,9 +5,8 @@
 //! [`TraceBuffer`](crate::traces::TraceBuffer) (the admin traces API) and, when the
 //! standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, to an
 //! OTLP/HTTP collector in batches from the exporter's own thread. `OTEL_SERVICE_NAME`,
-//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]` apply as usual (plus the
-//! tail rules of [`sampling`](crate::sampling): failed and slow requests are kept),
-//! and `OTEL_SDK_DISABLED=true` turns tracing off.
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]` apply as usual, and
+//! `OTEL_SDK_DISABLED=true` turns tracing off.
 //!
 //! Logs are JSON lines (see `logs.rs`) or, for humans, pretty ones.
 
@@ -15,7 +14,7 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanProcessor};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::{Deserialize, Serialize};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -24,7 +23,6 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::logs::{JsonLines, RequestIdLayer};
-use crate::sampling::{Policy, Tail};
 use crate::traces::{BufferProcessor, TraceBuffer};
 
 /// Log output: JSON lines for machines (default) or pretty for humans.
@@ -49,7 +47,7 @@ fn otlp_requested() -> bool {
         && !exporter.split(',').any(|e| e.trim() == "none")
 }
 
-fn tracer_provider(service: &str, policy: Policy) -> SdkTracerProvider {
+fn tracer_provider(service: &str) -> SdkTracerProvider {
     let buffer = TraceBuffer::global();
     // `OTEL_SERVICE_NAME` (read by the resource builder) wins over our module name.
     let service = std::env::var("OTEL_SERVICE_NAME")
@@ -60,7 +58,9 @@ fn tracer_provider(service: &str, policy: Policy) -> SdkTracerProvider {
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service)
         .build();
-    let mut processors: Vec<Box<dyn SpanProcessor>> = vec![Box::new(BufferProcessor(buffer))];
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_span_processor(BufferProcessor(buffer));
     if otlp_requested() {
         if std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").is_ok_and(|p| p.trim() == "grpc") {
             eprintln!("OTLP: only http/protobuf is built in; exporting with it");
@@ -69,55 +69,12 @@ fn tracer_provider(service: &str, policy: Policy) -> SdkTracerProvider {
             .with_http()
             .build()
         {
-            Ok(exporter) => {
-                processors.push(Box::new(BatchSpanProcessor::builder(exporter).build()))
-            }
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
             // Telemetry must not stop the service; the buffer still works.
             Err(e) => eprintln!("OTLP span export is off: {e}"),
         }
     }
-    policy.install();
-    SdkTracerProvider::builder()
-        .with_resource(resource)
-        .with_sampler(policy.clone())
-        .with_span_processor(Tail::new(policy, processors))
-        .build()
-}
-
-/// The layer turning `tracing` spans into OpenTelemetry spans of `provider`.
-fn otel_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
-where
-    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
-{
-    tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("bazaar"))
-        .with_location(false)
-        .with_threads(false)
-        // busy/idle time per span costs two clock reads per poll of every future
-        // in a span; the span's own start and end are what trace views use.
-        .with_tracked_inactivity(false)
-        // Nothing here reads `opentelemetry::Context::current()` (propagation asks
-        // the tracing span), so the OTel context need not be attached to the
-        // thread on every poll of every future in a span. It also keeps a span a
-        // builder until it ends, which is what lets the sampler see how the
-        // request ended (`sampling`).
-        .with_context_activation(false)
-        .with_filter(Targets::new().with_default(Level::INFO))
-}
-
-/// A subscriber that traces as [`init`] does, by `policy`, into `buffer` only (no logs,
-/// no export), for tests of what is kept: install it with
-/// `tracing::subscriber::set_default`, and keep the provider alive while it is used.
-pub fn capturing(
-    policy: Policy,
-    buffer: std::sync::Arc<TraceBuffer>,
-) -> (impl tracing::Subscriber + Send + Sync, SdkTracerProvider) {
-    let provider = SdkTracerProvider::builder()
-        .with_sampler(policy.clone())
-        .with_span_processor(Tail::new(policy, vec![Box::new(BufferProcessor(buffer))]))
-        .build();
-    let subscriber = tracing_subscriber::registry().with(otel_layer(&provider));
-    (subscriber, provider)
+    builder.build()
 }
 
 /// Installs the global subscriber: logs filtered by `filter` (or `RUST_LOG`), spans of
@@ -133,10 +90,23 @@ pub fn init(service: &str, format: LogFormat, filter: &str) {
     // context passed on), the baseline its overhead is measured against.
     let provider = (!std::env::var("OTEL_SDK_DISABLED")
         .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")))
-    .then(|| tracer_provider(service, Policy::from_env()));
+    .then(|| tracer_provider(service));
     // Traces do not follow the log level: a quiet log still records every request.
     // Library spans (hyper, h2, sqlx) stay out; they are debug or trace level.
-    let otel = provider.as_ref().map(otel_layer);
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("bazaar"))
+            .with_location(false)
+            .with_threads(false)
+            // busy/idle time per span costs two clock reads per poll of every future
+            // in a span; the span's own start and end are what trace views use.
+            .with_tracked_inactivity(false)
+            // Nothing here reads `opentelemetry::Context::current()` (propagation asks
+            // the tracing span), so the OTel context need not be attached to the
+            // thread on every poll of every future in a span.
+            .with_context_activation(false)
+            .with_filter(Targets::new().with_default(Level::INFO))
+    });
     let registry = tracing_subscriber::registry()
         .with(otel)
         .with(RequestIdLayer);
