@@ -109,6 +109,10 @@ pub(crate) struct Run {
 const KEPT_UP_SHARE: f64 = 0.95;
 /// Nor did runs with more than this share of errors (or any dropped arrival).
 const KEPT_UP_ERRORS: f64 = 0.01;
+/// Nor did open-loop runs whose p99 (of every request) passed this: the arrivals were
+/// answered, but from a growing queue (a checkout run answering its rate with a p50
+/// of seconds is saturated, not keeping up).
+const KEPT_UP_P99_US: u64 = 1_000_000;
 
 impl Run {
     fn group(&self, name: &str) -> Option<&CpuGroup> {
@@ -153,7 +157,7 @@ impl Run {
     }
 
     /// Open loop: the server answered (nearly) every arrival, on time enough not to
-    /// drop or fail. Closed loop: no failures to speak of. Failures are 5xx and
+    /// drop or fail, with a p99 under a second. Closed loop: no failures to speak of. Failures are 5xx and
     /// transport errors: a 4xx is the workload's own (e.g. a checkout of a cart that
     /// a confirmed order just emptied), not the server giving way.
     #[allow(clippy::cast_precision_loss)]
@@ -167,6 +171,7 @@ impl Run {
                     && self.report.dropped == 0
                     && per_sec(self.report.total.count, self.report.duration_secs)
                         >= KEPT_UP_SHARE * rate
+                    && self.report.total.latency_us.p99 <= KEPT_UP_P99_US
             }
             _ => errors_ok,
         }
@@ -331,6 +336,9 @@ pub(crate) mod tests {
         // 9,000 answers in 10 s at 1,000/s offered: did not keep up.
         let slow = run("split", "shop", ("open", 1000.0), 9_000, 800, 0.5);
         assert!(!slow.kept_up());
+        // Every arrival answered, but a p99 past 1 s (p50 300 ms, p99 1.2 s): queueing.
+        let queued = run("split", "shop", ("open", 1000.0), 10_000, 300_000, 0.5);
+        assert!(!queued.kept_up());
         assert_eq!(
             run("m", "shop", ("closed", 32.0), 1, 1, 1.0).load(),
             "32 users"
