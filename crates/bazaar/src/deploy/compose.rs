@@ -384,7 +384,7 @@ printf '%s\\n' \"$jwt\" \"$service\" \"$metrics\" > gateway.toml
 # its migration step: the same plus the owner's URL.
 module() {
   printf '%s\\n' \"database_url = \\\"postgres://bazaar_$1:$(secret)@postgres:5432/bazaar\\\"\" \\
-    \"$service\" \"$metrics\" \"${@:2}\" > \"$1.toml\"
+    \"$service\" \"$metrics\" \"${2:-}\" > \"$1.toml\"
   { cat \"$1.toml\"
     printf '%s\\n' \"database_admin_url = \\\"postgres://bazaar:$owner@postgres:5432/bazaar\\\"\"
   } > \"migrate-$1.toml\"
@@ -405,7 +405,10 @@ module() {
     }
     out.push_str(
         "# Compose (without Swarm) bind-mounts secret files as they are: the containers' users
-# (bazaar: 65532; postgres, 70) must be able to read them.
+# (bazaar: 65532; postgres, 70) must be able to read them. That makes them readable
+# by every user of this machine, the owner's URL in each migrate-*.toml included: keep
+# the directory on a host only operators log in to (0700 on its parent), or use Swarm
+# or Podman secrets, which are mounted per container.
 chmod 0644 -- *
 cd ..
 ```
