@@ -23,6 +23,27 @@ pub struct Published {
     pub failure: Option<BusError>,
 }
 
+impl Published {
+    /// A batch of one, from that one publish's outcome.
+    pub fn one(outcome: Result<(), BusError>) -> Self {
+        match outcome {
+            Ok(()) => Self {
+                accepted: 1,
+                failure: None,
+            },
+            Err(e) => Self {
+                accepted: 0,
+                failure: Some(e),
+            },
+        }
+    }
+
+    /// The outcome of a batch of one.
+    pub fn into_one(self) -> Result<(), BusError> {
+        self.failure.map_or(Ok(()), Err)
+    }
+}
+
 /// Where relays publish.
 #[async_trait::async_trait]
 pub trait Bus: Send + Sync {
@@ -78,14 +99,9 @@ impl InProcBus {
 #[async_trait::async_trait]
 impl Bus for InProcBus {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
-        match self
-            .publish_batch(std::slice::from_ref(envelope))
+        self.publish_batch(std::slice::from_ref(envelope))
             .await
-            .failure
-        {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+            .into_one()
     }
 
     /// Each consumer applies the events it wants in one transaction (see

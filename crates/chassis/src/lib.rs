@@ -88,7 +88,7 @@ pub mod store {
 
     /// How long a client is told to wait while the database cannot be reached or is
     /// contended.
-    const UNREACHABLE_RETRY_AFTER_SECS: u64 = 1;
+    const RETRY_AFTER_SECS: u64 = 1;
 
     /// A module's store failure as its answer. A transaction the database refused for
     /// contention ([`is_contended`]) was rolled back: 503 with `Retry-After`. While
@@ -102,7 +102,7 @@ pub mod store {
         if is_contended(error) {
             tracing::warn!(error = %crate::error::chain(error), "store contended");
             return Problem::unavailable("the store is busy with other writes; try again shortly")
-                .with_retry_after(UNREACHABLE_RETRY_AFTER_SECS);
+                .with_retry_after(RETRY_AFTER_SECS);
         }
         if !is_unreachable(error) {
             return Problem::internal(error);
@@ -110,7 +110,7 @@ pub mod store {
         tracing::warn!(error = %crate::error::chain(error), "store unreachable");
         if is_never_started(error) {
             Problem::unavailable("the store is unavailable; try again shortly")
-                .with_retry_after(UNREACHABLE_RETRY_AFTER_SECS)
+                .with_retry_after(RETRY_AFTER_SECS)
         } else {
             Problem::unavailable(
                 "the store's connection failed mid-way; whether it was done is unknown",

@@ -213,16 +213,7 @@ impl Bus for NatsBus {
             // The first event of a source whose stream is not known yet goes alone:
             // `publish` ensures the stream and waits out a new stream's routing.
             let step = if known == 0 {
-                match self.publish(&rest[0]).await {
-                    Ok(()) => Published {
-                        accepted: 1,
-                        failure: None,
-                    },
-                    Err(e) => Published {
-                        accepted: 0,
-                        failure: Some(e),
-                    },
-                }
+                Published::one(self.publish(&rest[0]).await)
             } else {
                 self.publish_pipelined(&rest[..known]).await
             };
