@@ -173,8 +173,7 @@ impl Modules {
         let remote = match (&keys, topology.is_split()) {
             (Some(keys), true) => Some((
                 keys.clone(),
-                chassis::rpc::http_client(client_tls.clone(), config.internal_http2)
-                    .map_err(StartError::Http)?,
+                chassis::rpc::http_client(client_tls.clone()).map_err(StartError::Http)?,
             )),
             _ => None,
         };
@@ -412,7 +411,6 @@ fn edge_routes(config: &Config, modules: &Modules) -> Result<axum::Router, Start
             keys,
             connect_timeout: Duration::from_secs(1),
             tls: modules.client_tls.clone(),
-            http2: config.internal_http2,
             // Each service keeps its own dead letters, dependencies and injected
             // faults; the edge lists them all, and changes a fault on every module.
             fan_out: vec![

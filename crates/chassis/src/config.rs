@@ -118,11 +118,6 @@ pub struct Config {
     /// Budget of one call to another module over HTTP (shortened by the caller's own
     /// remaining deadline).
     pub rpc_timeout_ms: u64,
-    /// Split topology: this process's calls to other modules (and the gateway's
-    /// forwarding) speak HTTP/2, every call to one replica on one connection (h2c with
-    /// prior knowledge on `http://`, ALPN `h2` on `https://`). Off: pooled HTTP/1.1.
-    /// Every server accepts both either way.
-    pub internal_http2: bool,
     /// How each dependency on another module is guarded (breaker, bulkhead, timeout,
     /// retries), by the called module's name: `[dependencies.payments]
     /// breaker_failures = 3`. Unset fields and dependencies keep their defaults.
@@ -191,7 +186,6 @@ impl Default for Config {
             tls_key_file: None,
             tls_ca_file: None,
             rpc_timeout_ms: 5_000,
-            internal_http2: false,
             dependencies: BTreeMap::new(),
             faults: BTreeMap::new(),
             fault_admin: false,
@@ -238,7 +232,6 @@ pub const KEYS: &[&str] = &[
     "tls_key_file",
     "tls_ca_file",
     "rpc_timeout_ms",
-    "internal_http2",
     "dependencies",
     "faults",
     "fault_admin",

@@ -275,19 +275,13 @@ fn catalog_keys() -> ServiceKeys {
 
 fn client_at(addr: SocketAddr, keys: ServiceKeys, timeout: Duration) -> CatalogClient {
     CatalogClient::new(chassis::rpc::Client::new(
-        chassis::rpc::http_client(chassis::tls::client_config(None).unwrap(), http2()).unwrap(),
+        chassis::rpc::http_client(chassis::tls::client_config(None).unwrap()).unwrap(),
         std::sync::Arc::new(
             chassis::http::balance::Replicas::parse("catalog", &format!("http://{addr}")).unwrap(),
         ),
         keys,
         timeout,
     ))
-}
-
-/// HTTP/2 between the processes (`internal_http2`) when `BAZAAR_TEST_INTERNAL_HTTP2`
-/// is `true`, so the same calls run over either protocol.
-fn http2() -> bool {
-    std::env::var("BAZAAR_TEST_INTERNAL_HTTP2").is_ok_and(|v| v == "true")
 }
 
 fn raw_client() -> reqwest::Client {

@@ -104,8 +104,7 @@ pub fn services_router(
     tokens: Tokens,
     tls: chassis::tls::ClientConfig,
 ) -> Router {
-    // A few health probes now and then: HTTP/1.1 whatever the services speak.
-    let (builder, connector) = crate::client::builder(PROBE_TIMEOUT, tls, false);
+    let (builder, connector) = crate::client::builder(PROBE_TIMEOUT, tls);
     let client = builder.build(connector);
     Router::new()
         .route(SERVICES, get(list_services))

@@ -13,9 +13,7 @@
 //! for its peers) and the gateway in front of them, and the tests talk to the gateway.
 //! The same scenarios thereby run against both topologies and cannot drift apart.
 //! With `BAZAAR_TEST_REPLICAS=N` as well, every module runs as N `Application`s, each
-//! module's peers given the list of them: the suite through balanced replicas. With
-//! `BAZAAR_TEST_INTERNAL_HTTP2=true`, the processes call each other (and the gateway
-//! forwards) over HTTP/2 (`internal_http2`); the split tests' clusters take it too.
+//! module's peers given the list of them: the suite through balanced replicas.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -327,9 +325,6 @@ async fn spawn_split(mut config: Config) -> (String, chassis::CancellationToken,
     config.nats_stream_replicas = nats.replicas;
     config.nats_prefix.clone_from(&prefix);
     config.service_secret = Some(test_secret());
-    if let Ok(http2) = std::env::var("BAZAAR_TEST_INTERNAL_HTTP2") {
-        config.internal_http2 = http2 == "true";
-    }
     if replicas() > 1 && !config.modules.contains_key("catalog_cache_ttl_ms") {
         // Each catalog replica caches product reads for a TTL (docs/operations.md):
         // the scenarios read their own writes at once, which another replica's cache

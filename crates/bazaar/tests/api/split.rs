@@ -122,16 +122,6 @@ impl Cluster {
         Self::launch(backends, nats, &[], true, 1).await
     }
 
-    /// [`Cluster::start_over_tls`] with every process calling the others over HTTP/2
-    /// (`internal_http2`: ALPN `h2`).
-    async fn start_over_tls_http2(backends: &Backends, nats: &SharedNats) -> Self {
-        let http2: Vec<(&str, &str, &str)> = SPLIT_START_ORDER
-            .iter()
-            .map(|name| (*name, "BAZAAR_INTERNAL_HTTP2", "true"))
-            .collect();
-        Self::launch(backends, nats, &http2, true, 1).await
-    }
-
     /// [`Cluster::start`] with `replicas` processes of every module (one gateway),
     /// each module's peers given the list of them.
     async fn start_replicated(
@@ -263,10 +253,6 @@ impl Cluster {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
         .collect();
-        // The whole suite over HTTP/2 between the processes (`internal_http2`).
-        if let Ok(http2) = std::env::var("BAZAAR_TEST_INTERNAL_HTTP2") {
-            env.push(("BAZAAR_INTERNAL_HTTP2".to_owned(), http2));
-        }
         if tls {
             env.push((
                 "BAZAAR_TLS_CA_FILE".to_owned(),
@@ -1461,43 +1447,6 @@ async fn split_runs_over_tls_between_every_process() {
             .is_err(),
         "a client without the deployment's CA trusted catalog's certificate"
     );
-}
-
-/// The split over TLS and HTTP/2 (`internal_http2`): every process calls the others
-/// and the gateway forwards with HTTP/2 only (no fallback to HTTP/1.1, so a checkout
-/// that crosses every hop could not succeed over anything else), and every listener
-/// still answers HTTP/1.1 clients and offers both protocols by ALPN.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_runs_over_http2_between_every_process() {
-    let Some(backends) = backends("split_runs_over_http2_between_every_process") else {
-        return;
-    };
-    let cluster = Cluster::start_over_tls_http2(&backends, &backends.nats).await;
-    let api = cluster.api.clone();
-    crate::metrics::drive_checkouts(&api, "split-http2").await;
-
-    let mut tls =
-        chassis::tls::client_config(Some(&cluster.dir.path().join("tls/ca.pem"))).unwrap();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let offering_both = Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .unwrap();
-    for name in SPLIT_START_ORDER {
-        let ready = cluster.module_url(name, "/health/ready");
-        let http1 = cluster.direct.get(&ready).send().await.unwrap();
-        assert_eq!(
-            (http1.status(), http1.version()),
-            (reqwest::StatusCode::OK, reqwest::Version::HTTP_11),
-            "{name}"
-        );
-        let http2 = offering_both.get(&ready).send().await.unwrap();
-        assert_eq!(
-            (http2.status(), http2.version()),
-            (reqwest::StatusCode::OK, reqwest::Version::HTTP_2),
-            "{name}"
-        );
-    }
 }
 
 /// Least privilege between the processes (issue 14, finding 5): a credential is good

@@ -24,27 +24,16 @@ pub struct Client {
     timeout: Duration,
 }
 
-/// The HTTP connections of a process: one pool shared by all its clients. HTTP/1.1
-/// keeps a connection per call in flight; with `http2` (`internal_http2`) each peer
-/// replica gets one HTTP/2 connection that carries every call to it at once (h2c with
-/// prior knowledge to `http://` peers, ALPN `h2` to `https://` ones), so a peer must
-/// accept HTTP/2, as every bazaar server does.
-pub fn http_client(
-    mut tls: crate::tls::ClientConfig,
-    http2: bool,
-) -> Result<reqwest::Client, reqwest::Error> {
-    let mut builder = reqwest::Client::builder()
+/// The HTTP connections of a process: one pool shared by all its clients.
+pub fn http_client(tls: crate::tls::ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        // `https://` peers must show a certificate from the deployment's CA.
+        .use_preconfigured_tls(tls)
         // Fail over fast when a peer is down; the per-call timeout bounds the rest.
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60));
-    if http2 {
-        // A preconfigured TLS config is used as given, ALPN included.
-        tls.alpn_protocols = vec![b"h2".to_vec()];
-        builder = builder.http2_prior_knowledge();
-    }
-    // `https://` peers must show a certificate from the deployment's CA.
-    builder.use_preconfigured_tls(tls).build()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
 }
 
 impl Client {
@@ -137,83 +126,5 @@ impl Transport for Client {
             status: status.as_u16(),
             body: body.to_vec(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use axum::extract::Request;
-    use axum::routing::post;
-    use tokio::net::TcpListener;
-    use tokio_util::sync::CancellationToken;
-
-    use super::*;
-
-    /// A peer that answers with the protocol each call arrived over, served the way
-    /// every bazaar process serves (plain or TLS), and the RPC client to it.
-    async fn echo_version(
-        tls: Option<&std::path::Path>,
-        http2: bool,
-    ) -> (Client, CancellationToken) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server_tls = tls.map(|dir| {
-            crate::tls::server_config(&dir.join("catalog.crt"), &dir.join("catalog.key")).unwrap()
-        });
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let router = axum::Router::new().route(
-            &format!("{PREFIX}/catalog/version"),
-            post(|req: Request| async move { format!("{:?}", req.version()) }),
-        );
-        let stop = CancellationToken::new();
-        tokio::spawn(crate::server::serve(
-            listener,
-            server_tls,
-            router,
-            stop.clone(),
-            Duration::from_secs(1),
-        ));
-        let ca = tls.map(|dir| dir.join("ca.pem"));
-        let http = http_client(crate::tls::client_config(ca.as_deref()).unwrap(), http2).unwrap();
-        let replicas = Replicas::parse("catalog", &format!("{scheme}://{addr}")).unwrap();
-        let keys = ServiceKeys::new(b"service-secret-service-secret-xx", "orders");
-        let client = Client::new(http, Arc::new(replicas), keys, Duration::from_secs(5));
-        (client, stop)
-    }
-
-    /// The protocol of four calls made at once (something for HTTP/2 to multiplex).
-    async fn version_of_calls(client: &Client) -> Vec<String> {
-        let mut calls = tokio::task::JoinSet::new();
-        for _ in 0..4 {
-            let client = client.clone();
-            calls.spawn(async move { client.send("version", Vec::new()).await });
-        }
-        let mut versions = Vec::new();
-        while let Some(answer) = calls.join_next().await {
-            let answer = answer.unwrap().unwrap();
-            assert_eq!(answer.status, 200);
-            versions.push(String::from_utf8(answer.body).unwrap());
-        }
-        versions
-    }
-
-    #[tokio::test]
-    async fn calls_negotiate_http2_when_asked_and_http1_otherwise() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::tls::generate_dev_pki(dir.path(), &["catalog"]).unwrap();
-        for tls in [None, Some(dir.path())] {
-            for (http2, expected) in [(true, "HTTP/2.0"), (false, "HTTP/1.1")] {
-                let (client, stop) = echo_version(tls, http2).await;
-                let versions = version_of_calls(&client).await;
-                assert!(
-                    versions.iter().all(|v| v == expected),
-                    "tls {}, http2 {http2}: {versions:?}",
-                    tls.is_some()
-                );
-                stop.cancel();
-            }
-        }
     }
 }

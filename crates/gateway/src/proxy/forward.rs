@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use chassis::Problem;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
-use super::upstream::{BodyOverLimit, Proxy, peer};
+use super::upstream::{Proxy, peer};
 
 /// The proxy's handler: every configured prefix lands here.
 pub(super) async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
@@ -52,8 +52,7 @@ async fn forward_inner(proxy: &Proxy, request: Request) -> Result<Response, Prob
         }
     };
     // The edge's body limit, also for chunked bodies nothing else reads here.
-    let over_limit = BodyOverLimit::default();
-    let body = over_limit.limit(body, chassis::http::BODY_LIMIT_BYTES);
+    let body = Body::new(Limited::new(body, chassis::http::BODY_LIMIT_BYTES));
     let (body, again) = match resendable {
         Some(length) => {
             let bytes = read_small_body(body, length).await?;
@@ -68,7 +67,6 @@ async fn forward_inner(proxy: &Proxy, request: Request) -> Result<Response, Prob
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = headers;
-    outgoing.extensions_mut().insert(over_limit);
     let answer = proxy.send(upstream, &replica, outgoing).await;
     match (answer, again) {
         // `send` answers 503 only when no connection could be made.

@@ -8,8 +8,8 @@
 //! ([`chassis::auth::IDENTITY_REFUSED_HEADER`]), so the service answers a route that
 //! needs a caller with the same 401 as the monolith, and one that does not still works.
 //! Anything a client sends that only the gateway may say (those two) is dropped.
-//! Bodies stream both ways through a pooled HTTP/1.1 client (HTTP/2 with
-//! `internal_http2`), so a large response costs the gateway a buffer, not its size.
+//! Bodies stream both ways through a pooled HTTP/1 client, so a large response costs
+//! the gateway a buffer, not its size.
 //!
 //! Only configured prefixes are forwarded: `/internal/...` (service-to-service routes)
 //! and anything else unknown falls through to the common 404, and paths with dot

@@ -30,11 +30,8 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 /// duplicate) are left out, logged at error level. `/` is routed exactly (the path
 /// `/` alone), never as a prefix.
 pub fn proxy_router(routes: Vec<Route>, settings: ProxySettings) -> Router {
-    let (mut builder, connector) = crate::client::builder(
-        settings.connect_timeout,
-        settings.tls.clone(),
-        settings.http2,
-    );
+    let (mut builder, connector) =
+        crate::client::builder(settings.connect_timeout, settings.tls.clone());
     let client = builder
         .pool_idle_timeout(POOL_IDLE)
         .pool_timer(TokioTimer::new())
@@ -196,7 +193,6 @@ mod tests {
             keys: ServiceKeys::new(b"service-secret-service-secret-xx", "gateway"),
             connect_timeout: Duration::from_secs(1),
             tls: chassis::tls::client_config(None).unwrap(),
-            http2: false,
             fan_out: vec![FAULTS],
             fan_out_writes: vec![FAULTS, FAULTS, "/internal/v1/x", "/api/v1/cart"],
             fan_out_only: Vec::new(),

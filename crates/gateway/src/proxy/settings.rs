@@ -40,9 +40,6 @@ pub struct ProxySettings {
     /// Whom `https://` upstreams must prove to be: the deployment's CA
     /// ([`chassis::tls::client_config`]).
     pub tls: chassis::tls::ClientConfig,
-    /// Speak HTTP/2 to the upstreams (`internal_http2`): every request to one replica
-    /// on one connection. Off: pooled HTTP/1.1 connections.
-    pub http2: bool,
     /// GET paths answered by asking every distinct upstream the same path and merging
     /// the `items` of their lists (e.g. [`DEAD_LETTERS`]); empty for none.
     pub fan_out: Vec<&'static str>,

@@ -4,7 +4,6 @@
 use std::error::Error;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -15,7 +14,7 @@ use chassis::Problem;
 use chassis::auth::{ServiceKeys, Tokens};
 use chassis::error::chain;
 use chassis::http::balance::{Outcome, Replica, Replicas};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError};
 
 use super::hop::strip_hop_by_hop;
 use super::identity::forwarded_headers;
@@ -114,16 +113,11 @@ impl Proxy {
         replica: &Replica,
         request: Request,
     ) -> Result<Response, Problem> {
-        let over_limit = request.extensions().get::<BodyOverLimit>().cloned();
-        let too_large = |error: &hyper_util::client::legacy::Error| {
-            caused_by::<LengthLimitError>(error)
-                || over_limit.as_ref().is_some_and(BodyOverLimit::is_set)
-        };
         let result = self.client.request(request).await;
         let outcome = match &result {
             Ok(response) => Outcome::of_status(response.status().as_u16()),
             // Too large is the client's doing, not the replica's.
-            Err(error) if too_large(error) => Outcome::Answered,
+            Err(error) if caused_by::<LengthLimitError>(error) => Outcome::Answered,
             Err(_) => Outcome::Failed,
         };
         upstream.report(replica, outcome);
@@ -146,7 +140,7 @@ impl Proxy {
                     count(upstream.name, "unavailable");
                     tracing::warn!(upstream = upstream.name, replica = replica.base(), error = %detail, "upstream unreachable");
                     Err(unavailable(upstream.name))
-                } else if too_large(&error) {
+                } else if caused_by::<LengthLimitError>(&error) {
                     count(upstream.name, "too_large");
                     Err(Problem::payload_too_large(chassis::http::BODY_LIMIT_BYTES))
                 } else {
@@ -159,29 +153,6 @@ impl Proxy {
                 }
             }
         }
-    }
-}
-
-/// Marks a request whose body passed the edge's limit while it was being forwarded
-/// (set by the body, read by [`Proxy::send`]): over HTTP/1.1 the client's error
-/// carries the [`LengthLimitError`], over HTTP/2 only the stream it reset.
-#[derive(Debug, Clone, Default)]
-pub(super) struct BodyOverLimit(Arc<AtomicBool>);
-
-impl BodyOverLimit {
-    /// `body`, limited to `limit` bytes; passing it sets this mark.
-    pub(super) fn limit(&self, body: Body, limit: usize) -> Body {
-        let mark = Arc::clone(&self.0);
-        Body::new(Limited::new(body, limit).map_err(move |error| {
-            if error.is::<LengthLimitError>() {
-                mark.store(true, Ordering::Relaxed);
-            }
-            error
-        }))
-    }
-
-    fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
     }
 }
 
