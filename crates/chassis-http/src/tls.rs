@@ -135,7 +135,7 @@ impl Incoming {
                     () = done.closed() => return,
                 };
                 let (stream, peer) = match accepted {
-                    Ok((stream, peer)) => (no_delay(stream), peer),
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: wait, as axum does.
                         tracing::warn!(error = %e, "accepting a connection failed");
@@ -164,17 +164,6 @@ impl Incoming {
     }
 }
 
-/// Turns Nagle's algorithm off on an accepted connection (axum's accept loop leaves it
-/// on, and our clients already set it on theirs): a response that leaves in more than
-/// one write (a streamed body, a TLS record per write) is not held back waiting for the
-/// peer's delayed ACK.
-fn no_delay(stream: TcpStream) -> TcpStream {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-    }
-    stream
-}
-
 impl axum::serve::Listener for Incoming {
     type Io = Either<TcpStream, TlsStream<TcpStream>>;
     type Addr = SocketAddr;
@@ -183,7 +172,7 @@ impl axum::serve::Listener for Incoming {
         match &mut self.inner {
             Either::Left(tcp) => {
                 let (stream, peer) = axum::serve::Listener::accept(tcp).await;
-                (Either::Left(no_delay(stream)), peer)
+                (Either::Left(stream), peer)
             }
             Either::Right(handshaken) => match handshaken.recv().await {
                 Some((stream, peer)) => (Either::Right(stream), peer),
@@ -305,19 +294,6 @@ mod tests {
                 .await
                 .is_err()
         );
-    }
-
-    #[tokio::test]
-    async fn accepted_connections_send_small_writes_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut incoming = Incoming::new(listener, None).unwrap();
-        let addr = axum::serve::Listener::local_addr(&incoming).unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (io, _) = axum::serve::Listener::accept(&mut incoming).await;
-        let Either::Left(tcp) = io else {
-            panic!("plain TCP expected")
-        };
-        assert!(tcp.nodelay().unwrap());
     }
 
     #[test]
