@@ -7,3 +7,4 @@
 pub mod idempotency;
 pub mod page;
 pub mod store;
+pub mod writer;

@@ -1,0 +1,765 @@
+//! One writer thread per SQLite database, committing work in groups (ADR 0019).
+//!
+//! The thread owns one `rusqlite` connection. Work comes to it as a unit: a closure
+//! running a whole transaction's statements against [`Statements`]. The thread takes
+//! every unit waiting in its queue, runs them in one `BEGIN IMMEDIATE … COMMIT`, each
+//! in a `SAVEPOINT` of its own (a unit that fails is rolled back alone and its caller
+//! gets its error), and answers every caller only once `COMMIT` has returned: a
+//! caller learns of its commit exactly when it would on a connection of its own, with
+//! the same `synchronous` setting deciding what that commit survives.
+//!
+//! Units are written against [`Statements`], which a sqlx connection implements too,
+//! so a module keeps one version of each query for both backends
+//! ([`Store::write`](crate::store::Store::write) picks the path).
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+/// A value bound to a `$N` placeholder.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg<'a> {
+    Text(&'a str),
+    Int(i64),
+    Null,
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(text: &'a str) -> Self {
+        Arg::Text(text)
+    }
+}
+
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(text: &'a String) -> Self {
+        Arg::Text(text)
+    }
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(n: i64) -> Self {
+        Arg::Int(n)
+    }
+}
+
+impl<'a, T: Into<Arg<'a>>> From<Option<T>> for Arg<'a> {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Arg::Null, Into::into)
+    }
+}
+
+/// The statements a unit of write work runs, on either backend: the same portable
+/// `$N` SQL, bound the same way. Errors are sqlx's, so the stores' error handling
+/// ([`is_unique_violation`](crate::store::is_unique_violation),
+/// [`is_contended`](crate::store::is_contended) ...) reads both alike.
+#[async_trait::async_trait]
+pub trait Statements: Send {
+    /// Runs one statement; the number of rows it changed.
+    async fn run(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error>;
+
+    /// The first column of the first row, as text; `None` without a row.
+    async fn fetch_text(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<String>, sqlx::Error>;
+}
+
+fn bound<'q>(
+    sql: &'q str,
+    args: &[Arg<'q>],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    args.iter().fold(sqlx::query(sql), |query, arg| match *arg {
+        Arg::Text(text) => query.bind(text),
+        Arg::Int(n) => query.bind(n),
+        Arg::Null => query.bind(None::<&str>),
+    })
+}
+
+#[async_trait::async_trait]
+impl Statements for sqlx::AnyConnection {
+    async fn run(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+        Ok(bound(sql, args).execute(self).await?.rows_affected())
+    }
+
+    async fn fetch_text(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<String>, sqlx::Error> {
+        use sqlx::Row;
+        match bound(sql, args).fetch_optional(self).await? {
+            Some(row) => row.try_get::<String, _>(0).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The writer thread's connection, as a unit sees it. `&mut` so that it is `Send`
+/// (a `rusqlite::Connection` is not `Sync`); it never leaves the thread.
+struct SqliteTx<'c> {
+    conn: &'c mut Connection,
+}
+
+impl SqliteTx<'_> {
+    /// The cached statement for `sql` with `args` bound by name (`$1` is the
+    /// parameter named `$1`, wherever and however often it appears).
+    fn prepare(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<rusqlite::CachedStatement<'_>, rusqlite::Error> {
+        let mut statement = self.conn.prepare_cached(sql)?;
+        if statement.parameter_count() != args.len() {
+            return Err(rusqlite::Error::InvalidParameterCount(
+                args.len(),
+                statement.parameter_count(),
+            ));
+        }
+        for (i, arg) in args.iter().enumerate() {
+            let name = format!("${}", i + 1);
+            let index = statement
+                .parameter_index(&name)?
+                .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+            match *arg {
+                Arg::Text(text) => statement.raw_bind_parameter(index, text)?,
+                Arg::Int(n) => statement.raw_bind_parameter(index, n)?,
+                Arg::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
+            }
+        }
+        Ok(statement)
+    }
+}
+
+#[async_trait::async_trait]
+impl Statements for SqliteTx<'_> {
+    async fn run(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+        let changed = self
+            .prepare(sql, args)
+            .and_then(|mut statement| statement.raw_execute())
+            .map_err(to_sqlx)?;
+        Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+    }
+
+    async fn fetch_text(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<String>, sqlx::Error> {
+        let fetch = || {
+            let mut statement = self.prepare(sql, args)?;
+            let mut rows = statement.raw_query();
+            match rows.next()? {
+                Some(row) => row.get::<_, String>(0).map(Some),
+                None => Ok(None),
+            }
+        };
+        fetch().map_err(to_sqlx)
+    }
+}
+
+/// SQLite's refusal of a statement, carried as sqlx carries its own, so that
+/// `DatabaseError::code` (the extended result code, as a number) and `kind` read the
+/// same whichever connection ran the statement.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("(code: {code}) {message}")]
+pub struct SqliteError {
+    code: i32,
+    message: String,
+}
+
+impl sqlx::error::DatabaseError for SqliteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Owned(self.code.to_string()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        // As sqlx's SQLite driver classifies them.
+        match self.code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                ErrorKind::UniqueViolation
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+/// Why a group did not commit, for each of its callers (an error each).
+#[derive(Debug, Clone)]
+enum Failure {
+    Sqlite(SqliteError),
+    Other(String),
+}
+
+impl Failure {
+    fn to_sqlx(&self) -> sqlx::Error {
+        match self {
+            Failure::Sqlite(e) => sqlx::Error::Database(Box::new(e.clone())),
+            Failure::Other(message) => sqlx::Error::Protocol(message.clone()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(error: rusqlite::Error) -> Self {
+        match to_sqlx(error) {
+            sqlx::Error::Database(db) => match db.try_downcast::<SqliteError>() {
+                Ok(e) => Failure::Sqlite(*e),
+                Err(db) => Failure::Other(db.to_string()),
+            },
+            other => Failure::Other(other.to_string()),
+        }
+    }
+}
+
+fn to_sqlx(error: rusqlite::Error) -> sqlx::Error {
+    match error {
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            sqlx::Error::Database(Box::new(SqliteError {
+                code: failure.extended_code,
+                message: message.unwrap_or_else(|| failure.to_string()),
+            }))
+        }
+        e @ (rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)) => sqlx::Error::Decode(Box::new(e)),
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+/// The future a unit's closure returns, borrowing the connection.
+pub type UnitFuture<'c, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>;
+
+/// A unit in the queue: run it inside the group, then answer its caller.
+trait Unit: Send {
+    /// Runs the work; true when it succeeded (its savepoint is kept).
+    fn run(&mut self, conn: &mut Connection) -> bool;
+    /// Answers the caller: its own result, unless the group failed to commit (then
+    /// that failure, for a unit that succeeded or never ran).
+    fn answer(self: Box<Self>, failure: Option<&Failure>);
+}
+
+struct Pending<F, T, E> {
+    work: Option<F>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<F, T, E> Unit for Pending<F, T, E>
+where
+    F: for<'c> FnOnce(&'c mut dyn Statements) -> UnitFuture<'c, T, E> + Send,
+    T: Send,
+    E: From<sqlx::Error> + Send,
+{
+    fn run(&mut self, conn: &mut Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let mut tx = SqliteTx { conn };
+        // The statements complete as they are called (this thread runs them), so one
+        // poll finishes a unit; one still pending awaited something else.
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            let mut future = work(&mut tx);
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+        }));
+        let result = match polled {
+            Ok(Poll::Ready(result)) => result,
+            Ok(Poll::Pending) => Err(E::from(sqlx::Error::Protocol(
+                "a unit of write work awaited something other than its statements".into(),
+            ))),
+            Err(_) => Err(E::from(sqlx::Error::Protocol(
+                "a unit of write work panicked".into(),
+            ))),
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, failure: Option<&Failure>) {
+        let result = match (self.result, failure) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), None) => Ok(value),
+            (_, Some(failure)) => Err(E::from(failure.to_sqlx())),
+            (None, None) => Err(E::from(sqlx::Error::PoolClosed)),
+        };
+        // The caller may have gone (its request timed out): the work stands.
+        let _ = self.reply.send(result);
+    }
+}
+
+enum Message {
+    Unit(Box<dyn Unit>),
+    Stop,
+}
+
+/// Units waiting beyond this make their callers wait to queue (as a pool makes them
+/// wait for a connection).
+const QUEUE: usize = 1024;
+
+/// At most this many units share a commit: a group's callers wait for its last unit.
+const MAX_GROUP: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the database")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database's journal_mode is {0}, not wal")]
+    NotWal(String),
+    #[error("cannot start the writer thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// The writer of one SQLite file. Dropping every handle stops the thread once the
+/// queue is empty; [`SqliteWriter::close`] does it explicitly and waits.
+#[derive(Debug)]
+pub struct SqliteWriter {
+    queue: mpsc::Sender<Message>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl SqliteWriter {
+    /// Opens `path` (which must exist: the store's pool creates it) with the pool's
+    /// pragmas and starts the thread.
+    pub fn open(
+        path: &Path,
+        name: &str,
+        synchronous: &str,
+        busy_timeout: Duration,
+    ) -> Result<Self, OpenError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OpenError::NotWal(mode));
+        }
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&commits);
+        let thread = std::thread::Builder::new()
+            .name(format!("sqlite-writer-{name}"))
+            .spawn(move || serve(conn, receiver, &counted))
+            .map_err(OpenError::Thread)?;
+        Ok(Self {
+            queue,
+            thread: Mutex::new(Some(thread)),
+            commits,
+        })
+    }
+
+    /// The groups committed so far (each one `COMMIT`, however many units).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` in the writer's next group and answers once that group committed
+    /// (or with the error that stopped the unit or the commit). `PoolClosed` if the
+    /// writer was closed before the unit was queued: nothing ran.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(&'c mut dyn Statements) -> UnitFuture<'c, T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<sqlx::Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let unit = Box::new(Pending {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.queue
+            .send(Message::Unit(unit))
+            .await
+            .map_err(|_| E::from(sqlx::Error::PoolClosed))?;
+        // Dropped unanswered only if the thread died: no COMMIT followed the unit.
+        answer
+            .await
+            .map_err(|_| E::from(sqlx::Error::WorkerCrashed))?
+    }
+
+    /// Stops the writer: the units already queued run and commit, later ones are
+    /// refused (`PoolClosed`). Waits for the thread.
+    pub async fn close(&self) {
+        let _ = self.queue.send(Message::Stop).await;
+        let thread = match self.thread.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn serve(mut conn: Connection, mut receiver: mpsc::Receiver<Message>, commits: &AtomicU64) {
+    let mut group: Vec<Box<dyn Unit>> = Vec::new();
+    // `None`: closed and empty, or every handle dropped.
+    while let Some(first) = receiver.blocking_recv() {
+        take(first, &mut group, &mut receiver);
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(message) => take(message, &mut group, &mut receiver),
+                Err(_) => break,
+            }
+        }
+        if !group.is_empty() && commit_group(&mut conn, &mut group) {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn take(message: Message, group: &mut Vec<Box<dyn Unit>>, receiver: &mut mpsc::Receiver<Message>) {
+    match message {
+        Message::Unit(unit) => group.push(unit),
+        // Whatever is queued still runs; senders from now on are refused.
+        Message::Stop => receiver.close(),
+    }
+}
+
+/// Runs `group` in one transaction, each unit in its savepoint, and answers each;
+/// true when it committed.
+fn commit_group(conn: &mut Connection, group: &mut Vec<Box<dyn Unit>>) -> bool {
+    let failure = run_group(conn, group).err();
+    if failure.is_some() && !conn.is_autocommit() {
+        // Nothing of the group may stay: the next group starts clean.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for unit in group.drain(..) {
+        unit.answer(failure.as_ref());
+    }
+    failure.is_none()
+}
+
+fn run_group(conn: &mut Connection, group: &mut [Box<dyn Unit>]) -> Result<(), Failure> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for unit in group.iter_mut() {
+        conn.execute_batch("SAVEPOINT unit")?;
+        let ok = unit.run(conn);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back on the unit's error (a full
+            // disk, an I/O error, an interrupt): the units before it are gone too.
+            return Err(Failure::Other(
+                "the group's transaction was rolled back by SQLite".into(),
+            ));
+        }
+        if !ok {
+            conn.execute_batch("ROLLBACK TO unit")?;
+        }
+        conn.execute_batch("RELEASE unit")?;
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::{SqliteSync, Store, is_contended, is_unique_violation};
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), "w", 2, SqliteSync::Normal)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT, note TEXT)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    async fn insert(store: &Store, id: String, n: i64) -> Result<u64, sqlx::Error> {
+        store
+            .write(move |tx| {
+                Box::pin(async move {
+                    tx.run(
+                        "INSERT INTO t (id, n, note) VALUES ($1, $2, $3)",
+                        &[Arg::from(&id), n.into(), Arg::Null],
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    async fn count(store: &Store) -> i64 {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_units_all_commit_and_are_visible_when_answered() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    insert(&store, format!("k{i}"), i).await.unwrap();
+                    // Answered after COMMIT: another connection sees it at once.
+                    let seen: Option<(i64,)> = sqlx::query_as("SELECT n FROM t WHERE id = $1")
+                        .bind(format!("k{i}"))
+                        .fetch_optional(store.pool())
+                        .await
+                        .unwrap();
+                    assert_eq!(seen, Some((i,)));
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(count(&store).await, 200);
+        // Units that waited while a group ran shared the next group's commit.
+        let commits = store.writer_commits().unwrap();
+        assert!(commits < 200, "{commits} commits for 200 units");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failing_unit_rolls_back_alone() {
+        let (_dir, store) = store().await;
+        insert(&store, "taken".into(), 0).await.unwrap();
+        let store = Arc::new(store);
+        // Half the units write a row and then hit the taken key: each of those must
+        // leave nothing; the others commit, however the groups fall.
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let id = format!("k{i}");
+                    let result: Result<(), sqlx::Error> = store
+                        .write(move |tx| {
+                            Box::pin(async move {
+                                tx.run(
+                                    "INSERT INTO t (id, n) VALUES ($1, $2)",
+                                    &[Arg::from(&id), i.into()],
+                                )
+                                .await?;
+                                if i % 2 == 1 {
+                                    tx.run(
+                                        "INSERT INTO t (id, n) VALUES ($1, $2)",
+                                        &["taken".into(), i.into()],
+                                    )
+                                    .await?;
+                                }
+                                Ok(())
+                            })
+                        })
+                        .await;
+                    (i, result)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (i, result) = task.await.unwrap();
+            if i % 2 == 1 {
+                assert!(is_unique_violation(&result.unwrap_err()), "unit {i}");
+            } else {
+                result.unwrap();
+            }
+        }
+        assert_eq!(count(&store).await, 51);
+        let odd: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t WHERE n % 2 = 1")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(odd.0, 0);
+    }
+
+    async fn bind_by_name_and_read_back(store: &Store) {
+        let note: Option<String> = store
+            .write(|tx| {
+                Box::pin(async move {
+                    // $2 before $1, and $1 twice: bound by name, not by position.
+                    tx.run(
+                        "INSERT INTO t (id, n, note) VALUES ($2, 7, $1 || $1)",
+                        &["ab".into(), "x".into()],
+                    )
+                    .await?;
+                    let changed = tx
+                        .run(
+                            "INSERT INTO t (id, n) VALUES ($1, 1) ON CONFLICT (id) DO NOTHING",
+                            &["x".into()],
+                        )
+                        .await?;
+                    assert_eq!(changed, 0);
+                    let missing = tx
+                        .fetch_text("SELECT note FROM t WHERE id = $1", &["nope".into()])
+                        .await?;
+                    assert_eq!(missing, None);
+                    tx.fetch_text("SELECT note FROM t WHERE id = $1", &["x".into()])
+                        .await
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(note.as_deref(), Some("abab"));
+        // Too few arguments is an error, not a NULL.
+        let err = store
+            .write(|tx| {
+                Box::pin(async move {
+                    tx.run("INSERT INTO t (id, n) VALUES ($1, $2)", &["y".into()])
+                        .await
+                })
+            })
+            .await
+            .unwrap_err();
+        assert!(!is_unique_violation(&err), "{err}");
+        assert_eq!(count(store).await, 1);
+        // A failing unit leaves nothing.
+        let err = store
+            .write(|tx| {
+                Box::pin(async move {
+                    tx.run("INSERT INTO t (id, n) VALUES ($1, 2)", &["z".into()])
+                        .await?;
+                    tx.run("INSERT INTO t (id, n) VALUES ($1, 3)", &["x".into()])
+                        .await
+                })
+            })
+            .await
+            .unwrap_err();
+        assert!(is_unique_violation(&err), "{err}");
+        assert_eq!(count(store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn statements_bind_by_name_and_read_back_on_both_backends() {
+        let (_dir, store) = store().await;
+        bind_by_name_and_read_back(&store).await;
+        let Some(url) = testkit::postgres::url("writer_statements_on_postgres") else {
+            return;
+        };
+        // On PostgreSQL a unit is a transaction of the pool's: the same statements.
+        let schema = testkit::postgres::TestSchema::new(&url, "writer");
+        let store = Store::open_postgres_in(&url, "w", &schema.name, 2)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT, note TEXT)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        bind_by_name_and_read_back(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_closed_writer_finishes_its_queue_and_refuses_the_rest() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let queued: Vec<_> = (0..20)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { insert(&store, format!("k{i}"), i).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        store.close_writer().await;
+        let mut committed = 0;
+        for task in queued {
+            match task.await.unwrap() {
+                Ok(_) => committed += 1,
+                Err(e) => assert!(matches!(e, sqlx::Error::PoolClosed), "{e}"),
+            }
+        }
+        let err = insert(&store, "late".into(), 0).await.unwrap_err();
+        assert!(matches!(err, sqlx::Error::PoolClosed), "{err}");
+        // Each answered Ok is there; each refused is not.
+        assert_eq!(count(&store).await, committed);
+    }
+
+    /// Another connection holding the write lock past the busy timeout: the group
+    /// cannot begin, and each caller gets contention (retry as it is).
+    #[tokio::test]
+    async fn a_locked_file_is_contention_for_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), "w", 2, SqliteSync::Normal)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT, note TEXT)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let writer = SqliteWriter::open(
+            &dir.path().join("w.db"),
+            "w",
+            "NORMAL",
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        let mut holder = store.pool().acquire().await.unwrap();
+        sqlx::Executor::execute(&mut *holder, "BEGIN IMMEDIATE")
+            .await
+            .unwrap();
+        let err: sqlx::Error = writer
+            .run(|tx| {
+                Box::pin(async move {
+                    tx.run("INSERT INTO t (id, n) VALUES ($1, 1)", &["a".into()])
+                        .await
+                })
+            })
+            .await
+            .unwrap_err();
+        assert!(is_contended(&err), "{err}");
+        sqlx::Executor::execute(&mut *holder, "ROLLBACK")
+            .await
+            .unwrap();
+        // The writer is fine afterwards.
+        writer
+            .run(|tx| {
+                Box::pin(async move {
+                    tx.run("INSERT INTO t (id, n) VALUES ($1, 1)", &["a".into()])
+                        .await
+                })
+            })
+            .await
+            .map_err(|e: sqlx::Error| e)
+            .unwrap();
+        writer.close().await;
+        assert_eq!(count(&store).await, 1);
+    }
+}
