@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,12 +26,14 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-/// A value bound to a `$N` placeholder.
+/// A value bound to a `$N` placeholder. A NULL carries its type: PostgreSQL refuses
+/// a text NULL for a `BIGINT` column.
 #[derive(Debug, Clone, Copy)]
 pub enum Arg<'a> {
     Text(&'a str),
     Int(i64),
-    Null,
+    NullText,
+    NullInt,
 }
 
 impl<'a> From<&'a str> for Arg<'a> {
@@ -52,9 +54,21 @@ impl From<i64> for Arg<'_> {
     }
 }
 
-impl<'a, T: Into<Arg<'a>>> From<Option<T>> for Arg<'a> {
-    fn from(value: Option<T>) -> Self {
-        value.map_or(Arg::Null, Into::into)
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(value: Option<&'a str>) -> Self {
+        value.map_or(Arg::NullText, Arg::Text)
+    }
+}
+
+impl<'a> From<Option<&'a String>> for Arg<'a> {
+    fn from(value: Option<&'a String>) -> Self {
+        value.map_or(Arg::NullText, |text| Arg::Text(text))
+    }
+}
+
+impl From<Option<i64>> for Arg<'_> {
+    fn from(value: Option<i64>) -> Self {
+        value.map_or(Arg::NullInt, Arg::Int)
     }
 }
 
@@ -82,7 +96,8 @@ fn bound<'q>(
     args.iter().fold(sqlx::query(sql), |query, arg| match *arg {
         Arg::Text(text) => query.bind(text),
         Arg::Int(n) => query.bind(n),
-        Arg::Null => query.bind(None::<&str>),
+        Arg::NullText => query.bind(None::<&str>),
+        Arg::NullInt => query.bind(None::<i64>),
     })
 }
 
@@ -118,6 +133,37 @@ impl SqliteTx<'_> {
         &self,
         sql: &str,
         args: &[Arg<'_>],
+    ) -> Result<rusqlite::CachedStatement<'_>, sqlx::Error> {
+        self.check(sql)?;
+        self.bind(sql, args).map_err(to_sqlx)
+    }
+
+    /// Refuses a statement that would run outside the group's transaction: the
+    /// transaction is gone (SQLite rolled it back on a full disk, an I/O error, ...;
+    /// a statement now would commit on its own), or the statement would end it or
+    /// move the unit's savepoint (the group owns both).
+    fn check(&self, sql: &str) -> Result<(), sqlx::Error> {
+        if self.conn.is_autocommit() {
+            return Err(sqlx::Error::Protocol(
+                "the group's transaction was rolled back by SQLite".into(),
+            ));
+        }
+        let keyword = leading_keyword(sql);
+        if ["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"]
+            .iter()
+            .any(|control| keyword.eq_ignore_ascii_case(control))
+        {
+            return Err(sqlx::Error::Protocol(format!(
+                "a unit of write work may not run {keyword}: its group's transaction is the writer's"
+            )));
+        }
+        Ok(())
+    }
+
+    fn bind(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
     ) -> Result<rusqlite::CachedStatement<'_>, rusqlite::Error> {
         let mut statement = self.conn.prepare_cached(sql)?;
         if statement.parameter_count() != args.len() {
@@ -134,7 +180,9 @@ impl SqliteTx<'_> {
             match *arg {
                 Arg::Text(text) => statement.raw_bind_parameter(index, text)?,
                 Arg::Int(n) => statement.raw_bind_parameter(index, n)?,
-                Arg::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
+                Arg::NullText | Arg::NullInt => {
+                    statement.raw_bind_parameter(index, rusqlite::types::Null)?;
+                }
             }
         }
         Ok(statement)
@@ -144,10 +192,7 @@ impl SqliteTx<'_> {
 #[async_trait::async_trait]
 impl Statements for SqliteTx<'_> {
     async fn run(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
-        let changed = self
-            .prepare(sql, args)
-            .and_then(|mut statement| statement.raw_execute())
-            .map_err(to_sqlx)?;
+        let changed = self.prepare(sql, args)?.raw_execute().map_err(to_sqlx)?;
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
     }
 
@@ -156,16 +201,32 @@ impl Statements for SqliteTx<'_> {
         sql: &str,
         args: &[Arg<'_>],
     ) -> Result<Option<String>, sqlx::Error> {
-        let fetch = || {
-            let mut statement = self.prepare(sql, args)?;
-            let mut rows = statement.raw_query();
-            match rows.next()? {
-                Some(row) => row.get::<_, String>(0).map(Some),
-                None => Ok(None),
-            }
-        };
-        fetch().map_err(to_sqlx)
+        let mut statement = self.prepare(sql, args)?;
+        let mut rows = statement.raw_query();
+        match rows.next().map_err(to_sqlx)? {
+            Some(row) => row.get::<_, String>(0).map(Some).map_err(to_sqlx),
+            None => Ok(None),
+        }
     }
+}
+
+/// The first word of `sql`, past white space and comments.
+fn leading_keyword(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            rest = comment.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            break;
+        }
+    }
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    &rest[..end]
 }
 
 /// SQLite's refusal of a statement, carried as sqlx carries its own, so that
@@ -265,9 +326,12 @@ pub type UnitFuture<'c, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send
 trait Unit: Send {
     /// Runs the work; true when it succeeded (its savepoint is kept).
     fn run(&mut self, conn: &mut Connection) -> bool;
-    /// Answers the caller: its own result, unless the group failed to commit (then
-    /// that failure, for a unit that succeeded or never ran).
-    fn answer(self: Box<Self>, failure: Option<&Failure>);
+    /// Answers the caller: its own result if the group committed. If it did not, the
+    /// group's failure, whatever the unit's own result: a unit sees the rows of the
+    /// units before it, now gone, so even its error may rest on them (a key taken by
+    /// a claim that was rolled back). Except for `culprit`, the unit whose own error
+    /// made SQLite roll the group back: its error stands (a full disk stays one).
+    fn answer(self: Box<Self>, failure: Option<&Failure>, culprit: bool);
 }
 
 struct Pending<F, T, E> {
@@ -300,19 +364,22 @@ where
             Ok(Poll::Pending) => Err(E::from(sqlx::Error::Protocol(
                 "a unit of write work awaited something other than its statements".into(),
             ))),
-            Err(_) => Err(E::from(sqlx::Error::Protocol(
-                "a unit of write work panicked".into(),
-            ))),
+            Err(_) => {
+                tracing::error!("a unit of write work panicked; its savepoint is rolled back");
+                Err(E::from(sqlx::Error::Protocol(
+                    "a unit of write work panicked".into(),
+                )))
+            }
         };
         let ok = result.is_ok();
         self.result = Some(result);
         ok
     }
 
-    fn answer(self: Box<Self>, failure: Option<&Failure>) {
+    fn answer(self: Box<Self>, failure: Option<&Failure>, culprit: bool) {
         let result = match (self.result, failure) {
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(value)), None) => Ok(value),
+            (Some(result), None) => result,
+            (Some(Err(e)), Some(_)) if culprit => Err(e),
             (_, Some(failure)) => Err(E::from(failure.to_sqlx())),
             (None, None) => Err(E::from(sqlx::Error::PoolClosed)),
         };
@@ -339,6 +406,8 @@ pub enum OpenError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the database's journal_mode is {0}, not wal")]
     NotWal(String),
+    #[error("synchronous = {wanted} did not take (it reads {found})")]
+    Synchronous { wanted: String, found: i64 },
     #[error("cannot start the writer thread")]
     Thread(#[source] std::io::Error),
 }
@@ -348,6 +417,9 @@ pub enum OpenError {
 #[derive(Debug)]
 pub struct SqliteWriter {
     queue: mpsc::Sender<Message>,
+    /// How long a caller waits for room in the queue, as it would for a pooled
+    /// connection.
+    queue_timeout: Duration,
     thread: Mutex<Option<JoinHandle<()>>>,
     commits: Arc<AtomicU64>,
 }
@@ -361,30 +433,37 @@ impl SqliteWriter {
         synchronous: &str,
         busy_timeout: Duration,
     ) -> Result<Self, OpenError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(OpenError::NotWal(mode));
-        }
-        conn.pragma_update(None, "synchronous", synchronous)?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(busy_timeout)?;
-        conn.set_prepared_statement_cache_capacity(64);
+        let settings = Settings {
+            path: path.to_owned(),
+            name: name.to_owned(),
+            synchronous: synchronous.to_owned(),
+            busy_timeout,
+        };
+        let conn = settings.connect()?;
         let (queue, receiver) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&commits);
         let thread = std::thread::Builder::new()
             .name(format!("sqlite-writer-{name}"))
-            .spawn(move || serve(conn, receiver, &counted))
+            .spawn(move || serve(Writer { conn, settings }, receiver, &counted))
             .map_err(OpenError::Thread)?;
         Ok(Self {
             queue,
+            queue_timeout: busy_timeout,
             thread: Mutex::new(Some(thread)),
             commits,
         })
+    }
+
+    /// False once the thread has stopped (closed, or it died): units are refused.
+    pub fn is_alive(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
+    /// Units waiting in the queue (tests use it to know a group's makeup).
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     /// The groups committed so far (each one `COMMIT`, however many units).
@@ -394,7 +473,8 @@ impl SqliteWriter {
 
     /// Runs `work` in the writer's next group and answers once that group committed
     /// (or with the error that stopped the unit or the commit). `PoolClosed` if the
-    /// writer was closed before the unit was queued: nothing ran.
+    /// writer was closed before the unit was queued, `PoolTimedOut` if the queue
+    /// stayed full for the busy timeout: either way nothing ran.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: for<'c> FnOnce(&'c mut dyn Statements) -> UnitFuture<'c, T, E> + Send + 'static,
@@ -407,10 +487,12 @@ impl SqliteWriter {
             result: None,
             reply,
         });
-        self.queue
-            .send(Message::Unit(unit))
+        tokio::time::timeout(self.queue_timeout, self.queue.send(Message::Unit(unit)))
             .await
+            .map_err(|_| E::from(sqlx::Error::PoolTimedOut))?
             .map_err(|_| E::from(sqlx::Error::PoolClosed))?;
+        // Not bounded: once queued the unit may run and commit at any moment, so a
+        // caller that stopped waiting could not tell what happened to it.
         // Dropped unanswered only if the thread died: no COMMIT followed the unit.
         answer
             .await
@@ -431,7 +513,86 @@ impl SqliteWriter {
     }
 }
 
-fn serve(mut conn: Connection, mut receiver: mpsc::Receiver<Message>, commits: &AtomicU64) {
+/// What the writer's connection is opened with, kept to open it again.
+struct Settings {
+    path: PathBuf,
+    name: String,
+    synchronous: String,
+    busy_timeout: Duration,
+}
+
+impl Settings {
+    /// Opens the file with the pool's pragmas.
+    fn connect(&self) -> Result<Connection, OpenError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OpenError::NotWal(mode));
+        }
+        conn.pragma_update(None, "synchronous", &self.synchronous)?;
+        // SQLite takes an unknown value for NORMAL without a word: read it back.
+        let found: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+        let wanted = match self.synchronous.to_ascii_uppercase().as_str() {
+            "OFF" => Some(0),
+            "NORMAL" => Some(1),
+            "FULL" => Some(2),
+            "EXTRA" => Some(3),
+            _ => None,
+        };
+        if wanted != Some(found) {
+            return Err(OpenError::Synchronous {
+                wanted: self.synchronous.clone(),
+                found,
+            });
+        }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(self.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+}
+
+/// The thread's connection and how to open it again.
+struct Writer {
+    conn: Connection,
+    settings: Settings,
+}
+
+impl Writer {
+    /// Makes sure the connection is outside any transaction before a group begins
+    /// (a ROLLBACK after a failed group may itself have failed): rolls back, and if
+    /// that does not do it, opens the connection again.
+    fn ensure_clean(&mut self) -> Result<(), Failure> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        tracing::error!(
+            writer = %self.settings.name,
+            "the writer's connection is still in a transaction; rolling it back"
+        );
+        if let Err(error) = self.conn.execute_batch("ROLLBACK") {
+            tracing::error!(writer = %self.settings.name, %error, "ROLLBACK failed");
+        }
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        tracing::error!(
+            writer = %self.settings.name,
+            "the writer's connection is still in a transaction; opening it again"
+        );
+        // The old connection, dropped, closes and so rolls back.
+        self.conn = self.settings.connect().map_err(|error| {
+            tracing::error!(writer = %self.settings.name, %error, "cannot reopen the writer's connection");
+            Failure::Other(format!("cannot reopen the writer's connection: {error}"))
+        })?;
+        Ok(())
+    }
+}
+
+fn serve(mut writer: Writer, mut receiver: mpsc::Receiver<Message>, commits: &AtomicU64) {
     let mut group: Vec<Box<dyn Unit>> = Vec::new();
     // `None`: closed and empty, or every handle dropped.
     while let Some(first) = receiver.blocking_recv() {
@@ -442,7 +603,7 @@ fn serve(mut conn: Connection, mut receiver: mpsc::Receiver<Message>, commits: &
                 Err(_) => break,
             }
         }
-        if !group.is_empty() && commit_group(&mut conn, &mut group) {
+        if !group.is_empty() && commit_group(&mut writer, &mut group) {
             commits.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -456,31 +617,65 @@ fn take(message: Message, group: &mut Vec<Box<dyn Unit>>, receiver: &mut mpsc::R
     }
 }
 
-/// Runs `group` in one transaction, each unit in its savepoint, and answers each;
-/// true when it committed.
-fn commit_group(conn: &mut Connection, group: &mut Vec<Box<dyn Unit>>) -> bool {
-    let failure = run_group(conn, group).err();
-    if failure.is_some() && !conn.is_autocommit() {
-        // Nothing of the group may stay: the next group starts clean.
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    for unit in group.drain(..) {
-        unit.answer(failure.as_ref());
-    }
-    failure.is_none()
+/// Why a group did not commit, and which unit's own error caused it (SQLite rolled
+/// the transaction back on it), if one did.
+struct GroupFailure {
+    failure: Failure,
+    culprit: Option<usize>,
 }
 
-fn run_group(conn: &mut Connection, group: &mut [Box<dyn Unit>]) -> Result<(), Failure> {
+impl From<rusqlite::Error> for GroupFailure {
+    fn from(error: rusqlite::Error) -> Self {
+        Self {
+            failure: error.into(),
+            culprit: None,
+        }
+    }
+}
+
+/// Runs `group` in one transaction, each unit in its savepoint, and answers each;
+/// true when it committed.
+fn commit_group(writer: &mut Writer, group: &mut Vec<Box<dyn Unit>>) -> bool {
+    let failed = run_group(writer, group).err();
+    if let Some(failed) = &failed {
+        tracing::warn!(
+            writer = %writer.settings.name,
+            units = group.len(),
+            error = %failed.failure.to_sqlx(),
+            "a group of write work did not commit"
+        );
+        if !writer.conn.is_autocommit() {
+            // Nothing of the group may stay; if this fails, the next group's
+            // `ensure_clean` sees it.
+            let _ = writer.conn.execute_batch("ROLLBACK");
+        }
+    }
+    for (i, unit) in group.drain(..).enumerate() {
+        match &failed {
+            None => unit.answer(None, false),
+            Some(failed) => unit.answer(Some(&failed.failure), failed.culprit == Some(i)),
+        }
+    }
+    failed.is_none()
+}
+
+fn run_group(writer: &mut Writer, group: &mut [Box<dyn Unit>]) -> Result<(), GroupFailure> {
+    writer.ensure_clean().map_err(|failure| GroupFailure {
+        failure,
+        culprit: None,
+    })?;
+    let conn = &mut writer.conn;
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    for unit in group.iter_mut() {
+    for (i, unit) in group.iter_mut().enumerate() {
         conn.execute_batch("SAVEPOINT unit")?;
         let ok = unit.run(conn);
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back on the unit's error (a full
             // disk, an I/O error, an interrupt): the units before it are gone too.
-            return Err(Failure::Other(
-                "the group's transaction was rolled back by SQLite".into(),
-            ));
+            return Err(GroupFailure {
+                failure: Failure::Other("the group's transaction was rolled back by SQLite".into()),
+                culprit: Some(i),
+            });
         }
         if !ok {
             conn.execute_batch("ROLLBACK TO unit")?;
@@ -497,6 +692,8 @@ mod tests {
 
     use super::*;
     use crate::store::{SqliteSync, Store, is_contended, is_unique_violation};
+
+    const BUSY: Duration = Duration::from_secs(5);
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -516,7 +713,7 @@ mod tests {
                 Box::pin(async move {
                     tx.run(
                         "INSERT INTO t (id, n, note) VALUES ($1, $2, $3)",
-                        &[Arg::from(&id), n.into(), Arg::Null],
+                        &[Arg::from(&id), n.into(), Arg::NullText],
                     )
                     .await
                 })
@@ -565,6 +762,12 @@ mod tests {
         let (_dir, store) = store().await;
         insert(&store, "taken".into(), 0).await.unwrap();
         let store = Arc::new(store);
+        // Holding the write lock keeps the writer's first group waiting to begin, so
+        // the others queue behind it and share groups.
+        let mut holder = store.pool().acquire().await.unwrap();
+        sqlx::Executor::execute(&mut *holder, "BEGIN IMMEDIATE")
+            .await
+            .unwrap();
         // Half the units write a row and then hit the taken key: each of those must
         // leave nothing; the others commit, however the groups fall.
         let tasks: Vec<_> = (0..100)
@@ -595,6 +798,11 @@ mod tests {
                 })
             })
             .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::Executor::execute(&mut *holder, "ROLLBACK")
+            .await
+            .unwrap();
+        drop(holder);
         for task in tasks {
             let (i, result) = task.await.unwrap();
             if i % 2 == 1 {
@@ -609,6 +817,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(odd.0, 0);
+        // One commit for "taken"; the 100 units shared far fewer.
+        let commits = store.writer_commits().unwrap();
+        assert!(commits <= 11, "{commits} commits for 101 units");
     }
 
     async fn bind_by_name_and_read_back(store: &Store) {
@@ -639,6 +850,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(note.as_deref(), Some("abab"));
+        // Typed NULLs: PostgreSQL refuses a text NULL for the BIGINT column.
+        store
+            .write(|tx| {
+                Box::pin(async move {
+                    tx.run(
+                        "INSERT INTO t (id, n, note) VALUES ($1, $2, $3)",
+                        &["nulls".into(), None::<i64>.into(), None::<&str>.into()],
+                    )
+                    .await
+                })
+            })
+            .await
+            .unwrap();
+        let (n, note): (Option<i64>, Option<String>) =
+            sqlx::query_as("SELECT n, note FROM t WHERE id = 'nulls'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!((n, note), (None, None));
+        sqlx::query("DELETE FROM t WHERE id = 'nulls'")
+            .execute(store.pool())
+            .await
+            .unwrap();
         // Too few arguments is an error, not a NULL.
         let err = store
             .write(|tx| {
@@ -687,29 +921,285 @@ mod tests {
         store.close().await;
     }
 
+    fn open_writer(dir: &tempfile::TempDir, busy_timeout: Duration) -> Arc<SqliteWriter> {
+        Arc::new(SqliteWriter::open(&dir.path().join("w.db"), "w", "NORMAL", busy_timeout).unwrap())
+    }
+
+    /// Runs a unit that holds the writer thread until the returned sender sends (or
+    /// is dropped): the units queued meanwhile make up its next group, exactly.
+    async fn occupy(
+        writer: &Arc<SqliteWriter>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), sqlx::Error>>,
+    ) {
+        let (started, has_started) = std::sync::mpsc::channel();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let writer = Arc::clone(writer);
+        let task = tokio::spawn(async move {
+            writer
+                .run(move |_tx| {
+                    Box::pin(async move {
+                        let _ = started.send(());
+                        let _ = wait.recv();
+                        Ok(())
+                    })
+                })
+                .await
+        });
+        tokio::task::spawn_blocking(move || has_started.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        (go, task)
+    }
+
+    async fn wait_queued(writer: &SqliteWriter, n: usize) {
+        while writer.queued() < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Queues `work` behind the units already queued (in this order).
+    async fn queue<T, F>(
+        writer: &Arc<SqliteWriter>,
+        work: F,
+    ) -> tokio::task::JoinHandle<Result<T, sqlx::Error>>
+    where
+        F: for<'c> FnOnce(&'c mut dyn Statements) -> UnitFuture<'c, T, sqlx::Error>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        let before = writer.queued();
+        let runner = Arc::clone(writer);
+        let task = tokio::spawn(async move { runner.run(work).await });
+        wait_queued(writer, before + 1).await;
+        task
+    }
+
+    fn insert_unit(
+        id: String,
+    ) -> impl for<'c> FnOnce(&'c mut dyn Statements) -> UnitFuture<'c, u64, sqlx::Error> + Send + 'static
+    {
+        statement_unit("INSERT INTO t (id, n) VALUES ($1, 0)", id)
+    }
+
+    /// A unit running `sql` with `arg` for `$1`.
+    fn statement_unit(
+        sql: &'static str,
+        arg: String,
+    ) -> impl for<'c> FnOnce(&'c mut dyn Statements) -> UnitFuture<'c, u64, sqlx::Error> + Send + 'static
+    {
+        move |tx| Box::pin(async move { tx.run(sql, &[Arg::from(&arg)]).await })
+    }
+
     #[tokio::test]
     async fn a_closed_writer_finishes_its_queue_and_refuses_the_rest() {
-        let (_dir, store) = store().await;
-        let store = Arc::new(store);
-        let queued: Vec<_> = (0..20)
+        let (dir, store) = store().await;
+        let writer = open_writer(&dir, BUSY);
+        let (go, occupied) = occupy(&writer).await;
+        let mut queued = Vec::new();
+        for i in 0..20 {
+            queued.push(queue(&writer, insert_unit(format!("k{i}"))).await);
+        }
+        // Stop comes behind the 20 units.
+        let closing = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move { writer.close().await })
+        };
+        wait_queued(&writer, 21).await;
+        go.send(()).unwrap();
+        closing.await.unwrap();
+        occupied.await.unwrap().unwrap();
+        for task in queued {
+            assert_eq!(task.await.unwrap().unwrap(), 1);
+        }
+        let err = writer.run(insert_unit("late".into())).await.unwrap_err();
+        assert!(matches!(err, sqlx::Error::PoolClosed), "{err}");
+        assert!(!writer.is_alive());
+        assert_eq!(count(&store).await, 20);
+    }
+
+    /// A group whose COMMIT fails answers each of its callers with that failure,
+    /// even one whose own error came from another unit's rows, now gone.
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_unit_of_the_group() {
+        let (dir, store) = store().await;
+        sqlx::raw_sql(
+            "CREATE TABLE p (id TEXT PRIMARY KEY); \
+             CREATE TABLE c (pid TEXT REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let writer = open_writer(&dir, BUSY);
+        let (go, occupied) = occupy(&writer).await;
+        let claim = |id: &str| statement_unit("INSERT INTO p (id) VALUES ($1)", id.into());
+        let first = queue(&writer, claim("a")).await;
+        // Sees the first unit's row: a unique violation, which the rollback makes untrue.
+        let second = queue(&writer, claim("a")).await;
+        let orphan = queue(
+            &writer,
+            statement_unit("INSERT INTO c (pid) VALUES ($1)", "nope".into()),
+        )
+        .await;
+        go.send(()).unwrap();
+        occupied.await.unwrap().unwrap();
+        for (name, task) in [("first", first), ("second", second), ("orphan", orphan)] {
+            let err = task.await.unwrap().unwrap_err();
+            let sqlx::Error::Database(db) = &err else {
+                panic!("{name}: {err}");
+            };
+            assert_eq!(
+                db.kind(),
+                sqlx::error::ErrorKind::ForeignKeyViolation,
+                "{name}: {err}"
+            );
+        }
+        let (rows,): (i64,) =
+            sqlx::query_as("SELECT (SELECT COUNT(*) FROM p) + (SELECT COUNT(*) FROM c)")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(rows, 0);
+        // The writer goes on.
+        writer.run(claim("b")).await.unwrap();
+        writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_unit_fails_alone() {
+        let (dir, store) = store().await;
+        let writer = open_writer(&dir, BUSY);
+        let (go, occupied) = occupy(&writer).await;
+        let before = queue(&writer, insert_unit("before".into())).await;
+        let panics = queue::<u64, _>(&writer, |tx| {
+            Box::pin(async move {
+                tx.run("INSERT INTO t (id, n) VALUES ($1, 0)", &["panics".into()])
+                    .await?;
+                panic!("a unit's bug");
+            })
+        })
+        .await;
+        let after = queue(&writer, insert_unit("after".into())).await;
+        go.send(()).unwrap();
+        occupied.await.unwrap().unwrap();
+        assert_eq!(before.await.unwrap().unwrap(), 1);
+        let err: sqlx::Error = panics.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert_eq!(after.await.unwrap().unwrap(), 1);
+        writer.run(insert_unit("later".into())).await.unwrap();
+        assert_eq!(count(&store).await, 3);
+        writer.close().await;
+    }
+
+    /// The transaction is the group's: a unit may not end it or touch its savepoint.
+    #[tokio::test]
+    async fn a_unit_cannot_end_its_groups_transaction() {
+        let (dir, store) = store().await;
+        let writer = open_writer(&dir, BUSY);
+        for control in [
+            "COMMIT",
+            "  -- a comment\n rollback",
+            "/* c */ END",
+            "RELEASE unit",
+            "ROLLBACK TO unit",
+            "SAVEPOINT mine",
+            "BEGIN",
+        ] {
+            let err = writer
+                .run::<(), sqlx::Error, _>(move |tx| {
+                    Box::pin(async move {
+                        tx.run("INSERT INTO t (id, n) VALUES ($1, 0)", &["x".into()])
+                            .await?;
+                        tx.run(control, &[]).await?;
+                        Err(sqlx::Error::RowNotFound)
+                    })
+                })
+                .await
+                .unwrap_err();
+            assert!(matches!(err, sqlx::Error::Protocol(_)), "{control}: {err}");
+            assert_eq!(count(&store).await, 0, "{control}");
+        }
+        writer.run(insert_unit("x".into())).await.unwrap();
+        assert_eq!(count(&store).await, 1);
+        writer.close().await;
+    }
+
+    /// A full queue makes a caller wait as long as a pool would for a connection,
+    /// then refuses it with nothing run.
+    #[tokio::test]
+    async fn a_full_queue_times_out() {
+        let (dir, store) = store().await;
+        let writer = open_writer(&dir, Duration::from_millis(50));
+        let (go, occupied) = occupy(&writer).await;
+        let queued: Vec<_> = (0..QUEUE)
             .map(|i| {
-                let store = Arc::clone(&store);
-                tokio::spawn(async move { insert(&store, format!("k{i}"), i).await })
+                let writer = Arc::clone(&writer);
+                tokio::spawn(async move { writer.run(insert_unit(format!("k{i}"))).await })
             })
             .collect();
-        tokio::task::yield_now().await;
-        store.close_writer().await;
-        let mut committed = 0;
+        wait_queued(&writer, QUEUE).await;
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            writer.run(insert_unit("late".into())),
+        )
+        .await
+        .expect("the send is bounded")
+        .unwrap_err();
+        assert!(matches!(err, sqlx::Error::PoolTimedOut), "{err}");
+        assert!(crate::store::is_never_started(&err));
+        go.send(()).unwrap();
+        occupied.await.unwrap().unwrap();
         for task in queued {
-            match task.await.unwrap() {
-                Ok(_) => committed += 1,
-                Err(e) => assert!(matches!(e, sqlx::Error::PoolClosed), "{e}"),
-            }
+            task.await.unwrap().unwrap();
         }
-        let err = insert(&store, "late".into(), 0).await.unwrap_err();
-        assert!(matches!(err, sqlx::Error::PoolClosed), "{err}");
-        // Each answered Ok is there; each refused is not.
-        assert_eq!(count(&store).await, committed);
+        assert_eq!(count(&store).await, i64::try_from(QUEUE).unwrap());
+        writer.close().await;
+    }
+
+    /// A connection left inside a transaction (a failed ROLLBACK) is rolled back
+    /// before the next group begins.
+    #[tokio::test]
+    async fn a_group_starts_outside_any_transaction() {
+        let (dir, store) = store().await;
+        let settings = Settings {
+            path: dir.path().join("w.db"),
+            name: "w".into(),
+            synchronous: "NORMAL".into(),
+            busy_timeout: BUSY,
+        };
+        let conn = settings.connect().unwrap();
+        conn.execute_batch("BEGIN; INSERT INTO t (id, n) VALUES ('stale', 0)")
+            .unwrap();
+        let mut writer = Writer { conn, settings };
+        let (reply, mut answer) = oneshot::channel();
+        let mut group: Vec<Box<dyn Unit>> = vec![Box::new(Pending {
+            work: Some(insert_unit("a".into())),
+            result: None,
+            reply,
+        })];
+        assert!(commit_group(&mut writer, &mut group));
+        assert_eq!(answer.try_recv().unwrap().unwrap(), 1);
+        let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM t")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(ids, [("a".to_owned(),)]);
+    }
+
+    /// SQLite takes an unknown `synchronous` for NORMAL without a word.
+    #[tokio::test]
+    async fn an_unknown_synchronous_mode_is_refused() {
+        let (dir, _store) = store().await;
+        let path = dir.path().join("w.db");
+        let err = SqliteWriter::open(&path, "w", "FUL", BUSY).unwrap_err();
+        assert!(matches!(err, OpenError::Synchronous { .. }), "{err}");
+        SqliteWriter::open(&path, "w", "full", BUSY)
+            .unwrap()
+            .close()
+            .await;
     }
 
     /// Another connection holding the write lock past the busy timeout: the group
