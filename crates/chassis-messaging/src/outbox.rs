@@ -29,7 +29,7 @@ pub async fn enqueue<E: DomainEvent>(
     event: &E,
 ) -> Result<Envelope, OutboxError> {
     let envelope = envelope(event)?;
-    enqueue_envelope(conn, &envelope).await?;
+    enqueue_in(conn, &envelope).await?;
     Ok(envelope)
 }
 
@@ -38,13 +38,6 @@ pub async fn enqueue<E: DomainEvent>(
 /// the request's span).
 pub fn envelope<E: DomainEvent>(event: &E) -> Result<Envelope, OutboxError> {
     Ok(Envelope::wrap(event)?.with_trace_context(chassis_telemetry::current_traceparent()))
-}
-
-pub async fn enqueue_envelope(
-    conn: &mut AnyConnection,
-    envelope: &Envelope,
-) -> Result<(), OutboxError> {
-    enqueue_in(conn, envelope).await
 }
 
 /// Records `envelope` in the outbox through `tx`: inside a unit of

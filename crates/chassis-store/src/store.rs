@@ -128,8 +128,14 @@ impl Store {
             .await
             .map_err(|source| StoreError::Open { module, source })?;
         // Opened after the pool: the file exists and is in WAL mode.
-        let writer = SqliteWriter::open(&path, module, sync, BUSY_TIMEOUT)
-            .map_err(|source| StoreError::Writer { module, source })?;
+        // Opening a file is blocking I/O: off the runtime's threads.
+        let writer = tokio::task::spawn_blocking(move || {
+            SqliteWriter::open(&path, module, sync, BUSY_TIMEOUT)
+        })
+        .await
+        .map_err(|e| crate::writer::OpenError::Thread(std::io::Error::other(e)))
+        .and_then(|opened| opened)
+        .map_err(|source| StoreError::Writer { module, source })?;
         Ok(Self {
             module,
             pool,
@@ -281,6 +287,11 @@ impl Store {
     /// unit of the writer thread's next group commit (ADR 0019), on PostgreSQL in a
     /// transaction of the pool's. Either way the answer comes after the commit, and
     /// an error from `work` leaves nothing of it written.
+    ///
+    /// On SQLite, do not call it while holding a pooled write transaction on the same
+    /// file: the writer waits for that transaction's lock, which the caller holds
+    /// until this returns, so it stalls for the busy timeout and then fails with
+    /// `SQLITE_BUSY`.
     pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: for<'c> FnOnce(&'c mut dyn Statements) -> UnitFuture<'c, T, E> + Send + 'static,
@@ -333,6 +344,11 @@ impl chassis_core::health::Check for Store {
     }
 
     async fn check(&self) -> Result<(), String> {
+        if let Some(writer) = &self.writer
+            && !writer.is_alive()
+        {
+            return Err("the writer thread has stopped".into());
+        }
         self.ping().await.map_err(|e| e.to_string())
     }
 }

@@ -4,7 +4,8 @@
 //! running a whole transaction's statements against [`Statements`]. The thread takes
 //! every unit waiting in its queue, runs them in one `BEGIN IMMEDIATE … COMMIT`, each
 //! in a `SAVEPOINT` of its own (a unit that fails is rolled back alone and its caller
-//! gets its error), and answers every caller only once `COMMIT` has returned: a
+//! gets its error; a group that does not commit answers each of its callers with
+//! that failure), and answers every caller only once `COMMIT` has returned: a
 //! caller learns of its commit exactly when it would on a connection of its own, with
 //! the same `synchronous` setting deciding what that commit survives.
 //!
@@ -1187,6 +1188,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids, [("a".to_owned(),)]);
+    }
+
+    #[tokio::test]
+    async fn the_health_check_sees_a_stopped_writer() {
+        use chassis_core::health::Check;
+        let (_dir, store) = store().await;
+        store.check().await.unwrap();
+        store.close_writer().await;
+        assert!(store.check().await.is_err());
     }
 
     /// SQLite takes an unknown `synchronous` for NORMAL without a word.
