@@ -1069,6 +1069,66 @@ mod tests {
         writer.close().await;
     }
 
+    /// A full disk makes SQLite roll the whole transaction back: the unit that hit it
+    /// keeps its error, the others of its group get the group's failure, and a
+    /// statement after the rollback is refused rather than committed on its own.
+    #[tokio::test]
+    async fn a_transaction_rolled_back_by_sqlite_fails_the_group() {
+        let (dir, store) = store().await;
+        let writer = open_writer(&dir, BUSY);
+        let (go, occupied) = occupy(&writer).await;
+        let before = queue(&writer, insert_unit("before".into())).await;
+        let full = queue::<(), _>(&writer, |tx| {
+            Box::pin(async move {
+                // Caps the file at its current size; the pragma's row makes `run` an
+                // error, but the cap is set.
+                let _ = tx.run("PRAGMA max_page_count = 1", &[]).await;
+                let full = tx
+                    .run(
+                        "INSERT INTO t (id, n, note) VALUES ($1, 0, hex(zeroblob(100000)))",
+                        &["big".into()],
+                    )
+                    .await
+                    .unwrap_err();
+                // The transaction is gone: this must not commit on its own.
+                match tx
+                    .run("INSERT INTO t (id, n) VALUES ($1, 0)", &["stray".into()])
+                    .await
+                {
+                    Err(_) => Err(full),
+                    Ok(_) => Ok(()),
+                }
+            })
+        })
+        .await;
+        let after = queue(&writer, insert_unit("after".into())).await;
+        go.send(()).unwrap();
+        occupied.await.unwrap().unwrap();
+        let err = full.await.unwrap().unwrap_err();
+        let sqlx::Error::Database(db) = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(db.code().as_deref(), Some("13"), "SQLITE_FULL: {err}");
+        for (name, task) in [("before", before), ("after", after)] {
+            let err = task.await.unwrap().unwrap_err();
+            assert!(err.to_string().contains("rolled back"), "{name}: {err}");
+        }
+        assert_eq!(count(&store).await, 0);
+        // The writer goes on once the file may grow again.
+        writer
+            .run(|tx| {
+                Box::pin(async move {
+                    let _ = tx.run("PRAGMA max_page_count = 1000000", &[]).await;
+                    tx.run("INSERT INTO t (id, n) VALUES ($1, 0)", &["later".into()])
+                        .await
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(count(&store).await, 1);
+        writer.close().await;
+    }
+
     #[tokio::test]
     async fn a_panicking_unit_fails_alone() {
         let (dir, store) = store().await;
