@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis_core::events::{DomainEvent, Envelope};
+use chassis_store::writer::{Arg, Statements};
 use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::Notify;
 
@@ -27,24 +28,30 @@ pub async fn enqueue<E: DomainEvent>(
     conn: &mut AnyConnection,
     event: &E,
 ) -> Result<Envelope, OutboxError> {
-    let envelope =
-        Envelope::wrap(event)?.with_trace_context(chassis_telemetry::current_traceparent());
-    enqueue_envelope(conn, &envelope).await?;
+    let envelope = envelope(event)?;
+    enqueue_in(conn, &envelope).await?;
     Ok(envelope)
 }
 
-pub async fn enqueue_envelope(
-    conn: &mut AnyConnection,
-    envelope: &Envelope,
-) -> Result<(), OutboxError> {
-    sqlx::query(
+/// `event` in its envelope, with the current trace context: built on the task that
+/// made the change (a unit of a store's writer runs on the writer's thread, outside
+/// the request's span).
+pub fn envelope<E: DomainEvent>(event: &E) -> Result<Envelope, OutboxError> {
+    Ok(Envelope::wrap(event)?.with_trace_context(chassis_telemetry::current_traceparent()))
+}
+
+/// Records `envelope` in the outbox through `tx`: inside a unit of
+/// [`Store::write`](chassis_store::store::Store::write) or a sqlx transaction.
+pub async fn enqueue_in(tx: &mut dyn Statements, envelope: &Envelope) -> Result<(), OutboxError> {
+    tx.run(
         "INSERT INTO outbox (id, topic, envelope, created_at, sent_at) VALUES ($1, $2, $3, $4, NULL)",
+        &[
+            Arg::from(&envelope.id),
+            Arg::from(&envelope.topic()),
+            Arg::from(&serde_json::to_string(envelope)?),
+            Arg::from(chassis_core::time::now_micros()),
+        ],
     )
-    .bind(&envelope.id)
-    .bind(envelope.topic())
-    .bind(serde_json::to_string(envelope)?)
-    .bind(chassis_core::time::now_micros())
-    .execute(conn)
     .await?;
     Ok(())
 }

@@ -22,7 +22,7 @@ use chassis_messaging::consumer::{Consumer, Delivery, Handler, HandlerError};
 use chassis_messaging::nats::{
     ConsumerSettings, DEAD_LETTER_SOURCE, JetStream, NatsBus, NatsSettings,
 };
-use chassis_messaging::outbox::{Outbox, enqueue_envelope};
+use chassis_messaging::outbox::{Outbox, enqueue_in};
 use chassis_store::store::Store;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -325,7 +325,7 @@ async fn outbox_to_jetstream_applies_every_event_once() {
     traced.trace_context =
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned());
     let mut tx = f.producer.pool().begin().await.unwrap();
-    enqueue_envelope(&mut tx, &traced).await.unwrap();
+    enqueue_in(&mut *tx, &traced).await.unwrap();
     tx.commit().await.unwrap();
     for i in 1..=30 {
         commit(&f.producer, &deposit(i)).await;

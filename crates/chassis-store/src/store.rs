@@ -6,7 +6,7 @@
 //! microseconds), `ON CONFLICT` upserts, no `AUTOINCREMENT`/`SERIAL`.
 
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -16,6 +16,8 @@ use sqlx::{AnyPool, Connection, Executor};
 use serde::{Deserialize, Serialize};
 
 pub use sqlx::AnyPool as Pool;
+
+use crate::writer::{SqliteWriter, Statements, UnitFuture};
 
 /// SQLite's `synchronous` pragma. See docs/adr/0003: `normal` in WAL mode survives a
 /// process crash and loses at most the last transactions on power loss; `full`
@@ -28,14 +30,19 @@ pub enum SqliteSync {
     Full,
 }
 
+/// How long a SQLite connection waits for another's write lock before `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The platform tables every module store carries.
 static PLATFORM: Migrator = sqlx::migrate!("./migrations");
 
-/// A module's database: its pool and the name it is known by in logs and health.
+/// A module's database: its pool and the name it is known by in logs and health; on
+/// SQLite also its writer thread, which [`Store::write`] sends units of work to.
 #[derive(Clone, Debug)]
 pub struct Store {
     module: &'static str,
     pool: AnyPool,
+    writer: Option<Arc<SqliteWriter>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,12 @@ pub enum StoreError {
         module: &'static str,
         #[source]
         source: sqlx::Error,
+    },
+    #[error("cannot open the {module} database's writer")]
+    Writer {
+        module: &'static str,
+        #[source]
+        source: crate::writer::OpenError,
     },
     #[error("cannot migrate the {module} database")]
     Migrate {
@@ -89,7 +102,8 @@ impl Store {
         };
         let pragmas = format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+             PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
+            BUSY_TIMEOUT.as_millis()
         );
         let options: AnyConnectOptions = url
             .parse()
@@ -113,7 +127,20 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open { module, source })?;
-        Ok(Self { module, pool })
+        // Opened after the pool: the file exists and is in WAL mode.
+        // Opening a file is blocking I/O: off the runtime's threads.
+        let writer = tokio::task::spawn_blocking(move || {
+            SqliteWriter::open(&path, module, sync, BUSY_TIMEOUT)
+        })
+        .await
+        .map_err(|e| crate::writer::OpenError::Thread(std::io::Error::other(e)))
+        .and_then(|opened| opened)
+        .map_err(|source| StoreError::Writer { module, source })?;
+        Ok(Self {
+            module,
+            pool,
+            writer: Some(Arc::new(writer)),
+        })
     }
 
     /// Connects to a PostgreSQL database (`postgres://` or `postgresql://`) as
@@ -165,7 +192,11 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open)?;
-        Ok(Self { module, pool })
+        Ok(Self {
+            module,
+            pool,
+            writer: None,
+        })
     }
 
     /// A role per module (ADR 0008): as the administrator at `admin_url`, makes the
@@ -252,6 +283,42 @@ impl Store {
         &self.pool
     }
 
+    /// Runs `work`, a whole transaction's statements, and commits it: on SQLite as a
+    /// unit of the writer thread's next group commit (ADR 0019), on PostgreSQL in a
+    /// transaction of the pool's. Either way the answer comes after the commit, and
+    /// an error from `work` leaves nothing of it written.
+    ///
+    /// On SQLite, do not call it while holding a pooled write transaction on the same
+    /// file: the writer waits for that transaction's lock, which the caller holds
+    /// until this returns, so it stalls for the busy timeout and then fails with
+    /// `SQLITE_BUSY`.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(&'c mut dyn Statements) -> UnitFuture<'c, T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<sqlx::Error> + Send + 'static,
+    {
+        if let Some(writer) = &self.writer {
+            return writer.run(work).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let value = work(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
+    /// How many group commits the writer made (SQLite), for tests and diagnosis.
+    pub fn writer_commits(&self) -> Option<u64> {
+        self.writer.as_ref().map(|writer| writer.commits())
+    }
+
+    /// Stops the writer thread (SQLite): queued units commit, later ones are refused.
+    pub async fn close_writer(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
+    }
+
     pub fn module(&self) -> &'static str {
         self.module
     }
@@ -265,6 +332,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.close_writer().await;
         self.pool.close().await;
     }
 }
@@ -276,6 +344,11 @@ impl chassis_core::health::Check for Store {
     }
 
     async fn check(&self) -> Result<(), String> {
+        if let Some(writer) = &self.writer
+            && !writer.is_alive()
+        {
+            return Err("the writer thread has stopped".into());
+        }
         self.ping().await.map_err(|e| e.to_string())
     }
 }

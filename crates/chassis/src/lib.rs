@@ -83,6 +83,7 @@ pub mod resilience {
 pub mod store {
     pub use chassis_store::page::{PageOrder, keyset_page};
     pub use chassis_store::store::*;
+    pub use chassis_store::writer::{Arg, Statements, UnitFuture};
 
     use crate::Problem;
 

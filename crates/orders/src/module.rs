@@ -87,7 +87,7 @@ fn lease_holder(http_addr: std::net::SocketAddr) -> String {
 fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
     let settings: Settings = context.settings()?;
     let outbox = context.outbox();
-    let store = crate::store::SqlOrders::new(context.store().pool().clone());
+    let store = crate::store::SqlOrders::new(context.store().clone());
     let mut saga = Saga::new(
         store.clone(),
         outbox.clone(),

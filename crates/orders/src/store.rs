@@ -2,10 +2,11 @@
 //! (optimistic concurrency through the primary key), the read projection rewritten in
 //! the same transaction, and the public events written to the outbox there too.
 
-use chassis::outbox::{OutboxError, enqueue};
+use chassis::events::Envelope;
+use chassis::outbox::{OutboxError, enqueue_in, envelope};
 use chassis::page::Cursor;
-use chassis::store::{PageOrder, is_unique_violation, keyset_page};
-use sqlx::{AnyConnection, AnyPool};
+use chassis::store::{Arg, PageOrder, Statements, Store, is_unique_violation, keyset_page};
+use sqlx::AnyPool;
 
 use crate::domain::{Event, Line, Order, Status, apply};
 use crate::published::{Published, published};
@@ -60,6 +61,7 @@ pub enum AppendError {
 
 #[derive(Debug, Clone)]
 pub struct SqlOrders {
+    store: Store,
     pool: AnyPool,
 }
 
@@ -93,27 +95,83 @@ fn summary(row: SummaryRow) -> Summary {
     }
 }
 
-/// Writes the contract events other modules hear about, for the domain events just
-/// appended.
-async fn publish(
-    conn: &mut AnyConnection,
-    after: &Order,
-    events: &[Event],
+/// The contract events other modules hear about, for the domain events just appended,
+/// in their envelopes (built here, on the caller's task, with its trace context).
+fn envelopes(after: &Order, events: &[Event]) -> Result<Vec<Envelope>, AppendError> {
+    published(after, events)
+        .into_iter()
+        .map(|event| match event {
+            Published::Placed(e) => envelope(&e),
+            Published::Confirmed(e) => envelope(&e),
+            Published::Failed(e) => envelope(&e),
+            Published::Cancelled(e) => envelope(&e),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(AppendError::from)
+}
+
+/// Records that (user, key) placed `order_id`; `KeyTaken` if it placed another.
+async fn claim_key(
+    tx: &mut dyn Statements,
+    user_id: &str,
+    idem_key: &str,
+    order_id: &str,
 ) -> Result<(), AppendError> {
-    for event in published(after, events) {
-        match event {
-            Published::Placed(e) => enqueue(conn, &e).await?,
-            Published::Confirmed(e) => enqueue(conn, &e).await?,
-            Published::Failed(e) => enqueue(conn, &e).await?,
-            Published::Cancelled(e) => enqueue(conn, &e).await?,
-        };
+    let claimed = tx
+        .run(
+            "INSERT INTO order_keys (user_id, idem_key, order_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, idem_key) DO NOTHING",
+            &[user_id.into(), idem_key.into(), order_id.into()],
+        )
+        .await?;
+    if claimed == 0 {
+        let existing = tx
+            .fetch_text(
+                "SELECT order_id FROM order_keys WHERE user_id = $1 AND idem_key = $2",
+                &[user_id.into(), idem_key.into()],
+            )
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        return Err(AppendError::KeyTaken(existing));
     }
     Ok(())
 }
 
+/// Rewrites the order's projection row (none before it is placed).
+async fn project(tx: &mut dyn Statements, order: &Order, now: i64) -> Result<(), AppendError> {
+    let Some(placed) = &order.placed else {
+        return Ok(());
+    };
+    tx.run(
+        "INSERT INTO orders (id, user_id, status, saga_open, total_cents, currency, lines, failure_reason, payment_id, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, saga_open = excluded.saga_open, \
+             failure_reason = excluded.failure_reason, payment_id = excluded.payment_id, \
+             version = excluded.version, updated_at = excluded.updated_at",
+        &[
+            Arg::from(&order.id),
+            Arg::from(&placed.user_id),
+            Arg::from(order.status().as_str()),
+            Arg::from(i64::from(order.saga_open())),
+            Arg::from(placed.total_cents),
+            Arg::from(&placed.currency),
+            Arg::from(&serde_json::to_string(&placed.lines)?),
+            Arg::from(order.failure_reason.as_deref()),
+            Arg::from(order.payment_id.as_deref()),
+            Arg::from(i64::try_from(order.version).unwrap_or(i64::MAX)),
+            Arg::from(now),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 impl SqlOrders {
-    pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+    pub fn new(store: Store) -> Self {
+        Self {
+            pool: store.pool().clone(),
+            store,
+        }
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -156,6 +214,8 @@ impl SqlOrders {
 
     /// Appends `events` after `before.version`, updates the projection and writes the
     /// public events, atomically. `key`: the (user, Idempotency-Key) that placed it.
+    /// One unit of the store's writer on SQLite (ADR 0019), a pooled transaction on
+    /// PostgreSQL: the same statements either way.
     pub async fn append(
         &self,
         before: &Order,
@@ -163,88 +223,53 @@ impl SqlOrders {
         key: Option<(&str, &str)>,
     ) -> Result<Order, AppendError> {
         let now = chassis::time::now_micros();
-        let mut tx = self.pool.begin().await?;
+        // Everything the unit writes is prepared here; the unit only runs statements.
         let mut after = before.clone();
+        let mut rows = Vec::with_capacity(events.len());
         for event in events {
             let sequence = i64::try_from(after.version + 1).unwrap_or(i64::MAX);
-            // Write first (SQLite takes its write lock here); the primary key turns a
-            // concurrent append into a conflict instead of a fork.
-            let inserted = sqlx::query(
-                "INSERT INTO order_events (order_id, sequence, event_type, data, occurred_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&before.id)
-            .bind(sequence)
-            .bind(event.name())
-            .bind(serde_json::to_string(event)?)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => return Err(AppendError::Conflict),
-                Err(e) => return Err(e.into()),
-            }
+            rows.push((sequence, event.name(), serde_json::to_string(event)?));
             after = apply(after, event);
         }
-        if let Some((user_id, idem_key)) = key {
-            let claimed = sqlx::query(
-                "INSERT INTO order_keys (user_id, idem_key, order_id) VALUES ($1, $2, $3) \
-                 ON CONFLICT (user_id, idem_key) DO NOTHING",
-            )
-            .bind(user_id)
-            .bind(idem_key)
-            .bind(&before.id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if claimed == 0 {
-                let (existing,): (String,) = sqlx::query_as(
-                    "SELECT order_id FROM order_keys WHERE user_id = $1 AND idem_key = $2",
-                )
-                .bind(user_id)
-                .bind(idem_key)
-                .fetch_one(&mut *tx)
-                .await?;
-                return Err(AppendError::KeyTaken(existing));
-            }
-        }
-        self.project(&mut tx, &after, now).await?;
-        publish(&mut tx, &after, events).await?;
-        tx.commit().await?;
-        Ok(after)
-    }
-
-    async fn project(
-        &self,
-        conn: &mut AnyConnection,
-        order: &Order,
-        now: i64,
-    ) -> Result<(), AppendError> {
-        let Some(placed) = &order.placed else {
-            return Ok(());
-        };
-        sqlx::query(
-            "INSERT INTO orders (id, user_id, status, saga_open, total_cents, currency, lines, failure_reason, payment_id, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
-             ON CONFLICT (id) DO UPDATE SET status = excluded.status, saga_open = excluded.saga_open, \
-                 failure_reason = excluded.failure_reason, payment_id = excluded.payment_id, \
-                 version = excluded.version, updated_at = excluded.updated_at",
-        )
-        .bind(&order.id)
-        .bind(&placed.user_id)
-        .bind(order.status().as_str())
-        .bind(i64::from(order.saga_open()))
-        .bind(placed.total_cents)
-        .bind(&placed.currency)
-        .bind(serde_json::to_string(&placed.lines)?)
-        .bind(order.failure_reason.as_deref())
-        .bind(order.payment_id.as_deref())
-        .bind(i64::try_from(order.version).unwrap_or(i64::MAX))
-        .bind(now)
-        .execute(conn)
-        .await?;
-        Ok(())
+        let outgoing = envelopes(&after, events)?;
+        let key = key.map(|(user_id, idem_key)| (user_id.to_owned(), idem_key.to_owned()));
+        let order_id = before.id.clone();
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    for (sequence, name, data) in &rows {
+                        // Write first; the primary key turns a concurrent append into
+                        // a conflict instead of a fork.
+                        let inserted = tx
+                            .run(
+                                "INSERT INTO order_events (order_id, sequence, event_type, data, occurred_at) \
+                                 VALUES ($1, $2, $3, $4, $5)",
+                                &[
+                                    Arg::from(&order_id),
+                                    Arg::from(*sequence),
+                                    Arg::from(*name),
+                                    Arg::from(data),
+                                    Arg::from(now),
+                                ],
+                            )
+                            .await;
+                        match inserted {
+                            Ok(_) => {}
+                            Err(e) if is_unique_violation(&e) => return Err(AppendError::Conflict),
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    if let Some((user_id, idem_key)) = &key {
+                        claim_key(tx, user_id, idem_key, &order_id).await?;
+                    }
+                    project(tx, &after, now).await?;
+                    for envelope in &outgoing {
+                        enqueue_in(tx, envelope).await?;
+                    }
+                    Ok(after)
+                })
+            })
+            .await
     }
 
     pub async fn summary(&self, order_id: &str) -> Result<Option<Summary>, sqlx::Error> {
@@ -411,10 +436,10 @@ mod tests {
     #[tokio::test]
     async fn a_saga_lease_has_one_holder_at_a_time_until_it_lapses() {
         let store = TestStore::migrated("orders", &crate::MIGRATOR).await;
-        one_holder_at_a_time(&SqlOrders::new(store.pool().clone())).await;
+        one_holder_at_a_time(&SqlOrders::new((*store).clone())).await;
         if let Some(store) = TestStore::postgres("saga_lease_on_postgres", "orders").await {
             store.migrate(&crate::MIGRATOR).await.unwrap();
-            one_holder_at_a_time(&SqlOrders::new(store.pool().clone())).await;
+            one_holder_at_a_time(&SqlOrders::new((*store).clone())).await;
         }
     }
 }
