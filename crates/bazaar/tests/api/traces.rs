@@ -237,3 +237,44 @@ async fn the_traces_api_is_admin_only_and_validates_its_input() {
         );
     }
 }
+
+/// A caller that did not sample its trace (W3C sampled flag off) is followed under the
+/// default `parentbased_always_on`: nothing of the request is traced, and the same
+/// request with the flag on appears (ADR 0020).
+#[tokio::test]
+async fn a_request_its_caller_did_not_sample_is_not_traced() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let read = |flag: &'static str, trace_id: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .get(app.url("/api/v1/products?limit=1"))
+                .header("traceparent", format!("00-{trace_id}-{CLIENT_SPAN}-{flag}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    };
+    let (unsampled, sampled) = (new_trace_id(), new_trace_id());
+    read("00", unsampled.clone()).await;
+    read("01", sampled.clone()).await;
+    // The sampled one shows up; by then the other one would have too.
+    eventually("the sampled read's trace", || async {
+        let response = app
+            .get(&format!("/api/v1/admin/traces/{sampled}"), Some(&admin))
+            .await;
+        if response.status() == 200 {
+            Ok(())
+        } else {
+            Err(response.status().to_string())
+        }
+    })
+    .await;
+    let response = app
+        .get(&format!("/api/v1/admin/traces/{unsampled}"), Some(&admin))
+        .await;
+    assert_eq!(response.status(), 404, "an unsampled request was traced");
+}
