@@ -140,7 +140,7 @@ where
             tracing::dispatcher::get_default(|dispatch| {
                 spans.iter().find_map(|(id, mark)| {
                     if let Some(mark) = mark {
-                        return Some((mark.trace_id.to_string(), mark.span_id.to_string()));
+                        return Some((mark.trace.to_string(), mark.span.to_string()));
                     }
                     let cx = tracing_opentelemetry::get_otel_context(id, dispatch)?;
                     let otel = cx.span();
@@ -152,8 +152,7 @@ where
         });
         // A request not sampled whose spans a quiet log level did not create.
         let ids = ids.or_else(|| {
-            crate::sampling::current()
-                .map(|mark| (mark.trace_id.to_string(), mark.span_id.to_string()))
+            crate::sampling::current().map(|mark| (mark.trace.to_string(), mark.span.to_string()))
         });
         if let Some((trace_id, span_id)) = ids {
             line.insert("trace_id".into(), Value::from(trace_id));

@@ -47,26 +47,26 @@ use crate::traces::Sink;
 
 /// Requests at least this slow are kept whatever the head sampler said, unless
 /// `BAZAAR_TRACES_KEEP_SLOWER_THAN_MS` says otherwise.
-pub const DEFAULT_KEEP_SLOWER_THAN: Duration = Duration::from_millis(1000);
+pub const DEFAULT_KEEP_SLOWER_THAN: Duration = Duration::from_secs(1);
 
 /// The mark of a span this process does not trace: the ids its logs print and its
 /// calls propagate (sampled flag off). Every span of an unsampled request shares them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unsampled {
-    pub(crate) trace_id: TraceId,
-    pub(crate) span_id: SpanId,
+    pub(crate) trace: TraceId,
+    pub(crate) span: SpanId,
     /// The caller's span, when the trace came with a `traceparent`.
-    pub(crate) parent_span_id: SpanId,
+    pub(crate) parent: SpanId,
 }
 
 impl Unsampled {
     /// The W3C `traceparent` a call made under this span sends: sampled flag off.
     pub(crate) fn traceparent(&self) -> String {
-        format!("00-{}-{}-00", self.trace_id, self.span_id)
+        format!("00-{}-{}-00", self.trace, self.span)
     }
 
     pub fn trace_id(&self) -> String {
-        self.trace_id.to_string()
+        self.trace.to_string()
     }
 }
 
@@ -127,9 +127,9 @@ impl Policy {
             ),
         };
         (!sampled).then(|| Unsampled {
-            trace_id,
-            span_id: self.ids.new_span_id(),
-            parent_span_id: parent.map_or(SpanId::INVALID, |p| p.span_id()),
+            trace: trace_id,
+            span: self.ids.new_span_id(),
+            parent: parent.map_or(SpanId::INVALID, |p| p.span_id()),
         })
     }
 }
@@ -330,8 +330,7 @@ pub fn unsampled(span: &tracing::Span) -> Option<Unsampled> {
     span.with_subscriber(|(id, dispatch)| {
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let span = registry.span(id)?;
-        let mark = span.extensions().get::<Unsampled>().copied();
-        mark
+        span.extensions().get::<Unsampled>().copied()
     })
     .flatten()
 }
@@ -409,14 +408,14 @@ pub(crate) fn server_span(mark: &Unsampled, finished: &Finished<'_>) -> SpanData
     attributes.push(KeyValue::new("sampling.kept", finished.reason.as_str()));
     SpanData {
         span_context: SpanContext::new(
-            mark.trace_id,
-            mark.span_id,
+            mark.trace,
+            mark.span,
             TraceFlags::SAMPLED,
             false,
             TraceState::default(),
         ),
-        parent_span_id: mark.parent_span_id,
-        parent_span_is_remote: mark.parent_span_id != SpanId::INVALID,
+        parent_span_id: mark.parent,
+        parent_span_is_remote: mark.parent != SpanId::INVALID,
         span_kind: SpanKind::Server,
         name: Cow::Owned(finished.name.clone()),
         start_time: finished.start,
@@ -519,7 +518,7 @@ mod tests {
         });
         let mark = mark.expect("not sampled");
         assert_eq!(mark.trace_id(), TRACE);
-        assert_eq!(sent, Some(format!("00-{TRACE}-{}-00", mark.span_id)));
+        assert_eq!(sent, Some(format!("00-{TRACE}-{}-00", mark.span)));
         assert!(
             buffer.summaries(10).is_empty(),
             "{:?}",
@@ -560,7 +559,7 @@ mod tests {
         assert_eq!(root.name, "POST /api/v1/orders");
         assert_eq!(root.kind, "server");
         assert_eq!(root.status, "error");
-        assert_eq!(root.span_id, mark.span_id.to_string());
+        assert_eq!(root.span_id, mark.span.to_string());
         assert_eq!(root.parent_span_id.as_deref(), Some(CALLER));
         assert_eq!(root.attributes["http.response.status_code"], 503);
         assert_eq!(root.attributes["sampling.kept"], "failed");
