@@ -276,5 +276,16 @@ async fn a_request_its_caller_did_not_sample_is_not_traced() {
     let response = app
         .get(&format!("/api/v1/admin/traces/{unsampled}"), Some(&admin))
         .await;
-    assert_eq!(response.status(), 404, "an unsampled request was traced");
+    if response.status() == 404 {
+        return;
+    }
+    // A loaded machine can make the read take the keep threshold (1 s): then it is kept
+    // as slow, and only as its one server span, never as an ordinary trace.
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let spans = body["spans"].as_array().cloned().unwrap_or_default();
+    assert!(
+        spans.len() == 1 && spans[0]["attributes"]["sampling.kept"] == "slow",
+        "an unsampled request was traced: {spans:?}"
+    );
 }
