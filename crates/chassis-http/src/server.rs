@@ -221,6 +221,9 @@ where
         let work = if declared.is_some_and(|len| len > BODY_LIMIT_BYTES as u64) {
             None
         } else {
+            // `call` runs outside `sampling::scope` (set on `answer` below): harmless,
+            // as the router's `call` only routes and builds the future; the handler's
+            // spans, logs and calls happen when it is polled, inside the scope.
             Some(span.in_scope(|| self.inner.call(req)))
         };
         let in_span = span.clone();
@@ -258,6 +261,8 @@ where
             }
             Ok(response)
         };
+        // A request whose future is dropped (the client went away) never reaches
+        // `untraced.finish`: if it was not sampled, no span of it is kept, however slow.
         match untraced_mark {
             // Its spans, logs and calls know the trace without OpenTelemetry spans.
             Some(mark) => Box::pin(sampling::scope(mark, answer.instrument(in_span))),

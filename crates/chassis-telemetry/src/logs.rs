@@ -150,7 +150,8 @@ where
                 })
             })
         });
-        // A request not sampled whose spans a quiet log level did not create.
+        // A request not sampled whose span carries no mark here (the task-local is the
+        // fallback, for robustness: a quiet log level alone does not disable spans).
         let ids = ids.or_else(|| {
             crate::sampling::current().map(|mark| (mark.trace.to_string(), mark.span.to_string()))
         });

@@ -38,6 +38,7 @@ use opentelemetry_sdk::trace::{
 use tracing::span::{Attributes, Id};
 use tracing::subscriber::Interest;
 use tracing::{Metadata, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Context as LayerContext, Filter};
@@ -126,6 +127,10 @@ impl Policy {
                 SamplingDecision::RecordAndSample
             ),
         };
+        if sampled && parent.is_none() {
+            // The ratio was drawn on this id: the trace must keep it ([`HeadIds`]).
+            DRAWN.with(|d| d.set(Some(trace_id)));
+        }
         (!sampled).then(|| Unsampled {
             trace: trace_id,
             span: self.ids.new_span_id(),
@@ -136,8 +141,10 @@ impl Policy {
 
 tokio::task_local! {
     /// The mark of the request or event the current task is handling, when it was not
-    /// sampled ([`scope`]): its spans need not exist (a quiet log level creates none
-    /// the OpenTelemetry layer turned away) for its children, logs and calls to know.
+    /// sampled ([`scope`]), so that its children, logs and calls know the trace without
+    /// relying on its spans: for robustness (a span is only disabled outright when
+    /// every layer's filter turns it away, which a quiet log level alone does not do
+    /// in tracing-subscriber 0.3, but a future filter set-up might).
     static UNSAMPLED: Unsampled;
 }
 
@@ -159,6 +166,30 @@ thread_local! {
     /// What [`HeadFilter`] decided for the span being created, for [`Marks`]: the
     /// span's callsite (its metadata's address) and the decision.
     static DECIDED: Cell<Option<(usize, Decision)>> = const { Cell::new(None) };
+    /// The trace id [`Policy::decide`] drew for a root it sampled without a caller.
+    static DRAWN: Cell<Option<TraceId>> = const { Cell::new(None) };
+    /// The trace id [`HeadIds`] hands out next: set by [`root_span`] only around the
+    /// start of the OpenTelemetry span of the root it made.
+    static NEXT_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// The SDK's id generator: random ids, except that a root [`root_span`] sampled on a
+/// trace id it drew keeps that id. Otherwise a later root of the same trace (a callee,
+/// or this process's event consumer) asking a plain `traceidratio` sampler about the
+/// SDK's new id would decide independently, and a sampled trace would lose parts.
+#[derive(Debug, Default)]
+pub(crate) struct HeadIds(RandomIdGenerator);
+
+impl IdGenerator for HeadIds {
+    fn new_trace_id(&self) -> TraceId {
+        NEXT_TRACE_ID
+            .with(Cell::take)
+            .unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
 }
 
 enum Pending {
@@ -192,6 +223,7 @@ pub fn root_span(
 ) -> (tracing::Span, Option<Unsampled>) {
     let remote = traceparent.and_then(|tp| crate::propagation::extract(tp, tracestate));
     PENDING.with(|p| p.set(Some(Pending::Root(remote.clone()))));
+    DRAWN.with(|d| d.set(None));
     let span = make();
     let decided = match PENDING.with(Cell::take) {
         Some(Pending::Decided(Some(Decision::Mark(mark)))) => Some(mark),
@@ -202,6 +234,13 @@ pub fn root_span(
     if decided.is_none() {
         if let Some(cx) = remote {
             crate::propagation::set_parent(&span, cx);
+        }
+        // Sampled on an id drawn here: start the OpenTelemetry span now (it would start
+        // at its first use anyway, maybe on another thread) so that it gets that id.
+        if let Some(trace_id) = DRAWN.with(Cell::take) {
+            NEXT_TRACE_ID.with(|n| n.set(Some(trace_id)));
+            let _started = span.context();
+            NEXT_TRACE_ID.with(|n| n.set(None));
         }
     }
     (span, decided)
@@ -366,10 +405,19 @@ impl Kept {
 pub fn keep_slower_than() -> Duration {
     static THRESHOLD: OnceLock<Duration> = OnceLock::new();
     *THRESHOLD.get_or_init(|| {
-        std::env::var("BAZAAR_TRACES_KEEP_SLOWER_THAN_MS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(DEFAULT_KEEP_SLOWER_THAN, Duration::from_millis)
+        let Ok(value) = std::env::var("BAZAAR_TRACES_KEEP_SLOWER_THAN_MS") else {
+            return DEFAULT_KEEP_SLOWER_THAN;
+        };
+        if let Ok(ms) = value.trim().parse::<u64>() {
+            return Duration::from_millis(ms);
+        }
+        // Read once per process: said once, not at every request.
+        tracing::warn!(
+            value,
+            default_ms = DEFAULT_KEEP_SLOWER_THAN.as_millis(),
+            "BAZAAR_TRACES_KEEP_SLOWER_THAN_MS is not a number of milliseconds; using the default"
+        );
+        DEFAULT_KEEP_SLOWER_THAN
     })
 }
 
@@ -457,6 +505,7 @@ mod tests {
         let sink = Arc::new(Sink::new(Arc::clone(&buffer), None));
         let provider = SdkTracerProvider::builder()
             .with_sampler(Sampler::AlwaysOn)
+            .with_id_generator(HeadIds::default())
             .with_span_processor(SinkProcessor(Arc::clone(&sink)))
             .build();
         let otel = tracing_opentelemetry::layer()
@@ -531,6 +580,37 @@ mod tests {
             });
             assert_eq!(crate::trace_id(&span).as_deref(), Some(TRACE));
         });
+    }
+
+    #[test]
+    fn a_sampled_root_keeps_the_trace_id_its_ratio_was_drawn_on() {
+        // Plain traceidratio: a later root of the same trace (an event consumer) asks
+        // the ratio again about the exported id, so it must be the one drawn.
+        let ratio = Sampler::TraceIdRatioBased(0.5);
+        let (dispatch, buffer, _sink, _provider) = traced(ratio.clone());
+        let consumer = Policy::new(Box::new(ratio));
+        let mut sampled = 0;
+        for _ in 0..64 {
+            let (span, mark) = tracing::dispatcher::with_default(&dispatch, || {
+                root_span(None, None, || tracing::info_span!("job"))
+            });
+            if mark.is_some() {
+                continue;
+            }
+            sampled += 1;
+            let trace = crate::trace_id(&span).expect("a traced span has a trace id");
+            drop(span);
+            let spans = buffer.trace(&trace);
+            assert_eq!(spans.len(), 1, "{trace}: {spans:?}");
+            // The consumer's root, decided on the exported id, is sampled too.
+            let tp = format!("00-{trace}-{CALLER}-01");
+            let remote = crate::propagation::extract(&tp, None).expect("well formed");
+            assert!(
+                consumer.decide(Some(&remote), "consume").is_none(),
+                "{trace} was sampled by the root but not by its consumer"
+            );
+        }
+        assert!(sampled > 0, "none of 64 roots sampled at 0.5");
     }
 
     #[test]

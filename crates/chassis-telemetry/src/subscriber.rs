@@ -92,6 +92,7 @@ fn tracer_provider(service: &str) -> SdkTracerProvider {
         // (`sampling::HeadFilter`, with the `OTEL_TRACES_SAMPLER` one) or is the child
         // of one that was: the SDK must not draw again.
         .with_sampler(Sampler::AlwaysOn)
+        .with_id_generator(crate::sampling::HeadIds::default())
         .with_span_processor(SinkProcessor(sink))
         .build()
 }
