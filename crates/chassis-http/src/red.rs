@@ -42,24 +42,50 @@ impl Red {
         }
     }
 
-    /// Records the response, and names the request span (this hop's server span)
-    /// after the route, as OpenTelemetry's HTTP conventions ask, marking it failed on
-    /// a 5xx.
-    pub(crate) fn finish(self, service: &'static str, response: &Response, span: &tracing::Span) {
-        let route: &str = match (self.slot.0.get(), &self.matched) {
+    /// The route label: the public template, or `unmatched`.
+    fn route(&self) -> &str {
+        match (self.slot.0.get(), &self.matched) {
             (Some(label), _) => label,
             // A catch-all never names a series: refused before routing (413), it is
             // not one of the public routes.
             (None, Some(path)) if path.as_str().contains("{*") => "unmatched",
             (None, Some(path)) => path.as_str(),
             (None, None) => "unmatched",
-        };
+        }
+    }
+
+    /// The server span's name, `METHOD route`, as OpenTelemetry's HTTP conventions
+    /// ask.
+    pub(crate) fn span_name(&self) -> String {
+        format!("{} {}", self.method, self.route())
+    }
+
+    pub(crate) fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    /// How long since [`Red::start`].
+    pub(crate) fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+
+    /// Records the response, and names the request span (this hop's server span,
+    /// when it is traced) after the route, marking it failed on a 5xx.
+    pub(crate) fn finish(
+        &self,
+        service: &'static str,
+        response: &Response,
+        span: Option<&tracing::Span>,
+    ) {
+        let route = self.route();
         let status = response.status();
         let method = self.method.as_str();
-        span.record("otel.name", format_args!("{method} {route}"));
-        span.record("http.response.status_code", status.as_u16());
-        if status.is_server_error() {
-            span.record("otel.status_code", "error");
+        if let Some(span) = span {
+            span.record("otel.name", format_args!("{method} {route}"));
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                span.record("otel.status_code", "error");
+            }
         }
         if !enabled() {
             return;

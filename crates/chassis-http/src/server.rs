@@ -14,6 +14,7 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use chassis_telemetry::sampling::{self, Unsampled};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -41,35 +42,81 @@ pub struct HttpSettings {
 
 /// The server span of a request: a child of the caller's span when a `traceparent`
 /// came with it (another service, the gateway or an instrumented client). Its name
-/// becomes `METHOD route` once the response is known ([`red::Red::finish`]).
-fn request_span(service: &'static str, req: &Request, request_id: &str) -> Span {
+/// becomes `METHOD route` once the response is known ([`red::Red::finish`]). With it,
+/// the head sampler's mark when the request is not traced (then nothing of it is
+/// built as an OpenTelemetry span; see `chassis_telemetry::sampling`).
+fn request_span(
+    service: &'static str,
+    req: &Request,
+    request_id: &str,
+) -> (Span, Option<Unsampled>) {
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     // Probes and scrapes are not traced (a debug span: logs only): every few seconds
     // each, they would crowd real requests out of the trace buffer and a backend.
     let path = req.uri().path();
     if path.starts_with("/health/") || path == "/metrics" {
-        return tracing::debug_span!(
+        let span = tracing::debug_span!(
             "request",
             method = %req.method(),
             path,
             request_id,
         );
+        return (span, None);
     }
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format_args!("{} {}", req.method(), path),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        service,
-        method = %req.method(),
-        path,
-        request_id,
-    );
-    if let Some(traceparent) = header(&TRACEPARENT) {
-        chassis_telemetry::set_parent(&span, traceparent, header(&TRACESTATE));
+    chassis_telemetry::root_span(header(&TRACEPARENT), header(&TRACESTATE), || {
+        tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{} {}", req.method(), path),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            service,
+            method = %req.method(),
+            path,
+            request_id,
+        )
+    })
+}
+
+/// A request the head sampler did not trace: what its kept server span needs, should
+/// it fail or be slow.
+struct Untraced {
+    mark: Unsampled,
+    path: String,
+}
+
+impl Untraced {
+    /// Exports the request's server span when it failed or was slow (without
+    /// children: they were never built).
+    fn finish(
+        &self,
+        service: &'static str,
+        red: &red::Red,
+        status: axum::http::StatusCode,
+        request_id: &HeaderValue,
+    ) {
+        let elapsed = red.elapsed();
+        let Some(reason) = sampling::Kept::reason(status.as_u16(), elapsed) else {
+            return;
+        };
+        let end = std::time::SystemTime::now();
+        sampling::keep(
+            &self.mark,
+            &sampling::Finished {
+                name: red.span_name(),
+                start: end.checked_sub(elapsed).unwrap_or(end),
+                end,
+                status: status.as_u16(),
+                reason,
+                attributes: &[
+                    (chassis_telemetry::traces::SERVICE_ATTRIBUTE, service),
+                    ("method", red.method()),
+                    ("path", &self.path),
+                    ("request_id", request_id.to_str().unwrap_or_default()),
+                ],
+            },
+        );
     }
-    span
 }
 
 /// Wraps `router` in the layers every bazaar server has. The per-request work is one
@@ -152,7 +199,13 @@ where
             id
         };
         // 2. The span (entered while the inner service is called and polled).
-        let span = request_span(service, &req, request_id.to_str().unwrap_or_default());
+        let (span, unsampled) =
+            request_span(service, &req, request_id.to_str().unwrap_or_default());
+        let untraced_mark = unsampled;
+        let untraced = unsampled.map(|mark| Untraced {
+            mark,
+            path: req.uri().path().to_owned(),
+        });
         let started = std::time::Instant::now();
         // 3. RED.
         let red = red::Red::start(&mut req);
@@ -168,6 +221,9 @@ where
         let work = if declared.is_some_and(|len| len > BODY_LIMIT_BYTES as u64) {
             None
         } else {
+            // `call` runs outside `sampling::scope` (set on `answer` below): harmless,
+            // as the router's `call` only routes and builds the future; the handler's
+            // spans, logs and calls happen when it is polled, inside the scope.
             Some(span.in_scope(|| self.inner.call(req)))
         };
         let in_span = span.clone();
@@ -183,8 +239,14 @@ where
                     }
                 }
             };
-            red.finish(service, &response, &span);
             let status = response.status();
+            match &untraced {
+                None => red.finish(service, &response, Some(&span)),
+                Some(untraced) => {
+                    red.finish(service, &response, None);
+                    untraced.finish(service, &red, status, &request_id);
+                }
+            }
             let latency = format_args!("{} μs", started.elapsed().as_micros());
             tracing::debug!(%latency, status = status.as_u16(), "finished processing request");
             if status.is_server_error() {
@@ -199,7 +261,13 @@ where
             }
             Ok(response)
         };
-        Box::pin(answer.instrument(in_span))
+        // A request whose future is dropped (the client went away) never reaches
+        // `untraced.finish`: if it was not sampled, no span of it is kept, however slow.
+        match untraced_mark {
+            // Its spans, logs and calls know the trace without OpenTelemetry spans.
+            Some(mark) => Box::pin(sampling::scope(mark, answer.instrument(in_span))),
+            None => Box::pin(answer.instrument(in_span)),
+        }
     }
 }
 

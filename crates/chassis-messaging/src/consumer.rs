@@ -195,32 +195,47 @@ impl Consumer {
         envelope: &Envelope,
         last_chance: bool,
     ) -> Result<Delivery, sqlx::Error> {
-        self.deliver_inner(envelope, last_chance)
-            .instrument(self.span(envelope))
-            .await
+        let (span, unsampled) = self.span(envelope);
+        let work = self.deliver_inner(envelope, last_chance).instrument(span);
+        match unsampled {
+            Some(mark) => chassis_telemetry::sampling::scope(mark, work).await,
+            None => work.await,
+        }
     }
 
-    /// The span one event's handling runs in.
-    fn span(&self, envelope: &Envelope) -> tracing::Span {
-        let span = tracing::info_span!(
-            "event",
-            otel.name = %format_args!("{} {}", self.name, envelope.kind),
-            otel.kind = "consumer",
-            service = self.name,
-            consumer = self.name,
-            event_type = %envelope.kind,
-            event_id = %envelope.id,
-        );
+    /// The span one event's handling runs in, and its mark when the producer's trace
+    /// is not sampled (run the handling under it: `chassis_telemetry::sampling::scope`).
+    fn span(
+        &self,
+        envelope: &Envelope,
+    ) -> (
+        tracing::Span,
+        Option<chassis_telemetry::sampling::Unsampled>,
+    ) {
+        let make = || {
+            tracing::info_span!(
+                "event",
+                otel.name = %format_args!("{} {}", self.name, envelope.kind),
+                otel.kind = "consumer",
+                service = self.name,
+                consumer = self.name,
+                event_type = %envelope.kind,
+                event_id = %envelope.id,
+            )
+        };
         // The consumer's span continues the producer's trace (its context travelled
-        // in the envelope, through the outbox and the bus). Under a NATS message span
-        // that already did so, it is simply that span's child.
-        if let Some(traceparent) = envelope.trace_context.as_deref() {
-            let current = chassis_telemetry::trace_id(&tracing::Span::current());
-            if current != chassis_telemetry::trace_id_from_traceparent(traceparent) {
-                chassis_telemetry::set_parent(&span, traceparent, None);
+        // in the envelope, through the outbox and the bus), sampled or not as the
+        // producer's was. Under a NATS message span that already did so, it is simply
+        // that span's child.
+        match envelope.trace_context.as_deref() {
+            Some(traceparent)
+                if chassis_telemetry::trace_id(&tracing::Span::current())
+                    != chassis_telemetry::trace_id_from_traceparent(traceparent) =>
+            {
+                chassis_telemetry::root_span(Some(traceparent), None, make)
             }
+            _ => (make(), None),
         }
-        span
     }
 
     /// Applies several events, in order, in one transaction (one commit for the lot,
@@ -277,10 +292,12 @@ impl Consumer {
         for (index, envelope) in envelopes.iter().enumerate() {
             let started = Instant::now();
             let mut savepoint = (*tx).begin().await?;
-            let outcome = self
-                .apply(&mut savepoint, envelope)
-                .instrument(self.span(envelope))
-                .await;
+            let (span, unsampled) = self.span(envelope);
+            let work = self.apply(&mut savepoint, envelope).instrument(span);
+            let outcome = match unsampled {
+                Some(mark) => chassis_telemetry::sampling::scope(mark, work).await,
+                None => work.await,
+            };
             metrics::histogram!("consumer_handler_duration_seconds", "consumer" => self.name, "topic" => envelope.topic())
                 .record(started.elapsed().as_secs_f64());
             match outcome {

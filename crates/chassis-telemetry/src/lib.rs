@@ -9,8 +9,10 @@
 mod logs;
 pub mod metrics;
 pub mod propagation;
+pub mod sampling;
 pub mod subscriber;
 pub mod traces;
 
-pub use propagation::{current_traceparent, set_parent, trace_id, trace_id_from_traceparent};
+pub use propagation::{current_traceparent, trace_id, trace_id_from_traceparent};
+pub use sampling::root_span;
 pub use subscriber::{LogFormat, init, shutdown};

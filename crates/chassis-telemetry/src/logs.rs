@@ -13,6 +13,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::sampling::Unsampled;
 /// The request id a span (or its nearest ancestor) was given, kept in its extensions
 /// for the log lines written inside it.
 #[derive(Debug, Clone)]
@@ -127,23 +129,35 @@ where
             }
         }
         // The ids of the innermost span that is traced (a debug-level span is not:
-        // its lines carry its nearest traced ancestor's). No extensions are held while
-        // asking, as the OTel layer requires; asking starts a span not yet started.
-        if let Some(scope) = ctx.event_scope() {
-            let spans: Vec<Id> = scope.map(|span| span.id()).collect();
-            let ids = tracing::dispatcher::get_default(|dispatch| {
-                spans.iter().find_map(|id| {
+        // its lines carry its nearest traced ancestor's), or that the head sampler
+        // passed over (its mark has the request's trace id). No extensions are held
+        // while asking the OTel layer, as it requires; asking starts a span not yet
+        // started.
+        let ids = ctx.event_scope().and_then(|scope| {
+            let spans: Vec<(Id, Option<Unsampled>)> = scope
+                .map(|span| (span.id(), span.extensions().get::<Unsampled>().copied()))
+                .collect();
+            tracing::dispatcher::get_default(|dispatch| {
+                spans.iter().find_map(|(id, mark)| {
+                    if let Some(mark) = mark {
+                        return Some((mark.trace.to_string(), mark.span.to_string()));
+                    }
                     let cx = tracing_opentelemetry::get_otel_context(id, dispatch)?;
                     let otel = cx.span();
                     let sc = otel.span_context();
                     sc.is_valid()
                         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
                 })
-            });
-            if let Some((trace_id, span_id)) = ids {
-                line.insert("trace_id".into(), Value::from(trace_id));
-                line.insert("span_id".into(), Value::from(span_id));
-            }
+            })
+        });
+        // A request not sampled whose span carries no mark here (the task-local is the
+        // fallback, for robustness: a quiet log level alone does not disable spans).
+        let ids = ids.or_else(|| {
+            crate::sampling::current().map(|mark| (mark.trace.to_string(), mark.span.to_string()))
+        });
+        if let Some((trace_id, span_id)) = ids {
+            line.insert("trace_id".into(), Value::from(trace_id));
+            line.insert("span_id".into(), Value::from(span_id));
         }
         if !fields.is_empty() {
             line.insert("fields".into(), Value::Object(fields));

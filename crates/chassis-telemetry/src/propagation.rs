@@ -1,7 +1,8 @@
 //! W3C trace context across hops: extracted from incoming requests and events
-//! ([`set_parent`]) and injected into outgoing calls and events
+//! ([`crate::sampling::root_span`]) and injected into outgoing calls and events
 //! ([`current_traceparent`]).
 
+use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -50,24 +51,30 @@ impl Extractor for Carrier<'_> {
     }
 }
 
-/// Makes `span` a child of the remote span `traceparent` names (an HTTP caller, or
-/// the producer of an event). Must be called before the span is first entered; a
-/// malformed header leaves the span a new root.
-pub fn set_parent(span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
-    if trace_id_from_traceparent(traceparent).is_none() {
-        return;
-    }
+/// The remote span context a well-formed `traceparent` (and `tracestate`) names.
+pub(crate) fn extract(traceparent: &str, tracestate: Option<&str>) -> Option<Context> {
+    trace_id_from_traceparent(traceparent)?;
     let cx = TraceContextPropagator::new().extract(&Carrier {
         traceparent,
         tracestate,
     });
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// Makes `span` a child of the remote context `cx`. Must be called before the span is
+/// first entered; [`crate::sampling::root_span`] does, for a span it traces.
+pub(crate) fn set_parent(span: &tracing::Span, cx: Context) {
     // Fails only when telemetry is not installed (or the span is disabled): then
     // there is nothing to continue.
     drop(span.set_parent(cx));
 }
 
-/// `span`'s trace id, when telemetry is installed and the span enabled.
+/// `span`'s trace id, when telemetry is installed and the span enabled (traced, or
+/// marked as not sampled: its trace id is still the request's).
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    if let Some(mark) = crate::sampling::unsampled(span) {
+        return Some(mark.trace_id());
+    }
     let cx = span.context();
     let otel = cx.span();
     let sc = otel.span_context();
@@ -75,8 +82,15 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
 }
 
 /// The current span as a W3C `traceparent`, for propagation (events, outgoing calls).
+/// A span not sampled sends its trace id with the sampled flag off, so a callee that
+/// follows its parent does not trace its part either.
 pub fn current_traceparent() -> Option<String> {
-    let cx = tracing::Span::current().context();
+    let current = tracing::Span::current();
+    if let Some(mark) = crate::sampling::current().or_else(|| crate::sampling::unsampled(&current))
+    {
+        return Some(mark.traceparent());
+    }
+    let cx = current.context();
     let otel = cx.span();
     let sc = otel.span_context();
     sc.is_valid().then(|| {

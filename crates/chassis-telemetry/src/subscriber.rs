@@ -5,16 +5,19 @@
 //! [`TraceBuffer`](crate::traces::TraceBuffer) (the admin traces API) and, when the
 //! standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, to an
 //! OTLP/HTTP collector in batches from the exporter's own thread. `OTEL_SERVICE_NAME`,
-//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]` apply as usual, and
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]` apply as usual (the head
+//! decision is taken before the span is built: see `sampling.rs`), and
 //! `OTEL_SDK_DISABLED=true` turns tracing off.
 //!
 //! Logs are JSON lines (see `logs.rs`) or, for humans, pretty ones.
 
 use std::io::IsTerminal;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanProcessor as _,
+};
 use serde::{Deserialize, Serialize};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -23,7 +26,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::logs::{JsonLines, RequestIdLayer};
-use crate::traces::{BufferProcessor, TraceBuffer};
+use crate::sampling::{HeadFilter, Marks, Policy};
+use crate::traces::{Sink, SinkProcessor, TraceBuffer};
+
+/// The instrumentation scope of every span bazaar makes.
+pub(crate) const TRACER: &str = "bazaar";
 
 /// Log output: JSON lines for machines (default) or pretty for humans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -58,9 +65,7 @@ fn tracer_provider(service: &str) -> SdkTracerProvider {
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service)
         .build();
-    let mut builder = SdkTracerProvider::builder()
-        .with_resource(resource)
-        .with_span_processor(BufferProcessor(buffer));
+    let mut export = None;
     if otlp_requested() {
         if std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").is_ok_and(|p| p.trim() == "grpc") {
             eprintln!("OTLP: only http/protobuf is built in; exporting with it");
@@ -69,12 +74,27 @@ fn tracer_provider(service: &str) -> SdkTracerProvider {
             .with_http()
             .build()
         {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Ok(exporter) => {
+                let mut batch = BatchSpanProcessor::builder(exporter).build();
+                // The provider would do this for a processor it owns; this one is
+                // shared with the sampling policy's kept spans (`Sink`).
+                batch.set_resource(&resource);
+                export = Some(batch);
+            }
             // Telemetry must not stop the service; the buffer still works.
             Err(e) => eprintln!("OTLP span export is off: {e}"),
         }
     }
-    builder.build()
+    let sink = Sink::install(Arc::new(Sink::new(buffer, export)));
+    SdkTracerProvider::builder()
+        .with_resource(resource)
+        // Every span that reaches the SDK was chosen by the head sampler
+        // (`sampling::HeadFilter`, with the `OTEL_TRACES_SAMPLER` one) or is the child
+        // of one that was: the SDK must not draw again.
+        .with_sampler(Sampler::AlwaysOn)
+        .with_id_generator(crate::sampling::HeadIds::default())
+        .with_span_processor(SinkProcessor(sink))
+        .build()
 }
 
 /// Installs the global subscriber: logs filtered by `filter` (or `RUST_LOG`), spans of
@@ -94,8 +114,8 @@ pub fn init(service: &str, format: LogFormat, filter: &str) {
     // Traces do not follow the log level: a quiet log still records every request.
     // Library spans (hyper, h2, sqlx) stay out; they are debug or trace level.
     let otel = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("bazaar"))
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(TRACER))
             .with_location(false)
             .with_threads(false)
             // busy/idle time per span costs two clock reads per poll of every future
@@ -104,11 +124,16 @@ pub fn init(service: &str, format: LogFormat, filter: &str) {
             // Nothing here reads `opentelemetry::Context::current()` (propagation asks
             // the tracing span), so the OTel context need not be attached to the
             // thread on every poll of every future in a span.
-            .with_context_activation(false)
-            .with_filter(Targets::new().with_default(Level::INFO))
+            .with_context_activation(false);
+        // Spans of requests the head sampler passes over never reach it.
+        otel.with_filter(HeadFilter::new(
+            Targets::new().with_default(Level::INFO),
+            Policy::from_env(),
+        ))
     });
     let registry = tracing_subscriber::registry()
         .with(otel)
+        .with(provider.as_ref().map(|_| Marks))
         .with(RequestIdLayer);
     let result = match format {
         LogFormat::Json => registry

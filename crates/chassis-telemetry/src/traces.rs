@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use opentelemetry::trace::{SpanId, SpanKind, Status};
 use opentelemetry::{Context, Value};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, Span, SpanData, SpanProcessor};
 use serde::{Deserialize, Serialize};
 
 /// Spans kept per process: a checkout is ~20 spans, so the last few hundred requests.
@@ -111,7 +111,7 @@ impl TraceBuffer {
         service.clone_into(&mut self.service.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
-    fn push(&self, span: SpanData) {
+    pub(crate) fn push(&self, span: SpanData) {
         let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
         if spans.len() >= self.capacity {
             spans.pop_front();
@@ -375,11 +375,45 @@ fn millis(us: u64) -> f64 {
     Duration::from_micros(us).as_secs_f64() * 1000.0
 }
 
-/// Feeds [`TraceBuffer`] with every span that ends in this process.
+/// Where this process's finished spans go: its [`TraceBuffer`] and, when export is on,
+/// the OTLP batch processor. The provider feeds it every traced span that ends
+/// ([`SinkProcessor`]); the sampling policy feeds it the server span of an unsampled
+/// request it keeps ([`crate::sampling::keep`]).
 #[derive(Debug)]
-pub(crate) struct BufferProcessor(pub(crate) Arc<TraceBuffer>);
+pub(crate) struct Sink {
+    buffer: Arc<TraceBuffer>,
+    export: Option<BatchSpanProcessor>,
+}
 
-impl SpanProcessor for BufferProcessor {
+static SINK: OnceLock<Arc<Sink>> = OnceLock::new();
+
+impl Sink {
+    pub(crate) fn new(buffer: Arc<TraceBuffer>, export: Option<BatchSpanProcessor>) -> Self {
+        Self { buffer, export }
+    }
+
+    /// Makes `sink` the process's (the first one installed stays).
+    pub(crate) fn install(sink: Arc<Sink>) -> Arc<Sink> {
+        Arc::clone(SINK.get_or_init(|| sink))
+    }
+
+    pub(crate) fn global() -> Option<&'static Arc<Sink>> {
+        SINK.get()
+    }
+
+    pub(crate) fn push(&self, span: SpanData) {
+        if let Some(export) = &self.export {
+            export.on_end(span.clone());
+        }
+        self.buffer.push(span);
+    }
+}
+
+/// The provider's span processor: every span that ends goes to the [`Sink`].
+#[derive(Debug)]
+pub(crate) struct SinkProcessor(pub(crate) Arc<Sink>);
+
+impl SpanProcessor for SinkProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
@@ -387,11 +421,17 @@ impl SpanProcessor for BufferProcessor {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
+        self.0
+            .export
+            .as_ref()
+            .map_or(Ok(()), SpanProcessor::force_flush)
     }
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0
+            .export
+            .as_ref()
+            .map_or(Ok(()), |export| export.shutdown_with_timeout(timeout))
     }
 }
 

@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use chassis::resilience::Fault;
 use serde_json::Value;
 
-use crate::helpers::{Api, cart_order_body, eventually, spawn_app, split_topology};
+use crate::helpers::{Api, cart_order_body, eventually, spawn_app, spawn_app_with, split_topology};
 
 /// The caller's span: the parent of the trace's first span in bazaar.
 pub const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -236,4 +237,137 @@ async fn the_traces_api_is_admin_only_and_validates_its_input() {
             "{path}"
         );
     }
+}
+
+/// A caller that did not sample its trace (W3C sampled flag off) is followed under the
+/// default `parentbased_always_on`: nothing of the request is traced, and the same
+/// request with the flag on appears (ADR 0020).
+#[tokio::test]
+async fn a_request_its_caller_did_not_sample_is_not_traced() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let read = |flag: &'static str, trace_id: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .get(app.url("/api/v1/products?limit=1"))
+                .header("traceparent", format!("00-{trace_id}-{CLIENT_SPAN}-{flag}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    };
+    let (unsampled, sampled) = (new_trace_id(), new_trace_id());
+    read("00", unsampled.clone()).await;
+    read("01", sampled.clone()).await;
+    // The sampled one shows up; by then the other one would have too.
+    eventually("the sampled read's trace", || async {
+        let response = app
+            .get(&format!("/api/v1/admin/traces/{sampled}"), Some(&admin))
+            .await;
+        if response.status() == 200 {
+            Ok(())
+        } else {
+            Err(response.status().to_string())
+        }
+    })
+    .await;
+    let response = app
+        .get(&format!("/api/v1/admin/traces/{unsampled}"), Some(&admin))
+        .await;
+    if response.status() == 404 {
+        return;
+    }
+    // A loaded machine can make the read take the keep threshold (1 s): then it is kept
+    // as slow, and only as its one server span, never as an ordinary trace.
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let spans = body["spans"].as_array().cloned().unwrap_or_default();
+    assert!(
+        spans.len() == 1 && spans[0]["attributes"]["sampling.kept"] == "slow",
+        "an unsampled request was traced: {spans:?}"
+    );
+}
+
+/// The server layer's wiring of kept spans: a product read failed by a route fault
+/// (503) whose caller did not sample it is kept as its server span alone, marked
+/// `failed`; the same read sampled is traced as usual, with nothing marked.
+#[tokio::test]
+async fn a_failed_request_its_caller_did_not_sample_is_kept_as_its_server_span() {
+    let app = spawn_app_with(|c| {
+        c.faults.insert(
+            "GET /api/v1/products/{id}".to_owned(),
+            Fault {
+                error_rate: 1.0,
+                ..Fault::default()
+            },
+        );
+    })
+    .await;
+    let admin = app.admin_token().await;
+    // The list route has no fault.
+    let product = app.first_product().await["id"].as_str().unwrap().to_owned();
+    let read = |flag: &'static str, trace_id: String| {
+        let (app, product) = (&app, &product);
+        async move {
+            let response = app
+                .client
+                .get(app.url(&format!("/api/v1/products/{product}")))
+                .header("traceparent", format!("00-{trace_id}-{CLIENT_SPAN}-{flag}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 503);
+        }
+    };
+    // Each process of the split keeps its own server span; the monolith has one.
+    let one_per_process = |spans: &[Value]| split_topology() || spans.len() == 1;
+    let spans_of = |trace_id: String| {
+        let (app, admin) = (&app, &admin);
+        move || {
+            let path = format!("/api/v1/admin/traces/{trace_id}");
+            async move {
+                let response = app.get(&path, Some(admin)).await;
+                if response.status() != 200 {
+                    return Err(response.status().to_string());
+                }
+                let body: Value = response.json().await.unwrap();
+                let spans = body["spans"].as_array().cloned().unwrap_or_default();
+                // The server span ends last, maybe after the client has its answer.
+                if spans.iter().any(|s| s["kind"] == "server") {
+                    Ok(spans)
+                } else {
+                    Err(format!("no server span yet: {spans:?}"))
+                }
+            }
+        }
+    };
+
+    let unsampled = new_trace_id();
+    read("00", unsampled.clone()).await;
+    let spans = eventually("the failed unsampled read's span", spans_of(unsampled)).await;
+    assert!(
+        one_per_process(&spans)
+            && spans.iter().all(|s| {
+                s["kind"] == "server"
+                    && s["attributes"]["sampling.kept"] == "failed"
+                    && s["attributes"]["http.response.status_code"] == 503
+            }),
+        "{spans:?}"
+    );
+
+    let sampled = new_trace_id();
+    read("01", sampled.clone()).await;
+    let spans = eventually("the failed sampled read's trace", spans_of(sampled)).await;
+    let servers: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "server").collect();
+    assert!(
+        (split_topology() || servers.len() == 1)
+            && !servers.is_empty()
+            && spans
+                .iter()
+                .all(|s| s["attributes"].get("sampling.kept").is_none()),
+        "{spans:?}"
+    );
 }

@@ -203,22 +203,22 @@ async fn handle_message(
         }
     };
     let subject = message.subject.to_string();
-    let span = tracing::info_span!(
-        "nats_message",
-        otel.name = %format_args!("{subject} receive"),
-        otel.kind = "consumer",
-        service = consumer.name(),
-        consumer = consumer.name(),
-        subject = %subject,
-        stream = %stream,
-        stream_seq,
-        delivered,
-    );
     // The producer's context came in the message headers (the envelope's, see publish).
-    if let Some(traceparent) = headers::traceparent(&message) {
-        chassis_telemetry::set_parent(&span, &traceparent, None);
-    }
-    async move {
+    let traceparent = headers::traceparent(&message);
+    let (span, unsampled) = chassis_telemetry::root_span(traceparent.as_deref(), None, || {
+        tracing::info_span!(
+            "nats_message",
+            otel.name = %format_args!("{subject} receive"),
+            otel.kind = "consumer",
+            service = consumer.name(),
+            consumer = consumer.name(),
+            subject = %subject,
+            stream = %stream,
+            stream_seq,
+            delivered,
+        )
+    });
+    let work = async move {
         let prefix = format!("{}.", js.settings().prefix);
         let topic = subject
             .strip_prefix(&prefix)
@@ -275,8 +275,11 @@ async fn handle_message(
             }
         }
     }
-    .instrument(span)
-    .await;
+    .instrument(span);
+    match unsampled {
+        Some(mark) => chassis_telemetry::sampling::scope(mark, work).await,
+        None => work.await,
+    }
 }
 
 /// [`Consumer::deliver`], telling JetStream "still working" every third of `ack_wait`
