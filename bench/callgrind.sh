@@ -24,6 +24,7 @@
 # `cargo build --release --example hotpaths -p bazaar` there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ARGS="$*"   # kept for the report: the loop below consumes them
 BUILD=yes
 COUNT=200
 BINS=()
@@ -58,7 +59,7 @@ ir() {
   awk -v n="$n" '/^(summary|totals):/ { printf "%.0f", $2 / n; exit }' "$out"
 }
 
-echo "Command: bench/callgrind.sh ${*:-} ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)); $(valgrind --version); count $COUNT (checkout $(count_for checkout))"
+echo "Command: bench/callgrind.sh ${ARGS} ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)); $(valgrind --version); count $COUNT (checkout $(count_for checkout))"
 echo
 header="| scenario |"; sep="|---|"
 for b in "${BINS[@]}"; do header+=" ${b%%=*}, instructions/op |"; sep+="---|"; done
