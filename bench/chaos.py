@@ -85,10 +85,20 @@ def log(msg):
     print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+_PORTS_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # The kernel may hand the same ephemeral port to two bind(0)s once the first socket
+    # is closed; two services given one port made the second one fail to start while
+    # the first answered its readiness probe for it. So never hand a port out twice.
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def sh(*cmd, check=True, quiet=False, **kw):
@@ -455,7 +465,9 @@ class Cluster:
                 deadline = time.time() + 120
                 while not self.ready(s) and s.proc.poll() is None and time.time() < deadline:
                     time.sleep(0.25)
-                if not self.ready(s):
+                # Alive as well as answering: a process that exited cannot be the one
+                # answering on its port.
+                if s.proc.poll() is not None or not self.ready(s):
                     raise RuntimeError(f"{s.label} did not become ready; see logs/{s.label}.log")
             log("ready: " + ", ".join(s.label for s in batch))
 
