@@ -30,6 +30,24 @@ pub enum SqliteSync {
     Full,
 }
 
+impl SqliteSync {
+    /// The pragma's value, as the pool's connections and the writer's set it.
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+
+    /// What `PRAGMA synchronous` reads once the value took.
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            Self::Normal => 1,
+            Self::Full => 2,
+        }
+    }
+}
+
 /// How long a SQLite connection waits for another's write lock before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -96,13 +114,10 @@ impl Store {
                 source,
             })?;
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        let sync = match synchronous {
-            SqliteSync::Normal => "NORMAL",
-            SqliteSync::Full => "FULL",
-        };
         let pragmas = format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; \
              PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
+            synchronous.pragma(),
             BUSY_TIMEOUT.as_millis()
         );
         let options: AnyConnectOptions = url
@@ -130,7 +145,7 @@ impl Store {
         // Opened after the pool: the file exists and is in WAL mode.
         // Opening a file is blocking I/O: off the runtime's threads.
         let writer = tokio::task::spawn_blocking(move || {
-            SqliteWriter::open(&path, module, sync, BUSY_TIMEOUT)
+            SqliteWriter::open(&path, module, synchronous, BUSY_TIMEOUT)
         })
         .await
         .map_err(|e| crate::writer::OpenError::Thread(std::io::Error::other(e)))

@@ -27,6 +27,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::store::SqliteSync;
+
 /// A value bound to a `$N` placeholder. A NULL carries its type: PostgreSQL refuses
 /// a text NULL for a `BIGINT` column.
 #[derive(Debug, Clone, Copy)]
@@ -408,7 +410,7 @@ pub enum OpenError {
     #[error("the database's journal_mode is {0}, not wal")]
     NotWal(String),
     #[error("synchronous = {wanted} did not take (it reads {found})")]
-    Synchronous { wanted: String, found: i64 },
+    Synchronous { wanted: &'static str, found: i64 },
     #[error("cannot start the writer thread")]
     Thread(#[source] std::io::Error),
 }
@@ -431,13 +433,13 @@ impl SqliteWriter {
     pub fn open(
         path: &Path,
         name: &str,
-        synchronous: &str,
+        synchronous: SqliteSync,
         busy_timeout: Duration,
     ) -> Result<Self, OpenError> {
         let settings = Settings {
             path: path.to_owned(),
             name: name.to_owned(),
-            synchronous: synchronous.to_owned(),
+            synchronous,
             busy_timeout,
         };
         let conn = settings.connect()?;
@@ -518,7 +520,7 @@ impl SqliteWriter {
 struct Settings {
     path: PathBuf,
     name: String,
-    synchronous: String,
+    synchronous: SqliteSync,
     busy_timeout: Duration,
 }
 
@@ -533,19 +535,12 @@ impl Settings {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(OpenError::NotWal(mode));
         }
-        conn.pragma_update(None, "synchronous", &self.synchronous)?;
-        // SQLite takes an unknown value for NORMAL without a word: read it back.
+        conn.pragma_update(None, "synchronous", self.synchronous.pragma())?;
+        // SQLite ignores a value it does not take without a word: read it back.
         let found: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
-        let wanted = match self.synchronous.to_ascii_uppercase().as_str() {
-            "OFF" => Some(0),
-            "NORMAL" => Some(1),
-            "FULL" => Some(2),
-            "EXTRA" => Some(3),
-            _ => None,
-        };
-        if wanted != Some(found) {
+        if found != self.synchronous.code() {
             return Err(OpenError::Synchronous {
-                wanted: self.synchronous.clone(),
+                wanted: self.synchronous.pragma(),
                 found,
             });
         }
@@ -692,7 +687,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::{SqliteSync, Store, is_contended, is_unique_violation};
+    use crate::store::{Store, is_contended, is_unique_violation};
 
     const BUSY: Duration = Duration::from_secs(5);
 
@@ -923,7 +918,15 @@ mod tests {
     }
 
     fn open_writer(dir: &tempfile::TempDir, busy_timeout: Duration) -> Arc<SqliteWriter> {
-        Arc::new(SqliteWriter::open(&dir.path().join("w.db"), "w", "NORMAL", busy_timeout).unwrap())
+        Arc::new(
+            SqliteWriter::open(
+                &dir.path().join("w.db"),
+                "w",
+                SqliteSync::Normal,
+                busy_timeout,
+            )
+            .unwrap(),
+        )
     }
 
     /// Runs a unit that holds the writer thread until the returned sender sends (or
@@ -1228,7 +1231,7 @@ mod tests {
         let settings = Settings {
             path: dir.path().join("w.db"),
             name: "w".into(),
-            synchronous: "NORMAL".into(),
+            synchronous: SqliteSync::Normal,
             busy_timeout: BUSY,
         };
         let conn = settings.connect().unwrap();
@@ -1259,17 +1262,19 @@ mod tests {
         assert!(store.check().await.is_err());
     }
 
-    /// SQLite takes an unknown `synchronous` for NORMAL without a word.
+    /// `open` reads `synchronous` back and refuses a mode that did not take; both
+    /// modes the configuration can name take (an unknown one cannot be named: the
+    /// mode is a `SqliteSync`).
     #[tokio::test]
-    async fn an_unknown_synchronous_mode_is_refused() {
+    async fn each_synchronous_mode_takes() {
         let (dir, _store) = store().await;
         let path = dir.path().join("w.db");
-        let err = SqliteWriter::open(&path, "w", "FUL", BUSY).unwrap_err();
-        assert!(matches!(err, OpenError::Synchronous { .. }), "{err}");
-        SqliteWriter::open(&path, "w", "full", BUSY)
-            .unwrap()
-            .close()
-            .await;
+        for mode in [SqliteSync::Normal, SqliteSync::Full] {
+            SqliteWriter::open(&path, "w", mode, BUSY)
+                .unwrap()
+                .close()
+                .await;
+        }
     }
 
     /// Another connection holding the write lock past the busy timeout: the group
@@ -1287,7 +1292,7 @@ mod tests {
         let writer = SqliteWriter::open(
             &dir.path().join("w.db"),
             "w",
-            "NORMAL",
+            SqliteSync::Normal,
             Duration::from_millis(50),
         )
         .unwrap();
