@@ -11,7 +11,8 @@
 # Transactions' BEGIN/COMMIT and sqlx's pool pings are not statements in that log, nor
 # are the statements of units run by a store's SQLite writer thread (ADR 0019: the
 # order append, the idempotency keys, catalog's reservations and payments' records,
-# with their outbox rows); their commits are counted.
+# with their outbox rows, the consumers' inbox transactions and the relays' stamps);
+# their commits are counted.
 #
 #   bench/writes.sh [target/release/bazaar] [orders (default 20)] [users (default 1)]
 # With several users, each places its share of the orders at the same time as the

@@ -1,5 +1,6 @@
 //! The cart store: the [`CartItems`] port and its SQL adapter.
 
+use chassis::store::{Arg, Statements};
 use sqlx::AnyPool;
 
 use crate::domain::{QUANTITY_MAX, Quantity};
@@ -101,28 +102,26 @@ impl CartItems for SqlCartItems {
 /// left. The arithmetic is the database's, row by row and guarded, so an add racing
 /// with this keeps its units and no line goes below one.
 pub async fn remove_bought(
-    conn: &mut sqlx::AnyConnection,
+    tx: &mut dyn Statements,
     user_id: &str,
     bought: &[(&str, u32)],
 ) -> Result<(), sqlx::Error> {
     for (product_id, quantity) in bought {
-        let quantity = i64::from(*quantity);
-        sqlx::query(
+        let args = [
+            Arg::from(user_id),
+            Arg::from(*product_id),
+            Arg::from(i64::from(*quantity)),
+        ];
+        tx.run(
             "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2 AND quantity <= $3",
+            &args,
         )
-        .bind(user_id)
-        .bind(*product_id)
-        .bind(quantity)
-        .execute(&mut *conn)
         .await?;
-        sqlx::query(
+        tx.run(
             "UPDATE cart_items SET quantity = quantity - $3 \
              WHERE user_id = $1 AND product_id = $2 AND quantity > $3",
+            &args,
         )
-        .bind(user_id)
-        .bind(*product_id)
-        .bind(quantity)
-        .execute(&mut *conn)
         .await?;
     }
     Ok(())

@@ -33,11 +33,14 @@ fn bought(product_id: &str, quantity: u32) -> OrderLine {
     }
 }
 
-/// Delivers `event` to the handler the way the consumer does: in a transaction.
+/// Delivers `event` to the handler the way the consumer does: in a unit of the
+/// store's writer.
 async fn deliver(store: &Store, event: &Envelope) {
-    let mut tx = store.pool().begin().await.unwrap();
-    CartEvents.handle(&mut tx, event).await.unwrap();
-    tx.commit().await.unwrap();
+    let event = event.clone();
+    store
+        .write(move |tx| Box::pin(async move { CartEvents.handle(tx, &event).await }))
+        .await
+        .unwrap();
 }
 
 fn confirmed(lines: Vec<OrderLine>) -> Envelope {

@@ -182,7 +182,7 @@ impl Registry {
                 Arc::new(Consumer::new(
                     name,
                     (module.consumes)(),
-                    store.pool().clone(),
+                    store.clone(),
                     handler,
                     policy,
                 ))
