@@ -13,7 +13,7 @@ use testkit::delivery::TestStore;
 
 async fn store() -> (TestStore, SqlCartItems) {
     let store = TestStore::migrated(cart::MODULE, &cart::MIGRATOR).await;
-    let items = SqlCartItems::new(store.pool().clone());
+    let items = SqlCartItems::new(store.clone());
     (store, items)
 }
 

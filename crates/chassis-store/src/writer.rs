@@ -1086,6 +1086,63 @@ mod tests {
         store.close().await;
     }
 
+    /// `Store::execute`: on SQLite a unit of the writer (its commits count it), typed
+    /// NULLs and a guarded upsert answering how many rows changed; on PostgreSQL the
+    /// same statement on the pool.
+    #[tokio::test]
+    async fn execute_is_one_statement_through_the_writer_on_both_backends() {
+        async fn check(store: &Store) {
+            let upsert = "INSERT INTO t (id, n, note) VALUES ($1, $2, $3) \
+                          ON CONFLICT (id) DO UPDATE SET n = t.n + excluded.n WHERE t.n + excluded.n <= $4";
+            let args = |n: i64| {
+                [
+                    Arg::from("a"),
+                    Arg::from(n),
+                    Arg::NullText,
+                    Arg::from(10_i64),
+                ]
+            };
+            assert_eq!(store.execute(upsert, &args(4)).await.unwrap(), 1);
+            assert_eq!(store.execute(upsert, &args(5)).await.unwrap(), 1);
+            // Past the guard: nothing changes, and the answer says so.
+            assert_eq!(store.execute(upsert, &args(5)).await.unwrap(), 0);
+            let (n, note): (i64, Option<String>) =
+                sqlx::query_as("SELECT n, note FROM t WHERE id = 'a'")
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            assert_eq!((n, note), (9, None));
+            let err = store
+                .execute(
+                    "INSERT INTO t (id, n) VALUES ($1, $2)",
+                    &[Arg::from("a"), Arg::from(1_i64)],
+                )
+                .await
+                .unwrap_err();
+            assert!(is_unique_violation(&err), "{err}");
+        }
+        let (_dir, store) = store().await;
+        let before = store.writer_commits().unwrap();
+        check(&store).await;
+        assert!(
+            store.writer_commits().unwrap() > before,
+            "the writes went around the writer"
+        );
+        let Some(url) = testkit::postgres::url("store_execute_on_postgres") else {
+            return;
+        };
+        let schema = testkit::postgres::TestSchema::new(&url, "execute");
+        let store = Store::open_postgres_in(&url, "w", &schema.name, 2)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT, note TEXT)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        check(&store).await;
+        store.close().await;
+    }
+
     fn open_writer(dir: &tempfile::TempDir, busy_timeout: Duration) -> Arc<SqliteWriter> {
         Arc::new(
             SqliteWriter::open(
