@@ -3,9 +3,9 @@
 
 use chassis::bus::{Handler, HandlerError};
 use chassis::events::{Envelope, topic_of};
-use chassis::store::Statements;
 use contracts::orders::{OrderCancelled, OrderConfirmed, OrderFailed};
 use contracts::payments::{PaymentCaptured, PaymentDeclined, PaymentRefunded};
+use sqlx::AnyConnection;
 
 use crate::domain;
 use crate::store::{self, Counter};
@@ -38,7 +38,7 @@ fn minute_of(event: &Envelope) -> i64 {
 
 #[async_trait::async_trait]
 impl Handler for AnalyticsEvents {
-    async fn handle(&self, tx: &mut dyn Statements, event: &Envelope) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
         if event.is::<OrderConfirmed>() {
             let e: OrderConfirmed = event.decode()?;
             store::add(tx, Counter::OrdersConfirmed, 1).await?;

@@ -1,10 +1,9 @@
 //! The analytics store. Writes are additive upserts run on the consumer's inbox
-//! transaction (the `&mut dyn Statements` a handler is given); reads on the pool.
+//! transaction (the `&mut AnyConnection` a handler is given); reads on the pool.
 
 use std::collections::BTreeMap;
 
-use chassis::store::{Arg, Statements};
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::domain::MinuteBucket;
 
@@ -35,65 +34,70 @@ impl Counter {
 }
 
 /// `counter += n`.
-pub async fn add(tx: &mut dyn Statements, counter: Counter, n: i64) -> Result<(), sqlx::Error> {
-    tx.run(
+pub async fn add(conn: &mut AnyConnection, counter: Counter, n: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "INSERT INTO sales_counters (name, value) VALUES ($1, $2) \
          ON CONFLICT (name) DO UPDATE SET value = sales_counters.value + excluded.value",
-        &[Arg::from(counter.as_str()), Arg::from(n)],
     )
+    .bind(counter.as_str())
+    .bind(n)
+    .execute(conn)
     .await
     .map(|_| ())
 }
 
 /// One more failed order for `reason`.
-pub async fn add_failure(tx: &mut dyn Statements, reason: &str) -> Result<(), sqlx::Error> {
-    tx.run(
+pub async fn add_failure(conn: &mut AnyConnection, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "INSERT INTO sales_failures (reason, orders) VALUES ($1, 1) \
          ON CONFLICT (reason) DO UPDATE SET orders = sales_failures.orders + excluded.orders",
-        &[Arg::from(reason)],
     )
+    .bind(reason)
+    .execute(conn)
     .await
     .map(|_| ())
 }
 
 /// Adds to a product's sums.
 pub async fn add_product(
-    tx: &mut dyn Statements,
+    conn: &mut AnyConnection,
     product_id: &str,
     units: i64,
     revenue_cents: i64,
     units_cancelled: i64,
 ) -> Result<(), sqlx::Error> {
-    tx.run(
+    sqlx::query(
         "INSERT INTO sales_by_product (product_id, units, revenue_cents, units_cancelled) \
          VALUES ($1, $2, $3, $4) ON CONFLICT (product_id) DO UPDATE SET \
          units = sales_by_product.units + excluded.units, \
          revenue_cents = sales_by_product.revenue_cents + excluded.revenue_cents, \
          units_cancelled = sales_by_product.units_cancelled + excluded.units_cancelled",
-        &[
-            Arg::from(product_id),
-            Arg::from(units),
-            Arg::from(revenue_cents),
-            Arg::from(units_cancelled),
-        ],
     )
+    .bind(product_id)
+    .bind(units)
+    .bind(revenue_cents)
+    .bind(units_cancelled)
+    .execute(conn)
     .await
     .map(|_| ())
 }
 
 /// Adds confirmations to a minute's bucket.
 pub async fn add_minute(
-    tx: &mut dyn Statements,
+    conn: &mut AnyConnection,
     minute: i64,
     orders: i64,
     revenue_cents: i64,
 ) -> Result<(), sqlx::Error> {
-    tx.run(
+    sqlx::query(
         "INSERT INTO sales_by_minute (minute_start, orders, revenue_cents) VALUES ($1, $2, $3) \
          ON CONFLICT (minute_start) DO UPDATE SET orders = sales_by_minute.orders + excluded.orders, \
          revenue_cents = sales_by_minute.revenue_cents + excluded.revenue_cents",
-    &[Arg::from(minute), Arg::from(orders), Arg::from(revenue_cents)],
     )
+    .bind(minute)
+    .bind(orders)
+    .bind(revenue_cents)
+    .execute(conn)
     .await
     .map(|_| ())
 }

@@ -4,8 +4,8 @@
 
 use chassis::bus::{Handler, HandlerError};
 use chassis::events::{Envelope, topic_of};
-use chassis::store::Statements;
 use contracts::orders::OrderConfirmed;
+use sqlx::AnyConnection;
 
 /// The consumer name (inbox scope) and the topics it listens to.
 pub const CONSUMER: &str = "cart";
@@ -19,7 +19,7 @@ pub struct CartEvents;
 
 #[async_trait::async_trait]
 impl Handler for CartEvents {
-    async fn handle(&self, tx: &mut dyn Statements, event: &Envelope) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
         let confirmed: OrderConfirmed = event.decode()?;
         let bought: Vec<(&str, u32)> = confirmed
             .lines

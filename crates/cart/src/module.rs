@@ -22,7 +22,9 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 
 fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
     let service = CartService::new(
-        Arc::new(crate::store::SqlCartItems::new(context.store().clone())),
+        Arc::new(crate::store::SqlCartItems::new(
+            context.store().pool().clone(),
+        )),
         context.call::<dyn CatalogApi>()?,
     );
     let api: Arc<dyn CartApi> = Arc::new(service.clone());

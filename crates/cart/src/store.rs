@@ -1,6 +1,5 @@
 //! The cart store: the [`CartItems`] port and its SQL adapter.
 
-use chassis::store::{Arg, Statements, Store};
 use sqlx::AnyPool;
 
 use crate::domain::{QUANTITY_MAX, Quantity};
@@ -34,18 +33,11 @@ pub trait CartItems: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SqlCartItems {
     pool: AnyPool,
-    /// Writes go through the store's writer (ADR 0019), as the inbox's removals do:
-    /// a pooled write on the same SQLite file would wait for the writer's lock in
-    /// SQLite's busy sleeps.
-    store: Store,
 }
 
 impl SqlCartItems {
-    pub fn new(store: Store) -> Self {
-        Self {
-            pool: store.pool().clone(),
-            store,
-        }
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
     }
 }
 
@@ -75,22 +67,19 @@ impl CartItems for SqlCartItems {
     ) -> Result<AddOutcome, sqlx::Error> {
         // One statement: insert, or add to the existing line only while it stays
         // within the maximum. Concurrent adds cannot push a line past 100.
-        let changed = self
-            .store
-            .execute(
-                "INSERT INTO cart_items (user_id, product_id, quantity, added_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity \
-                 WHERE cart_items.quantity + excluded.quantity <= $5",
-                &[
-                    Arg::from(user_id),
-                    Arg::from(product_id),
-                    Arg::from(i64::from(quantity.get())),
-                    Arg::from(chassis::time::now_micros()),
-                    Arg::from(i64::from(QUANTITY_MAX)),
-                ],
-            )
-            .await?;
-        Ok(if changed == 0 {
+        let result = sqlx::query(
+            "INSERT INTO cart_items (user_id, product_id, quantity, added_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity \
+             WHERE cart_items.quantity + excluded.quantity <= $5",
+        )
+        .bind(user_id)
+        .bind(product_id)
+        .bind(i64::from(quantity.get()))
+        .bind(chassis::time::now_micros())
+        .bind(i64::from(QUANTITY_MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(if result.rows_affected() == 0 {
             AddOutcome::WouldOverflow
         } else {
             AddOutcome::Added
@@ -98,11 +87,10 @@ impl CartItems for SqlCartItems {
     }
 
     async fn remove(&self, user_id: &str, product_id: &str) -> Result<(), sqlx::Error> {
-        self.store
-            .execute(
-                "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2",
-                &[Arg::from(user_id), Arg::from(product_id)],
-            )
+        sqlx::query("DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2")
+            .bind(user_id)
+            .bind(product_id)
+            .execute(&self.pool)
             .await
             .map(|_| ())
     }
@@ -113,26 +101,28 @@ impl CartItems for SqlCartItems {
 /// left. The arithmetic is the database's, row by row and guarded, so an add racing
 /// with this keeps its units and no line goes below one.
 pub async fn remove_bought(
-    tx: &mut dyn Statements,
+    conn: &mut sqlx::AnyConnection,
     user_id: &str,
     bought: &[(&str, u32)],
 ) -> Result<(), sqlx::Error> {
     for (product_id, quantity) in bought {
-        let args = [
-            Arg::from(user_id),
-            Arg::from(*product_id),
-            Arg::from(i64::from(*quantity)),
-        ];
-        tx.run(
+        let quantity = i64::from(*quantity);
+        sqlx::query(
             "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2 AND quantity <= $3",
-            &args,
         )
+        .bind(user_id)
+        .bind(*product_id)
+        .bind(quantity)
+        .execute(&mut *conn)
         .await?;
-        tx.run(
+        sqlx::query(
             "UPDATE cart_items SET quantity = quantity - $3 \
              WHERE user_id = $1 AND product_id = $2 AND quantity > $3",
-            &args,
         )
+        .bind(user_id)
+        .bind(*product_id)
+        .bind(quantity)
+        .execute(&mut *conn)
         .await?;
     }
     Ok(())

@@ -13,7 +13,7 @@ use testkit::delivery::TestStore;
 
 async fn store() -> (TestStore, SqlCartItems) {
     let store = TestStore::migrated(cart::MODULE, &cart::MIGRATOR).await;
-    let items = SqlCartItems::new(store.clone());
+    let items = SqlCartItems::new(store.pool().clone());
     (store, items)
 }
 
@@ -33,14 +33,11 @@ fn bought(product_id: &str, quantity: u32) -> OrderLine {
     }
 }
 
-/// Delivers `event` to the handler the way the consumer does: in a unit of the
-/// store's writer.
+/// Delivers `event` to the handler the way the consumer does: in a transaction.
 async fn deliver(store: &Store, event: &Envelope) {
-    let event = event.clone();
-    store
-        .write(move |tx| Box::pin(async move { CartEvents.handle(tx, &event).await }))
-        .await
-        .unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    CartEvents.handle(&mut tx, event).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 fn confirmed(lines: Vec<OrderLine>) -> Envelope {

@@ -373,8 +373,9 @@ pub struct ConsumerBus {
 mod tests {
     use std::sync::Arc;
 
+    use sqlx::AnyConnection;
+
     use chassis_core::events::Envelope;
-    use chassis_store::writer::Statements;
 
     use super::BusHealth;
     use crate::consumer::{Consumer, Handler, HandlerError, RetryPolicy};
@@ -384,7 +385,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Handler for Ignore {
-        async fn handle(&self, _: &mut dyn Statements, _: &Envelope) -> Result<(), HandlerError> {
+        async fn handle(&self, _: &mut AnyConnection, _: &Envelope) -> Result<(), HandlerError> {
             Ok(())
         }
     }
@@ -429,14 +430,14 @@ mod tests {
         let consumer = Arc::new(Consumer::new(
             "t",
             vec!["t.Wanted".to_owned()],
-            (*store).clone(),
+            pool.clone(),
             Arc::new(Ignore),
             RetryPolicy::default(),
         ));
         let health = BusHealth::new(
             "bazaar",
             vec![store.clone()],
-            vec![Outbox::new("t", &store)],
+            vec![Outbox::new("t", pool.clone())],
             vec![consumer],
         );
         let report = health.sample().await;

@@ -7,12 +7,11 @@
 //! JetStream), it delivers through a consumer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chassis_core::events::{DecodeError, Envelope};
-use chassis_store::store::Store;
-use chassis_store::writer::{Arg, Statements};
+use sqlx::{AnyConnection, AnyPool};
 use tracing::Instrument;
 
 use crate::outbox::OutboxError;
@@ -47,20 +46,15 @@ impl From<OutboxError> for HandlerError {
 }
 
 /// A module's reaction to events. `handle` runs inside the inbox transaction: write
-/// the effect through `tx` and it commits together with the inbox record. The same
-/// handler runs on both backends: on SQLite `tx` is a unit of the store's writer
-/// thread ([`Store::write`], ADR 0019), on PostgreSQL a pooled transaction.
+/// the effect through `tx` and it commits together with the inbox record.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync {
-    async fn handle(&self, tx: &mut dyn Statements, event: &Envelope) -> Result<(), HandlerError>;
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError>;
 
-    /// Whether the handler awaits nothing but its statements, so that several events
-    /// may be applied in one transaction ([`Consumer::deliver_batch`]) and through
-    /// the store's writer. A handler that does slow work outside the database
-    /// (sending mail) says no: each event then has a pooled transaction of its own.
-    /// In a batch its transaction, and with it the database's write lock, would stay
-    /// open across every event's work; in the writer its wait would hold up every
-    /// other unit of the group (and a unit may not await anything else).
+    /// Whether several events may be applied in one transaction
+    /// ([`Consumer::deliver_batch`]). A handler that does slow work outside the
+    /// database (sending mail) says no: in a batch, its transaction, and with it the
+    /// database's write lock, would stay open across every event's work.
     fn batchable(&self) -> bool {
         true
     }
@@ -101,7 +95,7 @@ pub enum Delivery {
 pub struct Consumer {
     name: &'static str,
     topics: Vec<String>,
-    store: Store,
+    pool: AnyPool,
     handler: Arc<dyn Handler>,
     policy: RetryPolicy,
     /// Deliveries in progress (the monolith's "ack pending").
@@ -132,14 +126,14 @@ impl Consumer {
     pub fn new(
         name: &'static str,
         topics: Vec<String>,
-        store: Store,
+        pool: AnyPool,
         handler: Arc<dyn Handler>,
         policy: RetryPolicy,
     ) -> Self {
         Self {
             name,
             topics,
-            store,
+            pool,
             handler,
             policy,
             in_flight: AtomicU64::new(0),
@@ -244,15 +238,13 @@ impl Consumer {
         }
     }
 
-    /// Applies several events, in order, each still recorded in the inbox with its
-    /// effect, sharing commits: on SQLite each in a unit of the store's writer, all
-    /// queued at once (a failing one is rolled back to its unit's savepoint alone; the
-    /// units after it then do nothing); on PostgreSQL in one pooled transaction, each
-    /// under a savepoint (the events after a failing one are not tried). The failing
-    /// event and the ones after it are delivered on their own, with
-    /// [`deliver`](Self::deliver)'s retries and dead letters: no event is handled
-    /// again once its effect has committed. Unless the handler is not
-    /// [`batchable`](Handler::batchable): then each event is delivered on its own.
+    /// Applies several events, in order, in one transaction (one commit for the lot,
+    /// each still recorded in the inbox with its effect), each under a savepoint. When
+    /// a handler fails, the events before it commit and it and the ones after it are
+    /// delivered on their own, with [`deliver`](Self::deliver)'s retries and dead
+    /// letters: no event is handled again once its effect has committed. Unless the
+    /// handler is not [`batchable`](Handler::batchable): then each event is delivered
+    /// on its own.
     pub async fn deliver_batch(
         &self,
         envelopes: &[&Envelope],
@@ -268,66 +260,40 @@ impl Consumer {
             .iter()
             .map(|_| InFlight::start(&self.in_flight))
             .collect::<Vec<_>>();
-        // Each event's delivery if it committed, `Ok(None)` if it was not tried.
-        let outcomes: Vec<Result<Option<Delivery>, HandlerError>> = if self
-            .store
-            .writer_commits()
-            .is_some()
-        {
-            let failed = Arc::new(AtomicBool::new(false));
-            futures::future::join_all(
-                envelopes
-                    .iter()
-                    .map(|envelope| self.try_in_batch(envelope, &failed)),
-            )
-            .await
-        } else {
-            let committed = match self.try_batch(envelopes).await {
-                Ok(committed) => committed,
-                Err(e) => {
-                    tracing::debug!(consumer = self.name, error = %e, "a batch failed to commit; delivering its events one by one");
-                    Vec::new()
+        let (mut deliveries, rest) = match self.try_batch(envelopes).await {
+            Ok((committed, failed_at)) => {
+                for (envelope, delivery) in envelopes.iter().zip(&committed) {
+                    self.count(&envelope.topic(), *delivery);
                 }
-            };
-            let tried = committed.len();
-            committed
-                .into_iter()
-                .map(|delivery| Ok(Some(delivery)))
-                .chain(envelopes[tried..].iter().map(|_| Ok(None)))
-                .collect()
+                (committed, failed_at)
+            }
+            Err(e) => {
+                tracing::debug!(consumer = self.name, error = %e, "a batch failed to commit; delivering its events one by one");
+                (Vec::with_capacity(envelopes.len()), Some(0))
+            }
         };
-        let mut deliveries = Vec::with_capacity(envelopes.len());
-        for (envelope, outcome) in envelopes.iter().zip(outcomes) {
-            let delivery = match outcome {
-                Ok(Some(delivery)) => {
-                    self.count(&envelope.topic(), delivery);
-                    delivery
-                }
-                // Skipped after an earlier event failed: nothing of it ran.
-                Ok(None) => self.deliver_traced(envelope, true).await?,
-                Err(e) => {
-                    tracing::debug!(consumer = self.name, error = %e, "an event of a batch failed; it goes on its own");
-                    self.deliver_traced(envelope, true).await?
-                }
-            };
-            deliveries.push(delivery);
+        for envelope in rest.map_or(&[][..], |from| &envelopes[from..]) {
+            deliveries.push(self.deliver_traced(envelope, true).await?);
         }
         Ok(deliveries)
     }
 
-    /// The batch in one pooled transaction, each event under a savepoint: the
-    /// deliveries committed, up to the first event whose handler failed (rolled back
-    /// to its savepoint; the events before it committed).
-    async fn try_batch(&self, envelopes: &[&Envelope]) -> Result<Vec<Delivery>, HandlerError> {
+    /// The batch in one transaction, each event under a savepoint: the deliveries
+    /// committed and, if a handler failed, the index of its event (rolled back to its
+    /// savepoint; the events before it committed).
+    async fn try_batch(
+        &self,
+        envelopes: &[&Envelope],
+    ) -> Result<(Vec<Delivery>, Option<usize>), HandlerError> {
         use sqlx::Connection as _;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.pool.begin().await?;
         let mut deliveries = Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
+        let mut failed_at = None;
+        for (index, envelope) in envelopes.iter().enumerate() {
             let started = Instant::now();
             let mut savepoint = (*tx).begin().await?;
             let (span, unsampled) = self.span(envelope);
-            let work =
-                apply(&mut *savepoint, self.name, self.handler.as_ref(), envelope).instrument(span);
+            let work = self.apply(&mut savepoint, envelope).instrument(span);
             let outcome = match unsampled {
                 Some(mark) => chassis_telemetry::sampling::scope(mark, work).await,
                 None => work.await,
@@ -342,49 +308,13 @@ impl Consumer {
                 Err(e) => {
                     savepoint.rollback().await?;
                     tracing::debug!(consumer = self.name, error = %e, "an event of a batch failed; the rest go one by one");
+                    failed_at = Some(index);
                     break;
                 }
             }
         }
         tx.commit().await?;
-        Ok(deliveries)
-    }
-
-    /// One event of a batch as a unit of its own: its delivery once committed, or
-    /// `None` when an earlier event of the batch had failed (the unit did nothing).
-    /// A failure sets `failed`; the writer runs units in the order they were queued.
-    async fn try_in_batch(
-        &self,
-        envelope: &Envelope,
-        failed: &Arc<AtomicBool>,
-    ) -> Result<Option<Delivery>, HandlerError> {
-        let name = self.name;
-        let handler = Arc::clone(&self.handler);
-        let failed = Arc::clone(failed);
-        let envelope = envelope.clone();
-        // The span is made here, on the delivering task, under its trace.
-        let (span, unsampled) = self.span(&envelope);
-        self.store
-            .write(move |tx| {
-                Box::pin(async move {
-                    if failed.load(Ordering::Relaxed) {
-                        return Ok(None);
-                    }
-                    let started = Instant::now();
-                    let work = apply(tx, name, handler.as_ref(), &envelope).instrument(span);
-                    let outcome = match unsampled {
-                        Some(mark) => chassis_telemetry::sampling::scope(mark, work).await,
-                        None => work.await,
-                    };
-                    metrics::histogram!("consumer_handler_duration_seconds", "consumer" => name, "topic" => envelope.topic())
-                        .record(started.elapsed().as_secs_f64());
-                    if outcome.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    outcome.map(Some)
-                })
-            })
-            .await
+        Ok((deliveries, failed_at))
     }
 
     fn count(&self, topic: &str, delivery: Delivery) {
@@ -450,30 +380,38 @@ impl Consumer {
     }
 
     async fn try_once(&self, envelope: &Envelope) -> Result<Delivery, HandlerError> {
-        if !self.handler.batchable() {
-            // It may await more than its statements: a pooled transaction.
-            let mut tx = self.store.pool().begin().await?;
-            let delivery = apply(&mut *tx, self.name, self.handler.as_ref(), envelope).await?;
-            if delivery == Delivery::Duplicate {
-                tx.rollback().await?;
-            } else {
-                tx.commit().await?;
-            }
-            return Ok(delivery);
+        let mut tx = self.pool.begin().await?;
+        let delivery = self.apply(&mut tx, envelope).await?;
+        if delivery == Delivery::Duplicate {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
         }
-        let name = self.name;
-        let handler = Arc::clone(&self.handler);
-        let envelope = envelope.clone();
-        // The writer's thread runs the handler outside this task: under its span.
-        let span = tracing::Span::current();
-        self.store
-            .write(move |tx| {
-                Box::pin(
-                    async move { apply(tx, name, handler.as_ref(), &envelope).await }
-                        .instrument(span),
-                )
-            })
-            .await
+        Ok(delivery)
+    }
+
+    /// The inbox record and, unless it was there already, the handler's effect, in
+    /// the caller's transaction.
+    async fn apply(
+        &self,
+        tx: &mut AnyConnection,
+        envelope: &Envelope,
+    ) -> Result<Delivery, HandlerError> {
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(self.name)
+        .bind(&envelope.id)
+        .bind(chassis_core::time::now_micros())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(Delivery::Duplicate);
+        }
+        self.handler.handle(tx, envelope).await?;
+        Ok(Delivery::Applied)
     }
 
     async fn dead_letter(
@@ -484,48 +422,8 @@ impl Consumer {
     ) -> Result<(), sqlx::Error> {
         tracing::error!(error = %error, attempts, "event dead-lettered");
         metrics::counter!("dead_letters_total", "consumer" => self.name).increment(1);
-        let name = self.name;
-        let envelope = envelope.clone();
-        let error = error.to_owned();
-        self.store
-            .write(move |tx| {
-                Box::pin(async move {
-                    crate::dead_letters::record(tx, name, &envelope, &error, attempts).await
-                })
-            })
-            .await
+        let mut tx = self.pool.begin().await?;
+        crate::dead_letters::record(&mut tx, self.name, envelope, error, attempts).await?;
+        tx.commit().await
     }
-}
-
-/// Records `event_id` in `consumer`'s inbox, in the caller's transaction; false when
-/// it was there already (a redelivery).
-pub(crate) async fn record_in_inbox(
-    tx: &mut dyn Statements,
-    consumer: &str,
-    event_id: &str,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let inserted = tx
-        .run(
-            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (consumer, event_id) DO NOTHING",
-            &[Arg::from(consumer), Arg::from(event_id), Arg::from(now)],
-        )
-        .await?;
-    Ok(inserted != 0)
-}
-
-/// The inbox record and, unless it was there already, the handler's effect, in the
-/// caller's transaction.
-async fn apply(
-    tx: &mut dyn Statements,
-    consumer: &'static str,
-    handler: &dyn Handler,
-    envelope: &Envelope,
-) -> Result<Delivery, HandlerError> {
-    if !record_in_inbox(tx, consumer, &envelope.id, chassis_core::time::now_micros()).await? {
-        return Ok(Delivery::Duplicate);
-    }
-    handler.handle(tx, envelope).await?;
-    Ok(Delivery::Applied)
 }

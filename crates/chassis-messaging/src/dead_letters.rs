@@ -2,13 +2,12 @@
 //! `dead_letters` platform table) until an operator redrives or deletes them.
 
 use chassis_core::events::Envelope;
-use chassis_store::writer::{Arg, Statements};
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 /// Records `envelope` as dead-lettered by `consumer`, and in its inbox too:
 /// redelivery of a dead letter must not run it again. In the caller's transaction.
 pub(crate) async fn record(
-    tx: &mut dyn Statements,
+    tx: &mut AnyConnection,
     consumer: &str,
     envelope: &Envelope,
     error: &str,
@@ -16,21 +15,28 @@ pub(crate) async fn record(
 ) -> Result<(), sqlx::Error> {
     let text = serde_json::to_string(envelope).unwrap_or_default();
     let now = chassis_core::time::now_micros();
-    tx.run(
+    sqlx::query(
         "INSERT INTO dead_letters (consumer, event_id, topic, envelope, error, attempts, failed_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (consumer, event_id) DO NOTHING",
-        &[
-            Arg::from(consumer),
-            Arg::from(&envelope.id),
-            Arg::from(&envelope.topic()),
-            Arg::from(&text),
-            Arg::from(error),
-            Arg::from(i64::from(attempts)),
-            Arg::from(now),
-        ],
     )
+    .bind(consumer)
+    .bind(&envelope.id)
+    .bind(envelope.topic())
+    .bind(text)
+    .bind(error)
+    .bind(i64::from(attempts))
+    .bind(now)
+    .execute(&mut *tx)
     .await?;
-    crate::consumer::record_in_inbox(tx, consumer, &envelope.id, now).await?;
+    sqlx::query(
+        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer, event_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(&envelope.id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

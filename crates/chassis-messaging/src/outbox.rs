@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis_core::events::{DomainEvent, Envelope};
-use chassis_store::store::Store;
 use chassis_store::writer::{Arg, Statements};
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +61,7 @@ pub async fn enqueue_in(tx: &mut dyn Statements, envelope: &Envelope) -> Result<
 #[derive(Debug, Clone)]
 pub struct Outbox {
     pub(crate) module: &'static str,
-    pub(crate) store: Store,
+    pub(crate) pool: AnyPool,
     pub(crate) wake: Arc<Notify>,
 }
 
@@ -74,10 +73,10 @@ pub struct Backlog {
 }
 
 impl Outbox {
-    pub fn new(module: &'static str, store: &Store) -> Self {
+    pub fn new(module: &'static str, pool: AnyPool) -> Self {
         Self {
             module,
-            store: store.clone(),
+            pool,
             wake: Arc::new(Notify::new()),
         }
     }
@@ -94,7 +93,7 @@ impl Outbox {
     pub async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
         let (unsent, oldest): (i64, Option<i64>) =
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE sent_at IS NULL")
-                .fetch_one(self.store.pool())
+                .fetch_one(&self.pool)
                 .await?;
         Ok(Backlog {
             unsent,
@@ -102,33 +101,6 @@ impl Outbox {
         })
     }
 
-    /// Stamps `ids` sent in one unit of the store's writer (SQLite).
-    pub(crate) async fn stamp(&self, ids: Vec<String>) -> Result<(), sqlx::Error> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.store
-            .write(move |tx| {
-                Box::pin(async move {
-                    let now = chassis_core::time::now_micros();
-                    // One cached statement run per row (on the writer's thread, no
-                    // hand-off each), not an IN list whose every length would be
-                    // another statement in the writer's cache.
-                    for id in &ids {
-                        tx.run(
-                            "UPDATE outbox SET sent_at = $1 WHERE id = $2",
-                            &[Arg::from(now), Arg::from(id)],
-                        )
-                        .await?;
-                    }
-                    Ok::<_, sqlx::Error>(())
-                })
-            })
-            .await
-    }
-
-    /// Stamps `ids` sent in the caller's transaction (PostgreSQL: under the relay's
-    /// advisory lock), in one statement.
     pub(crate) async fn mark_sent(
         conn: &mut AnyConnection,
         ids: &[String],
@@ -155,7 +127,7 @@ impl Outbox {
         Ok(
             sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
                 .bind(cutoff)
-                .execute(self.store.pool())
+                .execute(&self.pool)
                 .await?
                 .rows_affected(),
         )

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{Bus, BusError, Published};
 use crate::outbox::Outbox;
 
-/// Outbox rows read per batch: one read, one publish of them all, one stamping transaction.
+/// Outbox rows read per batch: one read, one publish of them all, one UPDATE.
 const BATCH: usize = 100;
 
 /// One batch's outcome.
@@ -34,8 +34,7 @@ impl Outbox {
     /// SQLite has one process per file, so one relay.
     pub async fn relay_once(&self, bus: &dyn Bus) -> Result<usize, RelayError> {
         let postgres = self
-            .store
-            .pool()
+            .pool
             .connect_options()
             .database_url
             .scheme()
@@ -43,29 +42,21 @@ impl Outbox {
         let mut sent = 0;
         loop {
             let batch = if postgres {
-                let mut tx = self.store.pool().begin().await?;
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "SELECT pg_advisory_xact_lock(hashtext('bazaar outbox ' || current_schema()))",
                 )
                 .execute(&mut *tx)
                 .await?;
-                let (batch, ids) = self.relay_batch(&mut tx, bus).await?;
-                Self::mark_sent(&mut tx, &ids).await?;
+                let batch = self.relay_batch(&mut tx, bus).await?;
                 tx.commit().await?;
                 batch
             } else {
-                // No transaction for the read: a SQLite read that later writes could
-                // fail to upgrade its lock under load; one process relays anyway. The
-                // stamp is a unit of the store's writer, committed with its group.
-                let (batch, ids) = {
-                    let mut conn = self.store.pool().acquire().await?;
-                    self.relay_batch(&mut conn, bus).await?
-                };
-                self.stamp(ids).await?;
-                batch
+                // No transaction: a SQLite read that later writes could fail to
+                // upgrade its lock under load; one process relays anyway.
+                let mut conn = self.pool.acquire().await?;
+                self.relay_batch(&mut conn, bus).await?
             };
-            metrics::counter!("outbox_relayed_total", "module" => self.module)
-                .increment(batch.stamped as u64);
             sent += batch.stamped;
             if let Some(e) = batch.failure {
                 return Err(e.into());
@@ -79,14 +70,13 @@ impl Outbox {
         }
     }
 
-    /// Publishes one batch of unsent rows in order: how many it read and are to be
-    /// stamped, the bus's refusal that ended it early, and the ids to stamp (the
-    /// caller stamps them, before another batch is read).
+    /// Publishes one batch of unsent rows in order and stamps those published: how
+    /// many it read and stamped, and the bus's refusal that ended it early.
     async fn relay_batch(
         &self,
         conn: &mut AnyConnection,
         bus: &dyn Bus,
-    ) -> Result<(Batch, Vec<String>), sqlx::Error> {
+    ) -> Result<Batch, sqlx::Error> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
         )
@@ -117,22 +107,21 @@ impl Outbox {
         // one are stamped, so a row is never stamped while an earlier one is unsent;
         // the rest are published again on the next pass, where JetStream's
         // duplicate window (by `Nats-Msg-Id`) and the consumers' inboxes absorb any
-        // that had been accepted. Stamped together, one transaction per batch rather than
+        // that had been accepted. Stamped together, one UPDATE per batch rather than
         // one commit per event; a crash before it re-publishes the batch likewise.
         let Published { accepted, failure } = bus.publish_batch(&envelopes).await;
         let stamped = match failure {
             Some(_) => row_of.get(accepted).copied().unwrap_or(ids.len()),
             None => ids.len(),
         };
-        ids.truncate(stamped);
-        Ok((
-            Batch {
-                read,
-                stamped,
-                failure,
-            },
-            ids,
-        ))
+        Self::mark_sent(conn, &ids[..stamped]).await?;
+        metrics::counter!("outbox_relayed_total", "module" => self.module)
+            .increment(stamped as u64);
+        Ok(Batch {
+            read,
+            stamped,
+            failure,
+        })
     }
 
     /// Runs the relay until `shutdown`: on every wake-up and at least every `poll`.

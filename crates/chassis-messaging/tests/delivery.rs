@@ -13,7 +13,7 @@ use chassis_messaging::consumer::{Consumer, Delivery, Handler, HandlerError};
 use chassis_messaging::outbox::{Outbox, enqueue};
 use chassis_messaging::relay::RelayError;
 use chassis_store::store::Store;
-use chassis_store::writer::{Arg, Statements};
+use sqlx::AnyConnection;
 use testkit::delivery::TestStore;
 
 use common::{Deposited, commit, deposit, unsent_ids};
@@ -29,17 +29,16 @@ struct Ledger {
 
 #[async_trait::async_trait]
 impl Handler for Ledger {
-    async fn handle(&self, tx: &mut dyn Statements, event: &Envelope) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
         let deposit: Deposited = event.decode()?;
         self.seen.lock().unwrap().push(deposit.amount);
         if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail_first {
             return Err(HandlerError::Transient("flaky".into()));
         }
-        tx.run(
-            "UPDATE balance SET total = total + $1",
-            &[Arg::from(deposit.amount)],
-        )
-        .await?;
+        sqlx::query("UPDATE balance SET total = total + $1")
+            .bind(deposit.amount)
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 }
@@ -96,7 +95,7 @@ async fn setup_seen(
 #[tokio::test]
 async fn relayed_events_apply_once_even_when_redelivered() {
     let (producer, consumer_store, bus, consumer) = setup(1).await;
-    let outbox = Outbox::new("producer", &producer);
+    let outbox = Outbox::new("producer", producer.pool().clone());
     let first = commit(&producer, &deposit(5)).await;
     commit(&producer, &deposit(7)).await;
     assert_eq!(outbox.backlog().await.unwrap().unsent, 2);
@@ -170,7 +169,7 @@ async fn rolled_back_changes_publish_nothing() {
     .await
     .unwrap();
     tx.rollback().await.unwrap();
-    let outbox = Outbox::new("producer", &producer);
+    let outbox = Outbox::new("producer", producer.pool().clone());
     assert_eq!(outbox.backlog().await.unwrap().unsent, 0);
 }
 
@@ -291,8 +290,8 @@ async fn two_relays_on_one_postgres_outbox_publish_each_event_once_in_order() {
         written.push(commit(&producer, &deposit(amount)).await.id);
     }
     let bus = Recording::default();
-    let first = Outbox::new("producer", &producer);
-    let second = Outbox::new("producer", &producer);
+    let first = Outbox::new("producer", producer.pool().clone());
+    let second = Outbox::new("producer", producer.pool().clone());
     let (a, b) = tokio::join!(first.relay_once(&bus), second.relay_once(&bus));
     assert_eq!(a.unwrap() + b.unwrap(), written.len(), "rows stamped sent");
     let published = bus.published.lock().unwrap().clone();
@@ -349,7 +348,7 @@ async fn a_batch_refused_midway_stamps_only_what_precedes_the_refusal() {
     }
     let bus = RefusesOne::default();
     *bus.refuse.lock().unwrap() = Some(written[3].clone());
-    let outbox = Outbox::new("producer", &producer);
+    let outbox = Outbox::new("producer", producer.pool().clone());
 
     let refused = outbox.relay_once(&bus).await;
     assert!(

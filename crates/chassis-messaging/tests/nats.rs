@@ -24,9 +24,9 @@ use chassis_messaging::nats::{
 };
 use chassis_messaging::outbox::{Outbox, enqueue_in};
 use chassis_store::store::Store;
-use chassis_store::writer::{Arg, Statements};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
 use testkit::delivery::TestStore;
 use testkit::nats::{CLUSTER_NODES, NatsCluster, SharedNats};
 use testkit::until;
@@ -73,7 +73,7 @@ struct Ledger {
 
 #[async_trait::async_trait]
 impl Handler for Ledger {
-    async fn handle(&self, tx: &mut dyn Statements, event: &Envelope) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
         let amount = if event.is::<Withdrawn>() {
             -event.decode::<Withdrawn>()?.amount
         } else {
@@ -82,17 +82,12 @@ impl Handler for Ledger {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        tx.run(
-            "INSERT INTO applied (event_id, amount) VALUES ($1, $2)",
-            &[Arg::from(&event.id), Arg::from(amount)],
-        )
-        .await?;
+        sqlx::query("INSERT INTO applied (event_id, amount) VALUES ($1, $2)")
+            .bind(&event.id)
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
         Ok(())
-    }
-
-    /// A handler that sleeps awaits more than its statements: not in the writer.
-    fn batchable(&self) -> bool {
-        self.delay.is_zero()
     }
 }
 
@@ -154,7 +149,7 @@ async fn fixture(topics: Vec<String>, handler_delay: Duration) -> Fixture {
             delay: handler_delay,
         }),
     ));
-    let outbox = Outbox::new("producer", &producer);
+    let outbox = Outbox::new("producer", producer.pool().clone());
     Fixture {
         producer,
         consumer_store,

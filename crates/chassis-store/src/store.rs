@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use sqlx::AnyPool as Pool;
 
-use crate::writer::{Arg, SqliteWriter, Statements, UnitFuture};
+use crate::writer::{SqliteWriter, Statements, UnitFuture};
 
 /// SQLite's `synchronous` pragma. See docs/adr/0003: `normal` in WAL mode survives a
 /// process crash and loses at most the last transactions on power loss; `full`
@@ -320,27 +320,6 @@ impl Store {
         let value = work(&mut *tx).await?;
         tx.commit().await?;
         Ok(value)
-    }
-
-    /// Runs one statement as a write of its own; the number of rows it changed. On
-    /// SQLite a unit of the writer's next group (every write to a file goes through its
-    /// writer: a pooled write beside it would wait for its lock in SQLite's busy
-    /// sleeps); on PostgreSQL one statement on the pool, without the `BEGIN`/`COMMIT`
-    /// round trips [`Store::write`] would add.
-    pub async fn execute(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
-        let Some(writer) = &self.writer else {
-            let mut conn = self.pool.acquire().await?;
-            return conn.run(sql, args).await;
-        };
-        let owned: Vec<OwnedArg> = args.iter().map(OwnedArg::from).collect();
-        writer
-            .run(move |tx| {
-                Box::pin(async move {
-                    let args: Vec<Arg<'_>> = owned.iter().map(OwnedArg::as_arg).collect();
-                    tx.run(sql, &args).await
-                })
-            })
-            .await
     }
 
     /// How many group commits the writer made (SQLite), for tests and diagnosis.
@@ -649,36 +628,6 @@ fn sql_errors<'a>(
 ) -> impl Iterator<Item = &'a sqlx::Error> {
     std::iter::successors(Some(error), |e| e.source())
         .filter_map(|e| e.downcast_ref::<sqlx::Error>())
-}
-
-/// An [`Arg`] that owns its text, to travel to the writer thread with its statement.
-enum OwnedArg {
-    Text(String),
-    Int(i64),
-    NullText,
-    NullInt,
-}
-
-impl From<&Arg<'_>> for OwnedArg {
-    fn from(arg: &Arg<'_>) -> Self {
-        match *arg {
-            Arg::Text(text) => OwnedArg::Text(text.to_owned()),
-            Arg::Int(n) => OwnedArg::Int(n),
-            Arg::NullText => OwnedArg::NullText,
-            Arg::NullInt => OwnedArg::NullInt,
-        }
-    }
-}
-
-impl OwnedArg {
-    fn as_arg(&self) -> Arg<'_> {
-        match self {
-            OwnedArg::Text(text) => Arg::Text(text),
-            OwnedArg::Int(n) => Arg::Int(*n),
-            OwnedArg::NullText => Arg::NullText,
-            OwnedArg::NullInt => Arg::NullInt,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use chassis::bus::{Handler, HandlerError};
 use chassis::events::{Envelope, topic_of};
-use chassis::store::Statements;
 use contracts::identity::UserRegistered;
 use contracts::orders::{OrderCancelled, OrderConfirmed, OrderFailed};
+use sqlx::AnyConnection;
 use time::OffsetDateTime;
 
 use crate::domain::{self, Email, Mailbox, Recipient};
@@ -60,7 +60,7 @@ impl NotificationEvents {
     /// The recipient of an order event, who must have registered first. Order and
     /// identity events travel independently, so the registration may still be on its
     /// way: transient, retried.
-    async fn recipient(tx: &mut dyn Statements, user_id: &str) -> Result<Recipient, HandlerError> {
+    async fn recipient(tx: &mut AnyConnection, user_id: &str) -> Result<Recipient, HandlerError> {
         store::recipient(tx, user_id).await?.ok_or_else(|| {
             HandlerError::Transient(format!("no recipient known yet for user {user_id}"))
         })
@@ -69,7 +69,7 @@ impl NotificationEvents {
     /// Records the notification, then sends it (see the module docs for the order).
     async fn send(
         &self,
-        tx: &mut dyn Statements,
+        tx: &mut AnyConnection,
         event: &Envelope,
         email: &Email,
         user_id: &str,
@@ -124,7 +124,7 @@ fn checked(recipient: Recipient) -> Result<Recipient, HandlerError> {
 
 #[async_trait::async_trait]
 impl Handler for NotificationEvents {
-    async fn handle(&self, tx: &mut dyn Statements, event: &Envelope) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
         // The notification id is the event id: deterministic, so a redelivery can
         // only ever name the same row and the same file.
         let id = event.id.as_str();
@@ -200,9 +200,8 @@ impl Handler for NotificationEvents {
         }
     }
 
-    /// One pooled transaction per event: a send (SMTP: up to its timeout) must not
-    /// hold the notifications database's write lock for a whole batch, nor a group of
-    /// the store's writer (which runs only units that await nothing but statements).
+    /// One transaction per event: a send (SMTP: up to its timeout) must not hold the
+    /// notifications database's write lock for a whole batch.
     fn batchable(&self) -> bool {
         false
     }

@@ -1,12 +1,11 @@
 //! The notifications store. Writes run on the consumer's inbox transaction (the
-//! `&mut dyn Statements` a handler is given); reads on the pool.
+//! `&mut AnyConnection` a handler is given); reads on the pool.
 
 use std::collections::BTreeMap;
 
 use chassis::page::Cursor;
-use chassis::store::{Arg, Statements};
 use chassis::store::{PageOrder, keyset_page};
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::domain::{Kind, Recipient};
 
@@ -25,63 +24,57 @@ pub struct Sent {
 
 /// Inserts or refreshes a recipient.
 pub async fn upsert_recipient(
-    tx: &mut dyn Statements,
+    conn: &mut AnyConnection,
     recipient: &Recipient,
 ) -> Result<(), sqlx::Error> {
-    tx.run(
+    sqlx::query(
         "INSERT INTO recipients (user_id, email, name, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, name = excluded.name, \
          updated_at = excluded.updated_at",
-        &[
-            Arg::from(&recipient.user_id),
-            Arg::from(&recipient.email),
-            Arg::from(&recipient.name),
-            Arg::from(chassis::time::now_micros()),
-        ],
     )
+    .bind(&recipient.user_id)
+    .bind(&recipient.email)
+    .bind(&recipient.name)
+    .bind(chassis::time::now_micros())
+    .execute(conn)
     .await
     .map(|_| ())
 }
 
 pub async fn recipient(
-    tx: &mut dyn Statements,
+    conn: &mut AnyConnection,
     user_id: &str,
 ) -> Result<Option<Recipient>, sqlx::Error> {
-    let Some(row) = tx
-        .fetch_row(
-            "SELECT email, name FROM recipients WHERE user_id = $1",
-            &[Arg::from(user_id)],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(Recipient {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT email, name FROM recipients WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(email, name)| Recipient {
         user_id: user_id.to_owned(),
-        email: row.text(0)?,
-        name: row.text(1)?,
+        email,
+        name,
     }))
 }
 
 /// Records a sent email; `false` when one was already recorded for its event (the
 /// caller then must not send again).
-pub async fn record(tx: &mut dyn Statements, sent: &Sent) -> Result<bool, sqlx::Error> {
-    let inserted = tx
-        .run(
+pub async fn record(conn: &mut AnyConnection, sent: &Sent) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
         "INSERT INTO notifications (id, event_id, user_id, recipient, subject, kind, order_id, sent_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
-            &[
-                Arg::from(&sent.id),
-                Arg::from(&sent.event_id),
-                Arg::from(&sent.user_id),
-                Arg::from(&sent.recipient),
-                Arg::from(&sent.subject),
-                Arg::from(sent.kind.as_str()),
-                Arg::from(sent.order_id.as_deref()),
-                Arg::from(sent.sent_at),
-            ],
-        )
-        .await?;
+    )
+    .bind(&sent.id)
+    .bind(&sent.event_id)
+    .bind(&sent.user_id)
+    .bind(&sent.recipient)
+    .bind(&sent.subject)
+    .bind(sent.kind.as_str())
+    .bind(sent.order_id.as_deref())
+    .bind(sent.sent_at)
+    .execute(conn)
+    .await?
+    .rows_affected();
     Ok(inserted == 1)
 }
 

@@ -242,7 +242,7 @@ async fn registration_arriving_during_retries_lets_the_order_email_through() {
     let slow = Consumer::new(
         CONSUMER,
         topics(),
-        (*s.store).clone(),
+        s.store.pool().clone(),
         Arc::new(s.service.events()),
         RetryPolicy {
             attempts: 20,

@@ -178,11 +178,6 @@ impl SqlOrders {
         &self.pool
     }
 
-    /// The store, whose writer also takes the placement's idempotency key.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The order's events in sequence order (empty if it does not exist).
     pub async fn events(&self, order_id: &str) -> Result<Vec<Stored>, sqlx::Error> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
@@ -316,33 +311,27 @@ impl SqlOrders {
         now: i64,
         expires_at: i64,
     ) -> Result<bool, sqlx::Error> {
-        // Through the writer like every other write to this file: a pooled write
-        // beside the writer's group waits on SQLite's lock in the busy handler's
-        // sleeps (ADR 0019), which stalled the sagas and the relay behind them.
-        let claimed = self
-            .store
-            .execute(
-                "INSERT INTO saga_leases (order_id, holder, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (order_id) DO UPDATE SET holder = $2, expires_at = $3 \
-                 WHERE saga_leases.holder = $2 OR saga_leases.expires_at < $4",
-                &[
-                    Arg::from(order_id),
-                    Arg::from(holder),
-                    Arg::from(expires_at),
-                    Arg::from(now),
-                ],
-            )
-            .await?;
+        let claimed = sqlx::query(
+            "INSERT INTO saga_leases (order_id, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (order_id) DO UPDATE SET holder = $2, expires_at = $3 \
+             WHERE saga_leases.holder = $2 OR saga_leases.expires_at < $4",
+        )
+        .bind(order_id)
+        .bind(holder)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(claimed > 0)
     }
 
     /// Gives up `holder`'s lease on `order_id` (its saga is done, or stopped here).
     pub async fn release_saga(&self, order_id: &str, holder: &str) -> Result<(), sqlx::Error> {
-        self.store
-            .execute(
-                "DELETE FROM saga_leases WHERE order_id = $1 AND holder = $2",
-                &[Arg::from(order_id), Arg::from(holder)],
-            )
+        sqlx::query("DELETE FROM saga_leases WHERE order_id = $1 AND holder = $2")
+            .bind(order_id)
+            .bind(holder)
+            .execute(&self.pool)
             .await
             .map(|_| ())
     }

@@ -79,9 +79,9 @@ struct Setup {
 async fn setup(provider: Arc<Scripted>) -> Setup {
     let store = TestStore::sqlite_with(payments::MODULE, 4).await;
     store.migrate(&payments::MIGRATOR).await.unwrap();
-    let outbox = Outbox::new(payments::MODULE, &store);
+    let outbox = Outbox::new(payments::MODULE, store.pool().clone());
     let service = PaymentsService::new(
-        Arc::new(SqlPayments::new((*store).clone(), outbox)),
+        Arc::new(SqlPayments::new(store.pool().clone(), outbox)),
         provider,
         Duration::from_millis(200),
     );

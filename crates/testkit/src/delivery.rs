@@ -88,7 +88,13 @@ impl TestStore {
         topics: Vec<String>,
         handler: Arc<dyn Handler>,
     ) -> Consumer {
-        Consumer::new(name, topics, self.store.clone(), handler, fast_retry())
+        Consumer::new(
+            name,
+            topics,
+            self.store.pool().clone(),
+            handler,
+            fast_retry(),
+        )
     }
 }
 

@@ -181,7 +181,7 @@ impl Context<'_> {
 
     /// A transactional outbox on its store.
     pub fn outbox(&self) -> Outbox {
-        Outbox::new(self.store.module(), &self.store)
+        Outbox::new(self.store.module(), self.store.pool().clone())
     }
 
     /// User tokens as this process checks them.

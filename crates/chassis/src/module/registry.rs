@@ -182,7 +182,7 @@ impl Registry {
                 Arc::new(Consumer::new(
                     name,
                     (module.consumes)(),
-                    store.clone(),
+                    store.pool().clone(),
                     handler,
                     policy,
                 ))
