@@ -49,13 +49,16 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+
+# Ports from below the ephemeral range, shared with scripts/schemathesis.sh.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from free_ports import free_port  # noqa: E402
 
 MODULES = ["identity", "catalog", "cart", "payments", "orders", "notifications", "analytics", "storefront"]
 GATEWAY = "gateway"
@@ -83,22 +86,6 @@ ADMIN_PASSWORD = "chaos-admin-password"
 
 def log(msg):
     print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-_PORTS_GIVEN = set()
-
-
-def free_port():
-    # The kernel may hand the same ephemeral port to two bind(0)s once the first socket
-    # is closed; two services given one port made the second one fail to start while
-    # the first answered its readiness probe for it. So never hand a port out twice.
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _PORTS_GIVEN:
-            _PORTS_GIVEN.add(port)
-            return port
 
 
 def sh(*cmd, check=True, quiet=False, **kw):

