@@ -43,7 +43,7 @@ pub fn free_port_run(count: u16) -> u16 {
     );
     let mut cursor = CURSOR
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut next = cursor.unwrap_or_else(|| FLOOR + rand::thread_rng().gen_range(0..span));
     // Every start in the range is tried at most once before giving up.
     for _ in 0..span {
