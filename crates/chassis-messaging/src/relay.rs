@@ -1,10 +1,13 @@
 //! The relay: moves a module's unsent outbox rows to the bus, in order, and stamps
 //! them sent only once the bus accepted them.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chassis_core::events::Envelope;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
 
@@ -33,12 +36,7 @@ impl Outbox {
     /// LOCKED` would let two relays publish different rows at once, out of order.)
     /// SQLite has one process per file, so one relay.
     pub async fn relay_once(&self, bus: &dyn Bus) -> Result<usize, RelayError> {
-        let postgres = self
-            .pool
-            .connect_options()
-            .database_url
-            .scheme()
-            .starts_with("postgres");
+        let postgres = self.is_postgres();
         let mut sent = 0;
         loop {
             let batch = if postgres {
@@ -125,6 +123,8 @@ impl Outbox {
     }
 
     /// Runs the relay until `shutdown`: on every wake-up and at least every `poll`.
+    /// On a [`pipelined`](Bus::pipelined) bus over a SQLite outbox, batches overlap
+    /// ([`relay_pipelined`](Self::relay_pipelined)); otherwise one pass at a time.
     pub fn spawn_relay(
         &self,
         bus: Arc<dyn Bus>,
@@ -132,9 +132,12 @@ impl Outbox {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let outbox = self.clone();
+        if bus.pipelined() && !outbox.is_postgres() {
+            return tokio::spawn(async move { outbox.relay_pipelined(bus, poll, shutdown).await });
+        }
         tokio::spawn(async move {
             let mut failures: u32 = 0;
-            let mut sampled: Option<Instant> = None;
+            let mut gauges = Gauges::default();
             loop {
                 match outbox.relay_once(bus.as_ref()).await {
                     Ok(_) => failures = 0,
@@ -143,43 +146,243 @@ impl Outbox {
                         tracing::warn!(module = outbox.module, error = %e, "relay failed; will retry");
                     }
                 }
-                // The gauges at most once per `poll`, not after every pass: under load
-                // a pass follows nearly every commit.
-                if sampled.is_none_or(|at| at.elapsed() >= poll) {
-                    sampled = Some(Instant::now());
-                    if let Ok(backlog) = outbox.backlog().await {
-                        #[allow(clippy::cast_precision_loss)]
-                        {
-                            metrics::gauge!("outbox_backlog", "module" => outbox.module)
-                                .set(backlog.unsent as f64);
-                            metrics::gauge!("outbox_oldest_unsent_age_seconds", "module" => outbox.module)
-                                .set(backlog.oldest_age_micros as f64 / 1e6);
-                        }
-                    }
-                }
-                // Back off while the bus is failing; otherwise wait for work.
-                let wait = if failures > 0 {
-                    chassis_core::retry::backoff(
-                        failures,
-                        Duration::from_millis(100),
-                        Duration::from_secs(5),
-                    )
-                } else {
-                    poll
-                };
+                gauges.sample(&outbox, poll).await;
                 tokio::select! {
                     () = outbox.wake.notified(), if failures == 0 => {}
-                    () = tokio::time::sleep(wait) => {}
+                    () = tokio::time::sleep(wait(failures, poll)) => {}
                     () = shutdown.cancelled() => {
-                        // One last pass so a clean stop leaves nothing behind.
-                        if let Err(e) = outbox.relay_once(bus.as_ref()).await {
-                            tracing::warn!(module = outbox.module, error = %e, "final relay pass failed");
-                        }
+                        outbox.final_pass(bus.as_ref()).await;
                         break;
                     }
                 }
             }
         })
+    }
+
+    /// The relay for a bus whose publishes may overlap (the in-process bus): it
+    /// dispatches each batch as soon as it is read, up to [`IN_FLIGHT`] rows not yet
+    /// accepted, and stamps each batch when the bus accepts it. So a consumer that is
+    /// behind delays only its own lane until the window fills, not the others'.
+    ///
+    /// Rows are read by SQLite's rowid, which is commit order (one writer per file;
+    /// a rowid is taken at insert, under the write lock), after the last one
+    /// dispatched: no re-read of the rows in flight. A refused batch moves the cursor
+    /// back to its first row not accepted, so it is read and published again.
+    async fn relay_pipelined(
+        &self,
+        bus: Arc<dyn Bus>,
+        poll: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut window = Window::default();
+        let mut failures: u32 = 0;
+        let mut gauges = Gauges::default();
+        // Whether to read before waiting: after a full read, a wake-up or a poll, and
+        // while the window is full (until a batch settles and makes room).
+        let mut read_more = true;
+        loop {
+            if read_more && window.rows.len() < IN_FLIGHT {
+                match self.dispatch(&bus, &mut window).await {
+                    Ok(full) => {
+                        if window.rows.is_empty() {
+                            // Nothing in flight and nothing to send: nothing failing.
+                            failures = 0;
+                        }
+                        read_more = full;
+                        if full {
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        read_more = false;
+                        tracing::warn!(module = self.module, error = %e, "relay failed; will retry");
+                    }
+                }
+            }
+            gauges.sample(self, poll).await;
+            tokio::select! {
+                Some(done) = window.pending.next(), if !window.pending.is_empty() => {
+                    match self.settle(done, &mut window).await {
+                        Ok(()) => failures = 0,
+                        Err(e) => {
+                            // The refused rows go again after the back-off.
+                            failures = failures.saturating_add(1);
+                            read_more = false;
+                            tracing::warn!(module = self.module, error = %e, "relay failed; will retry");
+                        }
+                    }
+                }
+                () = self.wake.notified(), if failures == 0 => read_more = true,
+                () = tokio::time::sleep(wait(failures, poll)) => read_more = true,
+                () = shutdown.cancelled() => {
+                    // What is in flight is accepted or refused first, then the last
+                    // pass finds only rows nobody holds.
+                    while let Some(done) = window.pending.next().await {
+                        if let Err(e) = self.settle(done, &mut window).await {
+                            tracing::warn!(module = self.module, error = %e, "relay failed at shutdown");
+                        }
+                    }
+                    self.final_pass(bus.as_ref()).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads the rows committed after the cursor, up to the window's room, and
+    /// publishes them as one batch without waiting for it. `true` when the read was
+    /// full (there may be more).
+    async fn dispatch(&self, bus: &Arc<dyn Bus>, window: &mut Window) -> Result<bool, sqlx::Error> {
+        let room = BATCH.min(IN_FLIGHT - window.rows.len());
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT rowid, id, envelope FROM outbox WHERE sent_at IS NULL AND rowid > $1 \
+             ORDER BY rowid LIMIT $2",
+        )
+        .bind(window.cursor)
+        .bind(i64::try_from(room).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let full = rows.len() == room;
+        let mut batch = Dispatched::default();
+        for (rowid, id, text) in rows {
+            window.cursor = window.cursor.max(rowid);
+            // Still in flight from before a refused batch moved the cursor back.
+            if !window.rows.insert(rowid) {
+                continue;
+            }
+            match serde_json::from_str::<Envelope>(&text) {
+                Ok(envelope) => {
+                    batch.row_of.push(batch.ids.len());
+                    batch.envelopes.push(envelope);
+                }
+                Err(e) => {
+                    tracing::error!(outbox_id = %id, error = %e, "skipping unreadable outbox row");
+                }
+            }
+            batch.rowids.push(rowid);
+            batch.ids.push(id);
+        }
+        if !batch.ids.is_empty() {
+            let bus = Arc::clone(bus);
+            window.pending.push(Box::pin(async move {
+                batch.published = Some(bus.publish_batch(&batch.envelopes).await);
+                batch
+            }));
+        }
+        Ok(full)
+    }
+
+    /// Stamps what the bus accepted of a dispatched batch and takes the batch out of
+    /// the window; moves the cursor back to the first row not stamped (refused, or
+    /// the stamp failed), so it is read again.
+    async fn settle(&self, batch: Dispatched, window: &mut Window) -> Result<(), RelayError> {
+        for rowid in &batch.rowids {
+            window.rows.remove(rowid);
+        }
+        let Published { accepted, failure } = batch.published.unwrap_or_else(|| Published {
+            accepted: 0,
+            failure: Some(BusError::Unavailable("not published".to_owned())),
+        });
+        let stamped = match failure {
+            Some(_) => batch
+                .row_of
+                .get(accepted)
+                .copied()
+                .unwrap_or(batch.ids.len()),
+            None => batch.ids.len(),
+        };
+        if let Some(&first_refused) = batch.rowids.get(stamped) {
+            window.cursor = window.cursor.min(first_refused - 1);
+        }
+        let marked = match self.pool.acquire().await {
+            Ok(mut conn) => Self::mark_sent(&mut conn, &batch.ids[..stamped]).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = marked {
+            // Not stamped: read and published again (the inboxes absorb the repeat),
+            // rather than left unsent behind the cursor until a restart.
+            if let Some(&first) = batch.rowids.first() {
+                window.cursor = window.cursor.min(first - 1);
+            }
+            return Err(e.into());
+        }
+        metrics::counter!("outbox_relayed_total", "module" => self.module)
+            .increment(stamped as u64);
+        failure.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// One last pass so a clean stop leaves nothing behind.
+    async fn final_pass(&self, bus: &dyn Bus) {
+        if let Err(e) = self.relay_once(bus).await {
+            tracing::warn!(module = self.module, error = %e, "final relay pass failed");
+        }
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.pool
+            .connect_options()
+            .database_url
+            .scheme()
+            .starts_with("postgres")
+    }
+}
+
+/// Rows dispatched on a pipelined bus and not yet accepted, at most.
+const IN_FLIGHT: usize = 1_000;
+
+/// A pipelined relay's state: the last rowid dispatched, the rows in flight and the
+/// batches being published.
+#[derive(Default)]
+struct Window {
+    cursor: i64,
+    rows: BTreeSet<i64>,
+    pending: FuturesUnordered<BoxFuture<'static, Dispatched>>,
+}
+
+/// One batch on its way: its rows, the envelopes read from them (where each one's
+/// row is in `ids`), and once published, what the bus accepted.
+#[derive(Default)]
+struct Dispatched {
+    rowids: Vec<i64>,
+    ids: Vec<String>,
+    envelopes: Vec<Envelope>,
+    row_of: Vec<usize>,
+    published: Option<Published>,
+}
+
+/// The relay's backlog gauges, at most once per `poll` (under load a pass follows
+/// nearly every commit).
+#[derive(Default)]
+struct Gauges {
+    sampled: Option<Instant>,
+}
+
+impl Gauges {
+    async fn sample(&mut self, outbox: &Outbox, poll: Duration) {
+        if self.sampled.is_some_and(|at| at.elapsed() < poll) {
+            return;
+        }
+        self.sampled = Some(Instant::now());
+        if let Ok(backlog) = outbox.backlog().await {
+            #[allow(clippy::cast_precision_loss)]
+            {
+                metrics::gauge!("outbox_backlog", "module" => outbox.module)
+                    .set(backlog.unsent as f64);
+                metrics::gauge!("outbox_oldest_unsent_age_seconds", "module" => outbox.module)
+                    .set(backlog.oldest_age_micros as f64 / 1e6);
+            }
+        }
+    }
+}
+
+/// How long the relay waits before its next pass: backing off while the bus is
+/// failing, otherwise until `poll` (or a wake-up).
+fn wait(failures: u32, poll: Duration) -> Duration {
+    if failures > 0 {
+        chassis_core::retry::backoff(failures, Duration::from_millis(100), Duration::from_secs(5))
+    } else {
+        poll
     }
 }
 

@@ -378,3 +378,165 @@ async fn a_batch_refused_midway_stamps_only_what_precedes_the_refusal() {
         "from the refused one on, in order"
     );
 }
+
+/// Applies each deposit to its balance once `gate` lets it through: a consumer that
+/// is slow for as long as the test wants.
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl Handler for Gated {
+    async fn handle(&self, tx: &mut AnyConnection, event: &Envelope) -> Result<(), HandlerError> {
+        let deposit: Deposited = event.decode()?;
+        self.gate
+            .acquire()
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?
+            .forget();
+        sqlx::query("UPDATE balance SET total = total + $1")
+            .bind(deposit.amount)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The monolith's relay does not wait for the slowest consumer before it publishes
+/// the next batch: each consumer applies on its own lane. A row is stamped sent only
+/// when every consumer has applied it, and a stop waits for what is in flight.
+#[tokio::test]
+async fn a_slow_consumer_does_not_hold_back_a_fast_one() {
+    let (producer, fast_store, bus, _fast) = setup(0).await;
+    let slow_store = store("slow").await;
+    for sql in [
+        "CREATE TABLE balance (total BIGINT NOT NULL)",
+        "INSERT INTO balance (total) VALUES (0)",
+    ] {
+        sqlx::query(sql).execute(slow_store.pool()).await.unwrap();
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    bus.subscribe(Arc::new(slow_store.consumer(
+        "slow",
+        vec![topic_of::<Deposited>()],
+        Arc::new(Gated {
+            gate: Arc::clone(&gate),
+        }),
+    )));
+    let outbox = Outbox::new("producer", producer.pool().clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let relay = outbox.spawn_relay(
+        Arc::clone(&bus) as Arc<dyn Bus>,
+        std::time::Duration::from_millis(20),
+        shutdown.clone(),
+    );
+
+    // Committed one after another, so each is a batch of its own: the slow consumer
+    // is stuck on the first while the fast one applies all three.
+    for amount in [1, 2, 4] {
+        commit(&producer, &deposit(amount)).await;
+        outbox.wake();
+        let want = match amount {
+            1 => 1,
+            2 => 3,
+            _ => 7,
+        };
+        testkit::until(
+            "the fast consumer applies each event",
+            testkit::PATIENCE,
+            || async { balance(&fast_store).await == want },
+        )
+        .await;
+    }
+    assert_eq!(
+        balance(&slow_store).await,
+        0,
+        "the slow one is still on the first"
+    );
+    assert_eq!(
+        outbox.backlog().await.unwrap().unsent,
+        3,
+        "nothing is stamped before every consumer applied it"
+    );
+
+    gate.add_permits(3);
+    testkit::until(
+        "every row is stamped once both applied it",
+        testkit::PATIENCE,
+        || async { outbox.backlog().await.unwrap().unsent == 0 },
+    )
+    .await;
+    assert_eq!(balance(&slow_store).await, 7);
+    assert_eq!(balance(&fast_store).await, 7);
+
+    // A stop with a batch in flight waits for it, then stamps it.
+    commit(&producer, &deposit(8)).await;
+    outbox.wake();
+    testkit::until(
+        "the fast consumer applies it",
+        testkit::PATIENCE,
+        || async { balance(&fast_store).await == 15 },
+    )
+    .await;
+    shutdown.cancel();
+    gate.add_permits(1);
+    relay.await.unwrap();
+    assert_eq!(outbox.backlog().await.unwrap().unsent, 0);
+    assert_eq!(balance(&slow_store).await, 15);
+}
+
+/// A pipelined bus that refuses one event: the relay publishes it again (and what
+/// came after it in its batch) until every row is accepted and stamped; nothing is
+/// lost and nothing is left unsent behind the relay's cursor.
+#[tokio::test]
+async fn a_pipelined_relay_publishes_a_refused_event_again() {
+    struct Pipelined(RefusesOne);
+
+    #[async_trait::async_trait]
+    impl Bus for Pipelined {
+        async fn publish(
+            &self,
+            envelope: &Envelope,
+        ) -> Result<(), chassis_messaging::bus::BusError> {
+            self.0.publish(envelope).await
+        }
+
+        async fn publish_batch(&self, envelopes: &[Envelope]) -> Published {
+            self.0.publish_batch(envelopes).await
+        }
+
+        fn pipelined(&self) -> bool {
+            true
+        }
+    }
+
+    let producer = store("producer").await;
+    let mut written = Vec::new();
+    for amount in 1..=10 {
+        written.push(commit(&producer, &deposit(amount)).await.id);
+    }
+    let bus = Arc::new(Pipelined(RefusesOne::default()));
+    *bus.0.refuse.lock().unwrap() = Some(written[3].clone());
+    let outbox = Outbox::new("producer", producer.pool().clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let relay = outbox.spawn_relay(
+        Arc::clone(&bus) as Arc<dyn Bus>,
+        std::time::Duration::from_millis(20),
+        shutdown.clone(),
+    );
+    testkit::until("every row is stamped", testkit::PATIENCE, || async {
+        outbox.backlog().await.unwrap().unsent == 0
+    })
+    .await;
+    shutdown.cancel();
+    relay.await.unwrap();
+    let taken = bus.0.taken.lock().unwrap().clone();
+    for id in &written {
+        assert!(taken.contains(id), "{id} was never accepted");
+    }
+    assert_eq!(
+        taken.iter().filter(|id| **id == written[3]).count(),
+        1,
+        "the refused one was accepted on its second publish"
+    );
+}
