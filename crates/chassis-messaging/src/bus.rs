@@ -126,9 +126,11 @@ impl InProcBus {
         tokio::spawn(async move {
             while let Some(job) = queue.recv().await {
                 let mine: Vec<&Envelope> = job.wanted.iter().map(|&i| &job.envelopes[i]).collect();
+                let outcome = worker.deliver_batch(&mine).await;
+                worker.count_queued(mine.len(), false);
                 // The publisher may have stopped waiting (shutdown); the outcome is
                 // in the consumer's store either way.
-                let _ = job.done.send(worker.deliver_batch(&mine).await);
+                let _ = job.done.send(outcome);
             }
         });
         let lane = Lane { consumer, jobs };
@@ -168,12 +170,14 @@ impl Bus for InProcBus {
                 continue;
             }
             let (done, outcome) = oneshot::channel();
+            lane.consumer.count_queued(wanted.len(), true);
             let job = Job {
                 envelopes: Arc::clone(&shared),
                 wanted: wanted.clone(),
                 done,
             };
             if lane.jobs.send(job).is_err() {
+                lane.consumer.count_queued(wanted.len(), false);
                 return refused(BusError::Unavailable(format!(
                     "{}'s lane has stopped",
                     lane.consumer.name()

@@ -107,7 +107,9 @@ impl Outbox {
         // duplicate window (by `Nats-Msg-Id`) and the consumers' inboxes absorb any
         // that had been accepted. Stamped together, one UPDATE per batch rather than
         // one commit per event; a crash before it re-publishes the batch likewise.
+        self.count_dispatched(&envelopes, true);
         let Published { accepted, failure } = bus.publish_batch(&envelopes).await;
+        self.count_dispatched(&envelopes, false);
         let stamped = match failure {
             Some(_) => row_of.get(accepted).copied().unwrap_or(ids.len()),
             None => ids.len(),
@@ -264,6 +266,7 @@ impl Outbox {
             batch.ids.push(id);
         }
         if !batch.ids.is_empty() {
+            self.count_dispatched(&batch.envelopes, true);
             let bus = Arc::clone(bus);
             window.pending.push(Box::pin(async move {
                 batch.published = Some(bus.publish_batch(&batch.envelopes).await);
@@ -280,6 +283,7 @@ impl Outbox {
         for rowid in &batch.rowids {
             window.rows.remove(rowid);
         }
+        self.count_dispatched(&batch.envelopes, false);
         let Published { accepted, failure } = batch.published.unwrap_or_else(|| Published {
             accepted: 0,
             failure: Some(BusError::Unavailable("not published".to_owned())),

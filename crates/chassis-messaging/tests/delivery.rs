@@ -407,7 +407,7 @@ impl Handler for Gated {
 /// when every consumer has applied it, and a stop waits for what is in flight.
 #[tokio::test]
 async fn a_slow_consumer_does_not_hold_back_a_fast_one() {
-    let (producer, fast_store, bus, _fast) = setup(0).await;
+    let (producer, fast_store, bus, fast) = setup(0).await;
     let slow_store = store("slow").await;
     for sql in [
         "CREATE TABLE balance (total BIGINT NOT NULL)",
@@ -416,13 +416,14 @@ async fn a_slow_consumer_does_not_hold_back_a_fast_one() {
         sqlx::query(sql).execute(slow_store.pool()).await.unwrap();
     }
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    bus.subscribe(Arc::new(slow_store.consumer(
+    let slow = Arc::new(slow_store.consumer(
         "slow",
         vec![topic_of::<Deposited>()],
         Arc::new(Gated {
             gate: Arc::clone(&gate),
         }),
-    )));
+    ));
+    bus.subscribe(Arc::clone(&slow));
     let outbox = Outbox::new("producer", producer.pool().clone());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let relay = outbox.spawn_relay(
@@ -452,6 +453,11 @@ async fn a_slow_consumer_does_not_hold_back_a_fast_one() {
         balance(&slow_store).await,
         0,
         "the slow one is still on the first"
+    );
+    assert_eq!(
+        (fast.queued(), slow.queued()),
+        (0, 3),
+        "what each consumer has still to apply (its lag)"
     );
     assert_eq!(
         outbox.backlog().await.unwrap().unsent,
