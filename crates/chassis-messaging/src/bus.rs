@@ -110,8 +110,12 @@ struct Lane {
 struct Job {
     envelopes: Arc<[Envelope]>,
     wanted: Vec<usize>,
-    done: oneshot::Sender<Result<Vec<Delivery>, sqlx::Error>>,
+    /// The deliveries of `wanted`, in order, or why the consumer's store failed.
+    done: oneshot::Sender<Result<Vec<Delivery>, String>>,
 }
+
+/// Events a lane that is behind takes as one batch, at most (a relay batch's size).
+const LANE_BATCH: usize = 100;
 
 impl InProcBus {
     pub fn new() -> Self {
@@ -124,13 +128,41 @@ impl InProcBus {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let worker = Arc::clone(&consumer);
         tokio::spawn(async move {
-            while let Some(job) = queue.recv().await {
-                let mine: Vec<&Envelope> = job.wanted.iter().map(|&i| &job.envelopes[i]).collect();
+            while let Some(first) = queue.recv().await {
+                // A lane that is behind takes what has queued up as one batch (one
+                // transaction for a batchable consumer), as the relay's batches grow
+                // when the bus is slow: under load, fewer and larger commits rather
+                // than one per relay pass contending for the database's write lock.
+                let mut events = first.wanted.len();
+                let mut taken = vec![first];
+                while events < LANE_BATCH {
+                    let Ok(job) = queue.try_recv() else { break };
+                    events += job.wanted.len();
+                    taken.push(job);
+                }
+                let mine: Vec<&Envelope> = taken
+                    .iter()
+                    .flat_map(|job| job.wanted.iter().map(|&i| &job.envelopes[i]))
+                    .collect();
                 let outcome = worker.deliver_batch(&mine).await;
                 worker.count_queued(mine.len(), false);
-                // The publisher may have stopped waiting (shutdown); the outcome is
-                // in the consumer's store either way.
-                let _ = job.done.send(outcome);
+                // A publisher may have stopped waiting (shutdown); the outcome is in
+                // the consumer's store either way.
+                match outcome {
+                    Ok(deliveries) => {
+                        let mut deliveries = deliveries.into_iter();
+                        for job in taken {
+                            let share = deliveries.by_ref().take(job.wanted.len()).collect();
+                            let _ = job.done.send(Ok(share));
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        for job in taken {
+                            let _ = job.done.send(Err(e.clone()));
+                        }
+                    }
+                }
             }
         });
         let lane = Lane { consumer, jobs };
@@ -188,7 +220,7 @@ impl Bus for InProcBus {
         for (consumer, wanted, outcome) in waiting {
             let deliveries = match outcome.await {
                 Ok(Ok(deliveries)) => deliveries,
-                Ok(Err(e)) => return refused(BusError::Consumer(e.to_string())),
+                Ok(Err(e)) => return refused(BusError::Consumer(e)),
                 Err(_) => {
                     return refused(BusError::Unavailable(format!(
                         "{}'s lane has stopped",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chassis_core::events::Envelope;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt as _};
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
@@ -205,7 +205,12 @@ impl Outbox {
             gauges.sample(self, poll).await;
             tokio::select! {
                 Some(done) = window.pending.next(), if !window.pending.is_empty() => {
-                    match self.settle(done, &mut window).await {
+                    // With the others that are done too: one stamp for them all.
+                    let mut settled = vec![done];
+                    while let Some(Some(more)) = window.pending.next().now_or_never() {
+                        settled.push(more);
+                    }
+                    match self.settle(settled, &mut window).await {
                         Ok(()) => failures = 0,
                         Err(e) => {
                             // The refused rows go again after the back-off.
@@ -221,7 +226,7 @@ impl Outbox {
                     // What is in flight is accepted or refused first, then the last
                     // pass finds only rows nobody holds.
                     while let Some(done) = window.pending.next().await {
-                        if let Err(e) = self.settle(done, &mut window).await {
+                        if let Err(e) = self.settle(vec![done], &mut window).await {
                             tracing::warn!(module = self.module, error = %e, "relay failed at shutdown");
                         }
                     }
@@ -276,44 +281,57 @@ impl Outbox {
         Ok(full)
     }
 
-    /// Stamps what the bus accepted of a dispatched batch and takes the batch out of
-    /// the window; moves the cursor back to the first row not stamped (refused, or
-    /// the stamp failed), so it is read again.
-    async fn settle(&self, batch: Dispatched, window: &mut Window) -> Result<(), RelayError> {
-        for rowid in &batch.rowids {
-            window.rows.remove(rowid);
-        }
-        self.count_dispatched(&batch.envelopes, false);
-        let Published { accepted, failure } = batch.published.unwrap_or_else(|| Published {
-            accepted: 0,
-            failure: Some(BusError::Unavailable("not published".to_owned())),
-        });
-        let stamped = match failure {
-            Some(_) => batch
-                .row_of
-                .get(accepted)
-                .copied()
-                .unwrap_or(batch.ids.len()),
-            None => batch.ids.len(),
-        };
-        if let Some(&first_refused) = batch.rowids.get(stamped) {
-            window.cursor = window.cursor.min(first_refused - 1);
+    /// Stamps what the bus accepted of dispatched batches (one UPDATE for all of
+    /// them) and takes them out of the window; moves the cursor back to the first row
+    /// not stamped (refused, or the stamp failed), so it is read again. The first
+    /// refusal is the error.
+    async fn settle(
+        &self,
+        batches: Vec<Dispatched>,
+        window: &mut Window,
+    ) -> Result<(), RelayError> {
+        let mut stamp: Vec<String> = Vec::new();
+        let mut first_row = i64::MAX;
+        let mut refusal = None;
+        for batch in batches {
+            for rowid in &batch.rowids {
+                window.rows.remove(rowid);
+            }
+            first_row = first_row.min(batch.rowids.first().copied().unwrap_or(i64::MAX));
+            self.count_dispatched(&batch.envelopes, false);
+            let Published { accepted, failure } = batch.published.unwrap_or_else(|| Published {
+                accepted: 0,
+                failure: Some(BusError::Unavailable("not published".to_owned())),
+            });
+            let stamped = match failure {
+                Some(_) => batch
+                    .row_of
+                    .get(accepted)
+                    .copied()
+                    .unwrap_or(batch.ids.len()),
+                None => batch.ids.len(),
+            };
+            if let Some(&first_refused) = batch.rowids.get(stamped) {
+                window.cursor = window.cursor.min(first_refused - 1);
+            }
+            if refusal.is_none() {
+                refusal = failure;
+            }
+            stamp.extend(batch.ids.into_iter().take(stamped));
         }
         let marked = match self.pool.acquire().await {
-            Ok(mut conn) => Self::mark_sent(&mut conn, &batch.ids[..stamped]).await,
+            Ok(mut conn) => Self::mark_sent(&mut conn, &stamp).await,
             Err(e) => Err(e),
         };
         if let Err(e) = marked {
             // Not stamped: read and published again (the inboxes absorb the repeat),
             // rather than left unsent behind the cursor until a restart.
-            if let Some(&first) = batch.rowids.first() {
-                window.cursor = window.cursor.min(first - 1);
-            }
+            window.cursor = window.cursor.min(first_row.saturating_sub(1));
             return Err(e.into());
         }
         metrics::counter!("outbox_relayed_total", "module" => self.module)
-            .increment(stamped as u64);
-        failure.map_or(Ok(()), |e| Err(e.into()))
+            .increment(stamp.len() as u64);
+        refusal.map_or(Ok(()), |e| Err(e.into()))
     }
 
     /// One last pass so a clean stop leaves nothing behind.
