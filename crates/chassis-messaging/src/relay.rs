@@ -162,9 +162,10 @@ impl Outbox {
     }
 
     /// The relay for a bus whose publishes may overlap (the in-process bus): it
-    /// dispatches each batch as soon as it is read, up to [`IN_FLIGHT`] rows not yet
-    /// accepted, and stamps each batch when the bus accepts it. So a consumer that is
-    /// behind delays only its own lane until the window fills, not the others'.
+    /// dispatches a batch without waiting for the ones before it to be accepted (once
+    /// they have had [`HOLD`] to settle), up to [`IN_FLIGHT`] rows, and stamps each
+    /// batch when the bus accepts it. So a consumer that is behind delays only its own
+    /// lane until the window fills, not the others'.
     ///
     /// Rows are read by SQLite's rowid, which is commit order (one writer per file;
     /// a rowid is taken at insert, under the write lock), after the last one
@@ -182,6 +183,9 @@ impl Outbox {
         // Whether to read before waiting: after a full read, a wake-up or a poll, and
         // while the window is full (until a batch settles and makes room).
         let mut read_more = true;
+        // A wake-up that came while batches were in flight: read when one settles or
+        // at this deadline, whichever is first.
+        let mut held: Option<tokio::time::Instant> = None;
         loop {
             if read_more && window.rows.len() < IN_FLIGHT {
                 match self.dispatch(&bus, &mut window).await {
@@ -211,7 +215,10 @@ impl Outbox {
                         settled.push(more);
                     }
                     match self.settle(settled, &mut window).await {
-                        Ok(()) => failures = 0,
+                        Ok(()) => {
+                            failures = 0;
+                            read_more |= held.take().is_some();
+                        }
                         Err(e) => {
                             // The refused rows go again after the back-off.
                             failures = failures.saturating_add(1);
@@ -220,7 +227,17 @@ impl Outbox {
                         }
                     }
                 }
-                () = self.wake.notified(), if failures == 0 => read_more = true,
+                () = self.wake.notified(), if failures == 0 => {
+                    if window.pending.is_empty() {
+                        read_more = true;
+                    } else {
+                        held.get_or_insert_with(|| tokio::time::Instant::now() + HOLD);
+                    }
+                }
+                () = tokio::time::sleep_until(held.unwrap_or_else(tokio::time::Instant::now)), if held.is_some() => {
+                    held = None;
+                    read_more = true;
+                }
                 () = tokio::time::sleep(wait(failures, poll)) => read_more = true,
                 () = shutdown.cancelled() => {
                     // What is in flight is accepted or refused first, then the last
@@ -352,6 +369,14 @@ impl Outbox {
 
 /// Rows dispatched on a pipelined bus and not yet accepted, at most.
 const IN_FLIGHT: usize = 1_000;
+
+/// How long rows committed while batches are in flight wait for one of those to be
+/// accepted before they are dispatched anyway. While every consumer keeps up, batches
+/// settle well within it and the relay reads once per settle, gathering what was
+/// committed meanwhile into one batch (as when it published one batch at a time:
+/// fewer, larger inbox and stamp transactions); a consumer slower than this no
+/// longer holds the others back by more than this.
+const HOLD: Duration = Duration::from_millis(10);
 
 /// A pipelined relay's state: the last rowid dispatched, the rows in flight and the
 /// batches being published.
