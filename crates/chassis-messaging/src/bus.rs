@@ -4,7 +4,6 @@
 use std::sync::{Arc, RwLock};
 
 use chassis_core::events::Envelope;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::consumer::{Consumer, Delivery};
 
@@ -72,103 +71,27 @@ pub trait Bus: Send + Sync {
             failure: None,
         }
     }
-
-    /// Whether publishes may overlap: the relay then sends the next batch before the
-    /// last is accepted, and a later batch may be accepted first (a consumer that is
-    /// behind on an earlier one). Stamps stay per batch, so a crash redelivers what was
-    /// not yet accepted; consumers already tolerate order changes (JetStream's never
-    /// promised order either). By default one publish at a time.
-    fn pipelined(&self) -> bool {
-        false
-    }
 }
 
 /// The monolith's bus: a publish is handed to every interested consumer in this
 /// process and returns when all have applied (or dead-lettered) it. Until then the
 /// relay keeps the outbox row unsent, so a crash mid-delivery redelivers on restart.
-///
-/// Each consumer applies in its own lane (a task taking the batches meant for it in
-/// the order they were published), so publishes may overlap
-/// ([`pipelined`](Bus::pipelined)): a consumer that is slow (notifications fsyncs each
-/// email) falls behind on its own lane while a fast one (the cart, waiting for
-/// `OrderConfirmed`) keeps up, as JetStream's durable consumers do in the split.
 #[derive(Default)]
 pub struct InProcBus {
-    lanes: RwLock<Vec<Lane>>,
+    consumers: RwLock<Vec<Arc<Consumer>>>,
 }
 
 chassis_core::debug_fields!(InProcBus {});
-
-/// One consumer's lane: where its batches queue.
-#[derive(Clone)]
-struct Lane {
-    consumer: Arc<Consumer>,
-    jobs: mpsc::UnboundedSender<Job>,
-}
-
-/// A batch for one lane: `wanted` are the indices of its events in `envelopes`.
-struct Job {
-    envelopes: Arc<[Envelope]>,
-    wanted: Vec<usize>,
-    /// The deliveries of `wanted`, in order, or why the consumer's store failed.
-    done: oneshot::Sender<Result<Vec<Delivery>, String>>,
-}
-
-/// Events a lane that is behind takes as one batch, at most (a relay batch's size).
-const LANE_BATCH: usize = 100;
 
 impl InProcBus {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Starts `consumer`'s lane: a task on the current Tokio runtime that lives as
-    /// long as the bus (it ends when the bus is dropped and its queue is empty).
     pub fn subscribe(&self, consumer: Arc<Consumer>) {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
-        let worker = Arc::clone(&consumer);
-        tokio::spawn(async move {
-            while let Some(first) = queue.recv().await {
-                // A lane that is behind takes what has queued up as one batch (one
-                // transaction for a batchable consumer), as the relay's batches grow
-                // when the bus is slow: under load, fewer and larger commits rather
-                // than one per relay pass contending for the database's write lock.
-                let mut events = first.wanted.len();
-                let mut taken = vec![first];
-                while events < LANE_BATCH {
-                    let Ok(job) = queue.try_recv() else { break };
-                    events += job.wanted.len();
-                    taken.push(job);
-                }
-                let mine: Vec<&Envelope> = taken
-                    .iter()
-                    .flat_map(|job| job.wanted.iter().map(|&i| &job.envelopes[i]))
-                    .collect();
-                let outcome = worker.deliver_batch(&mine).await;
-                worker.count_queued(mine.len(), false);
-                // A publisher may have stopped waiting (shutdown); the outcome is in
-                // the consumer's store either way.
-                match outcome {
-                    Ok(deliveries) => {
-                        let mut deliveries = deliveries.into_iter();
-                        for job in taken {
-                            let share = deliveries.by_ref().take(job.wanted.len()).collect();
-                            let _ = job.done.send(Ok(share));
-                        }
-                    }
-                    Err(e) => {
-                        let e = e.to_string();
-                        for job in taken {
-                            let _ = job.done.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-        });
-        let lane = Lane { consumer, jobs };
-        match self.lanes.write() {
-            Ok(mut lanes) => lanes.push(lane),
-            Err(poisoned) => poisoned.into_inner().push(lane),
+        match self.consumers.write() {
+            Ok(mut consumers) => consumers.push(consumer),
+            Err(poisoned) => poisoned.into_inner().push(consumer),
         }
     }
 }
@@ -182,50 +105,38 @@ impl Bus for InProcBus {
     }
 
     /// Each consumer applies the events it wants in one transaction (see
-    /// [`Consumer::deliver_batch`]), on its own lane; all or none are accepted (a
-    /// consumer's store failing fails the batch, and the relay publishes it again:
-    /// what the other consumers applied, their inboxes absorb).
+    /// [`Consumer::deliver_batch`]), the consumers side by side; all or none are
+    /// accepted (a consumer's store failing fails the batch, and the relay publishes
+    /// it again: what the other consumers applied, their inboxes absorb).
     async fn publish_batch(&self, envelopes: &[Envelope]) -> Published {
         let topics: Vec<String> = envelopes.iter().map(Envelope::topic).collect();
-        // Clone the lanes out so no lock is held across an await.
-        let lanes: Vec<Lane> = match self.lanes.read() {
-            Ok(l) => l.clone(),
+        // Clone the consumers out so no lock is held across an await.
+        let consumers: Vec<Arc<Consumer>> = match self.consumers.read() {
+            Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let shared: Arc<[Envelope]> = envelopes.into();
-        let mut waiting = Vec::new();
-        for lane in lanes {
-            let wanted: Vec<usize> = (0..envelopes.len())
-                .filter(|&i| lane.consumer.wants(&topics[i]))
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let (done, outcome) = oneshot::channel();
-            lane.consumer.count_queued(wanted.len(), true);
-            let job = Job {
-                envelopes: Arc::clone(&shared),
-                wanted: wanted.clone(),
-                done,
-            };
-            if lane.jobs.send(job).is_err() {
-                lane.consumer.count_queued(wanted.len(), false);
-                return refused(BusError::Unavailable(format!(
-                    "{}'s lane has stopped",
-                    lane.consumer.name()
-                )));
-            }
-            waiting.push((lane.consumer, wanted, outcome));
-        }
-        for (consumer, wanted, outcome) in waiting {
-            let deliveries = match outcome.await {
-                Ok(Ok(deliveries)) => deliveries,
-                Ok(Err(e)) => return refused(BusError::Consumer(e)),
-                Err(_) => {
-                    return refused(BusError::Unavailable(format!(
-                        "{}'s lane has stopped",
-                        consumer.name()
-                    )));
+        let targets: Vec<(Arc<Consumer>, Vec<usize>)> = consumers
+            .into_iter()
+            .filter_map(|c| {
+                let wanted: Vec<usize> = (0..envelopes.len())
+                    .filter(|&i| c.wants(&topics[i]))
+                    .collect();
+                (!wanted.is_empty()).then_some((c, wanted))
+            })
+            .collect();
+        let results = futures::future::join_all(targets.iter().map(|(c, wanted)| {
+            let mine: Vec<&Envelope> = wanted.iter().map(|&i| &envelopes[i]).collect();
+            async move { c.deliver_batch(&mine).await }
+        }))
+        .await;
+        for ((consumer, wanted), result) in targets.iter().zip(results) {
+            let deliveries = match result {
+                Ok(deliveries) => deliveries,
+                Err(e) => {
+                    return Published {
+                        accepted: 0,
+                        failure: Some(BusError::Consumer(e.to_string())),
+                    };
                 }
             };
             for (&i, delivery) in wanted.iter().zip(deliveries) {
@@ -243,17 +154,5 @@ impl Bus for InProcBus {
             accepted: envelopes.len(),
             failure: None,
         }
-    }
-
-    fn pipelined(&self) -> bool {
-        true
-    }
-}
-
-/// Nothing of the batch accepted.
-fn refused(failure: BusError) -> Published {
-    Published {
-        accepted: 0,
-        failure: Some(failure),
     }
 }

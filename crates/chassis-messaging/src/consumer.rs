@@ -100,9 +100,6 @@ pub struct Consumer {
     policy: RetryPolicy,
     /// Deliveries in progress (the monolith's "ack pending").
     in_flight: AtomicU64,
-    /// Events handed to this consumer's lane on the in-process bus and not applied
-    /// yet (those in progress included).
-    queued: AtomicU64,
     /// Deliveries of events this consumer had received before, since start.
     redeliveries: AtomicU64,
 }
@@ -140,7 +137,6 @@ impl Consumer {
             handler,
             policy,
             in_flight: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
             redeliveries: AtomicU64::new(0),
         }
     }
@@ -148,21 +144,6 @@ impl Consumer {
     /// Deliveries being applied right now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Events waiting in this consumer's lane on the in-process bus, or being applied.
-    pub fn queued(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
-    }
-
-    /// `events` more (`true`) or fewer (`false`) in this consumer's lane.
-    pub(crate) fn count_queued(&self, events: usize, more: bool) {
-        let n = events as u64;
-        if more {
-            self.queued.fetch_add(n, Ordering::Relaxed);
-        } else {
-            self.queued.fetch_sub(n, Ordering::Relaxed);
-        }
     }
 
     /// Redeliveries counted since start (see [`count_redelivery`](Self::count_redelivery)).

@@ -6,8 +6,7 @@
 //! sent only once the bus accepted them; after a crash the unsent rows are simply
 //! still there.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chassis_core::events::{DomainEvent, Envelope};
@@ -64,9 +63,6 @@ pub struct Outbox {
     pub(crate) module: &'static str,
     pub(crate) pool: AnyPool,
     pub(crate) wake: Arc<Notify>,
-    /// Unsent rows the relay has handed to the bus and not settled yet, by topic: what
-    /// the consumers' lag does not count twice (those events are in their lanes).
-    dispatched: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 /// Unsent events: how many, and how long the oldest has waited.
@@ -82,7 +78,6 @@ impl Outbox {
             module,
             pool,
             wake: Arc::new(Notify::new()),
-            dispatched: Arc::default(),
         }
     }
 
@@ -93,30 +88,6 @@ impl Outbox {
     /// Tells the relay there is something to send.
     pub fn wake(&self) {
         self.wake.notify_one();
-    }
-
-    /// Unsent rows handed to the bus and not settled yet, by topic.
-    pub fn dispatched(&self) -> HashMap<String, u64> {
-        self.dispatched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// `envelopes` handed to the bus (`true`) or settled (`false`).
-    pub(crate) fn count_dispatched(&self, envelopes: &[Envelope], more: bool) {
-        let mut dispatched = self
-            .dispatched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for envelope in envelopes {
-            let count = dispatched.entry(envelope.topic()).or_insert(0);
-            *count = if more {
-                *count + 1
-            } else {
-                count.saturating_sub(1)
-            };
-        }
     }
 
     pub async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
