@@ -75,6 +75,65 @@ impl From<Option<i64>> for Arg<'_> {
     }
 }
 
+/// A column's value as a unit reads it: the types the stores' columns use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// One fetched row, its columns by index; the accessors fail (as sqlx's decoding
+/// does) on a column that is absent or of another type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    fn column(&self, index: usize) -> Result<&Value, sqlx::Error> {
+        self.0
+            .get(index)
+            .ok_or_else(|| sqlx::Error::ColumnIndexOutOfBounds {
+                index,
+                len: self.0.len(),
+            })
+    }
+
+    fn mismatch(index: usize, expected: &str, found: &Value) -> sqlx::Error {
+        sqlx::Error::ColumnDecode {
+            index: index.to_string(),
+            source: format!("expected {expected}, got {found:?}").into(),
+        }
+    }
+
+    pub fn int(&self, index: usize) -> Result<i64, sqlx::Error> {
+        match self.column(index)? {
+            Value::Int(n) => Ok(*n),
+            other => Err(Self::mismatch(index, "an integer", other)),
+        }
+    }
+
+    pub fn opt_int(&self, index: usize) -> Result<Option<i64>, sqlx::Error> {
+        match self.column(index)? {
+            Value::Null => Ok(None),
+            _ => self.int(index).map(Some),
+        }
+    }
+
+    pub fn text(&self, index: usize) -> Result<String, sqlx::Error> {
+        match self.column(index)? {
+            Value::Text(text) => Ok(text.clone()),
+            other => Err(Self::mismatch(index, "text", other)),
+        }
+    }
+
+    pub fn opt_text(&self, index: usize) -> Result<Option<String>, sqlx::Error> {
+        match self.column(index)? {
+            Value::Null => Ok(None),
+            _ => self.text(index).map(Some),
+        }
+    }
+}
+
 /// The statements a unit of write work runs, on either backend: the same portable
 /// `$N` SQL, bound the same way. Errors are sqlx's, so the stores' error handling
 /// ([`is_unique_violation`](crate::store::is_unique_violation),
@@ -90,6 +149,14 @@ pub trait Statements: Send {
         sql: &str,
         args: &[Arg<'_>],
     ) -> Result<Option<String>, sqlx::Error>;
+
+    /// Every row, each column as a [`Value`].
+    async fn fetch_all(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, sqlx::Error>;
+
+    /// The first row; `None` without one.
+    async fn fetch_row(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<Row>, sqlx::Error> {
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
+    }
 }
 
 fn bound<'q>(
@@ -121,6 +188,41 @@ impl Statements for sqlx::AnyConnection {
             None => Ok(None),
         }
     }
+
+    async fn fetch_all(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, sqlx::Error> {
+        let rows = bound(sql, args).fetch_all(self).await?;
+        rows.iter()
+            .map(|row| {
+                (0..sqlx::Row::len(row))
+                    .map(|index| any_value(row, index))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Row)
+            })
+            .collect()
+    }
+}
+
+/// Column `index` of `row` by the type of its value (not its column's declared one,
+/// which SQLite does not enforce).
+fn any_value(row: &sqlx::any::AnyRow, index: usize) -> Result<Value, sqlx::Error> {
+    use sqlx::any::AnyTypeInfoKind as Kind;
+    use sqlx::{Row as _, ValueRef as _};
+    let raw = row.try_get_raw(index)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let kind = raw.type_info().kind();
+    Ok(match kind {
+        Kind::Bool => Value::Int(i64::from(row.try_get::<bool, _>(index)?)),
+        Kind::SmallInt | Kind::Integer | Kind::BigInt => Value::Int(row.try_get(index)?),
+        Kind::Text => Value::Text(row.try_get(index)?),
+        other => {
+            return Err(sqlx::Error::ColumnDecode {
+                index: index.to_string(),
+                source: format!("unsupported column type: {other:?}").into(),
+            });
+        }
+    })
 }
 
 /// The writer thread's connection, as a unit sees it. `&mut` so that it is `Send`
@@ -210,6 +312,40 @@ impl Statements for SqliteTx<'_> {
             Some(row) => row.get::<_, String>(0).map(Some).map_err(to_sqlx),
             None => Ok(None),
         }
+    }
+
+    async fn fetch_all(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, sqlx::Error> {
+        use rusqlite::types::ValueRef;
+        let mut statement = self.prepare(sql, args)?;
+        let columns = statement.column_count();
+        let mut rows = statement.raw_query();
+        let mut fetched = Vec::new();
+        while let Some(row) = rows.next().map_err(to_sqlx)? {
+            let mut values = Vec::with_capacity(columns);
+            for index in 0..columns {
+                values.push(match row.get_ref(index).map_err(to_sqlx)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(n) => Value::Int(n),
+                    ValueRef::Text(text) => Value::Text(
+                        std::str::from_utf8(text)
+                            .map_err(|e| sqlx::Error::ColumnDecode {
+                                index: index.to_string(),
+                                source: Box::new(e),
+                            })?
+                            .to_owned(),
+                    ),
+                    other => {
+                        return Err(sqlx::Error::ColumnDecode {
+                            index: index.to_string(),
+                            source: format!("unsupported column type: {:?}", other.data_type())
+                                .into(),
+                        });
+                    }
+                });
+            }
+            fetched.push(Row(values));
+        }
+        Ok(fetched)
     }
 }
 
@@ -865,6 +1001,39 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!((n, note), (None, None));
+        // Rows come back typed, NULLs as NULLs, on either backend.
+        let rows = store
+            .write(|tx| {
+                Box::pin(async move {
+                    let rows = tx
+                        .fetch_all("SELECT id, n, note FROM t ORDER BY id", &[])
+                        .await?;
+                    let none = tx
+                        .fetch_row("SELECT id FROM t WHERE id = $1", &["nope".into()])
+                        .await?;
+                    assert_eq!(none, None);
+                    Ok::<_, sqlx::Error>(rows)
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                Row(vec![Value::Text("nulls".into()), Value::Null, Value::Null]),
+                Row(vec![
+                    Value::Text("x".into()),
+                    Value::Int(7),
+                    Value::Text("abab".into())
+                ]),
+            ]
+        );
+        assert_eq!(rows[1].int(1).unwrap(), 7);
+        assert_eq!(rows[1].text(2).unwrap(), "abab");
+        assert_eq!(rows[0].opt_int(1).unwrap(), None);
+        assert_eq!(rows[0].opt_text(2).unwrap(), None);
+        assert!(rows[1].int(0).is_err());
+        assert!(rows[1].text(3).is_err());
         sqlx::query("DELETE FROM t WHERE id = 'nulls'")
             .execute(store.pool())
             .await
