@@ -9,6 +9,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 
+use crate::store::Store;
+use crate::writer::Statements;
+
 /// How long a key is remembered.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -44,64 +47,73 @@ pub fn fingerprint(parts: &[&str]) -> String {
 
 /// Claims `key` in `scope` for a request with fingerprint `hash`. An in-progress
 /// claim older than `lease` is treated as abandoned by a crashed process and taken
-/// over.
+/// over. One unit of [`Store::write`] (the writer's, on SQLite).
 pub async fn begin(
-    pool: &AnyPool,
+    store: &Store,
+    scope: &str,
+    key: &str,
+    hash: &str,
+    lease: Duration,
+) -> Result<Begin, sqlx::Error> {
+    let (scope, key, hash) = (scope.to_owned(), key.to_owned(), hash.to_owned());
+    store
+        .write(move |tx| Box::pin(async move { begin_in(tx, &scope, &key, &hash, lease).await }))
+        .await
+}
+
+/// [`begin`] inside the caller's unit of [`Store::write`].
+pub async fn begin_in(
+    tx: &mut dyn Statements,
     scope: &str,
     key: &str,
     hash: &str,
     lease: Duration,
 ) -> Result<Begin, sqlx::Error> {
     let now = chassis_core::time::now_micros();
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'running', $4, $4) ON CONFLICT (scope, idem_key) DO NOTHING",
-    )
-    .bind(scope)
-    .bind(key)
-    .bind(hash)
-    .bind(now)
-    .execute(pool)
-    .await?
-    .rows_affected();
+    let inserted = tx
+        .run(
+            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'running', $4, $4) ON CONFLICT (scope, idem_key) DO NOTHING",
+            &[scope.into(), key.into(), hash.into(), now.into()],
+        )
+        .await?;
     if inserted == 1 {
         return Ok(Begin::Proceed);
     }
-    let row: Option<(String, String, Option<i64>, Option<String>, i64)> = sqlx::query_as(
-        "SELECT request_hash, state, status_code, response, updated_at FROM idempotency_keys \
-         WHERE scope = $1 AND idem_key = $2",
-    )
-    .bind(scope)
-    .bind(key)
-    .fetch_optional(pool)
-    .await?;
-    let Some((stored_hash, state, status, response, updated_at)) = row else {
+    let row = tx
+        .fetch_row(
+            "SELECT request_hash, state, status_code, response, updated_at FROM idempotency_keys \
+             WHERE scope = $1 AND idem_key = $2",
+            &[scope.into(), key.into()],
+        )
+        .await?;
+    let Some(row) = row else {
         // Purged between our insert and select: try once more from the top.
-        return Box::pin(begin(pool, scope, key, hash, lease)).await;
+        return Box::pin(begin_in(tx, scope, key, hash, lease)).await;
     };
-    if stored_hash != hash {
+    if row.text(0)? != hash {
         return Ok(Begin::Mismatch);
     }
-    if state == "done" {
+    if row.text(1)? == "done" {
         return Ok(Begin::Replay {
-            status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
-            body: response.unwrap_or_default(),
+            status: row
+                .opt_int(2)?
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(200),
+            body: row.opt_text(3)?.unwrap_or_default(),
         });
     }
+    let updated_at = row.int(4)?;
     let lease_micros = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
     if now - updated_at > lease_micros {
         // Compare-and-set on updated_at: of several takers, one wins.
-        let taken = sqlx::query(
-            "UPDATE idempotency_keys SET updated_at = $1 WHERE scope = $2 AND idem_key = $3 \
-             AND state = 'running' AND updated_at = $4",
-        )
-        .bind(now)
-        .bind(scope)
-        .bind(key)
-        .bind(updated_at)
-        .execute(pool)
-        .await?
-        .rows_affected();
+        let taken = tx
+            .run(
+                "UPDATE idempotency_keys SET updated_at = $1 WHERE scope = $2 AND idem_key = $3 \
+                 AND state = 'running' AND updated_at = $4",
+                &[now.into(), scope.into(), key.into(), updated_at.into()],
+            )
+            .await?;
         if taken == 1 {
             return Ok(Begin::Proceed);
         }
@@ -109,42 +121,66 @@ pub async fn begin(
     Ok(Begin::InProgress)
 }
 
-/// Stores the response of the request that holds `key`. Pass the transaction that
-/// records the request's effect, so the effect and its replayable response commit
-/// together.
-pub async fn complete<'e, E>(
-    executor: E,
+/// Stores the response of the request that holds `key`, on its own. A request
+/// that records an effect uses [`complete_in`] in the effect's unit, so the effect
+/// and its replayable response commit together.
+pub async fn complete(
+    store: &Store,
     scope: &str,
     key: &str,
     status: u16,
     body: &str,
-) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    sqlx::query(
+) -> Result<(), sqlx::Error> {
+    let (scope, key, body) = (scope.to_owned(), key.to_owned(), body.to_owned());
+    store
+        .write(move |tx| {
+            Box::pin(async move { complete_in(tx, &scope, &key, status, &body).await })
+        })
+        .await
+}
+
+/// [`complete`] through `tx`.
+pub async fn complete_in(
+    tx: &mut dyn Statements,
+    scope: &str,
+    key: &str,
+    status: u16,
+    body: &str,
+) -> Result<(), sqlx::Error> {
+    tx.run(
         "UPDATE idempotency_keys SET state = 'done', status_code = $1, response = $2, updated_at = $3 \
          WHERE scope = $4 AND idem_key = $5",
+        &[
+            i64::from(status).into(),
+            body.into(),
+            chassis_core::time::now_micros().into(),
+            scope.into(),
+            key.into(),
+        ],
     )
-    .bind(i64::from(status))
-    .bind(body)
-    .bind(chassis_core::time::now_micros())
-    .bind(scope)
-    .bind(key)
-    .execute(executor)
     .await
     .map(|_| ())
 }
 
 /// Releases `key` without a stored result (a transient failure: the client may retry
 /// and the request runs again).
-pub async fn abandon(pool: &AnyPool, scope: &str, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub async fn abandon(store: &Store, scope: &str, key: &str) -> Result<(), sqlx::Error> {
+    let (scope, key) = (scope.to_owned(), key.to_owned());
+    store
+        .write(move |tx| Box::pin(async move { abandon_in(tx, &scope, &key).await }))
+        .await
+}
+
+/// [`abandon`] through `tx`.
+pub async fn abandon_in(
+    tx: &mut dyn Statements,
+    scope: &str,
+    key: &str,
+) -> Result<(), sqlx::Error> {
+    tx.run(
         "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND state = 'running'",
+        &[scope.into(), key.into()],
     )
-    .bind(scope)
-    .bind(key)
-    .execute(pool)
     .await
     .map(|_| ())
 }
@@ -165,7 +201,7 @@ pub async fn purge_expired(pool: &AnyPool) -> Result<u64, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{SqliteSync, Store};
+    use crate::store::SqliteSync;
 
     async fn pool() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -179,7 +215,7 @@ mod tests {
     #[tokio::test]
     async fn stripe_semantics() {
         let (_dir, store) = pool().await;
-        let p = store.pool();
+        let p = &store;
         let lease = Duration::from_secs(60);
         let h = fingerprint(&["a", "1"]);
         assert_eq!(
@@ -214,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn abandoned_and_stale_claims_can_be_retried() {
         let (_dir, store) = pool().await;
-        let p = store.pool();
+        let p = &store;
         let h = fingerprint(&["x"]);
         assert_eq!(
             begin(p, "s", "k", &h, Duration::from_secs(60))

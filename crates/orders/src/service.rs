@@ -216,9 +216,9 @@ impl OrdersService {
             return self.place_new(user_id, None, request).await;
         };
         let scope = format!("orders:{user_id}");
-        let pool = self.store.pool();
+        let store = self.store.store();
         match idempotency::begin(
-            pool,
+            store,
             &scope,
             key,
             &idempotency::fingerprint(&[&request.fingerprint]),
@@ -233,12 +233,12 @@ impl OrdersService {
         }
         match self.place_new(user_id, Some(key), request).await {
             Ok(placed) => {
-                idempotency::complete(pool, &scope, key, placed.status, &placed.body).await?;
+                idempotency::complete(store, &scope, key, placed.status, &placed.body).await?;
                 Ok(placed)
             }
             Err(e) => {
                 // No order was created: the client may fix the request and retry.
-                idempotency::abandon(pool, &scope, key).await?;
+                idempotency::abandon(store, &scope, key).await?;
                 Err(e)
             }
         }

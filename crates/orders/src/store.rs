@@ -178,6 +178,11 @@ impl SqlOrders {
         &self.pool
     }
 
+    /// The store, whose writer also takes the placement's idempotency key.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The order's events in sequence order (empty if it does not exist).
     pub async fn events(&self, order_id: &str) -> Result<Vec<Stored>, sqlx::Error> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
