@@ -68,9 +68,7 @@ fn check(config: &Config) -> Result<(), ConfigError> {
 fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
     let settings: Settings = context.settings()?;
     let service = CatalogService::new(
-        Arc::new(crate::store::SqlProducts::new(
-            context.store().pool().clone(),
-        )),
+        Arc::new(crate::store::SqlProducts::new(context.store().clone())),
         context.outbox(),
         Duration::from_secs(settings.reservation_ttl_secs),
         Duration::from_millis(settings.catalog_cache_ttl_ms),

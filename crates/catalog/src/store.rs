@@ -1,12 +1,12 @@
 //! The catalog store: the [`Products`] port and its SQL adapter.
 
-use chassis::outbox::{OutboxError, enqueue};
-use chassis::store::{PageOrder, is_unique_violation, keyset_page};
+use chassis::outbox::{OutboxError, enqueue, enqueue_in, envelope};
+use chassis::store::{Arg, PageOrder, Statements, Store, is_unique_violation, keyset_page};
 use contracts::catalog::{
     Product, ProductChanged, ReservationState, StockCommitted, StockLine, StockReleased,
     StockReserved,
 };
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::AnyPool;
 
 use chassis::page::Cursor;
 
@@ -127,15 +127,16 @@ fn parse_state(s: &str) -> Option<ReservationState> {
 }
 
 async fn reservation_state(
-    conn: &mut AnyConnection,
+    tx: &mut dyn Statements,
     order_id: &str,
 ) -> Result<Option<ReservationState>, sqlx::Error> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT state FROM reservations WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.and_then(|(s,)| parse_state(&s)))
+    let state = tx
+        .fetch_text(
+            "SELECT state FROM reservations WHERE order_id = $1",
+            &[order_id.into()],
+        )
+        .await?;
+    Ok(state.and_then(|s| parse_state(&s)))
 }
 
 /// Sums duplicate lines and sorts by product id: every transaction touches product
@@ -154,11 +155,16 @@ fn normalise(lines: &[StockLine]) -> Vec<(String, i64)> {
 #[derive(Debug, Clone)]
 pub struct SqlProducts {
     pool: AnyPool,
+    /// Reservations and their state changes go through its writer (ADR 0019).
+    store: Store,
 }
 
 impl SqlProducts {
-    pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+    pub fn new(store: Store) -> Self {
+        Self {
+            pool: store.pool().clone(),
+            store,
+        }
     }
 }
 
@@ -340,78 +346,67 @@ impl Products for SqlProducts {
         expires_at: i64,
     ) -> Result<ReservationState, ReserveError> {
         let now = chassis::time::now_micros();
-        let mut tx = self.pool.begin().await?;
-        // Write first: on SQLite this takes the write lock at once (a transaction
-        // that reads first and writes later can fail with SQLITE_BUSY under load).
-        // The primary key makes a second reservation for the order a no-op.
-        let claimed = sqlx::query(
-            "INSERT INTO reservations (order_id, state, expires_at, created_at, updated_at) \
-             VALUES ($1, 'active', $2, $3, $3) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(order_id)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            let state = reservation_state(&mut tx, order_id).await?;
-            tx.rollback().await?;
-            return Ok(state.unwrap_or(ReservationState::Released));
-        }
         let lines = normalise(lines);
-        for (product_id, quantity) in &lines {
-            // The conditional update is the oversell guard: it succeeds only while
-            // enough stock is available, atomically, whatever else runs concurrently.
-            let updated = sqlx::query(
-                "UPDATE products SET reserved = reserved + $1, updated_at = $2 \
-                 WHERE id = $3 AND on_hand - reserved >= $1",
-            )
-            .bind(quantity)
-            .bind(now)
-            .bind(product_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                let exists: Option<(String,)> =
-                    sqlx::query_as("SELECT id FROM products WHERE id = $1")
-                        .bind(product_id)
-                        .fetch_optional(&mut *tx)
+        // Built here, on the request's task (its trace context); used if it reserves.
+        let reserved = envelope(&StockReserved {
+            order_id: order_id.to_owned(),
+            lines: lines
+                .iter()
+                .map(|(product_id, quantity)| StockLine {
+                    product_id: product_id.clone(),
+                    quantity: u32::try_from(*quantity).unwrap_or(u32::MAX),
+                })
+                .collect(),
+        })?;
+        let order_id = order_id.to_owned();
+        // One unit of the writer (ADR 0019): an error rolls back every line it took.
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    // The primary key makes a second reservation for the order a no-op.
+                    let claimed = tx
+                        .run(
+                            "INSERT INTO reservations (order_id, state, expires_at, created_at, updated_at) \
+                             VALUES ($1, 'active', $2, $3, $3) ON CONFLICT (order_id) DO NOTHING",
+                            &[Arg::from(&order_id), expires_at.into(), now.into()],
+                        )
                         .await?;
-                tx.rollback().await?;
-                return Err(if exists.is_some() {
-                    ReserveError::OutOfStock(product_id.clone())
-                } else {
-                    ReserveError::UnknownProduct(product_id.clone())
-                });
-            }
-            sqlx::query(
-                "INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES ($1, $2, $3)",
-            )
-            .bind(order_id)
-            .bind(product_id)
-            .bind(quantity)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let event_lines = lines
-            .iter()
-            .map(|(product_id, quantity)| StockLine {
-                product_id: product_id.clone(),
-                quantity: u32::try_from(*quantity).unwrap_or(u32::MAX),
+                    if claimed == 0 {
+                        let state = reservation_state(tx, &order_id).await?;
+                        return Ok(state.unwrap_or(ReservationState::Released));
+                    }
+                    for (product_id, quantity) in &lines {
+                        // The conditional update is the oversell guard: it succeeds only
+                        // while enough stock is available, atomically, whatever else runs
+                        // concurrently.
+                        let updated = tx
+                            .run(
+                                "UPDATE products SET reserved = reserved + $1, updated_at = $2 \
+                                 WHERE id = $3 AND on_hand - reserved >= $1",
+                                &[Arg::from(*quantity), now.into(), product_id.into()],
+                            )
+                            .await?;
+                        if updated == 0 {
+                            let exists = tx
+                                .fetch_text("SELECT id FROM products WHERE id = $1", &[product_id.into()])
+                                .await?;
+                            return Err(if exists.is_some() {
+                                ReserveError::OutOfStock(product_id.clone())
+                            } else {
+                                ReserveError::UnknownProduct(product_id.clone())
+                            });
+                        }
+                        tx.run(
+                            "INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES ($1, $2, $3)",
+                            &[Arg::from(&order_id), product_id.into(), (*quantity).into()],
+                        )
+                        .await?;
+                    }
+                    enqueue_in(tx, &reserved).await?;
+                    Ok(ReservationState::Active)
+                })
             })
-            .collect();
-        enqueue(
-            &mut tx,
-            &StockReserved {
-                order_id: order_id.to_owned(),
-                lines: event_lines,
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(ReservationState::Active)
+            .await
     }
 
     async fn transition(
@@ -434,59 +429,51 @@ impl Products for SqlProducts {
             }
         };
         let now = chassis::time::now_micros();
-        let mut tx = self.pool.begin().await?;
-        // Compare-and-set on the state, first (a write: see `reserve`).
-        let moved = sqlx::query(
-            "UPDATE reservations SET state = $1, updated_at = $2 WHERE order_id = $3 AND state = $4",
-        )
-        .bind(state_name(to))
-        .bind(now)
-        .bind(order_id)
-        .bind(from)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
-            let state = reservation_state(&mut tx, order_id).await?;
-            tx.rollback().await?;
-            return Ok(Transition::Unchanged(state));
-        }
-        let lines: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT product_id, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY product_id",
-        )
-        .bind(order_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let sql = format!("UPDATE products SET {stock_change}, updated_at = $2 WHERE id = $3");
-        for (product_id, quantity) in &lines {
-            sqlx::query(&sql)
-                .bind(quantity)
-                .bind(now)
-                .bind(product_id)
-                .execute(&mut *tx)
-                .await?;
-        }
         let order_id = order_id.to_owned();
-        if to == ReservationState::Committed {
-            enqueue(&mut tx, &StockCommitted { order_id }).await?;
+        // Built here, on the caller's task (its trace context); used if it moves.
+        let event = if to == ReservationState::Committed {
+            envelope(&StockCommitted {
+                order_id: order_id.clone(),
+            })?
         } else {
-            enqueue(
-                &mut tx,
-                &StockReleased {
-                    order_id,
-                    reason: reason.to_owned(),
-                },
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Transition::Done(
-            to,
-            lines
-                .into_iter()
-                .map(|(product_id, _)| product_id)
-                .collect(),
-        ))
+            envelope(&StockReleased {
+                order_id: order_id.clone(),
+                reason: reason.to_owned(),
+            })?
+        };
+        let sql = format!("UPDATE products SET {stock_change}, updated_at = $2 WHERE id = $3");
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    // Compare-and-set on the state.
+                    let moved = tx
+                        .run(
+                            "UPDATE reservations SET state = $1, updated_at = $2 WHERE order_id = $3 AND state = $4",
+                            &[state_name(to).into(), now.into(), Arg::from(&order_id), from.into()],
+                        )
+                        .await?;
+                    if moved == 0 {
+                        let state = reservation_state(tx, &order_id).await?;
+                        return Ok(Transition::Unchanged(state));
+                    }
+                    let lines = tx
+                        .fetch_all(
+                            "SELECT product_id, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY product_id",
+                            &[Arg::from(&order_id)],
+                        )
+                        .await?;
+                    let mut products = Vec::with_capacity(lines.len());
+                    for line in &lines {
+                        let product_id = line.text(0)?;
+                        tx.run(&sql, &[line.int(1)?.into(), now.into(), Arg::from(&product_id)])
+                            .await?;
+                        products.push(product_id);
+                    }
+                    enqueue_in(tx, &event).await?;
+                    Ok(Transition::Done(to, products))
+                })
+            })
+            .await
     }
 
     async fn expired(&self, now: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
