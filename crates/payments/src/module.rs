@@ -82,7 +82,7 @@ fn build(context: &Context<'_>) -> Result<Parts, BuildError> {
     let outbox = context.outbox();
     let service = PaymentsService::new(
         Arc::new(crate::store::SqlPayments::new(
-            context.store().pool().clone(),
+            context.store().clone(),
             outbox.clone(),
         )),
         Arc::new(crate::provider::SimulatedProvider::new(

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use chassis::events::DomainEvent;
 use chassis::idempotency::{self, Begin};
-use chassis::outbox::{Outbox, OutboxError, enqueue};
+use chassis::outbox::{Outbox, OutboxError, enqueue_in, envelope};
+use chassis::store::{Arg, Statements, Store, UnitFuture};
 use contracts::payments::{Payment, PaymentStatus};
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::AnyPool;
 
 use crate::domain::{
     Capture, Decline, LedgerEntry, LedgerTotals, RefundRecord, Scope, StoredAnswer,
@@ -67,14 +68,20 @@ pub trait PaymentStore: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SqlPayments {
     pool: AnyPool,
+    /// Claims and records go through its writer (ADR 0019).
+    store: Store,
     outbox: Outbox,
 }
 
 impl SqlPayments {
-    /// `outbox` is the module's (over the same pool): its relay is woken after each
+    /// `outbox` is the module's (over the same store): its relay is woken after each
     /// record.
-    pub fn new(pool: AnyPool, outbox: Outbox) -> Self {
-        Self { pool, outbox }
+    pub fn new(store: Store, outbox: Outbox) -> Self {
+        Self {
+            pool: store.pool().clone(),
+            store,
+            outbox,
+        }
     }
 
     /// The oldest payment matching `condition` (over `$1` = `value`).
@@ -92,21 +99,45 @@ impl SqlPayments {
         Ok(row.map(stored))
     }
 
-    /// Ends a record: its event into the outbox and its answer under its key, in its
-    /// transaction, then commits and wakes the relay.
-    async fn finish<E: DomainEvent>(
+    /// Writes a record in one unit of the store's writer: `effect` (its rows; false:
+    /// nothing to record, the unit ends there), then its event into the outbox and its
+    /// answer under its key; wakes the relay once committed.
+    async fn record<E, F>(
         &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Any>,
         event: &E,
         scope: Scope,
         key: &str,
         answer: &StoredAnswer,
-    ) -> Result<(), StoreError> {
-        enqueue(&mut tx, event).await?;
-        idempotency::complete(&mut *tx, scope.as_str(), key, answer.status, &answer.body).await?;
-        tx.commit().await?;
-        self.outbox.wake();
-        Ok(())
+        effect: F,
+    ) -> Result<bool, StoreError>
+    where
+        E: DomainEvent,
+        F: for<'c> FnOnce(&'c mut dyn Statements) -> UnitFuture<'c, bool, sqlx::Error>
+            + Send
+            + 'static,
+    {
+        // Built here, on the request's task (its trace context).
+        let envelope = envelope(event)?;
+        let key = key.to_owned();
+        let answer = answer.clone();
+        let written = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    if !effect(&mut *tx).await? {
+                        return Ok(false);
+                    }
+                    enqueue_in(tx, &envelope).await?;
+                    idempotency::complete_in(tx, scope.as_str(), &key, answer.status, &answer.body)
+                        .await?;
+                    Ok::<_, StoreError>(true)
+                })
+            })
+            .await?;
+        if written {
+            self.outbox.wake();
+        }
+        Ok(written)
     }
 }
 
@@ -143,23 +174,20 @@ fn stored(row: PaymentRow) -> StoredPayment {
 }
 
 /// Appends one money movement to the ledger, in the caller's transaction.
-async fn append(
-    conn: &mut AnyConnection,
-    entry: &LedgerEntry,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+async fn append(tx: &mut dyn Statements, entry: &LedgerEntry, now: i64) -> Result<(), sqlx::Error> {
+    tx.run(
         "INSERT INTO ledger (id, payment_id, order_id, kind, amount_cents, idempotency_key, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            Arg::from(&chassis::id::new_id()),
+            Arg::from(&entry.payment_id),
+            Arg::from(&entry.order_id),
+            Arg::from(entry.kind.as_str()),
+            Arg::from(entry.amount.cents()),
+            Arg::from(&entry.key),
+            Arg::from(now),
+        ],
     )
-    .bind(chassis::id::new_id())
-    .bind(&entry.payment_id)
-    .bind(&entry.order_id)
-    .bind(entry.kind.as_str())
-    .bind(entry.amount.cents())
-    .bind(&entry.key)
-    .bind(now)
-    .execute(conn)
     .await
     .map(|_| ())
 }
@@ -178,86 +206,107 @@ impl PaymentStore for SqlPayments {
         fingerprint: &str,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
-        Ok(idempotency::begin(&self.pool, scope.as_str(), key, fingerprint, lease).await?)
+        Ok(idempotency::begin(&self.store, scope.as_str(), key, fingerprint, lease).await?)
     }
 
     async fn release(&self, scope: Scope, key: &str) -> Result<(), StoreError> {
-        Ok(idempotency::abandon(&self.pool, scope.as_str(), key).await?)
+        Ok(idempotency::abandon(&self.store, scope.as_str(), key).await?)
     }
 
     async fn record_capture(&self, capture: &Capture) -> Result<(), StoreError> {
         let now = chassis::time::now_micros();
-        let payment = &capture.payment;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO payments (id, order_id, idempotency_key, amount_cents, refunded_cents, currency, status, provider_ref, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-        )
-        .bind(&payment.id)
-        .bind(&payment.order_id)
-        .bind(&capture.key)
-        .bind(payment.amount_cents)
-        .bind(payment.refunded_cents)
-        .bind(&payment.currency)
-        .bind(status_str(payment.status))
-        .bind(&capture.provider_ref)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        append(&mut tx, &capture.entry, now).await?;
-        self.finish(
-            tx,
+        let payment = capture.payment.clone();
+        let (key, provider_ref, entry) = (
+            capture.key.clone(),
+            capture.provider_ref.clone(),
+            capture.entry.clone(),
+        );
+        self.record(
             &capture.event,
             Scope::Charge,
             &capture.key,
             &capture.answer,
+            move |tx| {
+                Box::pin(async move {
+                    tx.run(
+                        "INSERT INTO payments (id, order_id, idempotency_key, amount_cents, refunded_cents, currency, status, provider_ref, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                        &[
+                            Arg::from(&payment.id),
+                            Arg::from(&payment.order_id),
+                            Arg::from(&key),
+                            Arg::from(payment.amount_cents),
+                            Arg::from(payment.refunded_cents),
+                            Arg::from(&payment.currency),
+                            Arg::from(status_str(payment.status)),
+                            Arg::from(&provider_ref),
+                            Arg::from(now),
+                        ],
+                    )
+                    .await?;
+                    append(tx, &entry, now).await?;
+                    Ok(true)
+                })
+            },
         )
         .await
+        .map(|_| ())
     }
 
     async fn record_decline(&self, decline: &Decline) -> Result<(), StoreError> {
-        let tx = self.pool.begin().await?;
-        self.finish(
-            tx,
+        self.record(
             &decline.event,
             Scope::Charge,
             &decline.key,
             &decline.answer,
+            |_| Box::pin(async { Ok(true) }),
         )
         .await
+        .map(|_| ())
     }
 
     async fn record_refund(&self, refund: &RefundRecord) -> Result<RefundWrite, StoreError> {
         let now = chassis::time::now_micros();
-        let payment = &refund.payment;
-        let mut tx = self.pool.begin().await?;
-        // Only over the balance the refund was decided on: a concurrent refund in
-        // between makes this one decide again instead of overdrawing.
-        let updated = sqlx::query(
-            "UPDATE payments SET refunded_cents = $1, status = $2, updated_at = $3 \
-             WHERE id = $4 AND refunded_cents = $5",
-        )
-        .bind(payment.refunded_cents)
-        .bind(status_str(payment.status))
-        .bind(now)
-        .bind(&payment.id)
-        .bind(refund.refunded_before)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Ok(RefundWrite::Stale);
-        }
-        append(&mut tx, &refund.entry, now).await?;
-        self.finish(
-            tx,
-            &refund.event,
-            Scope::Refund,
-            &refund.key,
-            &refund.answer,
-        )
-        .await?;
-        Ok(RefundWrite::Written)
+        let payment = refund.payment.clone();
+        let (refunded_before, entry) = (refund.refunded_before, refund.entry.clone());
+        let written = self
+            .record(
+                &refund.event,
+                Scope::Refund,
+                &refund.key,
+                &refund.answer,
+                move |tx| {
+                    Box::pin(async move {
+                        // Only over the balance the refund was decided on: a concurrent
+                        // refund in between makes this one decide again instead of
+                        // overdrawing.
+                        let updated = tx
+                            .run(
+                                "UPDATE payments SET refunded_cents = $1, status = $2, updated_at = $3 \
+                                 WHERE id = $4 AND refunded_cents = $5",
+                                &[
+                                    Arg::from(payment.refunded_cents),
+                                    Arg::from(status_str(payment.status)),
+                                    Arg::from(now),
+                                    Arg::from(&payment.id),
+                                    Arg::from(refunded_before),
+                                ],
+                            )
+                            .await?;
+                        if updated == 0 {
+                            return Ok(false);
+                        }
+                        append(tx, &entry, now).await?;
+                        Ok(true)
+                    })
+                },
+            )
+            .await?;
+        Ok(if written {
+            RefundWrite::Written
+        } else {
+            RefundWrite::Stale
+        })
     }
 
     async fn payment(&self, payment_id: &str) -> Result<Option<StoredPayment>, StoreError> {

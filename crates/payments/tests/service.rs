@@ -81,7 +81,7 @@ async fn setup(provider: Arc<Scripted>) -> Setup {
     store.migrate(&payments::MIGRATOR).await.unwrap();
     let outbox = Outbox::new(payments::MODULE, store.pool().clone());
     let service = PaymentsService::new(
-        Arc::new(SqlPayments::new(store.pool().clone(), outbox)),
+        Arc::new(SqlPayments::new((*store).clone(), outbox)),
         provider,
         Duration::from_millis(200),
     );
