@@ -9,8 +9,9 @@
 #     the platform tables every store has (outbox, inbox, idempotency keys) on lines
 #     of their own, summed over the databases.
 # Transactions' BEGIN/COMMIT and sqlx's pool pings are not statements in that log, nor
-# are the statements of units run by a store's SQLite writer thread (ADR 0019: today
-# the orders event append, with its outbox rows); their commits are counted.
+# are the statements of units run by a store's SQLite writer thread (ADR 0019: the
+# order append, the idempotency keys, catalog's reservations and payments' records,
+# with their outbox rows); their commits are counted.
 #
 #   bench/writes.sh [target/release/bazaar] [orders (default 20)] [users (default 1)]
 # With several users, each places its share of the orders at the same time as the
