@@ -39,9 +39,11 @@ nats_url=${BENCH_NATS_URL:-nats://127.0.0.1:4222}
 drop_db() { [[ -n $db ]] && psql "$admin_url" -q -c "DROP DATABASE IF EXISTS $db" || true; db=""; }
 cleanup() { [[ -n $pid ]] && kill -INT "$pid" 2>/dev/null; wait 2>/dev/null || true; drop_db; rm -rf "$work"; }
 trap cleanup EXIT
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-# The split's modules take the ports after the gateway's.
-[[ -n $split ]] && port=$((20000 + RANDOM % 20000))
+# From below the ephemeral range (scripts/free_ports.py says why); the split's eight
+# modules take the ports after the gateway's.
+ports=1
+[[ -n $split ]] && ports=9
+port=$(python3 scripts/free_ports.py "$ports")
 url=http://127.0.0.1:$port
 
 for round in $(seq 1 "$rounds"); do

@@ -18,7 +18,7 @@ WORK=$(mktemp -d)
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+PORT=$(python3 scripts/free_ports.py)
 URL="http://127.0.0.1:$PORT"
 json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
 

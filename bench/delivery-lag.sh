@@ -16,7 +16,7 @@ pid=""
 cleanup() { [[ -n $pid ]] && kill -INT "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 export BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+port=$(python3 "$(dirname "$0")/../scripts/free_ports.py")
 url=http://127.0.0.1:$port
 "$bin" serve --data-dir "$work/data" --http-addr "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 pid=$!

@@ -107,7 +107,7 @@ wait "$BUILD_PID" || fail "cargo build"
 BUILD_PID=""
 BIN=$ROOT/target/release/bazaar
 
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+PORT=$(python3 scripts/free_ports.py)
 URL="http://127.0.0.1:$PORT"
 # /metrics answers only its scrape credential.
 METRICS_TOKEN=bench-faults-metrics-token-0000000000

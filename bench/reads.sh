@@ -22,7 +22,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+free_port() { python3 scripts/free_ports.py; }
 now_ms() { date +%s%3N; }
 wait_ready() { # url, max seconds
   local deadline=$(( $(now_ms) + $2 * 1000 ))

@@ -51,13 +51,13 @@ ticks() {
     echo "$total"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 run() { # replicas round
     local n=$1 round=$2
     local db=bench_replicas_${n}_${round}_$$ port nats_port
     psql "$ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
-    nats_port=$(free_port)
+    # The gateway's port, its eight modules' n replicas after it, and nats-server's;
+    # from below the ephemeral range (scripts/free_ports.py says why).
+    read -r port nats_port < <(python3 scripts/free_ports.py $((1 + 8 * n)) 1)
     "$NATS_SERVER" -js -a 127.0.0.1 -p "$nats_port" -sd "$WORK/nats-$n-$round" \
         >"$WORK/nats-$n-$round.log" 2>&1 &
     NATS_PID=$!
@@ -65,8 +65,6 @@ run() { # replicas round
         (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
         sleep 0.1
     done
-    # The modules take consecutive ports after the gateway's: leave room.
-    port=$((20000 + (RANDOM % 20000)))
     BAZAAR_DATA_DIR=$WORK/data-$n-$round \
         BAZAAR_LOG_FILTER=warn BAZAAR_RATE_LIMIT_PER_SECOND=0 BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0 \
         "$BIN" dev --split --replicas "$n" --http-addr "127.0.0.1:$port" \

@@ -14,7 +14,7 @@ PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+free_port() { python3 scripts/free_ports.py; }
 now_ms() { date +%s%3N; }
 wait_ready() { # url: up to 30 s
   local deadline=$(( $(now_ms) + 30000 ))

@@ -38,7 +38,7 @@ PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+free_port() { python3 scripts/free_ports.py; }
 wait_ready() {
   for _ in $(seq 1 400); do
     curl -fs -o /dev/null "$1" && return 0

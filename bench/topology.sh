@@ -250,7 +250,7 @@ trap 'exit 130' INT TERM
 
 fail() { log "FAILED: $*"; exit 1; }
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+free_port() { python3 scripts/free_ports.py; }
 json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
 
 COMMON_ENV=(

@@ -26,7 +26,7 @@ work=$(mktemp -d)
 pid=""
 cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+port=$(python3 scripts/free_ports.py)
 BAZAAR_LOG_FILTER="warn,sqlx::query=debug" BAZAAR_RATE_LIMIT_PER_SECOND=0 \
     BAZAAR_AUTH_RATE_LIMIT_PER_SECOND=0 \
     "$bin" serve --data-dir "$work/data" --http-addr "127.0.0.1:$port" >"$work/log" 2>&1 &
